@@ -1,0 +1,115 @@
+//! What the switch reports about itself: the normalised event trace.
+//!
+//! Protocol cores push [`Event`]s; the runtime hands them to an [`EventSink`].
+//! Live, the sink logs them; in the simulator it timestamps them with
+//! simulated time for `events.jsonl`, reports and scenario expectations.
+//! Events carry no wall-clock time and no random values that change between
+//! seeds unless the value itself is the point, so traces can be pinned.
+
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// Peer reachability as `iax2 show peers` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeerState {
+    Ok,
+    Lagged,
+    Unreachable,
+    Unmonitored,
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerState::Ok => "OK",
+            PeerState::Lagged => "LAGGED",
+            PeerState::Unreachable => "UNREACHABLE",
+            PeerState::Unmonitored => "UNMONITORED",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The switch bound its socket and is serving.
+    Started { bind: SocketAddr },
+    /// Configuration (re)loaded; `problems` counts recognised-but-unsupported notes.
+    ConfigLoaded { peers: usize, registrations: usize, problems: usize },
+    /// A reload was refused; the running configuration stays.
+    ConfigRejected { error: String },
+
+    // Client role: our `register =>` lines.
+    /// A REGREQ went out (`attempt` counts since the last success).
+    RegistrationSent { server: String, username: String, attempt: u32 },
+    /// REGACK received: registered for `refresh` seconds.
+    Registered { server: String, username: String, refresh: u32 },
+    /// REGREJ received; `cause` is the server's text.
+    RegistrationRejected { server: String, username: String, cause: String },
+    /// No answer to a REGREQ; the next try is in `retry_in_ms`.
+    RegistrationTimeout { server: String, username: String, retry_in_ms: u64 },
+
+    // Server role: peers registering to us.
+    /// We sent REGACK to `peer`.
+    PeerRegistered { peer: String, addr: SocketAddr, expiry: u32 },
+    /// We sent REGREJ (or dropped the REGREQ, see `cause`).
+    PeerRegistrationRefused { peer: String, addr: SocketAddr, cause: String },
+    /// A registration expired or was released.
+    PeerUnregistered { peer: String, reason: String },
+
+    // Qualify.
+    /// The peer's reachability changed.
+    PeerStateChanged { peer: String, from: PeerState, to: PeerState, latency_ms: Option<u32> },
+
+    // Robustness.
+    /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
+    DatagramDropped { from: SocketAddr, reason: String },
+    /// A new dialog was refused before it used any resources (call token, limits).
+    CallTokenRequired { from: SocketAddr },
+}
+
+impl Event {
+    /// The event's name as it appears in `events.jsonl` and scenario expectations.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::ConfigLoaded { .. } => "config_loaded",
+            Event::ConfigRejected { .. } => "config_rejected",
+            Event::RegistrationSent { .. } => "registration_sent",
+            Event::Registered { .. } => "registered",
+            Event::RegistrationRejected { .. } => "registration_rejected",
+            Event::RegistrationTimeout { .. } => "registration_timeout",
+            Event::PeerRegistered { .. } => "peer_registered",
+            Event::PeerRegistrationRefused { .. } => "peer_registration_refused",
+            Event::PeerUnregistered { .. } => "peer_unregistered",
+            Event::PeerStateChanged { .. } => "peer_state_changed",
+            Event::DatagramDropped { .. } => "datagram_dropped",
+            Event::CallTokenRequired { .. } => "call_token_required",
+        }
+    }
+}
+
+/// Receives every event the switch emits, in order.
+pub trait EventSink: Send + 'static {
+    fn emit(&mut self, event: &Event);
+}
+
+/// The live sink: events become structured log lines.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn emit(&mut self, event: &Event) {
+        match serde_json::to_string(event) {
+            Ok(json) => tracing::info!(target: "switch::event", "{json}"),
+            Err(e) => tracing::warn!("unserialisable event {event:?}: {e}"),
+        }
+    }
+}
+
+impl<F: FnMut(&Event) + Send + 'static> EventSink for F {
+    fn emit(&mut self, event: &Event) {
+        self(event)
+    }
+}

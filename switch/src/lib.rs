@@ -1,0 +1,13 @@
+//! A softswitch that speaks IAX2 (RFC 5456), built from sans-IO protocol cores.
+//!
+//! The protocol logic ([`iax2`]) is a set of plain state machines fed with
+//! `(now, datagram)` and polled for datagrams to send and the next timer
+//! deadline. [`runtime`] is the one event loop that drives them over any
+//! [`net::Net`]: tokio sockets when deployed, turmoil sockets inside the
+//! simulator (`simnet`). Nothing else differs between the two worlds.
+
+pub mod config;
+pub mod event;
+pub mod iax2;
+pub mod net;
+pub mod runtime;

@@ -1,0 +1,54 @@
+//! The only thing that differs between a live and a simulated switch: the
+//! network underneath the event loop.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+/// A UDP socket as the event loop needs it.
+///
+/// `recv_from` must be cancel-safe: the event loop races it against timers.
+pub trait DatagramSocket: Send + Sync + 'static {
+    fn send_to(&self, buf: &[u8], target: SocketAddr)
+        -> impl Future<Output = io::Result<usize>> + Send;
+    fn recv_from(&self, buf: &mut [u8])
+        -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+}
+
+/// A network the switch can bind sockets on and resolve host names in.
+pub trait Net: Send + Sync + 'static {
+    type Socket: DatagramSocket;
+    fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send;
+    /// Resolves a host name or address literal to its addresses, in a stable order.
+    fn resolve(&self, host: &str) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
+}
+
+impl DatagramSocket for tokio::net::UdpSocket {
+    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send_to(self, buf, target)
+    }
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        tokio::net::UdpSocket::recv_from(self, buf)
+    }
+}
+
+/// The host's real network, through tokio.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioNet;
+
+impl Net for TokioNet {
+    type Socket = tokio::net::UdpSocket;
+
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Socket> {
+        tokio::net::UdpSocket::bind(addr).await
+    }
+
+    async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let mut ips: Vec<IpAddr> = tokio::net::lookup_host((host, 0)).await?.map(|a| a.ip()).collect();
+        ips.dedup();
+        Ok(ips)
+    }
+}

@@ -1,0 +1,156 @@
+//! The one event loop. It owns a socket from some [`Net`], feeds datagrams and
+//! timer expiries into the sans-IO [`Endpoint`], sends what it asks to send,
+//! and sleeps until its next deadline. Live and simulated runs share it as is.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
+use crate::event::{Event, EventSink};
+use crate::iax2::endpoint::{Endpoint, ResolvedHosts};
+use crate::net::{DatagramSocket, Net};
+
+/// Largest datagram we accept; anything longer is truncated by the socket and
+/// then rejected by the parser.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// What an operator (control socket, scenario script) can ask of a running switch.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the configuration from the loader; keep running on failure.
+    Reload,
+    /// `iax2 show peers`.
+    ShowPeers(oneshot::Sender<String>),
+    /// `iax2 show registry`.
+    ShowRegistry(oneshot::Sender<String>),
+    /// Counters of dropped and handled traffic.
+    ShowStats(oneshot::Sender<String>),
+    /// Stop the loop and return.
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("configuration is invalid:\n{}", render(.0))]
+    Config(Vec<Diagnostic>),
+    #[error("cannot bind UDP {addr}: {source}. Is another process using the port? Set bindaddr/bindport in iax.conf.")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Everything one switch instance needs to run.
+pub struct SwitchSetup<L: SourceLoader, S: EventSink> {
+    /// Where `iax.conf` and `switch.toml` are read from (a directory live, a map in simnet).
+    pub loader: L,
+    /// Seed of the one RNG all protocol randomness comes from.
+    pub seed: u64,
+    pub events: S,
+    pub commands: mpsc::Receiver<Command>,
+}
+
+/// Runs a switch until [`Command::Shutdown`] or the command channel closes.
+pub async fn run<N: Net, L: SourceLoader, S: EventSink>(
+    net: N,
+    mut setup: SwitchSetup<L, S>,
+) -> Result<(), RunError> {
+    let loaded = config::load(&setup.loader).map_err(RunError::Config)?;
+    let bind = loaded.iax.general.bind;
+    let socket = net.bind_udp(bind).await.map_err(|source| RunError::Bind { addr: bind, source })?;
+    let resolved = resolve_hosts(&net, &loaded).await;
+
+    let rng = ChaCha20Rng::seed_from_u64(setup.seed);
+    let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
+    setup.events.emit(&Event::Started { bind });
+    setup.events.emit(&config_loaded(&loaded));
+
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        flush(&socket, &mut endpoint, &mut setup.events).await;
+        let deadline = endpoint.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            biased;
+            cmd = setup.commands.recv() => match cmd {
+                None | Some(Command::Shutdown) => return Ok(()),
+                Some(Command::Reload) => match config::load(&setup.loader) {
+                    Ok(loaded) => {
+                        let resolved = resolve_hosts(&net, &loaded).await;
+                        endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved);
+                        setup.events.emit(&config_loaded(&loaded));
+                    }
+                    Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),
+                },
+                Some(Command::ShowPeers(tx)) => { let _ = tx.send(endpoint.show_peers(Instant::now().into_std())); }
+                Some(Command::ShowRegistry(tx)) => { let _ = tx.send(endpoint.show_registry(Instant::now().into_std())); }
+                Some(Command::ShowStats(tx)) => { let _ = tx.send(endpoint.show_stats()); }
+            },
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, from)) => endpoint.handle_datagram(Instant::now().into_std(), from, &buf[..len]),
+                // ICMP errors surface here on some platforms; they say nothing the
+                // protocol's own timers will not find out.
+                Err(e) => tracing::debug!("recv_from: {e}"),
+            },
+            _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now().into_std()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush<S: DatagramSocket>(socket: &S, endpoint: &mut Endpoint, events: &mut impl EventSink) {
+    while let Some(event) = endpoint.poll_event() {
+        events.emit(&event);
+    }
+    while let Some(t) = endpoint.poll_transmit() {
+        if let Err(e) = socket.send_to(&t.payload, t.destination).await {
+            tracing::debug!("send_to {}: {e}", t.destination);
+        }
+    }
+    while let Some(event) = endpoint.poll_event() {
+        events.emit(&event);
+    }
+}
+
+fn config_loaded(loaded: &LoadedConfig) -> Event {
+    Event::ConfigLoaded {
+        peers: loaded.iax.peers.len(),
+        registrations: loaded.iax.registrations.len(),
+        problems: loaded.notes.len(),
+    }
+}
+
+/// Resolves every host name the configuration mentions, once per load.
+/// Names that do not resolve are left out; the endpoint reports them when used.
+async fn resolve_hosts<N: Net>(net: &N, loaded: &LoadedConfig) -> ResolvedHosts {
+    let mut names: Vec<&str> = loaded.iax.registrations.iter().map(|r| r.host.as_str()).collect();
+    names.extend(loaded.iax.peers.iter().filter_map(|p| match &p.host {
+        Host::Static(h) => Some(h.as_str()),
+        Host::Dynamic { .. } => None,
+    }));
+    let mut map: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for name in names {
+        if map.contains_key(name) {
+            continue;
+        }
+        match net.resolve(name).await {
+            Ok(ips) if !ips.is_empty() => {
+                map.insert(name.to_string(), ips);
+            }
+            Ok(_) | Err(_) => tracing::warn!("cannot resolve host {name:?}"),
+        }
+    }
+    ResolvedHosts(map)
+}
