@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PeerState {
+    /// Qualified, but not yet poked (or no address known yet).
+    Unknown,
     Ok,
     Lagged,
     Unreachable,
@@ -22,6 +24,7 @@ pub enum PeerState {
 impl std::fmt::Display for PeerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            PeerState::Unknown => "UNKNOWN",
             PeerState::Ok => "OK",
             PeerState::Lagged => "LAGGED",
             PeerState::Unreachable => "UNREACHABLE",

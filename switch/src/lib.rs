@@ -7,6 +7,7 @@
 //! simulator (`simnet`). Nothing else differs between the two worlds.
 
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod iax2;
 pub mod net;

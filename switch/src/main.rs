@@ -1,1 +1,188 @@
-fn main() {}
+//! `switch`: run the softswitch live, or check its configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use switch::config::{self, DirLoader, MapLoader, SourceLoader};
+use switch::event::LogSink;
+use switch::net::TokioNet;
+use switch::runtime::{self, Command, SwitchSetup};
+
+/// The configuration used when no --config is given: IAX2 on loopback only,
+/// no peers, nothing reachable from outside this host.
+const BUILTIN_IAX_CONF: &str = "[general]\nbindaddr=127.0.0.1\nbindport=4569\n";
+
+#[derive(Parser)]
+#[command(name = "switch", version, about = "An IAX2 softswitch with a deterministic simulator twin")]
+#[command(long_about = "An IAX2 softswitch (RFC 5456, configured with Asterisk's iax.conf).\n\n\
+    The same switch code runs here on real sockets and inside the simulator\n\
+    (`cargo xtask scenario`). See README.md and docs/operations.md.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the switch on this host's network.
+    Run {
+        /// Directory holding iax.conf (Asterisk syntax) and switch.toml; a missing file means
+        /// built-in defaults. Without --config the switch binds 127.0.0.1:4569 with no peers.
+        #[arg(long, value_name = "DIR")]
+        config: Option<PathBuf>,
+        /// Seed for the protocol RNG (call numbers, challenges). Default: from the OS.
+        /// Only useful to reproduce a run exactly.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Validate a configuration directory and print every problem with file:line.
+    CheckConfig {
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+    },
+    /// Send one command to a running switch's control socket and print the answer.
+    Ctl {
+        /// Control socket address (switch.toml [control] listen).
+        #[arg(long, default_value = "127.0.0.1:5039")]
+        control: SocketAddr,
+        /// The command, e.g. `iax2 show peers`; `help` lists them.
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Cmd::Run { config: Some(dir), seed } => runtime.block_on(run(DirLoader(dir), seed)),
+        Cmd::Run { config: None, seed } => {
+            let files = BTreeMap::from([("iax.conf".to_string(), BUILTIN_IAX_CONF.to_string())]);
+            let loader = MapLoader(std::sync::Arc::new(std::sync::Mutex::new(files)));
+            runtime.block_on(run(loader, seed))
+        }
+        Cmd::CheckConfig { config } => check_config(config),
+        Cmd::Ctl { control, words } => runtime.block_on(ctl(control, words.join(" "))),
+    }
+}
+
+async fn run(loader: impl SourceLoader, seed: Option<u64>) -> ExitCode {
+    let loaded = match config::load(&loader) {
+        Ok(loaded) => loaded,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("error: {d}");
+            }
+            eprintln!("{} problem(s); the switch did not start.", diags.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
+    let (tx, rx) = mpsc::channel(64);
+    if let Some(addr) = loaded.switch.control {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!("control socket on {addr}");
+                tokio::spawn(switch::control::serve(listener, tx.clone()));
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on control socket {addr}: {e} (set [control] listen in switch.toml, or \"off\")");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let reload = tx.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            if reload.send(Command::Reload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let shutdown = tx.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = shutdown.send(Command::Shutdown).await;
+        }
+    });
+    let seed = seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
+    let setup = SwitchSetup { loader, seed, events: LogSink, commands: rx };
+    match runtime::run(TokioNet, setup).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(dir: PathBuf) -> ExitCode {
+    let loader = DirLoader(dir.clone());
+    match config::load(&loader) {
+        Ok(loaded) => {
+            for note in &loaded.notes {
+                println!("note: {note}");
+            }
+            println!(
+                "{}: OK ({} peers, {} registrations, {} notes)",
+                dir.display(),
+                loaded.iax.peers.len(),
+                loaded.iax.registrations.len(),
+                loaded.notes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for d in &diags {
+                println!("error: {d}");
+            }
+            println!("{}: {} problem(s)", dir.display(), diags.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ctl(addr: SocketAddr, line: String) -> ExitCode {
+    let stream = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot connect to the control socket at {addr}: {e}. Is the switch running, and is [control] listen set to this address?");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    if write.write_all(format!("{line}\nquit\n").as_bytes()).await.is_err() {
+        return ExitCode::FAILURE;
+    }
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if l == "." {
+            break;
+        }
+        println!("{l}");
+    }
+    ExitCode::SUCCESS
+}

@@ -1,54 +1,778 @@
-//! INTERIM signature of the IAX2 endpoint; the state machines land next.
-use std::collections::BTreeMap;
+//! The IAX2 endpoint: one UDP socket's worth of protocol state, sans IO.
+//!
+//! Fed with `(now, datagram)` and timer expiries; polled for datagrams to
+//! send, events to report and the next deadline. It demultiplexes frames to
+//! dialogs by call number, applies call-token and call-number limits before a
+//! source may hold any state, and runs registration (both roles) and qualify.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rand::{Rng, RngCore};
 use rand_chacha::ChaCha20Rng;
 
-use crate::config::IaxConfig;
-use crate::event::Event;
+use super::auth;
+use super::callno::{CallNumbers, Validation};
+use super::calltoken::CallTokens;
+use super::dialog::{Dialog, GaveUp, Receipt};
+use super::frame::{self, Frame, FullFrame};
+use super::ie::Ie;
+use super::qualify::PeerQualify;
+use super::registrar::{self, Refusal, Registrar};
+use super::registration::{RegState, Registration};
+use super::subclass::{FrameType, IaxSubclass};
+use super::Transmit;
+use crate::config::{CallTokenRequirement, Host, IaxConfig};
+use crate::event::{Event, PeerState};
+
+/// How long an ended dialog stays to re-ACK retransmissions of its last frames.
+const LINGER: Duration = Duration::from_secs(10);
+/// `delayreject=yes`: REGREJ waits this long, slowing down password guessing.
+const DELAY_REJECT: Duration = Duration::from_secs(1);
+/// Q.850 cause "facility rejected", as Asterisk sends with REGREJ.
+const CAUSE_FACILITY_REJECTED: u8 = 29;
+/// Q.850 cause "call rejected".
+const CAUSE_CALL_REJECTED: u8 = 21;
 
 /// Host names from the configuration, resolved by the runtime.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResolvedHosts(pub BTreeMap<String, Vec<IpAddr>>);
 
-/// A datagram the endpoint wants sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub destination: SocketAddr,
-    pub payload: Vec<u8>,
+impl ResolvedHosts {
+    fn addr(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        self.0.get(host).and_then(|ips| ips.first()).map(|ip| SocketAddr::new(*ip, port))
+    }
+}
+
+/// What each dialog is for.
+enum Role {
+    /// A peer registering to us.
+    Registrar(RegistrarExchange),
+    /// Our REGREQ to a server: the registration whose dialog this is.
+    Registrant,
+    /// Our POKE to a qualified peer.
+    Poke { peer: String },
+}
+
+struct RegistrarExchange {
+    challenge: Option<String>,
+    /// A REGREJ held back by `delayreject`.
+    reject_at: Option<Instant>,
+}
+
+struct Entry {
+    dialog: Dialog,
+    role: Role,
+}
+
+/// Traffic counters, for `show stats` and load reports.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub dropped: BTreeMap<String, u64>,
+    pub call_tokens_issued: u64,
+    pub pongs_sent: u64,
 }
 
 pub struct Endpoint {
-    _config: Arc<IaxConfig>,
+    config: Arc<IaxConfig>,
+    resolved: ResolvedHosts,
+    rng: ChaCha20Rng,
+    epoch: Instant,
+    tokens: CallTokens,
+    callnos: CallNumbers,
+    dialogs: BTreeMap<u16, Entry>,
+    /// New-dialog requests by (source, its call number), to recognise their retransmissions.
+    by_remote: BTreeMap<(SocketAddr, u16), u16>,
+    registrar: Registrar,
+    registrations: Vec<Registration>,
+    qualify: BTreeMap<String, PeerQualify>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
 }
 
 impl Endpoint {
-    pub fn new(config: Arc<IaxConfig>, _resolved: ResolvedHosts, _rng: ChaCha20Rng, _now: Instant) -> Self {
-        Endpoint { _config: config }
+    pub fn new(config: Arc<IaxConfig>, resolved: ResolvedHosts, mut rng: ChaCha20Rng, now: Instant) -> Self {
+        let mut key = [0u8; 16];
+        rng.fill_bytes(&mut key);
+        let mut endpoint = Endpoint {
+            config: Arc::new(IaxConfig {
+                general: config.general.clone(),
+                peers: Vec::new(),
+                registrations: Vec::new(),
+                callnumberlimits: Vec::new(),
+            }),
+            resolved: ResolvedHosts::default(),
+            rng,
+            epoch: now,
+            tokens: CallTokens::new(key),
+            callnos: CallNumbers::default(),
+            dialogs: BTreeMap::new(),
+            by_remote: BTreeMap::new(),
+            registrar: Registrar::default(),
+            registrations: Vec::new(),
+            qualify: BTreeMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        endpoint.reconfigure(now, config, resolved);
+        endpoint
     }
-    pub fn reconfigure(&mut self, _now: Instant, config: Arc<IaxConfig>, _resolved: ResolvedHosts) {
-        self._config = config;
+
+    /// Applies a new configuration without dropping what still holds: unchanged
+    /// registrations and observed peer states survive; changed ones restart now.
+    pub fn reconfigure(&mut self, now: Instant, config: Arc<IaxConfig>, resolved: ResolvedHosts) {
+        let mut old = std::mem::take(&mut self.registrations);
+        for line in &config.registrations {
+            let server = resolved.addr(&line.host, line.port);
+            match old.iter().position(|r| &r.line == line && r.server == server) {
+                Some(i) => self.registrations.push(old.remove(i)),
+                None => self.registrations.push(Registration::new(line.clone(), server, now)),
+            }
+        }
+        for gone in old {
+            if let Some(call) = gone.call() {
+                self.remove_dialog(call);
+            }
+        }
+
+        for name in self.registrar.retain_configured(&config) {
+            self.events.push_back(Event::PeerUnregistered { peer: name, reason: "removed from configuration".into() });
+        }
+
+        let mut qualify = BTreeMap::new();
+        for peer in config.peers.iter().filter(|p| p.kind.is_peer()) {
+            let entry = match self.qualify.remove(&peer.name) {
+                Some(mut q) => {
+                    q.update(peer);
+                    Some(q)
+                }
+                None => PeerQualify::new(peer).map(|mut q| {
+                    q.next_poke = Some(now);
+                    q
+                }),
+            };
+            if let Some(q) = entry {
+                qualify.insert(peer.name.clone(), q);
+            }
+        }
+        for (_, q) in std::mem::take(&mut self.qualify) {
+            if let Some((call, _)) = q.in_flight {
+                self.remove_dialog(call);
+            }
+        }
+        self.qualify = qualify;
+        self.config = config;
+        self.resolved = resolved;
     }
-    pub fn handle_datagram(&mut self, _now: Instant, _from: SocketAddr, _data: &[u8]) {}
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        match frame::decode(data) {
+            Ok(Frame::Full(f)) => self.handle_full(now, from, f),
+            Ok(_) => self.drop_datagram(from, "media frame for no call"),
+            Err(e) => self.drop_datagram(from, &format!("malformed: {e}")),
+        }
+    }
+
+    fn handle_full(&mut self, now: Instant, from: SocketAddr, f: FullFrame) {
+        if f.dst_call != 0 {
+            match self.dialogs.get(&f.dst_call) {
+                Some(e) if e.dialog.remote_addr == from => self.handle_dialog_frame(now, f.dst_call, f),
+                Some(_) => self.drop_datagram(from, "call number belongs to another address"),
+                // The ACK of a stateless PONG, or of a dialog already gone: expected, not news.
+                None if f.iax() == Some(IaxSubclass::Ack) => {
+                    self.count_drop("acknowledgement for no call");
+                }
+                None => self.drop_datagram(from, "frame for unknown call"),
+            }
+            return;
+        }
+        if let Some(&local) = self.by_remote.get(&(from, f.src_call)) {
+            return self.handle_dialog_frame(now, local, f);
+        }
+        if f.frame_type != FrameType::Iax {
+            return self.drop_datagram(from, "non-IAX full frame for no call");
+        }
+        match f.iax() {
+            Some(IaxSubclass::Poke) => self.pong(from, &f),
+            Some(IaxSubclass::RegReq | IaxSubclass::RegRel) => self.new_registrar_dialog(now, from, f),
+            Some(IaxSubclass::New) => self.reject_call(from, &f),
+            Some(IaxSubclass::Ack | IaxSubclass::Inval | IaxSubclass::Vnak) => {
+                self.count_drop("acknowledgement for no call");
+            }
+            _ => self.drop_datagram(from, "unexpected frame for no call"),
+        }
+    }
+
+    /// Answers a POKE without keeping any state, as `nmap --script iax2-version`
+    /// expects. The PONG is no larger than the POKE and is never retransmitted,
+    /// so a spoofed POKE cannot be turned into amplified traffic.
+    fn pong(&mut self, to: SocketAddr, poke: &FullFrame) {
+        let src = self.rng.gen_range(1..=super::callno::MAX_CALL_NUMBER);
+        let pong = FullFrame::new_iax(
+            src,
+            poke.src_call,
+            poke.timestamp,
+            0,
+            poke.oseqno.wrapping_add(1),
+            IaxSubclass::Pong,
+            &[],
+        );
+        self.stats.pongs_sent += 1;
+        self.send_stateless(to, &pong);
+    }
+
+    fn reject_call(&mut self, to: SocketAddr, new: &FullFrame) {
+        let reject = FullFrame::new_iax(
+            0,
+            new.src_call,
+            new.timestamp,
+            0,
+            new.oseqno.wrapping_add(1),
+            IaxSubclass::Reject,
+            &[Ie::Cause("Calls are not accepted by this switch".into()), Ie::CauseCode(CAUSE_CALL_REJECTED)],
+        );
+        self.send_stateless(to, &reject);
+    }
+
+    fn send_stateless(&mut self, to: SocketAddr, frame: &FullFrame) {
+        let mut payload = Vec::with_capacity(12 + frame.payload.len());
+        if frame.encode(&mut payload).is_ok() {
+            self.out.push_back(Transmit { destination: to, payload });
+        }
+    }
+
+    /// A REGREQ or REGREL opening a dialog: call token and limits first, state after.
+    fn new_registrar_dialog(&mut self, now: Instant, from: SocketAddr, f: FullFrame) {
+        let ies = match f.ies() {
+            Ok(ies) => ies,
+            Err(e) => return self.drop_datagram(from, &format!("malformed IEs: {e}")),
+        };
+        let username = ies.iter().find_map(|ie| match ie {
+            Ie::Username(u) => Some(u.clone()),
+            _ => None,
+        });
+        let token = ies.iter().find_map(|ie| match ie {
+            Ie::CallToken(t) => Some(t.clone()),
+            _ => None,
+        });
+        let validation = match token {
+            Some(t) if t.is_empty() => {
+                let token = self.tokens.issue(from, now - self.epoch);
+                let reply = FullFrame::new_iax(
+                    0,
+                    f.src_call,
+                    f.timestamp,
+                    0,
+                    f.oseqno.wrapping_add(1),
+                    IaxSubclass::CallToken,
+                    &[Ie::CallToken(token)],
+                );
+                self.stats.call_tokens_issued += 1;
+                return self.send_stateless(from, &reply);
+            }
+            Some(t) => {
+                if !self.tokens.validate(&t, from, now - self.epoch, self.config.general.calltokenexpiration) {
+                    return self.drop_datagram(from, "invalid or expired call token");
+                }
+                Validation::Validated
+            }
+            None => {
+                if self.token_required(username.as_deref(), from) {
+                    self.events.push_back(Event::CallTokenRequired { from });
+                    self.events.push_back(Event::PeerRegistrationRefused {
+                        peer: username.unwrap_or_default(),
+                        addr: from,
+                        cause: Refusal::CallTokenRequired.reason().into(),
+                    });
+                    let rej = FullFrame::new_iax(
+                        0,
+                        f.src_call,
+                        f.timestamp,
+                        0,
+                        f.oseqno.wrapping_add(1),
+                        IaxSubclass::RegRej,
+                        &[Ie::Cause("CallToken support required".into()), Ie::CauseCode(CAUSE_FACILITY_REJECTED)],
+                    );
+                    return self.send_stateless(from, &rej);
+                }
+                Validation::Unvalidated
+            }
+        };
+        let local = match self.callnos.allocate(&mut self.rng, &self.config, from.ip(), validation) {
+            Ok(n) => n,
+            Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
+        };
+        let dialog = Dialog::new(local, f.src_call, from, now);
+        let role = Role::Registrar(RegistrarExchange { challenge: None, reject_at: None });
+        self.dialogs.insert(local, Entry { dialog, role });
+        self.by_remote.insert((from, f.src_call), local);
+        self.handle_dialog_frame(now, local, f);
+    }
+
+    /// Whether a source that sent no CALLTOKEN IE must be refused.
+    fn token_required(&self, username: Option<&str>, from: SocketAddr) -> bool {
+        if self.config.general.calltokenoptional.iter().any(|net| net.contains(from.ip())) {
+            return false;
+        }
+        let requirement = username
+            .and_then(|u| self.config.peers.iter().find(|p| p.name.eq_ignore_ascii_case(u)))
+            .map_or(self.config.general.defaults.requirecalltoken, |p| p.requirecalltoken);
+        requirement != CallTokenRequirement::No
+    }
+
+    fn handle_dialog_frame(&mut self, now: Instant, local: u16, f: FullFrame) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        if f.iax() == Some(IaxSubclass::CallToken) {
+            return self.registrant_call_token(now, local, &f);
+        }
+        match entry.dialog.receive(now, &f, &mut self.out) {
+            Receipt::InOrder => {}
+            Receipt::Unsequenced | Receipt::Duplicate | Receipt::OutOfOrder => return,
+        }
+        if entry.dialog.is_finished() {
+            return entry.dialog.ack(&f, &mut self.out);
+        }
+        if f.iax() == Some(IaxSubclass::Inval) {
+            return self.dialog_failed(now, local);
+        }
+        match entry.role {
+            Role::Registrar(_) => self.registrar_frame(now, local, &f),
+            Role::Registrant => self.registrant_frame(now, local, &f),
+            Role::Poke { .. } => self.poke_frame(now, local, &f),
+        }
+    }
+
+    fn registrar_frame(&mut self, now: Instant, local: u16, f: &FullFrame) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        let release = match f.iax() {
+            Some(IaxSubclass::RegReq) => false,
+            Some(IaxSubclass::RegRel) => true,
+            _ => return entry.dialog.ack(f, &mut self.out),
+        };
+        let from = entry.dialog.remote_addr;
+        let ies = match f.ies() {
+            Ok(ies) => ies,
+            Err(e) => return self.refuse(now, local, "", &format!("malformed IEs: {e}"), false),
+        };
+        let find = |pred: fn(&Ie) -> Option<String>| ies.iter().find_map(pred);
+        let Some(username) = find(|ie| if let Ie::Username(u) = ie { Some(u.clone()) } else { None }) else {
+            return self.refuse(now, local, "", Refusal::NoUsername.reason(), true);
+        };
+        let md5 = find(|ie| if let Ie::Md5Result(r) = ie { Some(r.clone()) } else { None });
+        let password = find(|ie| if let Ie::Password(p) = ie { Some(p.clone()) } else { None });
+        let refresh = ies.iter().find_map(|ie| if let Ie::Refresh(r) = ie { Some(*r) } else { None });
+        let Role::Registrar(exchange) = &mut entry.role else { return };
+        let challenge = exchange.challenge.clone();
+
+        let peer = match registrar::find_peer(&self.config, &username, from) {
+            Ok(peer) => peer,
+            // Unknown names get a challenge like known ones, so the answer
+            // does not tell a scanner which names exist.
+            Err(Refusal::NoSuchPeer) if challenge.is_none() => {
+                return self.challenge(now, local, &username, 0x02);
+            }
+            Err(refusal) => return self.refuse(now, local, &username, refusal.reason(), true),
+        };
+        let secrets = peer.secrets.clone();
+        let methods = peer.auth.bits() & 0x03;
+        let peer_name = peer.name.clone();
+        let authenticated = if secrets.is_empty() {
+            true
+        } else if let (Some(response), Some(challenge)) = (&md5, &challenge) {
+            peer.auth.md5 && auth::md5_matches(challenge, response, &secrets)
+        } else if let Some(password) = &password {
+            peer.auth.plaintext && auth::plaintext_matches(password, &secrets)
+        } else if challenge.is_none() {
+            if methods == 0 {
+                return self.refuse(now, local, &username, Refusal::NoAuthMethod.reason(), true);
+            }
+            return self.challenge(now, local, &username, methods);
+        } else {
+            false
+        };
+        if !authenticated {
+            return self.refuse(now, local, &username, Refusal::WrongSecret.reason(), true);
+        }
+
+        let expiry = if release { 0 } else { registrar::granted_expiry(&self.config.general, refresh) };
+        let ies = [Ie::Username(username), Ie::ApparentAddr(from), Ie::Refresh(expiry)];
+        if let Some(entry) = self.dialogs.get_mut(&local) {
+            entry.dialog.send(now, IaxSubclass::RegAck, &ies, &mut self.out);
+            entry.dialog.finish(now, LINGER);
+        }
+        if release {
+            if self.registrar.unregister(&peer_name).is_some() {
+                self.events.push_back(Event::PeerUnregistered { peer: peer_name.clone(), reason: "released".into() });
+            }
+            if let Some(q) = self.qualify.get_mut(&peer_name) {
+                q.lost_address(&mut self.events);
+            }
+            return;
+        }
+        let moved = self.registrar.register(now, &peer_name, from, expiry);
+        self.events.push_back(Event::PeerRegistered { peer: peer_name.clone(), addr: from, expiry: expiry.into() });
+        if let Some(q) = self.qualify.get_mut(&peer_name) {
+            if (moved || q.state != PeerState::Ok) && q.in_flight.is_none() {
+                q.next_poke = Some(now);
+            }
+        }
+    }
+
+    fn challenge(&mut self, now: Instant, local: u16, username: &str, methods: u16) {
+        let challenge = auth::new_challenge(&mut self.rng);
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        if let Role::Registrar(exchange) = &mut entry.role {
+            exchange.challenge = Some(challenge.clone());
+        }
+        let ies = [Ie::AuthMethods(methods), Ie::Challenge(challenge), Ie::Username(username.to_string())];
+        entry.dialog.send(now, IaxSubclass::RegAuth, &ies, &mut self.out);
+    }
+
+    /// Refuses a registration: REGREJ, now or after `delayreject`'s pause.
+    fn refuse(&mut self, now: Instant, local: u16, username: &str, reason: &str, may_delay: bool) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        self.events.push_back(Event::PeerRegistrationRefused {
+            peer: username.to_string(),
+            addr: entry.dialog.remote_addr,
+            cause: reason.to_string(),
+        });
+        if self.config.general.authdebug {
+            tracing::info!("registration of {username:?} from {} refused: {reason}", entry.dialog.remote_addr);
+        }
+        if may_delay && self.config.general.delayreject {
+            if let Role::Registrar(exchange) = &mut entry.role {
+                exchange.reject_at = Some(now + DELAY_REJECT);
+                // Acknowledge now so the peer does not retransmit while we wait.
+                return entry.dialog.ack_latest(now, &mut self.out);
+            }
+        }
+        send_regrej(now, &mut entry.dialog, &mut self.out);
+    }
+
+    fn registrant_call_token(&mut self, now: Instant, local: u16, f: &FullFrame) {
+        let Some(reg) = self.registrations.iter_mut().find(|r| r.call() == Some(local)) else {
+            self.count_drop("call token for no request");
+            return;
+        };
+        let token = f.ies().ok().and_then(|ies| {
+            ies.into_iter().find_map(|ie| if let Ie::CallToken(t) = ie { Some(t) } else { None })
+        });
+        let (Some(token), true) = (token, reg.take_token()) else {
+            self.count_drop("unexpected call token");
+            return;
+        };
+        let ies = reg.regreq_ies(Some(token), None);
+        if let Some(entry) = self.dialogs.get_mut(&local) {
+            entry.dialog.restart();
+            entry.dialog.send(now, IaxSubclass::RegReq, &ies, &mut self.out);
+        }
+    }
+
+    fn registrant_frame(&mut self, now: Instant, local: u16, f: &FullFrame) {
+        let Some(reg) = self.registrations.iter_mut().find(|r| r.call() == Some(local)) else {
+            return self.remove_dialog(local);
+        };
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        let ies = f.ies().unwrap_or_default();
+        match f.iax() {
+            Some(IaxSubclass::RegAuth) => {
+                let methods = ies.iter().find_map(|ie| if let Ie::AuthMethods(m) = ie { Some(*m) } else { None });
+                let challenge = ies.iter().find_map(|ie| if let Ie::Challenge(c) = ie { Some(c.clone()) } else { None });
+                match reg.auth_response(methods.unwrap_or(0), challenge.as_deref().unwrap_or("")) {
+                    Ok(auth) => {
+                        let ies = reg.regreq_ies(None, auth);
+                        entry.dialog.send(now, IaxSubclass::RegReq, &ies, &mut self.out);
+                    }
+                    Err(cause) => {
+                        entry.dialog.ack(f, &mut self.out);
+                        entry.dialog.finish(now, LINGER);
+                        reg.rejected(now, cause, &mut self.rng, &mut self.events);
+                    }
+                }
+            }
+            Some(IaxSubclass::RegAck) => {
+                entry.dialog.ack(f, &mut self.out);
+                entry.dialog.finish(now, LINGER);
+                let refresh = ies.iter().find_map(|ie| if let Ie::Refresh(r) = ie { Some(*r) } else { None });
+                let apparent = ies.iter().find_map(|ie| if let Ie::ApparentAddr(a) = ie { Some(*a) } else { None });
+                reg.registered(now, refresh.unwrap_or(super::registration::DEFAULT_REFRESH), apparent, &mut self.events);
+            }
+            Some(IaxSubclass::RegRej) => {
+                entry.dialog.ack(f, &mut self.out);
+                entry.dialog.finish(now, LINGER);
+                let cause = ies.iter().find_map(|ie| if let Ie::Cause(c) = ie { Some(c.clone()) } else { None });
+                reg.rejected(now, cause.unwrap_or_else(|| "no cause given".into()), &mut self.rng, &mut self.events);
+            }
+            _ => entry.dialog.ack(f, &mut self.out),
+        }
+    }
+
+    fn poke_frame(&mut self, now: Instant, local: u16, f: &FullFrame) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        entry.dialog.ack(f, &mut self.out);
+        if f.iax() != Some(IaxSubclass::Pong) {
+            return;
+        }
+        entry.dialog.finish(now, Duration::ZERO);
+        let Role::Poke { peer } = &entry.role else { return };
+        let addr = entry.dialog.remote_addr;
+        let Some(q) = self.qualify.get_mut(peer) else { return };
+        if q.in_flight.map(|(call, _)| call) != Some(local) {
+            return;
+        }
+        let was = q.state;
+        q.pong(now, &mut self.events);
+        // A server that was unreachable may have restarted and forgotten us:
+        // register again now rather than at the next refresh.
+        if was == PeerState::Unreachable && q.state != PeerState::Unreachable {
+            for reg in self.registrations.iter_mut().filter(|r| r.server == Some(addr)) {
+                reg.retry_now(now);
+            }
+        }
+    }
+
+    /// A dialog's peer stopped answering (or said INVAL).
+    fn dialog_failed(&mut self, now: Instant, local: u16) {
+        let Some(entry) = self.dialogs.get(&local) else { return };
+        match &entry.role {
+            Role::Registrant => {
+                if let Some(reg) = self.registrations.iter_mut().find(|r| r.call() == Some(local)) {
+                    reg.timed_out(now, &mut self.rng, &mut self.events);
+                }
+            }
+            Role::Poke { peer } => {
+                if let Some(q) = self.qualify.get_mut(peer) {
+                    if q.in_flight.map(|(call, _)| call) == Some(local) {
+                        q.no_answer(now, &mut self.events);
+                    }
+                }
+            }
+            Role::Registrar(_) => {}
+        }
+        self.remove_dialog(local);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let locals: Vec<u16> = self.dialogs.keys().copied().collect();
+        for local in locals {
+            let Some(entry) = self.dialogs.get_mut(&local) else { continue };
+            if let Role::Registrar(exchange) = &mut entry.role {
+                if exchange.reject_at.is_some_and(|at| at <= now) {
+                    exchange.reject_at = None;
+                    send_regrej(now, &mut entry.dialog, &mut self.out);
+                }
+            }
+            match entry.dialog.handle_timeout(now, &mut self.out) {
+                Err(GaveUp) => self.dialog_failed(now, local),
+                Ok(()) if entry.dialog.is_done(now) => self.remove_dialog(local),
+                Ok(()) => {}
+            }
+        }
+
+        for name in self.registrar.expire(now) {
+            self.events.push_back(Event::PeerUnregistered { peer: name.clone(), reason: "expired".into() });
+            if let Some(q) = self.qualify.get_mut(&name) {
+                q.lost_address(&mut self.events);
+            }
+        }
+
+        for i in 0..self.registrations.len() {
+            if self.registrations[i].next_attempt.is_some_and(|at| at <= now) {
+                self.start_registration(now, i);
+            }
+        }
+
+        let names: Vec<String> = self.qualify.keys().cloned().collect();
+        for name in names {
+            self.qualify_tick(now, &name);
+        }
+    }
+
+    fn start_registration(&mut self, now: Instant, index: usize) {
+        let reg = &mut self.registrations[index];
+        let Some(server) = reg.server else {
+            reg.state = RegState::Unresolved;
+            reg.next_attempt = None;
+            return;
+        };
+        if let Some(old) = reg.call() {
+            self.remove_dialog(old);
+        }
+        let local = match self.callnos.allocate(&mut self.rng, &self.config, server.ip(), Validation::Validated) {
+            Ok(n) => n,
+            Err(_) => {
+                self.registrations[index].timed_out(now, &mut self.rng, &mut self.events);
+                return;
+            }
+        };
+        let reg = &mut self.registrations[index];
+        let mut dialog = Dialog::new(local, 0, server, now);
+        dialog.send(now, IaxSubclass::RegReq, &reg.regreq_ies(Some(Vec::new()), None), &mut self.out);
+        reg.started(local, &mut self.events);
+        self.dialogs.insert(local, Entry { dialog, role: Role::Registrant });
+    }
+
+    fn qualify_tick(&mut self, now: Instant, name: &str) {
+        let Some(q) = self.qualify.get_mut(name) else { return };
+        if let Some((call, sent)) = q.in_flight {
+            if sent + q.answer_timeout() <= now {
+                q.no_answer(now, &mut self.events);
+                self.remove_dialog(call);
+            }
+            return;
+        }
+        if !q.next_poke.is_some_and(|at| at <= now) {
+            return;
+        }
+        let Some(addr) = self.peer_addr(name) else {
+            if let Some(q) = self.qualify.get_mut(name) {
+                q.next_poke = None;
+            }
+            return;
+        };
+        let Ok(local) = self.callnos.allocate(&mut self.rng, &self.config, addr.ip(), Validation::Validated) else {
+            return;
+        };
+        let mut dialog = Dialog::new(local, 0, addr, now);
+        dialog.send(now, IaxSubclass::Poke, &[], &mut self.out);
+        self.dialogs.insert(local, Entry { dialog, role: Role::Poke { peer: name.to_string() } });
+        if let Some(q) = self.qualify.get_mut(name) {
+            q.poke_sent(local, now);
+        }
+    }
+
+    /// Where a peer is: its registration for `host=dynamic`, else its resolved host.
+    fn peer_addr(&self, name: &str) -> Option<SocketAddr> {
+        let peer = self.config.peers.iter().find(|p| p.name == name)?;
+        match &peer.host {
+            Host::Dynamic { .. } => self.registrar.get(name).map(|r| r.addr),
+            Host::Static(host) => self.resolved.addr(host, peer.port),
+        }
+    }
+
+    fn remove_dialog(&mut self, local: u16) {
+        if let Some(entry) = self.dialogs.remove(&local) {
+            self.by_remote.remove(&(entry.dialog.remote_addr, entry.dialog.remote_call));
+            self.callnos.release(local);
+        }
+    }
+
+    fn drop_datagram(&mut self, from: SocketAddr, reason: &str) {
+        let n = self.count_drop(reason);
+        // The first few of each kind go into the trace; after that only
+        // counters grow, so a flood cannot flood the log too.
+        if n <= 10 || n.is_power_of_two() {
+            self.events.push_back(Event::DatagramDropped { from, reason: reason.to_string() });
+        }
+    }
+
+    fn count_drop(&mut self, reason: &str) -> u64 {
+        let n = self.stats.dropped.entry(reason.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
+        let t = self.out.pop_front()?;
+        self.stats.datagrams_out += 1;
+        Some(t)
     }
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
-        None
+        self.events.pop_front()
     }
-    pub fn show_peers(&self, _now: Instant) -> String {
-        String::new()
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dialogs = self.dialogs.values().flat_map(|e| {
+            let reject = match &e.role {
+                Role::Registrar(x) => x.reject_at,
+                _ => None,
+            };
+            [e.dialog.deadline(), reject]
+        });
+        let registrations = self.registrations.iter().map(|r| r.next_attempt);
+        let qualify = self.qualify.values().map(|q| q.deadline());
+        dialogs.chain(registrations).chain(qualify).chain([self.registrar.next_expiry()]).flatten().min()
     }
-    pub fn show_registry(&self, _now: Instant) -> String {
-        String::new()
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
+
+    /// `iax2 show peers`.
+    pub fn show_peers(&self, now: Instant) -> String {
+        let mut s = format!("{:<20} {:<40} {:<5} {:<14} {}\n", "Name", "Host", "Dyn", "Status", "Description");
+        let (mut online, mut offline, mut unmonitored) = (0, 0, 0);
+        for peer in self.config.peers.iter().filter(|p| p.kind.is_peer()) {
+            let addr = self.peer_addr(&peer.name).map_or("(Unspecified)".to_string(), |a| a.to_string());
+            let dynamic = if matches!(peer.host, Host::Dynamic { .. }) { "(D)" } else { "(S)" };
+            let status = match self.qualify.get(&peer.name) {
+                None => {
+                    unmonitored += 1;
+                    "UNMONITORED".to_string()
+                }
+                Some(q) => {
+                    match q.state {
+                        PeerState::Ok | PeerState::Lagged => online += 1,
+                        _ => offline += 1,
+                    }
+                    match q.latency_ms {
+                        Some(ms) => format!("{} ({ms} ms)", q.state),
+                        None => q.state.to_string(),
+                    }
+                }
+            };
+            let desc = peer.description.as_deref().unwrap_or("");
+            let _ = writeln!(s, "{:<20} {:<40} {:<5} {:<14} {}", peer.name, addr, dynamic, status, desc);
+        }
+        let total = online + offline + unmonitored;
+        let _ = writeln!(s, "{total} iax2 peers [{online} online, {offline} offline, {unmonitored} unmonitored]");
+        let _ = now;
+        s
+    }
+
+    /// `iax2 show registry`.
+    pub fn show_registry(&self, now: Instant) -> String {
+        let mut s = format!("{:<40} {:<16} {:<40} {:<8} {}\n", "Host", "Username", "Perceived", "Refresh", "State");
+        for reg in &self.registrations {
+            let host = reg.server.map_or_else(|| reg.label(), |a| a.to_string());
+            let perceived = reg.apparent.map_or("<Unregistered>".to_string(), |a| a.to_string());
+            let refresh = match reg.state {
+                RegState::Registered { refresh, until } => {
+                    format!("{refresh} ({}s left)", until.saturating_duration_since(now).as_secs())
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(s, "{:<40} {:<16} {:<40} {:<8} {}", host, reg.line.username, perceived, refresh, reg.state.name());
+        }
+        let _ = writeln!(s, "{} IAX2 registrations.", self.registrations.len());
+        s
+    }
+
     pub fn show_stats(&self) -> String {
-        String::new()
+        let mut s = String::new();
+        let _ = writeln!(s, "datagrams in: {}", self.stats.datagrams_in);
+        let _ = writeln!(s, "datagrams out: {}", self.stats.datagrams_out);
+        let _ = writeln!(s, "call tokens issued: {}", self.stats.call_tokens_issued);
+        let _ = writeln!(s, "pongs sent: {}", self.stats.pongs_sent);
+        let _ = writeln!(s, "call numbers in use: {}", self.callnos.in_use());
+        for (reason, n) in &self.stats.dropped {
+            let _ = writeln!(s, "dropped ({reason}): {n}");
+        }
+        s
     }
+}
+
+fn send_regrej(now: Instant, dialog: &mut Dialog, out: &mut VecDeque<Transmit>) {
+    let ies = [Ie::Cause("Registration Refused".into()), Ie::CauseCode(CAUSE_FACILITY_REJECTED)];
+    dialog.send(now, IaxSubclass::RegRej, &ies, out);
+    dialog.finish(now, LINGER);
 }

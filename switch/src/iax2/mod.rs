@@ -1,3 +1,27 @@
 //! IAX2 (RFC 5456): wire format and the sans-IO protocol state machines.
+//!
+//! Wire format: [`frame`], [`ie`], [`subclass`]. Protocol: [`dialog`]
+//! (reliable delivery of one call number's full frames), [`registration`]
+//! (client role), [`registrar`] (server role), [`qualify`] (POKE/PONG),
+//! [`calltoken`], [`callno`], [`auth`]; [`endpoint`] ties them to one socket.
 
+pub mod auth;
+pub mod callno;
+pub mod calltoken;
+pub mod dialog;
 pub mod endpoint;
+pub mod frame;
+pub mod ie;
+pub mod qualify;
+pub mod registrar;
+pub mod registration;
+pub mod subclass;
+
+use std::net::SocketAddr;
+
+/// A datagram a protocol core wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,232 @@
+//! One exchange bound to a pair of call numbers, and the reliable delivery of
+//! its full frames (RFC 5456 section 7): OSeqno/ISeqno numbering, implicit and
+//! explicit ACKs, VNAK, duplicate suppression and retransmission with backoff.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::frame::FullFrame;
+use super::ie::Ie;
+use super::subclass::IaxSubclass;
+use super::Transmit;
+
+/// First retransmission after this long; each later one waits twice as long.
+const FIRST_RETRY: Duration = Duration::from_millis(1000);
+/// Retransmissions before the exchange is declared dead (Asterisk's MAX_RETRY).
+const MAX_RETRIES: u8 = 4;
+
+/// Frames that are not numbered: they neither consume an OSeqno nor advance the
+/// peer's ISeqno (RFC 5456 section 7).
+pub fn is_unsequenced(frame: &FullFrame) -> bool {
+    matches!(
+        frame.iax(),
+        Some(IaxSubclass::Ack | IaxSubclass::Inval | IaxSubclass::Vnak | IaxSubclass::TxCnt | IaxSubclass::TxAcc)
+    )
+}
+
+/// What [`Dialog::receive`] made of an inbound full frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// The next frame in sequence: process it.
+    InOrder,
+    /// An ACK/VNAK-class frame: its acknowledgement was applied, nothing else to do.
+    Unsequenced,
+    /// Already seen (our ACK was lost): it was acknowledged again, do not process.
+    Duplicate,
+    /// A gap before it: a VNAK went out asking for the missing frames.
+    OutOfOrder,
+}
+
+/// The outstanding frames of a dialog could not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GaveUp;
+
+struct Outstanding {
+    frame: FullFrame,
+    next_retry: Instant,
+    interval: Duration,
+    retries: u8,
+}
+
+pub struct Dialog {
+    pub local_call: u16,
+    /// The peer's call number; 0 until its first frame tells us.
+    pub remote_call: u16,
+    pub remote_addr: SocketAddr,
+    created: Instant,
+    oseqno: u8,
+    iseqno: u8,
+    last_timestamp: u32,
+    /// Timestamp of the last in-order frame received, for a deferred ACK.
+    last_received: Option<u32>,
+    outstanding: VecDeque<Outstanding>,
+    /// Set once the exchange has ended; the dialog lingers to re-ACK
+    /// retransmissions and is removed after this instant.
+    linger_until: Option<Instant>,
+}
+
+impl Dialog {
+    pub fn new(local_call: u16, remote_call: u16, remote_addr: SocketAddr, now: Instant) -> Self {
+        Dialog {
+            local_call,
+            remote_call,
+            remote_addr,
+            created: now,
+            oseqno: 0,
+            iseqno: 0,
+            last_timestamp: 0,
+            last_received: None,
+            outstanding: VecDeque::new(),
+            linger_until: None,
+        }
+    }
+
+    /// Milliseconds since the dialog began, never going backwards.
+    fn timestamp(&mut self, now: Instant) -> u32 {
+        let ms = now.saturating_duration_since(self.created).as_millis().min(u32::MAX as u128) as u32;
+        self.last_timestamp = self.last_timestamp.max(ms);
+        self.last_timestamp
+    }
+
+    /// Sends a numbered IAX control frame that is retransmitted until acknowledged.
+    pub fn send(&mut self, now: Instant, subclass: IaxSubclass, ies: &[Ie], out: &mut VecDeque<Transmit>) {
+        let ts = self.timestamp(now);
+        let frame = FullFrame::new_iax(self.local_call, self.remote_call, ts, self.oseqno, self.iseqno, subclass, ies);
+        self.oseqno = self.oseqno.wrapping_add(1);
+        emit(&frame, self.remote_addr, out);
+        self.outstanding.push_back(Outstanding {
+            frame,
+            next_retry: now + FIRST_RETRY,
+            interval: FIRST_RETRY,
+            retries: 0,
+        });
+    }
+
+    /// Acknowledges `frame` explicitly (ACK echoes the acknowledged frame's timestamp).
+    pub fn ack(&mut self, frame: &FullFrame, out: &mut VecDeque<Transmit>) {
+        self.unsequenced(IaxSubclass::Ack, frame.timestamp, out);
+    }
+
+    /// Acknowledges the last in-order frame received, when the answer to it is deferred.
+    pub fn ack_latest(&mut self, now: Instant, out: &mut VecDeque<Transmit>) {
+        let ts = match self.last_received {
+            Some(ts) => ts,
+            None => self.timestamp(now),
+        };
+        self.unsequenced(IaxSubclass::Ack, ts, out);
+    }
+
+    fn unsequenced(&mut self, subclass: IaxSubclass, timestamp: u32, out: &mut VecDeque<Transmit>) {
+        let frame =
+            FullFrame::new_iax(self.local_call, self.remote_call, timestamp, self.oseqno, self.iseqno, subclass, &[]);
+        emit(&frame, self.remote_addr, out);
+    }
+
+    /// Applies sequencing to an inbound full frame addressed to this dialog.
+    pub fn receive(&mut self, now: Instant, frame: &FullFrame, out: &mut VecDeque<Transmit>) -> Receipt {
+        if self.remote_call == 0 && frame.src_call != 0 {
+            self.remote_call = frame.src_call;
+        }
+        self.acknowledged_through(frame.iseqno);
+        if is_unsequenced(frame) {
+            if frame.iax() == Some(IaxSubclass::Vnak) {
+                self.retransmit_all(now, out);
+            }
+            return Receipt::Unsequenced;
+        }
+        if frame.oseqno == self.iseqno {
+            self.iseqno = self.iseqno.wrapping_add(1);
+            self.last_received = Some(frame.timestamp);
+            return Receipt::InOrder;
+        }
+        if self.iseqno.wrapping_sub(frame.oseqno) <= 128 {
+            self.ack(frame, out);
+            Receipt::Duplicate
+        } else {
+            let ts = self.timestamp(now);
+            self.unsequenced(IaxSubclass::Vnak, ts, out);
+            Receipt::OutOfOrder
+        }
+    }
+
+    /// Drops outstanding frames the peer has received: all whose OSeqno is
+    /// before the peer's ISeqno.
+    fn acknowledged_through(&mut self, iseqno: u8) {
+        self.outstanding.retain(|o| {
+            let behind = iseqno.wrapping_sub(o.frame.oseqno);
+            !(1..=128).contains(&behind)
+        });
+    }
+
+    fn retransmit_all(&mut self, now: Instant, out: &mut VecDeque<Transmit>) {
+        for o in &mut self.outstanding {
+            o.frame.retransmitted = true;
+            o.frame.iseqno = self.iseqno;
+            emit(&o.frame, self.remote_addr, out);
+            o.next_retry = now + o.interval;
+        }
+    }
+
+    /// Retransmits what is due; `Err(GaveUp)` once a frame ran out of retries.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Transmit>) -> Result<(), GaveUp> {
+        let iseqno = self.iseqno;
+        for o in &mut self.outstanding {
+            if o.next_retry > now {
+                continue;
+            }
+            if o.retries >= MAX_RETRIES {
+                return Err(GaveUp);
+            }
+            o.retries += 1;
+            o.interval *= 2;
+            o.next_retry = now + o.interval;
+            o.frame.retransmitted = true;
+            o.frame.iseqno = iseqno;
+            emit(&o.frame, self.remote_addr, out);
+        }
+        Ok(())
+    }
+
+    /// Forgets unacknowledged frames and restarts numbering; used when a
+    /// request is resent with a call token, which the peer sees as a new dialog.
+    pub fn restart(&mut self) {
+        self.outstanding.clear();
+        self.oseqno = 0;
+        self.iseqno = 0;
+    }
+
+    /// Ends the exchange: the dialog stays only to re-ACK retransmissions and
+    /// finish delivering what is outstanding.
+    pub fn finish(&mut self, now: Instant, linger: Duration) {
+        self.linger_until.get_or_insert(now + linger);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.linger_until.is_some()
+    }
+
+    /// Whether the dialog can be removed.
+    pub fn is_done(&self, now: Instant) -> bool {
+        matches!(self.linger_until, Some(t) if now >= t && self.outstanding.is_empty())
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        let retry = self.outstanding.iter().map(|o| o.next_retry).min();
+        let linger = self.linger_until.filter(|_| self.outstanding.is_empty());
+        match (retry, linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+fn emit(frame: &FullFrame, destination: SocketAddr, out: &mut VecDeque<Transmit>) {
+    let mut payload = Vec::with_capacity(12 + frame.payload.len());
+    match frame.encode(&mut payload) {
+        Ok(()) => out.push_back(Transmit { destination, payload }),
+        // Only frames we build reach here; failing to encode one is a bug, not input.
+        Err(e) => tracing::error!("cannot encode {:?}: {e}", frame.iax()),
+    }
+}
+

@@ -1,0 +1,255 @@
+//! Two sans-IO endpoints wired back to back with a virtual clock: registration
+//! in both roles, call tokens, authentication, qualify and recovery.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use switch::config::*;
+use switch::event::{Event, PeerState};
+use switch::iax2::endpoint::{Endpoint, ResolvedHosts};
+
+const A: &str = "10.0.0.1:4569";
+const B: &str = "10.0.0.2:4569";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn friend(name: &str, secret: &str) -> PeerConfig {
+    let mut p = PeerConfig::new(name, PeerKind::Friend, Location::default(), &General::default());
+    p.secrets = vec![secret.into()];
+    p.host = Host::Dynamic { defaultip: None };
+    p.trunk = true;
+    p.requirecalltoken = CallTokenRequirement::Yes;
+    p.qualify = Qualify::MaxMs(2000);
+    p.qualifyfreqok = Duration::from_secs(10);
+    p.qualifyfreqnotok = Duration::from_secs(5);
+    p
+}
+
+/// A's view: peer `B` (B registers to us with `b_secret`), and we register to B as `A`.
+fn config(peer: &str, peer_secret: &str, reg_user: &str, reg_secret: &str, reg_host: &str) -> IaxConfig {
+    IaxConfig {
+        general: General::default(),
+        peers: vec![friend(peer, peer_secret)],
+        registrations: vec![RegisterLine {
+            username: reg_user.into(),
+            secret: Some(reg_secret.into()),
+            host: reg_host.into(),
+            port: 4569,
+            location: Location::default(),
+        }],
+        callnumberlimits: vec![],
+    }
+}
+
+fn resolved() -> ResolvedHosts {
+    let mut r = ResolvedHosts::default();
+    r.0.insert("a".into(), vec![addr(A).ip()]);
+    r.0.insert("b".into(), vec![addr(B).ip()]);
+    r
+}
+
+struct Pair {
+    now: Instant,
+    a: Endpoint,
+    b: Endpoint,
+    /// (deliver at, destination, source, bytes)
+    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    events: Vec<(Duration, &'static str, Event)>,
+    start: Instant,
+    /// Drop everything while true.
+    partitioned: bool,
+}
+
+impl Pair {
+    fn new(a: IaxConfig, b: IaxConfig) -> Pair {
+        let now = Instant::now();
+        Pair {
+            now,
+            start: now,
+            a: Endpoint::new(Arc::new(a), resolved(), ChaCha20Rng::seed_from_u64(1), now),
+            b: Endpoint::new(Arc::new(b), resolved(), ChaCha20Rng::seed_from_u64(2), now),
+            wire: VecDeque::new(),
+            events: vec![],
+            partitioned: false,
+        }
+    }
+
+    fn collect(&mut self) {
+        let latency = Duration::from_millis(10);
+        for (name, ep, me) in [("a", &mut self.a, addr(A)), ("b", &mut self.b, addr(B))] {
+            while let Some(e) = ep.poll_event() {
+                self.events.push((self.now - self.start, name, e));
+            }
+            while let Some(t) = ep.poll_transmit() {
+                if !self.partitioned {
+                    self.wire.push_back((self.now + latency, t.destination, me, t.payload));
+                }
+            }
+        }
+    }
+
+    /// Advances virtual time to `until`, delivering datagrams and firing timers in order.
+    fn run_until(&mut self, until: Duration) {
+        let until = self.start + until;
+        loop {
+            self.collect();
+            let next_wire = self.wire.front().map(|w| w.0);
+            let next_timer = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
+            let next = [next_wire, next_timer].into_iter().flatten().min();
+            let Some(next) = next.filter(|t| *t <= until) else {
+                self.now = until;
+                return;
+            };
+            self.now = self.now.max(next);
+            if next_wire == Some(next) {
+                let (_, dst, src, bytes) = self.wire.pop_front().unwrap();
+                let ep = if dst == addr(A) { &mut self.a } else { &mut self.b };
+                ep.handle_datagram(self.now, src, &bytes);
+            } else {
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+            }
+        }
+    }
+
+    fn find(&self, host: &str, pred: impl Fn(&Event) -> bool) -> Vec<Duration> {
+        self.events.iter().filter(|(_, h, e)| *h == host && pred(e)).map(|(t, _, _)| *t).collect()
+    }
+}
+
+#[test]
+fn double_registration_with_call_tokens_and_md5() {
+    let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "bsecret", "a"));
+    p.run_until(Duration::from_secs(5));
+    for host in ["a", "b"] {
+        let registered = p.find(host, |e| matches!(e, Event::Registered { refresh: 60, .. }));
+        assert!(!registered.is_empty(), "{host} registered: {:#?}", p.events);
+        assert!(registered[0] < Duration::from_secs(1));
+        let accepted = p.find(host, |e| matches!(e, Event::PeerRegistered { .. }));
+        assert_eq!(accepted.len(), 1, "{host} accepted the other once");
+        let ok = p.find(host, |e| matches!(e, Event::PeerStateChanged { to: PeerState::Ok, .. }));
+        assert_eq!(ok.len(), 1, "{host} qualified its peer OK");
+    }
+    assert!(p.find("a", |e| matches!(e, Event::DatagramDropped { .. })).is_empty(), "{:#?}", p.events);
+
+    // Refreshes keep it registered: one new REGACK per 50 s, no rejections.
+    p.run_until(Duration::from_secs(200));
+    let registered = p.find("a", |e| matches!(e, Event::Registered { .. }));
+    assert_eq!(registered.len(), 4, "initial + refresh at 50, 100, 150 s");
+    assert!(p.find("a", |e| matches!(e, Event::PeerUnregistered { .. })).is_empty());
+    assert!(p.a.show_registry(p.now).contains("Registered"));
+    assert!(p.a.show_peers(p.now).contains("OK ("), "{}", p.a.show_peers(p.now));
+}
+
+#[test]
+fn wrong_secret_is_rejected_and_reload_recovers_without_restart() {
+    let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "WRONG", "a"));
+    p.run_until(Duration::from_secs(30));
+    let rejected = p.find("b", |e| matches!(e, Event::RegistrationRejected { .. }));
+    assert!(!rejected.is_empty());
+    let refused = p.find("a", |e| matches!(e, Event::PeerRegistrationRefused { cause, .. } if cause.contains("matches no secret")));
+    assert!(!refused.is_empty(), "{:#?}", p.events);
+    // Backoff: not hammering (10 s, 20 s ... between tries).
+    assert!(rejected.len() <= 3, "{rejected:?}");
+
+    p.b.reconfigure(p.now, Arc::new(config("A", "asecret", "B", "bsecret", "a")), resolved());
+    let reload = p.now - p.start;
+    p.run_until(reload + Duration::from_secs(2));
+    let ok = p.find("b", |e| matches!(e, Event::Registered { .. }));
+    assert_eq!(ok.len(), 1);
+    assert!(ok[0] >= reload && ok[0] < reload + Duration::from_secs(1));
+}
+
+#[test]
+fn partition_goes_unreachable_backs_off_and_recovers() {
+    let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "bsecret", "a"));
+    p.run_until(Duration::from_secs(60));
+    p.partitioned = true;
+    p.wire.clear();
+    p.run_until(Duration::from_secs(360));
+    for host in ["a", "b"] {
+        let down = p.find(host, |e| matches!(e, Event::PeerStateChanged { to: PeerState::Unreachable, .. }));
+        assert!(!down.is_empty() && down[0] < Duration::from_secs(90), "{host}: {down:?}");
+        let timeouts: Vec<u64> = p
+            .events
+            .iter()
+            .filter_map(|(_, h, e)| match e {
+                Event::RegistrationTimeout { retry_in_ms, .. } if *h == host => Some(*retry_in_ms),
+                _ => None,
+            })
+            .collect();
+        assert!(timeouts.len() >= 5, "keeps retrying: {timeouts:?}");
+        assert!(timeouts.iter().all(|ms| *ms <= 33_000), "bounded backoff: {timeouts:?}");
+    }
+    p.partitioned = false;
+    p.run_until(Duration::from_secs(420));
+    for host in ["a", "b"] {
+        let back = p.find(host, |e| matches!(e, Event::Registered { .. }));
+        let last = *back.last().unwrap();
+        assert!(last > Duration::from_secs(360) && last <= Duration::from_secs(420), "{host}: {back:?}");
+        let ok = p.find(host, |e| matches!(e, Event::PeerStateChanged { to: PeerState::Ok, .. }));
+        assert!(*ok.last().unwrap() > Duration::from_secs(360));
+    }
+}
+
+#[test]
+fn token_less_registration_is_refused_unless_the_peer_says_requirecalltoken_no() {
+    // A raw REGREQ without CALLTOKEN IE, as iaxmodem sends it.
+    use switch::iax2::frame::{decode, Frame, FullFrame};
+    use switch::iax2::ie::Ie;
+    use switch::iax2::subclass::IaxSubclass;
+    let regreq = FullFrame::new_iax(5, 0, 0, 0, 0, IaxSubclass::RegReq, &[Ie::Username("A".into()), Ie::Refresh(60)]);
+    let mut bytes = vec![];
+    regreq.encode(&mut bytes).unwrap();
+
+    for (requirement, expect) in [(CallTokenRequirement::Yes, IaxSubclass::RegRej), (CallTokenRequirement::No, IaxSubclass::RegAuth)] {
+        let mut cfg = config("A", "asecret", "X", "x", "a");
+        cfg.registrations.clear();
+        cfg.peers[0].requirecalltoken = requirement;
+        let now = Instant::now();
+        let mut b = Endpoint::new(Arc::new(cfg), resolved(), ChaCha20Rng::seed_from_u64(3), now);
+        b.handle_datagram(now, addr(A), &bytes);
+        let reply = b.poll_transmit().expect("an answer");
+        let Ok(Frame::Full(f)) = decode(&reply.payload) else { panic!("full frame") };
+        assert_eq!(f.iax(), Some(expect), "requirecalltoken={requirement:?}");
+        assert_eq!(f.dst_call, 5);
+    }
+}
+
+#[test]
+fn hostile_datagrams_are_dropped_and_counted() {
+    let now = Instant::now();
+    let mut b = Endpoint::new(Arc::new(config("A", "s", "X", "x", "a")), resolved(), ChaCha20Rng::seed_from_u64(4), now);
+    while b.poll_transmit().is_some() {}
+    for junk in [&b""[..], b"\x80", b"\x80\x01\x00\x00\x00\x00\x00\x00\x00\x00\x06\x0d\x06\xff", b"hello world, not iax"] {
+        b.handle_datagram(now, addr(A), junk);
+    }
+    // A frame for a call that does not exist gets no answer (no reflection).
+    b.handle_datagram(now, addr(A), &[0x80, 0x01, 0x12, 0x34, 0, 0, 0, 0, 0, 0, 6, 2]);
+    assert!(b.poll_transmit().is_none());
+    assert!(b.stats().datagrams_in == 5);
+    assert_eq!(b.stats().dropped.values().sum::<u64>(), 5, "{:?}", b.stats().dropped);
+}
+
+#[test]
+fn poke_gets_a_stateless_pong() {
+    use switch::iax2::frame::{decode, Frame, FullFrame};
+    use switch::iax2::subclass::IaxSubclass;
+    let now = Instant::now();
+    let mut b = Endpoint::new(Arc::new(config("A", "s", "X", "x", "a")), resolved(), ChaCha20Rng::seed_from_u64(5), now);
+    while b.poll_transmit().is_some() {}
+    let mut poke = vec![];
+    FullFrame::new_iax(77, 0, 1234, 0, 0, IaxSubclass::Poke, &[]).encode(&mut poke).unwrap();
+    b.handle_datagram(now, addr(A), &poke);
+    let reply = b.poll_transmit().expect("PONG");
+    let Ok(Frame::Full(f)) = decode(&reply.payload) else { panic!() };
+    assert_eq!((f.iax(), f.dst_call, f.timestamp), (Some(IaxSubclass::Pong), 77, 1234));
+    assert!(reply.payload.len() <= poke.len(), "no amplification");
+    assert!(b.poll_transmit().is_none(), "exactly one answer");
+}
