@@ -64,6 +64,10 @@ struct Pair {
     start: Instant,
     /// Drop everything while true.
     partitioned: bool,
+    latency: Duration,
+    loss: f64,
+    duplicate: f64,
+    net_rng: ChaCha20Rng,
 }
 
 impl Pair {
@@ -77,19 +81,28 @@ impl Pair {
             wire: VecDeque::new(),
             events: vec![],
             partitioned: false,
+            latency: Duration::from_millis(10),
+            loss: 0.0,
+            duplicate: 0.0,
+            net_rng: ChaCha20Rng::seed_from_u64(99),
         }
     }
 
     fn collect(&mut self) {
-        let latency = Duration::from_millis(10);
+        use rand::Rng;
+        let latency = self.latency;
         for (name, ep, me) in [("a", &mut self.a, addr(A)), ("b", &mut self.b, addr(B))] {
             while let Some(e) = ep.poll_event() {
                 self.events.push((self.now - self.start, name, e));
             }
             while let Some(t) = ep.poll_transmit() {
-                if !self.partitioned {
-                    self.wire.push_back((self.now + latency, t.destination, me, t.payload));
+                if self.partitioned || self.net_rng.gen_bool(self.loss) {
+                    continue;
                 }
+                if self.net_rng.gen_bool(self.duplicate) {
+                    self.wire.push_back((self.now + latency, t.destination, me, t.payload.clone()));
+                }
+                self.wire.push_back((self.now + latency, t.destination, me, t.payload));
             }
         }
     }
@@ -252,4 +265,103 @@ fn poke_gets_a_stateless_pong() {
     assert_eq!((f.iax(), f.dst_call, f.timestamp), (Some(IaxSubclass::Pong), 77, 1234));
     assert!(reply.payload.len() <= poke.len(), "no amplification");
     assert!(b.poll_transmit().is_none(), "exactly one answer");
+}
+
+#[test]
+fn registrations_survive_loss_and_duplication() {
+    let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "bsecret", "a"));
+    p.loss = 0.2;
+    p.duplicate = 0.1;
+    p.run_until(Duration::from_secs(600));
+    for host in ["a", "b"] {
+        let ok = p.find(host, |e| matches!(e, Event::Registered { .. }));
+        // One registration per 50 s refresh, allowing a few refreshes lost to 20% loss.
+        assert!(ok.len() >= 9, "{host}: {ok:?}");
+        assert!(p.find(host, |e| matches!(e, Event::RegistrationRejected { .. })).is_empty());
+        assert!(p.find(host, |e| matches!(e, Event::PeerRegistrationRefused { .. })).is_empty());
+    }
+}
+
+#[test]
+fn plaintext_acl_and_expiry_limits() {
+    // B accepts A with plaintext only, clamps expiry to 30..45 s, and denies 10.0.0.0/8 except A.
+    let mut b_cfg = config("A", "asecret", "X", "x", "a");
+    b_cfg.registrations.clear();
+    b_cfg.general.minregexpire = 30;
+    b_cfg.general.maxregexpire = 45;
+    b_cfg.peers[0].auth = AuthMethods { plaintext: true, md5: false, rsa: false };
+    let net = |s: &str, prefix| IpNet { addr: s.parse().unwrap(), prefix };
+    b_cfg.peers[0].acl = Acl {
+        rules: vec![AclRule { permit: false, net: net("10.0.0.0", 8) }, AclRule { permit: true, net: net("10.0.0.1", 32) }],
+    };
+    let mut a_cfg = config("B", "bsecret", "A", "asecret", "b");
+    a_cfg.peers.clear();
+    let mut p = Pair::new(a_cfg.clone(), b_cfg.clone());
+    p.run_until(Duration::from_secs(2));
+    let granted: Vec<u32> = p.events.iter().filter_map(|(_, h, e)| match e {
+        Event::Registered { refresh, .. } if *h == "a" => Some(*refresh),
+        _ => None,
+    }).collect();
+    assert_eq!(granted, vec![45], "60 s asked, clamped to maxregexpire");
+
+    // Now deny A too: refused with the ACL named as the cause.
+    b_cfg.peers[0].acl.rules.push(AclRule { permit: false, net: net("10.0.0.1", 32) });
+    let mut p = Pair::new(a_cfg, b_cfg);
+    p.run_until(Duration::from_secs(2));
+    assert!(!p.find("b", |e| matches!(e, Event::PeerRegistrationRefused { cause, .. } if cause.contains("permit/deny"))).is_empty());
+    assert!(!p.find("a", |e| matches!(e, Event::RegistrationRejected { cause, .. } if cause == "Registration Refused")).is_empty());
+}
+
+#[test]
+fn slow_pongs_make_a_peer_lagged() {
+    let mut a_cfg = config("B", "bsecret", "A", "asecret", "b");
+    a_cfg.peers[0].qualify = Qualify::MaxMs(100);
+    let mut p = Pair::new(a_cfg, config("A", "asecret", "B", "bsecret", "a"));
+    p.latency = Duration::from_millis(80); // 160 ms round trip
+    p.run_until(Duration::from_secs(3));
+    let lagged = p.find("a", |e| matches!(e, Event::PeerStateChanged { to: PeerState::Lagged, latency_ms: Some(160), .. }));
+    assert_eq!(lagged.len(), 1, "{:#?}", p.events);
+    assert!(p.a.show_peers(p.now).contains("LAGGED"));
+}
+
+#[test]
+fn delayreject_holds_the_regrej_back() {
+    let mut b_cfg = config("A", "asecret", "X", "x", "a");
+    b_cfg.registrations.clear();
+    b_cfg.general.delayreject = true;
+    let mut a_cfg = config("B", "bsecret", "A", "WRONG", "b");
+    a_cfg.peers.clear();
+    let mut p = Pair::new(a_cfg, b_cfg);
+    p.run_until(Duration::from_secs(5));
+    let refused = p.find("b", |e| matches!(e, Event::PeerRegistrationRefused { .. }));
+    let rejected = p.find("a", |e| matches!(e, Event::RegistrationRejected { .. }));
+    assert_eq!((refused.len(), rejected.len()), (1, 1));
+    let held = rejected[0] - refused[0];
+    assert!(held >= Duration::from_secs(1) && held < Duration::from_millis(1100), "{held:?}");
+    assert!(!p.find("a", |e| matches!(e, Event::RegistrationTimeout { .. })).iter().any(|t| *t < Duration::from_secs(5)));
+}
+
+#[test]
+fn unvalidated_sources_share_a_bounded_pool() {
+    use switch::iax2::frame::FullFrame;
+    use switch::iax2::ie::Ie;
+    use switch::iax2::subclass::IaxSubclass;
+    let mut cfg = config("A", "asecret", "X", "x", "a");
+    cfg.registrations.clear();
+    cfg.peers[0].requirecalltoken = CallTokenRequirement::No;
+    cfg.general.maxcallnumbers_nonvalidated = 3;
+    let now = Instant::now();
+    let mut b = Endpoint::new(Arc::new(cfg), resolved(), ChaCha20Rng::seed_from_u64(6), now);
+    while b.poll_transmit().is_some() {}
+    let mut answered = 0;
+    for call in 1..=10u16 {
+        let mut bytes = vec![];
+        FullFrame::new_iax(call, 0, 0, 0, 0, IaxSubclass::RegReq, &[Ie::Username("A".into())]).encode(&mut bytes).unwrap();
+        b.handle_datagram(now, format!("10.9.9.{call}:4569").parse().unwrap(), &bytes);
+        while b.poll_transmit().is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3, "only the pool's worth of spoofable sources get state");
+    assert_eq!(b.stats().dropped.values().sum::<u64>(), 7);
 }

@@ -230,3 +230,111 @@ fn emit(frame: &FullFrame, destination: SocketAddr, out: &mut VecDeque<Transmit>
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iax2::frame::{decode, Frame};
+
+    fn frames(out: &mut VecDeque<Transmit>) -> Vec<FullFrame> {
+        out.drain(..)
+            .map(|t| match decode(&t.payload) {
+                Ok(Frame::Full(f)) => f,
+                other => panic!("not a full frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn peer_frame(oseqno: u8, iseqno: u8, sub: IaxSubclass) -> FullFrame {
+        FullFrame::new_iax(200, 100, 5, oseqno, iseqno, sub, &[])
+    }
+
+    fn dialog(now: Instant) -> Dialog {
+        Dialog::new(100, 200, "192.0.2.9:4569".parse().unwrap(), now)
+    }
+
+    #[test]
+    fn numbers_frames_and_acknowledges_implicitly_by_iseqno() {
+        let now = Instant::now();
+        let mut d = dialog(now);
+        let mut out = VecDeque::new();
+        d.send(now, IaxSubclass::RegReq, &[], &mut out);
+        d.send(now, IaxSubclass::Ping, &[], &mut out);
+        let sent = frames(&mut out);
+        assert_eq!((sent[0].oseqno, sent[1].oseqno), (0, 1));
+        assert_eq!(d.receive(now, &peer_frame(0, 1, IaxSubclass::RegAuth), &mut out), Receipt::InOrder);
+        // Frame 0 is acknowledged; frame 1 is still retransmitted.
+        d.handle_timeout(now + FIRST_RETRY, &mut out).unwrap();
+        let again = frames(&mut out);
+        assert_eq!(again.len(), 1);
+        assert!(again[0].retransmitted);
+        assert_eq!((again[0].oseqno, again[0].iseqno), (1, 1));
+    }
+
+    #[test]
+    fn duplicates_are_acked_again_and_not_processed() {
+        let now = Instant::now();
+        let mut d = dialog(now);
+        let mut out = VecDeque::new();
+        assert_eq!(d.receive(now, &peer_frame(0, 0, IaxSubclass::RegReq), &mut out), Receipt::InOrder);
+        assert_eq!(d.receive(now, &peer_frame(0, 0, IaxSubclass::RegReq), &mut out), Receipt::Duplicate);
+        let acks = frames(&mut out);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].iax(), Some(IaxSubclass::Ack));
+        assert_eq!(acks[0].timestamp, 5, "an ACK echoes the acknowledged frame's timestamp");
+        assert_eq!(acks[0].iseqno, 1);
+    }
+
+    #[test]
+    fn a_gap_draws_a_vnak_and_a_vnak_draws_retransmissions() {
+        let now = Instant::now();
+        let mut d = dialog(now);
+        let mut out = VecDeque::new();
+        assert_eq!(d.receive(now, &peer_frame(3, 0, IaxSubclass::Ping), &mut out), Receipt::OutOfOrder);
+        assert_eq!(frames(&mut out)[0].iax(), Some(IaxSubclass::Vnak));
+
+        d.send(now, IaxSubclass::Ping, &[], &mut out);
+        d.send(now, IaxSubclass::Ping, &[], &mut out);
+        out.clear();
+        assert_eq!(d.receive(now, &peer_frame(0, 0, IaxSubclass::Vnak), &mut out), Receipt::Unsequenced);
+        let resent = frames(&mut out);
+        assert_eq!(resent.iter().map(|f| f.oseqno).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(resent.iter().all(|f| f.retransmitted));
+    }
+
+    #[test]
+    fn retransmits_with_doubling_intervals_then_gives_up() {
+        let start = Instant::now();
+        let mut d = dialog(start);
+        let mut out = VecDeque::new();
+        d.send(start, IaxSubclass::Poke, &[], &mut out);
+        out.clear();
+        let mut at = start;
+        let mut gaps = vec![];
+        let mut last = start;
+        loop {
+            let Some(next) = d.deadline() else { panic!("no deadline") };
+            at = at.max(next);
+            match d.handle_timeout(at, &mut out) {
+                Ok(()) => {
+                    gaps.push((at - last).as_millis());
+                    last = at;
+                }
+                Err(GaveUp) => break,
+            }
+        }
+        assert_eq!(gaps, vec![1000, 2000, 4000, 8000]);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let now = Instant::now();
+        let mut d = dialog(now);
+        let mut out = VecDeque::new();
+        for i in 0..=300u32 {
+            let f = peer_frame(i as u8, 0, IaxSubclass::Ping);
+            assert_eq!(d.receive(now, &f, &mut out), Receipt::InOrder, "frame {i}");
+        }
+    }
+}

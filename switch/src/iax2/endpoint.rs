@@ -5,7 +5,7 @@
 //! dialogs by call number, applies call-token and call-number limits before a
 //! source may hold any state, and runs registration (both roles) and qualify.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -91,6 +91,8 @@ pub struct Endpoint {
     registrar: Registrar,
     registrations: Vec<Registration>,
     qualify: BTreeMap<String, PeerQualify>,
+    /// Peers that have sent a call token: `requirecalltoken=auto` requires one from them from then on.
+    token_capable: BTreeSet<String>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -117,6 +119,7 @@ impl Endpoint {
             registrar: Registrar::default(),
             registrations: Vec::new(),
             qualify: BTreeMap::new(),
+            token_capable: BTreeSet::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -282,6 +285,9 @@ impl Endpoint {
                 if !self.tokens.validate(&t, from, now - self.epoch, self.config.general.calltokenexpiration) {
                     return self.drop_datagram(from, "invalid or expired call token");
                 }
+                if let Some(u) = &username {
+                    self.token_capable.insert(u.to_ascii_lowercase());
+                }
                 Validation::Validated
             }
             None => {
@@ -325,7 +331,13 @@ impl Endpoint {
         let requirement = username
             .and_then(|u| self.config.peers.iter().find(|p| p.name.eq_ignore_ascii_case(u)))
             .map_or(self.config.general.defaults.requirecalltoken, |p| p.requirecalltoken);
-        requirement != CallTokenRequirement::No
+        match requirement {
+            CallTokenRequirement::Yes => true,
+            CallTokenRequirement::No => false,
+            CallTokenRequirement::Auto => {
+                username.is_some_and(|u| self.token_capable.contains(&u.to_ascii_lowercase()))
+            }
+        }
     }
 
     fn handle_dialog_frame(&mut self, now: Instant, local: u16, f: FullFrame) {
