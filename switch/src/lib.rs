@@ -10,5 +10,6 @@ pub mod config;
 pub mod control;
 pub mod event;
 pub mod iax2;
+pub mod media;
 pub mod net;
 pub mod runtime;

@@ -20,7 +20,7 @@ impl std::fmt::Display for Location {
 }
 
 /// Everything the IAX2 side of the switch is configured with.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct IaxConfig {
     pub general: General,
     /// Users, peers and friends, in file order. A `type=friend` section is one entry.
@@ -216,6 +216,59 @@ pub struct PeerConfig {
     pub encryption: bool,
     pub codecs: Option<CodecPrefs>,
     pub jitterbuffer: Option<bool>,
+    /// Every context a caller of this user may ask for (`context=` lines in order);
+    /// never empty, and `contexts[0] == context`.
+    pub contexts: Vec<String>,
+    /// `callerid=` split as Asterisk does (`"Name" <number>`), or `fullname=` / `cid_number=`.
+    pub callerid_name: Option<String>,
+    pub callerid_number: Option<String>,
+    /// `forceencryption`: refuse unencrypted calls (implies `encryption`).
+    pub forceencryption: bool,
+    /// `codecpriority`, defaulting to `[general]`'s.
+    pub codecpriority: CodecPriority,
+    /// `language`, defaulting to `[general]`'s.
+    pub language: Option<String>,
+    /// `maxcallnumbers` for this peer's address, overriding `[general]`'s.
+    pub maxcallnumbers: Option<u16>,
+}
+
+impl PeerConfig {
+    /// A section with nothing set: every option at its `[general]` default.
+    /// `host` starts as `dynamic` with no default address (what a `type=user` without
+    /// `host=` means: calls are accepted from any address its ACL permits).
+    pub fn new(name: &str, kind: PeerKind, location: Location, general: &General) -> Self {
+        let d = &general.defaults;
+        PeerConfig {
+            name: name.to_string(),
+            kind,
+            location,
+            secrets: Vec::new(),
+            auth: AuthMethods::default(),
+            username: None,
+            host: Host::Dynamic { defaultip: None },
+            port: 4569,
+            acl: Acl::default(),
+            context: d.context.clone(),
+            trunk: d.trunk,
+            requirecalltoken: d.requirecalltoken,
+            qualify: d.qualify,
+            qualifysmoothing: d.qualifysmoothing,
+            qualifyfreqok: d.qualifyfreqok,
+            qualifyfreqnotok: d.qualifyfreqnotok,
+            callerid: None,
+            description: None,
+            encryption: general.encryption,
+            codecs: None,
+            jitterbuffer: None,
+            contexts: vec![d.context.clone()],
+            callerid_name: None,
+            callerid_number: None,
+            forceencryption: general.forceencryption,
+            codecpriority: general.codecpriority,
+            language: general.language.clone(),
+            maxcallnumbers: None,
+        }
+    }
 }
 
 /// `register => user[:secret]@host[:port]`.
@@ -274,7 +327,7 @@ pub struct AclRule {
 
 impl Acl {
     pub fn permits(&self, ip: IpAddr) -> bool {
-        self.rules.iter().rev().find(|r| r.net.contains(ip)).map_or(true, |r| r.permit)
+        self.rules.iter().rev().find(|r| r.net.contains(ip)).is_none_or(|r| r.permit)
     }
 }
 

@@ -641,7 +641,7 @@ impl Endpoint {
             }
             return;
         }
-        if !q.next_poke.is_some_and(|at| at <= now) {
+        if q.next_poke.is_none_or(|at| at > now) {
             return;
         }
         let Some(addr) = self.peer_addr(name) else {

@@ -210,25 +210,38 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
-        match self.take(1, what)? {
-            [a] => Ok(*a),
-            _ => unreachable!("take(1) yields one byte"),
+    /// Fails unless the datagram is at least `total` bytes long, so that a
+    /// short header is reported with the full header length.
+    fn need(&self, total: usize, what: &'static str) -> Result<(), FrameError> {
+        if self.buf.len() < total {
+            Err(FrameError::Truncated {
+                what,
+                needed: total,
+                got: self.buf.len(),
+            })
+        } else {
+            Ok(())
         }
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FrameError> {
+        let got = self.buf.len();
+        let needed = self.pos.saturating_add(N);
+        self.take(N, what)?
+            .try_into()
+            .map_err(|_| FrameError::Truncated { what, needed, got })
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
+        self.array::<1>(what).map(|[b]| b)
     }
 
     fn u16(&mut self, what: &'static str) -> Result<u16, FrameError> {
-        match self.take(2, what)? {
-            [a, b] => Ok(u16::from_be_bytes([*a, *b])),
-            _ => unreachable!("take(2) yields two bytes"),
-        }
+        self.array(what).map(u16::from_be_bytes)
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        match self.take(4, what)? {
-            [a, b, c, d] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
-            _ => unreachable!("take(4) yields four bytes"),
-        }
+        self.array(what).map(u32::from_be_bytes)
     }
 
     fn rest(&mut self) -> &'a [u8] {
@@ -247,9 +260,11 @@ pub fn decode(datagram: &[u8]) -> Result<Frame, FrameError> {
     let mut r = Reader::new(datagram);
     let w0 = r.u16("frame header")?;
     if w0 & FLAG_FULL != 0 {
+        r.need(FULL_HEADER_LEN, "full frame header")?;
         return decode_full(w0 & MAX_CALL_NUMBER, &mut r).map(Frame::Full);
     }
     if w0 != 0 {
+        r.need(MINI_HEADER_LEN, "mini frame header")?;
         let timestamp = r.u16("mini frame header")?;
         return Ok(Frame::Mini(MiniFrame {
             src_call: w0,
@@ -259,6 +274,7 @@ pub fn decode(datagram: &[u8]) -> Result<Frame, FrameError> {
     }
     let w1 = r.u16("meta frame header")?;
     if w1 & FLAG_VIDEO != 0 {
+        r.need(MINI_VIDEO_HEADER_LEN, "mini video frame header")?;
         let ts = r.u16("mini video frame header")?;
         return Ok(Frame::MiniVideo(MiniVideoFrame {
             src_call: w1 & MAX_CALL_NUMBER,
@@ -303,6 +319,7 @@ fn decode_full(src_call: u16, r: &mut Reader<'_>) -> Result<FullFrame, FrameErro
 }
 
 fn decode_trunk(with_timestamps: bool, r: &mut Reader<'_>) -> Result<TrunkFrame, FrameError> {
+    r.need(TRUNK_HEADER_LEN, "trunk frame header")?;
     let timestamp = r.u32("trunk frame header")?;
     let mut entries = Vec::new();
     while !r.is_empty() {
@@ -711,7 +728,16 @@ mod tests {
     #[test]
     fn new_iax_truncates_over_long_values() {
         let long = Ie::Username("u".repeat(300));
-        assert!(FullFrame::try_new_iax(1, 2, 3, 0, 0, IaxSubclass::New, &[long.clone()]).is_err());
+        assert!(FullFrame::try_new_iax(
+            1,
+            2,
+            3,
+            0,
+            0,
+            IaxSubclass::New,
+            std::slice::from_ref(&long)
+        )
+        .is_err());
         let f = FullFrame::new_iax(1, 2, 3, 0, 0, IaxSubclass::New, &[Ie::Version(2), long]);
         assert_eq!(
             f.ies().unwrap(),

@@ -79,7 +79,7 @@ impl Registrar {
     pub fn register(&mut self, now: Instant, peer: &str, addr: SocketAddr, expiry: u16) -> bool {
         let expires_at = now + Duration::from_secs(expiry.into()) + EXPIRY_GRACE;
         let previous = self.registered.insert(peer.to_string(), Registered { addr, expiry, expires_at });
-        previous.map_or(true, |p| p.addr != addr)
+        previous.is_none_or(|p| p.addr != addr)
     }
 
     pub fn unregister(&mut self, peer: &str) -> Option<Registered> {
