@@ -65,6 +65,34 @@ pub enum Event {
     /// The peer's reachability changed.
     PeerStateChanged { peer: String, from: PeerState, to: PeerState, latency_ms: Option<u32> },
 
+    // Calls.
+    /// A call began: an inbound NEW accepted for routing, or an outbound NEW sent.
+    CallStarted { call: u16, direction: String, peer: String, exten: String, context: String },
+    /// The call was answered; media flows in `format`.
+    CallAnswered { call: u16, format: String },
+    /// The call was refused before it was answered (by us or by the far end).
+    CallRejected { call: u16, direction: String, peer: String, exten: String, cause: String, code: u8 },
+    /// The call ended, with its media statistics (frames we received).
+    CallEnded {
+        call: u16,
+        direction: String,
+        peer: String,
+        cause: String,
+        code: u8,
+        duration_ms: u64,
+        frames_sent: u64,
+        frames_received: u64,
+        lost: u64,
+        reordered: u64,
+        duplicated: u64,
+        late: u64,
+        concealed: u64,
+        jitter_ms: u64,
+        ts_irregular: u64,
+    },
+    /// A DTMF digit arrived on a call.
+    Dtmf { call: u16, digit: String },
+
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
     DatagramDropped { from: SocketAddr, reason: String },
@@ -87,6 +115,11 @@ impl Event {
             Event::PeerRegistrationRefused { .. } => "peer_registration_refused",
             Event::PeerUnregistered { .. } => "peer_unregistered",
             Event::PeerStateChanged { .. } => "peer_state_changed",
+            Event::CallStarted { .. } => "call_started",
+            Event::CallAnswered { .. } => "call_answered",
+            Event::CallRejected { .. } => "call_rejected",
+            Event::CallEnded { .. } => "call_ended",
+            Event::Dtmf { .. } => "dtmf",
             Event::DatagramDropped { .. } => "datagram_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
         }

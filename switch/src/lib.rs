@@ -7,9 +7,11 @@
 //! simulator (`simnet`). Nothing else differs between the two worlds.
 
 pub mod config;
+pub mod dialplan;
 pub mod control;
 pub mod event;
 pub mod iax2;
+pub mod jitterbuffer;
 pub mod media;
 pub mod net;
 pub mod runtime;

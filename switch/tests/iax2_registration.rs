@@ -24,6 +24,8 @@ fn friend(name: &str, secret: &str) -> PeerConfig {
     p.secrets = vec![secret.into()];
     p.host = Host::Dynamic { defaultip: None };
     p.trunk = true;
+    p.context = "iaxinbound".into();
+    p.contexts = vec!["iaxinbound".into()];
     p.requirecalltoken = CallTokenRequirement::Yes;
     p.qualify = Qualify::MaxMs(2000);
     p.qualifyfreqok = Duration::from_secs(10);
@@ -364,4 +366,113 @@ fn unvalidated_sources_share_a_bounded_pool() {
     }
     assert_eq!(answered, 3, "only the pool's worth of spoofable sources get state");
     assert_eq!(b.stats().dropped.values().sum::<u64>(), 7);
+}
+
+mod calls {
+    use super::*;
+    use switch::dialplan::{App, Dialplan};
+    use switch::iax2::endpoint::Originate;
+
+    fn echo_plan() -> Dialplan {
+        let mut plan = Dialplan::default();
+        plan.add("iaxinbound", "600", App::Echo);
+        plan
+    }
+
+    fn pair(trunk: bool) -> Pair {
+        let mut a = config("B", "bsecret", "A", "asecret", "b");
+        let mut b = config("A", "asecret", "B", "bsecret", "a");
+        a.peers[0].trunk = trunk;
+        b.peers[0].trunk = trunk;
+        let mut p = Pair::new(a, b);
+        p.b.set_dialplan(echo_plan());
+        p.run_until(Duration::from_secs(2)); // registered both ways
+        p
+    }
+
+    fn ended(p: &Pair, host: &str) -> Vec<Event> {
+        p.events.iter().filter(|(_, h, e)| *h == host && matches!(e, Event::CallEnded { .. })).map(|(_, _, e)| e.clone()).collect()
+    }
+
+    #[test]
+    fn echo_call_returns_every_frame_in_order() {
+        let mut p = pair(false);
+        let hold = Duration::from_secs(30);
+        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(hold) };
+        p.a.originate(p.now, &req).unwrap();
+        p.run_until(Duration::from_secs(40));
+        let a_end = ended(&p, "a");
+        assert_eq!(a_end.len(), 1, "{:#?}", p.events);
+        let Event::CallEnded { frames_sent, frames_received, lost, reordered, duplicated, ts_irregular, code, .. } = a_end[0] else { unreachable!() };
+        assert_eq!(code, 16);
+        assert!((1490..=1510).contains(&frames_sent), "30 s of 20 ms frames: {frames_sent}");
+        // Frames still in flight at hangup do not come back.
+        assert!(frames_sent - frames_received <= 2, "{frames_sent} sent, {frames_received} back");
+        assert_eq!((lost, reordered, duplicated, ts_irregular), (0, 0, 0, 0));
+        let b_end = ended(&p, "b");
+        assert_eq!(b_end.len(), 1, "the far end saw the hangup");
+        assert!(p.a.show_channels(p.now).contains("0 active"));
+        assert!(p.b.show_channels(p.now).contains("0 active"));
+    }
+
+    #[test]
+    fn trunked_calls_share_trunk_frames() {
+        let mut p = pair(true);
+        for _ in 0..50 {
+            let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(10)) };
+            p.a.originate(p.now, &req).unwrap();
+        }
+        p.run_until(Duration::from_secs(20));
+        let ends = ended(&p, "a");
+        assert_eq!(ends.len(), 50);
+        for e in ends {
+            let Event::CallEnded { frames_sent, frames_received, lost, reordered, .. } = e else { unreachable!() };
+            assert!(frames_sent >= 490 && frames_sent - frames_received <= 2, "{frames_sent} {frames_received}");
+            assert_eq!((lost, reordered), (0, 0));
+        }
+    }
+
+    #[test]
+    fn unknown_extension_is_rejected_with_no_route() {
+        let mut p = pair(false);
+        let req = Originate { dial: "IAX2/B/999".into(), app: App::Pattern, hold: None };
+        p.a.originate(p.now, &req).unwrap();
+        p.run_until(Duration::from_secs(5));
+        let b = p.find("b", |e| matches!(e, Event::CallRejected { code: 3, cause, .. } if cause.contains("no extension 999 in context iaxinbound")));
+        let a = p.find("a", |e| matches!(e, Event::CallRejected { code: 3, .. }));
+        assert_eq!((a.len(), b.len()), (1, 1), "{:#?}", p.events);
+    }
+
+    #[test]
+    fn autokill_gives_up_on_a_silent_peer() {
+        let mut p = pair(false);
+        let mut cfg = config("B", "bsecret", "A", "asecret", "b");
+        cfg.general.autokill = Some(Duration::from_millis(2000));
+        p.a.reconfigure(p.now, Arc::new(cfg), resolved());
+        p.partitioned = true;
+        let start = p.now - p.start;
+        p.a.originate(p.now, &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None }).unwrap();
+        p.run_until(start + Duration::from_secs(5));
+        let killed = p.find("a", |e| matches!(e, Event::CallRejected { cause, code: 19, .. } if cause.contains("autokill")));
+        assert_eq!(killed.len(), 1);
+        assert_eq!(killed[0] - start, Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn calls_beyond_trunkmaxsize_are_refused() {
+        let mut p = pair(true);
+        let mut cfg = config("B", "bsecret", "A", "asecret", "b");
+        cfg.peers[0].trunk = true;
+        cfg.general.trunkmaxsize = 160 * 3;
+        p.a.reconfigure(p.now, Arc::new(cfg), resolved());
+        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(5)) };
+        for _ in 0..3 {
+            p.a.originate(p.now, &req).unwrap();
+        }
+        let err = p.a.originate(p.now, &req).unwrap_err();
+        assert!(err.contains("trunkmaxsize=480"), "{err}");
+        p.run_until(Duration::from_secs(10));
+        // Slots come back when calls end.
+        p.a.originate(p.now, &req).unwrap();
+    }
 }

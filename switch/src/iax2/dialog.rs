@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::FullFrame;
 use super::ie::Ie;
-use super::subclass::IaxSubclass;
+use super::subclass::{FrameType, IaxSubclass};
 use super::Transmit;
 
 /// First retransmission after this long; each later one waits twice as long.
@@ -93,14 +93,45 @@ impl Dialog {
     pub fn send(&mut self, now: Instant, subclass: IaxSubclass, ies: &[Ie], out: &mut VecDeque<Transmit>) {
         let ts = self.timestamp(now);
         let frame = FullFrame::new_iax(self.local_call, self.remote_call, ts, self.oseqno, self.iseqno, subclass, ies);
+        self.send_frame(now, frame, out);
+    }
+
+    /// Sends any numbered full frame (control, voice, DTMF...) reliably. Voice
+    /// passes its media timestamp; everything else uses the dialog's clock.
+    pub fn send_full(
+        &mut self,
+        now: Instant,
+        frame_type: FrameType,
+        subclass: u32,
+        payload: Vec<u8>,
+        timestamp: Option<u32>,
+        out: &mut VecDeque<Transmit>,
+    ) {
+        let timestamp = match timestamp {
+            Some(ts) => {
+                self.last_timestamp = self.last_timestamp.max(ts);
+                ts
+            }
+            None => self.timestamp(now),
+        };
+        let frame = FullFrame {
+            src_call: self.local_call,
+            dst_call: self.remote_call,
+            retransmitted: false,
+            timestamp,
+            oseqno: self.oseqno,
+            iseqno: self.iseqno,
+            frame_type,
+            subclass,
+            payload,
+        };
+        self.send_frame(now, frame, out);
+    }
+
+    fn send_frame(&mut self, now: Instant, frame: FullFrame, out: &mut VecDeque<Transmit>) {
         self.oseqno = self.oseqno.wrapping_add(1);
         emit(&frame, self.remote_addr, out);
-        self.outstanding.push_back(Outstanding {
-            frame,
-            next_retry: now + FIRST_RETRY,
-            interval: FIRST_RETRY,
-            retries: 0,
-        });
+        self.outstanding.push_back(Outstanding { frame, next_retry: now + FIRST_RETRY, interval: FIRST_RETRY, retries: 0 });
     }
 
     /// Acknowledges `frame` explicitly (ACK echoes the acknowledged frame's timestamp).

@@ -6,8 +6,10 @@
 //! [`calltoken`], [`callno`], [`auth`]; [`endpoint`] ties them to one socket.
 
 pub mod auth;
+pub mod call;
 pub mod callno;
 pub mod calltoken;
+pub mod crypto;
 pub mod dialog;
 pub mod endpoint;
 pub mod frame;
@@ -16,6 +18,7 @@ pub mod qualify;
 pub mod registrar;
 pub mod registration;
 pub mod subclass;
+pub mod trunk;
 
 use std::net::SocketAddr;
 

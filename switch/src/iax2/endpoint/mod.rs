@@ -14,28 +14,31 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha20Rng;
 
+mod calls;
+
+pub use calls::Originate;
+
 use super::auth;
 use super::callno::{CallNumbers, Validation};
 use super::calltoken::CallTokens;
 use super::dialog::{Dialog, GaveUp, Receipt};
+use super::call::{self, Call};
 use super::frame::{self, Frame, FullFrame};
 use super::ie::Ie;
 use super::qualify::PeerQualify;
 use super::registrar::{self, Refusal, Registrar};
 use super::registration::{RegState, Registration};
 use super::subclass::{FrameType, IaxSubclass};
+use super::trunk::TrunkQueue;
 use super::Transmit;
-use crate::config::{CallTokenRequirement, Host, IaxConfig};
+use crate::config::{CallTokenRequirement, Host, IaxConfig, PeerConfig};
+use crate::dialplan::Dialplan;
 use crate::event::{Event, PeerState};
 
 /// How long an ended dialog stays to re-ACK retransmissions of its last frames.
 const LINGER: Duration = Duration::from_secs(10);
 /// `delayreject=yes`: REGREJ waits this long, slowing down password guessing.
 const DELAY_REJECT: Duration = Duration::from_secs(1);
-/// Q.850 cause "facility rejected", as Asterisk sends with REGREJ.
-const CAUSE_FACILITY_REJECTED: u8 = 29;
-/// Q.850 cause "call rejected".
-const CAUSE_CALL_REJECTED: u8 = 21;
 
 /// Host names from the configuration, resolved by the runtime.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,6 +58,8 @@ enum Role {
     Registrant,
     /// Our POKE to a qualified peer.
     Poke { peer: String },
+    /// A call, either way.
+    Call(Box<Call>),
 }
 
 struct RegistrarExchange {
@@ -93,6 +98,13 @@ pub struct Endpoint {
     qualify: BTreeMap<String, PeerQualify>,
     /// Peers that have sent a call token: `requirecalltoken=auto` requires one from them from then on.
     token_capable: BTreeSet<String>,
+    dialplan: Dialplan,
+    /// Voice waiting for the next trunk tick, per trunk peer.
+    trunks: BTreeMap<SocketAddr, TrunkQueue>,
+    /// Next 20 ms media tick, while any call is up.
+    media_tick: Option<Instant>,
+    /// Next `trunkfreq` tick, while any trunk carries calls.
+    trunk_tick: Option<Instant>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -120,6 +132,10 @@ impl Endpoint {
             registrations: Vec::new(),
             qualify: BTreeMap::new(),
             token_capable: BTreeSet::new(),
+            dialplan: Dialplan::default(),
+            trunks: BTreeMap::new(),
+            media_tick: None,
+            trunk_tick: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -175,11 +191,18 @@ impl Endpoint {
         self.resolved = resolved;
     }
 
+    /// Replaces the dialplan (from `switch.toml`); calls in progress keep their application.
+    pub fn set_dialplan(&mut self, dialplan: Dialplan) {
+        self.dialplan = dialplan;
+    }
+
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
         match frame::decode(data) {
             Ok(Frame::Full(f)) => self.handle_full(now, from, f),
-            Ok(_) => self.drop_datagram(from, "media frame for no call"),
+            Ok(Frame::Mini(m)) => self.mini_frame(now, from, m),
+            Ok(Frame::Trunk(t)) => self.trunk_frame(now, from, t),
+            Ok(Frame::MiniVideo(_)) => self.drop_datagram(from, "video is not supported"),
             Err(e) => self.drop_datagram(from, &format!("malformed: {e}")),
         }
     }
@@ -205,8 +228,7 @@ impl Endpoint {
         }
         match f.iax() {
             Some(IaxSubclass::Poke) => self.pong(from, &f),
-            Some(IaxSubclass::RegReq | IaxSubclass::RegRel) => self.new_registrar_dialog(now, from, f),
-            Some(IaxSubclass::New) => self.reject_call(from, &f),
+            Some(IaxSubclass::RegReq | IaxSubclass::RegRel | IaxSubclass::New) => self.new_dialog(now, from, f),
             Some(IaxSubclass::Ack | IaxSubclass::Inval | IaxSubclass::Vnak) => {
                 self.count_drop("acknowledgement for no call");
             }
@@ -232,19 +254,6 @@ impl Endpoint {
         self.send_stateless(to, &pong);
     }
 
-    fn reject_call(&mut self, to: SocketAddr, new: &FullFrame) {
-        let reject = FullFrame::new_iax(
-            0,
-            new.src_call,
-            new.timestamp,
-            0,
-            new.oseqno.wrapping_add(1),
-            IaxSubclass::Reject,
-            &[Ie::Cause("Calls are not accepted by this switch".into()), Ie::CauseCode(CAUSE_CALL_REJECTED)],
-        );
-        self.send_stateless(to, &reject);
-    }
-
     fn send_stateless(&mut self, to: SocketAddr, frame: &FullFrame) {
         let mut payload = Vec::with_capacity(12 + frame.payload.len());
         if frame.encode(&mut payload).is_ok() {
@@ -252,8 +261,8 @@ impl Endpoint {
         }
     }
 
-    /// A REGREQ or REGREL opening a dialog: call token and limits first, state after.
-    fn new_registrar_dialog(&mut self, now: Instant, from: SocketAddr, f: FullFrame) {
+    /// A REGREQ, REGREL or NEW opening a dialog: call token and limits first, state after.
+    fn new_dialog(&mut self, now: Instant, from: SocketAddr, f: FullFrame) {
         let ies = match f.ies() {
             Ok(ies) => ies,
             Err(e) => return self.drop_datagram(from, &format!("malformed IEs: {e}")),
@@ -293,25 +302,33 @@ impl Endpoint {
             None => {
                 if self.token_required(username.as_deref(), from) {
                     self.events.push_back(Event::CallTokenRequired { from });
-                    self.events.push_back(Event::PeerRegistrationRefused {
-                        peer: username.unwrap_or_default(),
-                        addr: from,
-                        cause: Refusal::CallTokenRequired.reason().into(),
-                    });
+                    let refusal = if f.iax() == Some(IaxSubclass::New) {
+                        IaxSubclass::Reject
+                    } else {
+                        self.events.push_back(Event::PeerRegistrationRefused {
+                            peer: username.unwrap_or_default(),
+                            addr: from,
+                            cause: Refusal::CallTokenRequired.reason().into(),
+                        });
+                        IaxSubclass::RegRej
+                    };
                     let rej = FullFrame::new_iax(
                         0,
                         f.src_call,
                         f.timestamp,
                         0,
                         f.oseqno.wrapping_add(1),
-                        IaxSubclass::RegRej,
-                        &[Ie::Cause("CallToken support required".into()), Ie::CauseCode(CAUSE_FACILITY_REJECTED)],
+                        refusal,
+                        &[Ie::Cause("CallToken support required".into()), Ie::CauseCode(call::cause::FACILITY_REJECTED)],
                     );
                     return self.send_stateless(from, &rej);
                 }
                 Validation::Unvalidated
             }
         };
+        if f.iax() == Some(IaxSubclass::New) {
+            return self.new_call(now, from, f, validation);
+        }
         let local = match self.callnos.allocate(&mut self.rng, &self.config, from.ip(), validation) {
             Ok(n) => n,
             Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
@@ -343,6 +360,9 @@ impl Endpoint {
     fn handle_dialog_frame(&mut self, now: Instant, local: u16, f: FullFrame) {
         let Some(entry) = self.dialogs.get_mut(&local) else { return };
         if f.iax() == Some(IaxSubclass::CallToken) {
+            if matches!(entry.role, Role::Call(_)) {
+                return self.call_token_for_new(now, local, &f);
+            }
             return self.registrant_call_token(now, local, &f);
         }
         match entry.dialog.receive(now, &f, &mut self.out) {
@@ -359,6 +379,7 @@ impl Endpoint {
             Role::Registrar(_) => self.registrar_frame(now, local, &f),
             Role::Registrant => self.registrant_frame(now, local, &f),
             Role::Poke { .. } => self.poke_frame(now, local, &f),
+            Role::Call(_) => self.call_frame(now, local, &f),
         }
     }
 
@@ -568,11 +589,17 @@ impl Endpoint {
                 }
             }
             Role::Registrar(_) => {}
+            Role::Call(_) => {
+                self.end_call(now, local, "no response from the peer", call::cause::NO_ANSWER, false);
+            }
         }
         self.remove_dialog(local);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.media_tick(now);
+        self.trunk_tick(now);
+        self.call_timers(now);
         let locals: Vec<u16> = self.dialogs.keys().copied().collect();
         for local in locals {
             let Some(entry) = self.dialogs.get_mut(&local) else { continue };
@@ -712,7 +739,9 @@ impl Endpoint {
         });
         let registrations = self.registrations.iter().map(|r| r.next_attempt);
         let qualify = self.qualify.values().map(|q| q.deadline());
-        dialogs.chain(registrations).chain(qualify).chain([self.registrar.next_expiry()]).flatten().min()
+        let expiry = [self.registrar.next_expiry()];
+        let earliest = dialogs.chain(registrations).chain(qualify).chain(expiry).flatten().min();
+        self.call_deadlines().chain(earliest).min()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -784,7 +813,7 @@ impl Endpoint {
 }
 
 fn send_regrej(now: Instant, dialog: &mut Dialog, out: &mut VecDeque<Transmit>) {
-    let ies = [Ie::Cause("Registration Refused".into()), Ie::CauseCode(CAUSE_FACILITY_REJECTED)];
+    let ies = [Ie::Cause("Registration Refused".into()), Ie::CauseCode(call::cause::FACILITY_REJECTED)];
     dialog.send(now, IaxSubclass::RegRej, &ies, out);
     dialog.finish(now, LINGER);
 }

@@ -1,0 +1,666 @@
+//! Calls on the endpoint (RFC 5456 section 6): NEW with call token and
+//! authentication, ACCEPT/RINGING/ANSWER, HANGUP/REJECT, PING/LAGRQ, DTMF,
+//! QUELCH, transfers refused; media in full and mini frames or trunked; the
+//! dialplan applications (echo, tone, music, pattern, dial/bridge).
+
+use super::*;
+use crate::dialplan::App;
+use crate::iax2::call::{self, cause, Call, CallState, DialString, Direction};
+use crate::iax2::frame::{MiniFrame, TrunkFrame};
+use crate::iax2::subclass::{format, ControlSubclass};
+use crate::iax2::trunk::TrunkQueue;
+use crate::media::FRAME_SAMPLES;
+
+/// One voice frame of G.711 every 20 ms: what `trunkmaxsize` is counted in.
+const FRAME_BYTES: u32 = FRAME_SAMPLES as u32;
+pub(super) const MEDIA_TICK: Duration = Duration::from_millis(20);
+
+/// A call the operator (or a scenario) asks the switch to place.
+#[derive(Debug, Clone)]
+pub struct Originate {
+    /// `IAX2/[user[:secret]@]peer[:port]/exten[@context]`.
+    pub dial: String,
+    /// What our side of the call plays.
+    pub app: App,
+    /// Hang up this long after the answer.
+    pub hold: Option<Duration>,
+}
+
+impl Endpoint {
+    /// Places a call. Returns the local call number.
+    pub fn originate(&mut self, now: Instant, req: &Originate) -> Result<u16, String> {
+        let dial = DialString::parse(&req.dial)?;
+        let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
+        let addr = match peer {
+            Some(p) => self
+                .peer_addr(&p.name)
+                .ok_or_else(|| format!("peer {} has no known address (not registered?)", p.name))?,
+            None => match dial.peer.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, 4569),
+                Err(_) => self.resolved.addr(&dial.peer, 4569).ok_or_else(|| format!("unknown peer {}", dial.peer))?,
+            },
+        };
+        let addr = dial.port.map_or(addr, |port| SocketAddr::new(addr.ip(), port));
+        // Who we are to that peer: the dial string; else the peer's `username=`
+        // with its secret; else the credentials we register to that host with.
+        let reg = self.registrations.iter().find(|r| r.server.map(|s| s.ip()) == Some(addr.ip()));
+        let peer_secret = || peer.and_then(|p| p.secrets.first().cloned());
+        let (username, secret) = match (&dial.username, peer.and_then(|p| p.username.clone()), reg) {
+            (Some(u), _, _) => (Some(u.clone()), dial.secret.clone().or_else(peer_secret)),
+            (None, Some(u), _) => (Some(u), peer_secret()),
+            (None, None, Some(r)) => (Some(r.line.username.clone()), r.line.secret.clone()),
+            (None, None, None) => (None, peer_secret()),
+        };
+        let trunk = peer.is_some_and(|p| p.trunk);
+        let peer_name = peer.map_or(dial.peer.clone(), |p| p.name.clone());
+        if trunk {
+            self.check_trunk_capacity(addr)?;
+        }
+        let codecs = peer.and_then(|p| p.codecs.clone()).unwrap_or_else(|| self.config.general.codecs.clone());
+        let (prefs, capability) = call::our_formats(&codecs);
+        let preferred = *prefs.first().ok_or("no codec we can carry is allowed (allow=ulaw or alaw)")?;
+
+        let local = self
+            .callnos
+            .allocate(&mut self.rng, &self.config, addr.ip(), Validation::Validated)
+            .map_err(|e| format!("no call number: {e:?}"))?;
+        let exten = dial.exten.clone().unwrap_or_else(|| "s".into());
+        let context = dial.context.clone().unwrap_or_default();
+        let mut c = Call::new(Direction::Outbound, now, exten.clone(), context.clone(), req.app.clone(), local);
+        c.peer = Some(peer_name.clone());
+        c.username = username;
+        c.secret = secret;
+        c.trunk = trunk;
+        c.format = preferred;
+        c.offered = (preferred, capability);
+        c.hangup_at = req.hold.map(|h| now + h); // moved to answer time once answered
+        c.autokill_at = self.config.general.autokill.map(|d| now + d);
+        let ies = new_ies(&c, Some(Vec::new()));
+        let mut dialog = Dialog::new(local, 0, addr, now);
+        dialog.send(now, IaxSubclass::New, &ies, &mut self.out);
+        if trunk {
+            self.trunks.entry(addr).or_default().calls += 1;
+        }
+        self.events.push_back(Event::CallStarted {
+            call: local,
+            direction: Direction::Outbound.name().into(),
+            peer: peer_name,
+            exten,
+            context,
+        });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
+        Ok(local)
+    }
+
+    fn check_trunk_capacity(&self, addr: SocketAddr) -> Result<(), String> {
+        let calls = self.trunks.get(&addr).map_or(0, |t| t.calls) as u32;
+        let max = self.config.general.trunkmaxsize;
+        if (calls + 1) * FRAME_BYTES > max {
+            return Err(format!(
+                "trunk to {addr} is full: {calls} calls x {FRAME_BYTES} bytes per frame reach trunkmaxsize={max}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// An admitted NEW (call token checked): identify the caller, then authenticate or route.
+    pub(super) fn new_call(&mut self, now: Instant, from: SocketAddr, f: FullFrame, validation: Validation) {
+        let ies = f.ies().unwrap_or_default();
+        let local = match self.callnos.allocate(&mut self.rng, &self.config, from.ip(), validation) {
+            Ok(n) => n,
+            Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
+        };
+        let text = |pick: fn(&Ie) -> Option<&String>| ies.iter().find_map(pick).cloned();
+        let exten = text(|ie| if let Ie::CalledNumber(s) = ie { Some(s) } else { None }).unwrap_or_else(|| "s".into());
+        let context = text(|ie| if let Ie::CalledContext(s) = ie { Some(s) } else { None }).unwrap_or_default();
+        let username = text(|ie| if let Ie::Username(s) = ie { Some(s) } else { None });
+        let offered_format = ies.iter().find_map(|ie| if let Ie::Format(x) = ie { Some(*x) } else { None });
+        let capability = ies.iter().find_map(|ie| if let Ie::Capability(x) = ie { Some(*x) } else { None });
+
+        let mut c = Call::new(Direction::Inbound, now, exten.clone(), context.clone(), App::Echo, local);
+        c.offered = (offered_format.unwrap_or(0), capability.unwrap_or(0));
+        let mut dialog = Dialog::new(local, f.src_call, from, now);
+        dialog.receive(now, &f, &mut self.out);
+        self.by_remote.insert((from, f.src_call), local);
+
+        let user = self.find_user(username.as_deref(), from).cloned();
+        c.peer = user.as_ref().map(|u| u.name.clone()).or(username.clone());
+        c.username = username;
+        let peer_label = c.peer.clone().unwrap_or_default();
+        self.events.push_back(Event::CallStarted {
+            call: local,
+            direction: Direction::Inbound.name().into(),
+            peer: peer_label,
+            exten,
+            context,
+        });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
+
+        let Some(user) = user else {
+            return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no user matches");
+        };
+        if user.secrets.is_empty() {
+            return self.route_call(now, local);
+        }
+        let methods = user.auth.bits() & 0x03;
+        if methods == 0 {
+            return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no auth method");
+        }
+        let challenge = auth::new_challenge(&mut self.rng);
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        if let Role::Call(c) = &mut entry.role {
+            c.state = CallState::Authenticating;
+            c.challenge = Some(challenge.clone());
+        }
+        let ies = [Ie::AuthMethods(methods), Ie::Challenge(challenge), Ie::Username(user.name.clone())];
+        entry.dialog.send(now, IaxSubclass::AuthReq, &ies, &mut self.out);
+    }
+
+    /// The user a NEW is from: named by USERNAME, else the first secret-less
+    /// user whose ACL admits the source (Asterisk's "guest").
+    fn find_user(&self, username: Option<&str>, from: SocketAddr) -> Option<&PeerConfig> {
+        let users = self.config.peers.iter().filter(|p| p.kind.is_user() && p.acl.permits(from.ip()));
+        match username {
+            Some(name) => users.clone().find(|p| p.name.eq_ignore_ascii_case(name)),
+            None => users.clone().find(|p| p.secrets.is_empty()),
+        }
+    }
+
+    /// Dialplan, codec and trunk capacity; then ACCEPT and what the extension does.
+    fn route_call(&mut self, now: Instant, local: u16) {
+        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get(&local) else { return };
+        let addr = dialog.remote_addr;
+        let user = c.peer.as_ref().and_then(|n| self.config.peers.iter().find(|p| &p.name == n && p.kind.is_user()));
+        let Some(user) = user else { return };
+        // The caller may pick one of its contexts; otherwise its first.
+        let allowed = |x: &String| *x == user.context || user.contexts.contains(x);
+        let context = if !c.context.is_empty() && allowed(&c.context) { c.context.clone() } else { user.context.clone() };
+        let Some(app) = self.dialplan.lookup(&context, &c.exten) else {
+            let why = format!("no extension {} in context {context}", c.exten);
+            return self.reject(now, local, "No such context/extension", cause::NO_ROUTE_DESTINATION, &why);
+        };
+        if let App::Hangup { cause } = app {
+            return self.reject(now, local, "Rejected by dialplan", cause, "dialplan hangup()");
+        }
+        let codecs = user.codecs.clone().unwrap_or_else(|| self.config.general.codecs.clone());
+        let Some(chosen) = call::negotiate(user.codecpriority, &codecs, c.offered.0, c.offered.1) else {
+            let why = format!("offered {:#x} capability {:#x}", c.offered.0, c.offered.1);
+            return self.reject(now, local, "Unable to negotiate codec", cause::BEARER_NOT_AVAILABLE, &why);
+        };
+        let trunk = user.trunk;
+        if trunk {
+            if let Err(why) = self.check_trunk_capacity(addr) {
+                return self.reject(now, local, "Trunk capacity exceeded", cause::NO_CIRCUIT, &why);
+            }
+            self.trunks.entry(addr).or_default().calls += 1;
+        }
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        let Role::Call(c) = &mut entry.role else { return };
+        c.context = context;
+        c.format = chosen;
+        c.trunk = trunk;
+        c.source = call::Source::for_app(&app, local);
+        c.app = app.clone();
+        c.state = CallState::Accepted;
+        entry.dialog.send(now, IaxSubclass::Accept, &[Ie::Format(chosen)], &mut self.out);
+        match app {
+            App::Dial { target } => {
+                let req = Originate { dial: target, app: App::Echo, hold: None };
+                match self.originate(now, &req) {
+                    Ok(other) => self.link(local, other),
+                    Err(why) => self.reject(now, local, "Dial failed", cause::NO_ROUTE_DESTINATION, &why),
+                }
+            }
+            _ => self.answer(now, local),
+        }
+    }
+
+    fn link(&mut self, a: u16, b: u16) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get_mut(&x) {
+                c.bridge = Some(y);
+                c.app = App::Dial { target: String::new() };
+            }
+        }
+    }
+
+    fn answer(&mut self, now: Instant, local: u16) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        let Role::Call(c) = &mut entry.role else { return };
+        let control = |s: ControlSubclass| s.as_u32();
+        entry.dialog.send_full(now, FrameType::Control, control(ControlSubclass::Ringing), vec![], None, &mut self.out);
+        entry.dialog.send_full(now, FrameType::Control, control(ControlSubclass::Answer), vec![], None, &mut self.out);
+        c.state = CallState::Up;
+        c.answered = Some(now);
+        let format = format::name(c.format).unwrap_or("unknown").to_string();
+        self.events.push_back(Event::CallAnswered { call: local, format });
+        self.media_tick.get_or_insert(now + MEDIA_TICK);
+    }
+
+    /// Refuses a call that is not up: REJECT with a cause, and the reason in the trace.
+    pub(super) fn reject(&mut self, now: Instant, local: u16, text: &str, code: u8, why: &str) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        let Role::Call(c) = &mut entry.role else { return };
+        self.events.push_back(Event::CallRejected {
+            call: local,
+            direction: c.direction.name().into(),
+            peer: c.peer.clone().unwrap_or_default(),
+            exten: c.exten.clone(),
+            cause: format!("{text}: {why}"),
+            code,
+        });
+        entry.dialog.send(now, IaxSubclass::Reject, &[Ie::Cause(text.into()), Ie::CauseCode(code)], &mut self.out);
+        entry.dialog.finish(now, LINGER);
+        self.release_trunk_slot(local);
+    }
+
+    /// Ends a call that was set up (or being set up by us), with its statistics.
+    pub(super) fn end_call(&mut self, now: Instant, local: u16, text: &str, code: u8, send_hangup: bool) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        if entry.dialog.is_finished() {
+            return;
+        }
+        let Role::Call(c) = &mut entry.role else { return };
+        if c.answered.is_none() && c.direction == Direction::Outbound {
+            self.events.push_back(Event::CallRejected {
+                call: local,
+                direction: c.direction.name().into(),
+                peer: c.peer.clone().unwrap_or_default(),
+                exten: c.exten.clone(),
+                cause: text.into(),
+                code,
+            });
+        } else {
+            let s = &c.stats;
+            self.events.push_back(Event::CallEnded {
+                call: local,
+                direction: c.direction.name().into(),
+                peer: c.peer.clone().unwrap_or_default(),
+                cause: text.into(),
+                code,
+                duration_ms: c.duration(now).as_millis() as u64,
+                frames_sent: s.frames_sent,
+                frames_received: s.frames_received,
+                lost: s.lost,
+                reordered: s.reordered,
+                duplicated: s.duplicated,
+                late: s.late,
+                concealed: s.concealed,
+                jitter_ms: s.jitter_us / 1000,
+                ts_irregular: c.ts_irregular,
+            });
+        }
+        let bridge = c.bridge.take();
+        if send_hangup {
+            let ies = [Ie::Cause(text.into()), Ie::CauseCode(code)];
+            entry.dialog.send(now, IaxSubclass::Hangup, &ies, &mut self.out);
+        }
+        entry.dialog.finish(now, LINGER);
+        self.release_trunk_slot(local);
+        if let Some(other) = bridge {
+            self.end_call(now, other, text, code, true);
+        }
+    }
+
+    fn release_trunk_slot(&mut self, local: u16) {
+        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        if std::mem::take(&mut c.trunk) {
+            if let Some(t) = self.trunks.get_mut(&dialog.remote_addr) {
+                t.calls = t.calls.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Hangs up every call (operator command).
+    pub fn hangup_all(&mut self, now: Instant) -> usize {
+        let calls: Vec<u16> = self.call_numbers();
+        for &local in &calls {
+            self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+        }
+        calls.len()
+    }
+
+    fn call_numbers(&self) -> Vec<u16> {
+        self.dialogs
+            .iter()
+            .filter(|(_, e)| matches!(e.role, Role::Call(_)) && !e.dialog.is_finished())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// A full frame, in sequence, on a call's dialog.
+    pub(super) fn call_frame(&mut self, now: Instant, local: u16, f: &FullFrame) {
+        let Some(entry) = self.dialogs.get_mut(&local) else { return };
+        let Role::Call(c) = &mut entry.role else { return };
+        c.autokill_at = None;
+        if entry.dialog.remote_call != 0 {
+            self.by_remote.insert((entry.dialog.remote_addr, entry.dialog.remote_call), local);
+        }
+        let ies = || f.ies().unwrap_or_default();
+        match f.frame_type {
+            FrameType::Voice => {
+                entry.dialog.ack(f, &mut self.out);
+                if f.subclass != 0 && f.subclass.count_ones() == 1 {
+                    c.format = f.subclass;
+                }
+                c.rx_last_ts = Some(c.rx_last_ts.map_or(f.timestamp, |t| t.max(f.timestamp)));
+                return self.media_in(now, local, f.timestamp, &f.payload, true);
+            }
+            FrameType::Dtmf | FrameType::DtmfBegin => {
+                entry.dialog.ack(f, &mut self.out);
+                if f.frame_type == FrameType::Dtmf {
+                    let digit = char::from_u32(f.subclass).map_or("?".into(), |d| d.to_string());
+                    self.events.push_back(Event::Dtmf { call: local, digit });
+                }
+                return;
+            }
+            FrameType::Control => {
+                entry.dialog.ack(f, &mut self.out);
+                return match f.control() {
+                    Some(ControlSubclass::Answer) if c.direction == Direction::Outbound => {
+                        c.state = CallState::Up;
+                        c.answered = Some(now);
+                        // The hold time counts from the answer.
+                        c.hangup_at = c.hangup_at.map(|at| now + at.saturating_duration_since(c.created));
+                        let format = format::name(c.format).unwrap_or("unknown").to_string();
+                        let bridge = c.bridge;
+                        self.events.push_back(Event::CallAnswered { call: local, format });
+                        self.media_tick.get_or_insert(now + MEDIA_TICK);
+                        if let Some(other) = bridge {
+                            self.answer(now, other);
+                        }
+                    }
+                    Some(ControlSubclass::Ringing) if c.state != CallState::Up => c.state = CallState::Ringing,
+                    Some(ControlSubclass::Hangup) => self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, false),
+                    _ => {}
+                };
+            }
+            FrameType::Iax => {}
+            _ => return entry.dialog.ack(f, &mut self.out),
+        }
+        match f.iax() {
+            Some(IaxSubclass::Accept) => {
+                entry.dialog.ack(f, &mut self.out);
+                if let Some(fmt) = ies().iter().find_map(|ie| if let Ie::Format(x) = ie { Some(*x) } else { None }) {
+                    c.format = fmt;
+                }
+                if c.state != CallState::Up {
+                    c.state = CallState::Accepted;
+                }
+            }
+            Some(IaxSubclass::AuthReq) => {
+                let ies = ies();
+                let methods = ies.iter().find_map(|ie| if let Ie::AuthMethods(m) = ie { Some(*m) } else { None });
+                let challenge = ies.iter().find_map(|ie| if let Ie::Challenge(x) = ie { Some(x.clone()) } else { None });
+                let reply = match (&c.secret, methods.unwrap_or(0), challenge) {
+                    (Some(secret), m, Some(ch)) if m & 0x02 != 0 => Ie::Md5Result(auth::md5_response(&ch, secret)),
+                    (Some(secret), m, _) if m & 0x01 != 0 => Ie::Password(secret.clone()),
+                    _ => {
+                        entry.dialog.ack(f, &mut self.out);
+                        return self.end_call(now, local, "No credentials for AUTHREQ", cause::FACILITY_REJECTED, true);
+                    }
+                };
+                c.state = CallState::AuthSent;
+                entry.dialog.send(now, IaxSubclass::AuthRep, &[reply], &mut self.out);
+            }
+            Some(IaxSubclass::AuthRep) => {
+                let ies = ies();
+                let user = c.peer.as_ref().and_then(|n| self.config.peers.iter().find(|p| &p.name == n));
+                let ok = match (user, &c.challenge) {
+                    (Some(user), Some(ch)) => ies.iter().any(|ie| match ie {
+                        Ie::Md5Result(r) => user.auth.md5 && auth::md5_matches(ch, r, &user.secrets),
+                        Ie::Password(p) => user.auth.plaintext && auth::plaintext_matches(p, &user.secrets),
+                        _ => false,
+                    }),
+                    _ => false,
+                };
+                if ok {
+                    self.route_call(now, local);
+                } else {
+                    self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "wrong secret");
+                }
+            }
+            Some(IaxSubclass::Reject) => {
+                entry.dialog.ack(f, &mut self.out);
+                let ies = ies();
+                let text = ies.iter().find_map(|ie| if let Ie::Cause(x) = ie { Some(x.clone()) } else { None });
+                let code = ies.iter().find_map(|ie| if let Ie::CauseCode(x) = ie { Some(*x) } else { None });
+                self.end_call(now, local, &text.unwrap_or_else(|| "Rejected".into()), code.unwrap_or(cause::CALL_REJECTED), false);
+            }
+            Some(IaxSubclass::Hangup) => {
+                entry.dialog.ack(f, &mut self.out);
+                let ies = ies();
+                let text = ies.iter().find_map(|ie| if let Ie::Cause(x) = ie { Some(x.clone()) } else { None });
+                let code = ies.iter().find_map(|ie| if let Ie::CauseCode(x) = ie { Some(*x) } else { None });
+                self.end_call(
+                    now,
+                    local,
+                    &text.unwrap_or_else(|| "Normal Clearing".into()),
+                    code.unwrap_or(cause::NORMAL_CLEARING),
+                    false,
+                );
+            }
+            // PONG and LAGRP answer with the request's timestamp, so the asker can time the round trip.
+            Some(IaxSubclass::Ping) => reply_with_ts(&mut entry.dialog, now, IaxSubclass::Pong, f, &mut self.out),
+            Some(IaxSubclass::LagRq) => reply_with_ts(&mut entry.dialog, now, IaxSubclass::LagRp, f, &mut self.out),
+            Some(IaxSubclass::Quelch) => {
+                c.quelched = true;
+                entry.dialog.ack(f, &mut self.out);
+            }
+            Some(IaxSubclass::Unquelch) => {
+                c.quelched = false;
+                entry.dialog.ack(f, &mut self.out);
+            }
+            // Native transfers are not offered: say so instead of leaving the peer waiting.
+            Some(IaxSubclass::TxReq) => entry.dialog.send(now, IaxSubclass::TxRej, &[], &mut self.out),
+            _ => entry.dialog.ack(f, &mut self.out),
+        }
+    }
+
+    /// The server's CALLTOKEN for our NEW: resend it carrying the token, once.
+    pub(super) fn call_token_for_new(&mut self, now: Instant, local: u16, f: &FullFrame) {
+        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        let token = f.ies().ok().and_then(|ies| ies.into_iter().find_map(|ie| if let Ie::CallToken(t) = ie { Some(t) } else { None }));
+        let Some(token) = token.filter(|_| c.direction == Direction::Outbound && !c.token_sent) else {
+            self.count_drop("unexpected call token");
+            return;
+        };
+        c.token_sent = true;
+        let ies = new_ies(c, Some(token));
+        dialog.restart();
+        dialog.send(now, IaxSubclass::New, &ies, &mut self.out);
+    }
+
+    pub(super) fn mini_frame(&mut self, now: Instant, from: SocketAddr, m: MiniFrame) {
+        let Some(&local) = self.by_remote.get(&(from, m.src_call)) else {
+            return self.drop_datagram(from, "media for no call");
+        };
+        let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
+        let ts = c.extend_mini_ts(m.timestamp);
+        self.media_in(now, local, ts, &m.payload, false);
+    }
+
+    pub(super) fn trunk_frame(&mut self, now: Instant, from: SocketAddr, t: TrunkFrame) {
+        for entry in t.entries {
+            let Some(&local) = self.by_remote.get(&(from, entry.call)) else {
+                self.count_drop("trunk entry for no call");
+                continue;
+            };
+            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { continue };
+            // Without per-call timestamps the frames are assumed to follow each other.
+            let ts = match entry.timestamp {
+                Some(ts) => c.extend_mini_ts(ts),
+                None => c.rx_last_ts.map_or(20, |t| t + 20),
+            };
+            self.media_in(now, local, ts, &entry.payload, false);
+        }
+    }
+
+    /// Voice arrived on a call: count it, and echo or bridge it.
+    fn media_in(&mut self, now: Instant, local: u16, ts: u32, payload: &[u8], full: bool) {
+        let arrival_us = now.saturating_duration_since(self.epoch).as_micros() as i64;
+        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        if dialog.is_finished() {
+            return;
+        }
+        if full {
+            c.rx_last_ts = None; // a full frame resets the timestamp base
+        }
+        c.media_received(ts, payload, arrival_us);
+        let target = match (&c.app, c.bridge) {
+            (App::Echo, _) => Some(local),
+            (_, Some(other)) => Some(other),
+            _ => None,
+        };
+        if let Some(target) = target {
+            self.send_voice(now, target, payload.to_vec());
+        }
+    }
+
+    /// Sends one voice frame on a call: full frame first and on timestamp
+    /// wrap, then mini frames, or trunk entries for a trunk peer.
+    fn send_voice(&mut self, now: Instant, local: u16, payload: Vec<u8>) {
+        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        if c.quelched || c.state != CallState::Up || dialog.is_finished() {
+            return;
+        }
+        let previous = c.tx_last_ts;
+        let ts = c.next_voice_ts(now);
+        c.stats.frames_sent += 1;
+        if Call::needs_full_voice(previous, ts) {
+            dialog.send_full(now, FrameType::Voice, c.format, payload, Some(ts), &mut self.out);
+        } else if c.trunk {
+            self.trunks.entry(dialog.remote_addr).or_default().push(local, ts as u16, payload);
+            self.trunk_tick.get_or_insert(now + self.config.general.trunkfreq);
+        } else {
+            let mini = MiniFrame { src_call: local, timestamp: ts as u16, payload };
+            let mut bytes = Vec::with_capacity(4 + mini.payload.len());
+            if mini.encode(&mut bytes).is_ok() {
+                self.out.push_back(Transmit { destination: dialog.remote_addr, payload: bytes });
+            }
+        }
+    }
+
+    /// The 20 ms media clock: every answered call with a source of its own
+    /// sends its next frame.
+    pub(super) fn media_tick(&mut self, now: Instant) {
+        let Some(at) = self.media_tick else { return };
+        if at > now {
+            return;
+        }
+        let mut any = false;
+        let locals = self.call_numbers();
+        for local in locals {
+            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get_mut(&local) else { continue };
+            if c.state != CallState::Up {
+                continue;
+            }
+            any = true;
+            if c.hangup_at.is_some_and(|h| h <= now) {
+                self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+                continue;
+            }
+            let Some(codec) = call::g711(c.format) else { continue };
+            if let Some(payload) = c.source.next_frame(codec) {
+                self.send_voice(now, local, payload);
+            }
+        }
+        self.media_tick = any.then(|| at + MEDIA_TICK);
+    }
+
+    /// The trunk clock (`trunkfreq`): everything queued goes out.
+    pub(super) fn trunk_tick(&mut self, now: Instant) {
+        let Some(at) = self.trunk_tick else { return };
+        if at > now {
+            return;
+        }
+        let ts = now.saturating_duration_since(self.epoch).as_millis() as u32;
+        let g = &self.config.general;
+        let mut active = false;
+        for (addr, queue) in &mut self.trunks {
+            active |= queue.calls > 0;
+            for payload in queue.flush(ts, g.trunkmtu, g.trunktimestamps) {
+                self.out.push_back(Transmit { destination: *addr, payload });
+            }
+        }
+        self.trunks.retain(|_, q: &mut TrunkQueue| q.calls > 0 || !q.is_empty());
+        self.trunk_tick = active.then(|| at + g.trunkfreq);
+    }
+
+    /// Per-call timers: autokill of an unanswered NEW, and scheduled hangups.
+    pub(super) fn call_timers(&mut self, now: Instant) {
+        for local in self.call_numbers() {
+            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { continue };
+            if c.autokill_at.is_some_and(|at| at <= now) {
+                let text = "autokill: no answer to NEW in time";
+                self.end_call(now, local, text, cause::NO_ANSWER, false);
+            } else if c.state == CallState::Up && c.hangup_at.is_some_and(|at| at <= now) {
+                self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+            }
+        }
+    }
+
+    pub(super) fn call_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        let per_call = self.dialogs.values().filter_map(|e| match &e.role {
+            Role::Call(c) if !e.dialog.is_finished() => [c.autokill_at, c.hangup_at.filter(|_| c.state == CallState::Up)]
+                .into_iter()
+                .flatten()
+                .min(),
+            _ => None,
+        });
+        per_call.chain(self.media_tick).chain(self.trunk_tick)
+    }
+
+    /// `iax2 show channels`.
+    pub fn show_channels(&self, now: Instant) -> String {
+        use std::fmt::Write as _;
+        let mut s = format!(
+            "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}\n",
+            "Call", "Direction", "Peer", "Remote", "State", "Format", "Tx", "Rx", "Lost"
+        );
+        let mut n = 0;
+        for (local, e) in &self.dialogs {
+            let Role::Call(c) = &e.role else { continue };
+            if e.dialog.is_finished() {
+                continue;
+            }
+            n += 1;
+            let _ = writeln!(
+                s,
+                "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}",
+                local,
+                c.direction.name(),
+                c.peer.as_deref().unwrap_or("-"),
+                e.dialog.remote_addr,
+                format!("{:?}", c.state),
+                format::name(c.format).unwrap_or("-"),
+                c.stats.frames_sent,
+                c.stats.frames_received,
+                c.stats.lost
+            );
+        }
+        let _ = writeln!(s, "{n} active IAX2 call(s)");
+        let _ = now;
+        s
+    }
+}
+
+fn reply_with_ts(dialog: &mut Dialog, now: Instant, sub: IaxSubclass, request: &FullFrame, out: &mut VecDeque<Transmit>) {
+    let payload = FullFrame::new_iax(0, 0, 0, 0, 0, sub, &[]).payload;
+    dialog.send_full(now, FrameType::Iax, sub.as_u32(), payload, Some(request.timestamp), out);
+}
+
+/// The IEs of a NEW for `c`; `token` is `Some(empty)` to ask for a call token.
+fn new_ies(c: &Call, token: Option<Vec<u8>>) -> Vec<Ie> {
+    let mut ies = vec![Ie::Version(2), Ie::CalledNumber(c.exten.clone())];
+    if !c.context.is_empty() {
+        ies.push(Ie::CalledContext(c.context.clone()));
+    }
+    if let Some(u) = &c.username {
+        ies.push(Ie::Username(u.clone()));
+    }
+    ies.push(Ie::Format(c.offered.0));
+    ies.push(Ie::Capability(c.offered.1));
+    ies.extend(token.map(Ie::CallToken));
+    ies
+}
