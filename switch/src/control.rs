@@ -16,6 +16,11 @@ use crate::runtime::Command;
 pub const HELP: &str = "commands:
   iax2 show peers      peers, their addresses and qualify state
   iax2 show registry   our registrations to other servers
+  iax2 show channels   calls in progress with their media counters
+  originate DIAL [app=APP] [count=N] [hold=SECONDS]
+                       place calls, e.g. originate IAX2/b/9196 app=pattern count=10 hold=30
+                       (APP: pattern, tone(HZ), music, echo; default pattern)
+  hangup all           hang up every call
   show stats           traffic and drop counters
   reload               re-read iax.conf and switch.toml (keeps running on errors)
   help                 this text
@@ -56,6 +61,36 @@ async fn session(stream: TcpStream, peer: SocketAddr, commands: mpsc::Sender<Com
 
 use tokio::io::AsyncReadExt as _;
 
+use crate::dialplan::App;
+use crate::iax2::endpoint::Originate;
+
+/// Most calls one `originate` may place.
+const MAX_ORIGINATE: u32 = 10_000;
+
+/// `originate DIAL [app=APP] [count=N] [hold=SECONDS]`, as typed (case kept for the dial string).
+pub fn parse_originate(line: &str) -> Result<(Originate, u32), String> {
+    let mut words = line.split_whitespace().skip(1);
+    let dial = words.next().ok_or("originate needs a dial string")?.to_string();
+    let (mut app, mut count, mut hold) = (App::Pattern, 1u32, None);
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or_else(|| format!("`{word}`: expected key=value"))?;
+        match key.to_ascii_lowercase().as_str() {
+            "app" => app = App::parse(value)?,
+            "count" => match value.parse::<u32>() {
+                Ok(n) if (1..=MAX_ORIGINATE).contains(&n) => count = n,
+                _ => return Err(format!("`{word}`: count must be 1-{MAX_ORIGINATE}")),
+            },
+            "hold" => match value.parse::<f64>() {
+                Ok(s) if s > 0.0 && s < 1e7 => hold = Some(std::time::Duration::from_secs_f64(s)),
+                _ => return Err(format!("`{word}`: hold is a number of seconds, e.g. hold=30")),
+            },
+            _ => return Err(format!("`{word}`: unknown option (app, count, hold)")),
+        }
+    }
+    crate::iax2::call::DialString::parse(&dial)?;
+    Ok((Originate { dial, app, hold }, count))
+}
+
 /// Runs one command line; `None` closes the session.
 pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<String> {
     let words: Vec<String> = line.split_whitespace().map(str::to_ascii_lowercase).collect();
@@ -74,6 +109,18 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
         ["iax2", "show", "peers"] => ask(Command::ShowPeers).await,
         ["iax2", "show", "registry"] => ask(Command::ShowRegistry).await,
         ["show", "stats"] => ask(Command::ShowStats).await,
+        ["iax2", "show", "channels"] => ask(Command::ShowChannels).await,
+        ["hangup", "all"] => ask(Command::HangupAll).await,
+        ["originate", ..] => match parse_originate(line) {
+            Ok((request, count)) => {
+                let (reply, rx) = oneshot::channel();
+                if commands.send(Command::Originate { request, count, reply }).await.is_err() {
+                    return Some("the switch is shutting down".to_string());
+                }
+                rx.await.unwrap_or_else(|_| "no answer".to_string())
+            }
+            Err(e) => format!("{e}\nusage: originate IAX2/peer/exten [app=pattern] [count=N] [hold=SECONDS]"),
+        },
         ["reload"] | ["iax2", "reload"] => match commands.send(Command::Reload).await {
             Ok(()) => "reload requested; see the log for the outcome".to_string(),
             Err(_) => "the switch is shutting down".to_string(),

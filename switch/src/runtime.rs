@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
 use crate::event::{Event, EventSink};
-use crate::iax2::endpoint::{Endpoint, ResolvedHosts};
+use crate::iax2::endpoint::{Endpoint, Originate, ResolvedHosts};
 use crate::net::{DatagramSocket, Net};
 
 /// Largest datagram we accept; anything longer is truncated by the socket and
@@ -31,6 +31,12 @@ pub enum Command {
     ShowRegistry(oneshot::Sender<String>),
     /// Counters of dropped and handled traffic.
     ShowStats(oneshot::Sender<String>),
+    /// `iax2 show channels`.
+    ShowChannels(oneshot::Sender<String>),
+    /// Place `count` calls; the answer says how many went out.
+    Originate { request: Originate, count: u32, reply: oneshot::Sender<String> },
+    /// Hang up every call.
+    HangupAll(oneshot::Sender<String>),
     /// Stop the loop and return.
     Shutdown,
 }
@@ -91,6 +97,27 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(
                 Some(Command::ShowPeers(tx)) => { let _ = tx.send(endpoint.show_peers(Instant::now().into_std())); }
                 Some(Command::ShowRegistry(tx)) => { let _ = tx.send(endpoint.show_registry(Instant::now().into_std())); }
                 Some(Command::ShowStats(tx)) => { let _ = tx.send(endpoint.show_stats()); }
+                Some(Command::ShowChannels(tx)) => { let _ = tx.send(endpoint.show_channels(Instant::now().into_std())); }
+                Some(Command::HangupAll(tx)) => {
+                    let n = endpoint.hangup_all(Instant::now().into_std());
+                    let _ = tx.send(format!("{n} call(s) hung up"));
+                }
+                Some(Command::Originate { request, count, reply }) => {
+                    let now = Instant::now().into_std();
+                    let mut placed = 0;
+                    let mut first_error = None;
+                    for _ in 0..count {
+                        match endpoint.originate(now, &request) {
+                            Ok(_) => placed += 1,
+                            Err(e) => { first_error.get_or_insert(e); }
+                        }
+                    }
+                    let answer = match first_error {
+                        None => format!("{placed} call(s) placed to {}", request.dial),
+                        Some(e) => format!("{placed} of {count} call(s) placed to {}; refused: {e}", request.dial),
+                    };
+                    let _ = reply.send(answer);
+                }
             },
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, from)) => endpoint.handle_datagram(Instant::now().into_std(), from, &buf[..len]),
