@@ -75,6 +75,7 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(
 
     let rng = ChaCha20Rng::seed_from_u64(setup.seed);
     let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
+    endpoint.set_dialplan(loaded.switch.dialplan.clone());
     setup.events.emit(&Event::Started { bind });
     setup.events.emit(&config_loaded(&loaded));
 
@@ -90,6 +91,7 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(
                     Ok(loaded) => {
                         let resolved = resolve_hosts(&net, &loaded).await;
                         endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved);
+                        endpoint.set_dialplan(loaded.switch.dialplan.clone());
                         setup.events.emit(&config_loaded(&loaded));
                     }
                     Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),

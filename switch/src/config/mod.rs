@@ -1,11 +1,20 @@
 //! Configuration: Asterisk's `iax.conf` read as-is, plus the switch's own
 //! `switch.toml` for what `iax.conf` does not cover.
 //!
-//! INTERIM: the parser lands with the config work; until then `load` yields defaults.
+//! [`load`] reads both through a [`SourceLoader`] (a directory live, a map in the
+//! simulator) and returns either the whole typed configuration or every problem
+//! found, each with file, line, option, what is wrong and what to write instead.
+//! Options the switch recognises but does not act on come back as
+//! [`LoadedConfig::notes`]; [`options::OPTIONS`] says which those are.
 
+pub mod iax_conf;
 pub mod model;
+pub mod options;
+pub mod switch_toml;
 
+pub use iax_conf::IAX_CONF;
 pub use model::*;
+pub use switch_toml::SWITCH_TOML;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,9 +29,24 @@ pub struct Diagnostic {
     pub hint: String,
 }
 
+impl Diagnostic {
+    pub fn new(location: Location, key: Option<&str>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Diagnostic { location, key: key.map(str::to_string), message: message.into(), hint: hint.into() }
+    }
+}
+
+/// Renders as
+/// ```text
+/// iax.conf:12: `bindport`: expected a port number 1-65535, got "45x9" (write e.g. bindport=4569)
+/// ```
+/// A problem with a whole file (line 0) shows the file name alone.
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: ", self.location)?;
+        if self.location.line == 0 {
+            write!(f, "{}: ", self.location.file)?;
+        } else {
+            write!(f, "{}: ", self.location)?;
+        }
         if let Some(key) = &self.key {
             write!(f, "`{key}`: ")?;
         }
@@ -37,13 +61,66 @@ impl std::fmt::Display for Diagnostic {
 /// Settings of the switch's own that `iax.conf` has no place for (`switch.toml`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwitchSettings {
-    /// Operator control socket (TCP, line-oriented); loopback by default.
+    /// Operator control socket (TCP, line-oriented); loopback by default, `None` = off
+    /// (`[control] listen`). Always a loopback address: the socket has no authentication.
     pub control: Option<SocketAddr>,
+    /// `[log]`.
+    pub log: LogSettings,
+    /// `[dialplan.CONTEXT]` tables: what calls into each context do (empty by default).
+    pub dialplan: crate::dialplan::Dialplan,
 }
 
 impl Default for SwitchSettings {
     fn default() -> Self {
-        SwitchSettings { control: Some(SocketAddr::from(([127, 0, 0, 1], 5039))) }
+        SwitchSettings {
+            control: Some(SocketAddr::from(([127, 0, 0, 1], 5039))),
+            log: LogSettings::default(),
+            dialplan: crate::dialplan::Dialplan::default(),
+        }
+    }
+}
+
+/// `[log]` in `switch.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `level`: the least severe messages logged (default `info`).
+    pub level: LogLevel,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The name `tracing`'s filters understand.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            _ => Err(()),
+        }
     }
 }
 
@@ -88,6 +165,28 @@ impl SourceLoader for DirLoader {
 #[derive(Clone, Debug, Default)]
 pub struct MapLoader(pub std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>);
 
+impl MapLoader {
+    /// A loader holding `files` (name, text).
+    pub fn from_files<K: Into<String>, V: Into<String>>(files: impl IntoIterator<Item = (K, V)>) -> Self {
+        let map = files.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        MapLoader(std::sync::Arc::new(std::sync::Mutex::new(map)))
+    }
+
+    /// Adds or replaces a file (e.g. before a reload).
+    pub fn insert(&self, name: impl Into<String>, text: impl Into<String>) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(name.into(), text.into());
+        }
+    }
+
+    /// Removes a file.
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(name);
+        }
+    }
+}
+
 impl SourceLoader for MapLoader {
     fn read(&self, name: &str) -> std::io::Result<Option<String>> {
         Ok(self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.get(name).cloned())
@@ -95,15 +194,34 @@ impl SourceLoader for MapLoader {
 }
 
 /// Loads `iax.conf` and `switch.toml` from `loader`; absent files mean defaults.
-pub fn load(_loader: &impl SourceLoader) -> Result<LoadedConfig, Vec<Diagnostic>> {
-    Ok(LoadedConfig {
-        iax: IaxConfig {
-            general: General::default(),
-            peers: Vec::new(),
-            registrations: Vec::new(),
-            callnumberlimits: Vec::new(),
+///
+/// On failure, every problem found in either file (not just the first), in file
+/// order. On success, the notes about recognised-but-unsupported options.
+pub fn load(loader: &impl SourceLoader) -> Result<LoadedConfig, Vec<Diagnostic>> {
+    let iax = iax_conf::read(loader);
+    let mut errors = iax.errors;
+    let switch = match loader.read(SWITCH_TOML) {
+        Ok(Some(text)) => match switch_toml::parse(&loader.display_name(SWITCH_TOML), &text) {
+            Ok(settings) => settings,
+            Err(mut e) => {
+                errors.append(&mut e);
+                SwitchSettings::default()
+            }
         },
-        switch: SwitchSettings::default(),
-        notes: Vec::new(),
-    })
+        Ok(None) => SwitchSettings::default(),
+        Err(e) => {
+            errors.push(Diagnostic::new(
+                Location { file: loader.display_name(SWITCH_TOML), line: 0 },
+                None,
+                format!("cannot read the file: {e}"),
+                "check the file's permissions",
+            ));
+            SwitchSettings::default()
+        }
+    };
+    if errors.is_empty() {
+        Ok(LoadedConfig { iax: iax.config, switch, notes: iax.notes })
+    } else {
+        Err(errors)
+    }
 }
