@@ -67,6 +67,8 @@ struct Pair {
     /// Drop everything while true.
     partitioned: bool,
     latency: Duration,
+    /// Extra delay, uniform in 0..=jitter, per datagram (so datagrams may reorder).
+    jitter: Duration,
     loss: f64,
     duplicate: f64,
     net_rng: ChaCha20Rng,
@@ -84,6 +86,7 @@ impl Pair {
             events: vec![],
             partitioned: false,
             latency: Duration::from_millis(10),
+            jitter: Duration::ZERO,
             loss: 0.0,
             duplicate: 0.0,
             net_rng: ChaCha20Rng::seed_from_u64(99),
@@ -101,10 +104,13 @@ impl Pair {
                 if self.partitioned || self.net_rng.gen_bool(self.loss) {
                     continue;
                 }
-                if self.net_rng.gen_bool(self.duplicate) {
-                    self.wire.push_back((self.now + latency, t.destination, me, t.payload.clone()));
+                let copies = if self.net_rng.gen_bool(self.duplicate) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let extra = self.jitter.mul_f64(self.net_rng.gen_range(0.0..=1.0));
+                    let at = self.now + latency + extra;
+                    let pos = self.wire.partition_point(|w| w.0 <= at);
+                    self.wire.insert(pos, (at, t.destination, me, t.payload.clone()));
                 }
-                self.wire.push_back((self.now + latency, t.destination, me, t.payload));
             }
         }
     }
@@ -413,6 +419,39 @@ mod calls {
         assert_eq!(b_end.len(), 1, "the far end saw the hangup");
         assert!(p.a.show_channels(p.now).contains("0 active"));
         assert!(p.b.show_channels(p.now).contains("0 active"));
+    }
+
+    #[test]
+    fn jitter_buffer_absorbs_jitter_and_counts_loss() {
+        let mut a = config("B", "bsecret", "A", "asecret", "b");
+        let mut b = config("A", "asecret", "B", "bsecret", "a");
+        for cfg in [&mut a, &mut b] {
+            cfg.general.jitterbuffer = true;
+            cfg.peers[0].trunk = true;
+        }
+        let mut p = Pair::new(a, b);
+        p.b.set_dialplan(echo_plan());
+        p.run_until(Duration::from_secs(2));
+        p.jitter = Duration::from_millis(60);
+        p.loss = 0.02;
+        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(60)) };
+        for _ in 0..10 {
+            p.a.originate(p.now, &req).unwrap();
+        }
+        p.run_until(Duration::from_secs(70));
+        let ends = ended(&p, "a");
+        assert_eq!(ends.len(), 10, "no call dropped: {:#?}", p.events.iter().filter(|e| e.1 == "a" && !matches!(e.2, Event::Registered { .. } | Event::RegistrationSent { .. })).collect::<Vec<_>>());
+        for e in ends {
+            let Event::CallEnded { frames_sent, frames_received, lost, late, concealed, jitter_ms, code, .. } = e else { unreachable!() };
+            assert_eq!(code, 16, "ended by our hangup");
+            // 2% loss each way: about 4% of the echoed pattern is missing.
+            let missing = frames_sent - frames_received;
+            assert!((frames_sent / 100..=frames_sent / 10).contains(&missing), "{missing} of {frames_sent} missing");
+            assert!(lost > 0 && lost <= missing, "lost {lost}, missing {missing}");
+            assert!(concealed > 0, "the jitter buffer filled gaps");
+            assert!(late <= frames_sent / 100, "late {late}");
+            assert!(jitter_ms > 5 && jitter_ms < 60, "jitter {jitter_ms} ms");
+        }
     }
 
     #[test]

@@ -220,6 +220,8 @@ pub struct Call {
     pub bridge: Option<u16>,
     /// The NEW's FORMAT and CAPABILITY (inbound), for negotiation.
     pub offered: (u32, u32),
+    /// Incoming audio is played out through this when `jitterbuffer=yes`.
+    pub jitter: Option<crate::jitterbuffer::JitterBuffer>,
 }
 
 impl Call {
@@ -252,6 +254,7 @@ impl Call {
             ts_irregular: 0,
             bridge: None,
             offered: (0, 0),
+            jitter: None,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::iax2::call::{self, cause, Call, CallState, DialString, Direction};
 use crate::iax2::frame::{MiniFrame, TrunkFrame};
 use crate::iax2::subclass::{format, ControlSubclass};
 use crate::iax2::trunk::TrunkQueue;
+use crate::jitterbuffer::{JitterBuffer, JitterConfig, Playout};
 use crate::media::FRAME_SAMPLES;
 
 /// One voice frame of G.711 every 20 ms: what `trunkmaxsize` is counted in.
@@ -75,6 +76,7 @@ impl Endpoint {
         c.offered = (preferred, capability);
         c.hangup_at = req.hold.map(|h| now + h); // moved to answer time once answered
         c.autokill_at = self.config.general.autokill.map(|d| now + d);
+        c.jitter = self.jitter_buffer(peer);
         let ies = new_ies(&c, Some(Vec::new()));
         let mut dialog = Dialog::new(local, 0, addr, now);
         dialog.send(now, IaxSubclass::New, &ies, &mut self.out);
@@ -90,6 +92,20 @@ impl Endpoint {
         });
         self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
         Ok(local)
+    }
+
+    /// A jitter buffer for a call with `peer`, when `jitterbuffer=yes` applies.
+    fn jitter_buffer(&self, peer: Option<&PeerConfig>) -> Option<JitterBuffer> {
+        let g = &self.config.general;
+        let on = peer.and_then(|p| p.jitterbuffer).unwrap_or(g.jitterbuffer);
+        on.then(|| {
+            JitterBuffer::new(JitterConfig {
+                max_ms: g.maxjitterbuffer,
+                resync_threshold_ms: g.resyncthreshold,
+                max_interps: g.maxjitterinterps,
+                target_extra_ms: g.jittertargetextra,
+            })
+        })
     }
 
     fn check_trunk_capacity(&self, addr: SocketAddr) -> Result<(), String> {
@@ -187,6 +203,7 @@ impl Endpoint {
             let why = format!("offered {:#x} capability {:#x}", c.offered.0, c.offered.1);
             return self.reject(now, local, "Unable to negotiate codec", cause::BEARER_NOT_AVAILABLE, &why);
         };
+        let jitter = self.jitter_buffer(Some(user));
         let trunk = user.trunk;
         if trunk {
             if let Err(why) = self.check_trunk_capacity(addr) {
@@ -197,6 +214,7 @@ impl Endpoint {
         let Some(entry) = self.dialogs.get_mut(&local) else { return };
         let Role::Call(c) = &mut entry.role else { return };
         c.context = context;
+        c.jitter = jitter;
         c.format = chosen;
         c.trunk = trunk;
         c.source = call::Source::for_app(&app, local);
@@ -271,6 +289,10 @@ impl Endpoint {
                 code,
             });
         } else {
+            if let Some(jb) = &c.jitter {
+                c.stats.late = jb.stats().late;
+                c.stats.concealed = jb.stats().interpolated;
+            }
             let s = &c.stats;
             self.events.push_back(Event::CallEnded {
                 call: local,
@@ -507,13 +529,24 @@ impl Endpoint {
             c.rx_last_ts = None; // a full frame resets the timestamp base
         }
         c.media_received(ts, payload, arrival_us);
+        if let Some(jb) = &mut c.jitter {
+            // Played out by the media clock instead of right away.
+            jb.put(ts, payload.to_vec(), arrival_us / 1000);
+            return;
+        }
+        self.deliver(now, local, payload.to_vec());
+    }
+
+    /// Audio ready to play on `local`: echo it back or pass it across the bridge.
+    fn deliver(&mut self, now: Instant, local: u16, payload: Vec<u8>) {
+        let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
         let target = match (&c.app, c.bridge) {
             (App::Echo, _) => Some(local),
             (_, Some(other)) => Some(other),
             _ => None,
         };
         if let Some(target) = target {
-            self.send_voice(now, target, payload.to_vec());
+            self.send_voice(now, target, payload);
         }
     }
 
@@ -560,8 +593,17 @@ impl Endpoint {
                 self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
                 continue;
             }
+            let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+            let played = match c.jitter.as_mut().map(|jb| jb.get(now_ms)) {
+                Some(Playout::Voice { payload, .. }) => Some(payload),
+                _ => None,
+            };
             let Some(codec) = call::g711(c.format) else { continue };
-            if let Some(payload) = c.source.next_frame(codec) {
+            let generated = c.source.next_frame(codec);
+            if let Some(payload) = played {
+                self.deliver(now, local, payload);
+            }
+            if let Some(payload) = generated {
                 self.send_voice(now, local, payload);
             }
         }
