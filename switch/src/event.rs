@@ -69,7 +69,7 @@ pub enum Event {
     /// A call began: an inbound NEW accepted for routing, or an outbound NEW sent.
     CallStarted { call: u16, direction: String, peer: String, exten: String, context: String },
     /// The call was answered; media flows in `format`.
-    CallAnswered { call: u16, format: String },
+    CallAnswered { call: u16, format: String, encrypted: bool },
     /// The call was refused before it was answered (by us or by the far end).
     CallRejected { call: u16, direction: String, peer: String, exten: String, cause: String, code: u8 },
     /// The call ended, with its media statistics (frames we received).

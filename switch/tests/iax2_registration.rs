@@ -72,6 +72,8 @@ struct Pair {
     loss: f64,
     duplicate: f64,
     net_rng: ChaCha20Rng,
+    /// Every datagram put on the wire, for assertions about what an eavesdropper sees.
+    sniffed: Vec<Vec<u8>>,
 }
 
 impl Pair {
@@ -90,6 +92,7 @@ impl Pair {
             loss: 0.0,
             duplicate: 0.0,
             net_rng: ChaCha20Rng::seed_from_u64(99),
+            sniffed: vec![],
         }
     }
 
@@ -101,6 +104,7 @@ impl Pair {
                 self.events.push((self.now - self.start, name, e));
             }
             while let Some(t) = ep.poll_transmit() {
+                self.sniffed.push(t.payload.clone());
                 if self.partitioned || self.net_rng.gen_bool(self.loss) {
                     continue;
                 }
@@ -452,6 +456,45 @@ mod calls {
             assert!(late <= frames_sent / 100, "late {late}");
             assert!(jitter_ms > 5 && jitter_ms < 60, "jitter {jitter_ms} ms");
         }
+    }
+
+    #[test]
+    fn encrypted_call_carries_no_clear_audio() {
+        let mut a = config("B", "bsecret", "A", "asecret", "b");
+        let mut b = config("A", "asecret", "B", "bsecret", "a");
+        a.peers[0].encryption = true;
+        b.peers[0].forceencryption = true;
+        let mut p = Pair::new(a, b);
+        p.b.set_dialplan(echo_plan());
+        p.run_until(Duration::from_secs(2));
+        p.sniffed.clear();
+        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(5)) };
+        p.a.originate(p.now, &req).unwrap();
+        p.run_until(Duration::from_secs(10));
+        for host in ["a", "b"] {
+            let answered = p.find(host, |e| matches!(e, Event::CallAnswered { encrypted: true, .. }));
+            assert_eq!(answered.len(), 1, "{host}: {:#?}", p.events);
+        }
+        let Event::CallEnded { frames_sent, frames_received, lost, .. } = ended(&p, "a")[0] else { unreachable!() };
+        assert!(frames_sent >= 245 && frames_sent - frames_received <= 2 && lost == 0, "{frames_sent} {frames_received}");
+        // The test pattern starts with "SW": it must never cross the wire in clear.
+        let clear = p.sniffed.iter().filter(|d| d.windows(2).any(|w| w == b"SW")).count();
+        assert!(clear < 3, "{clear} datagrams carry pattern bytes in clear");
+        assert!(p.sniffed.len() > 500);
+    }
+
+    #[test]
+    fn forceencryption_refuses_a_clear_caller() {
+        let a = config("B", "bsecret", "A", "asecret", "b");
+        let mut b = config("A", "asecret", "B", "bsecret", "a");
+        b.peers[0].forceencryption = true;
+        let mut p = Pair::new(a, b);
+        p.b.set_dialplan(echo_plan());
+        p.run_until(Duration::from_secs(2));
+        p.a.originate(p.now, &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None }).unwrap();
+        p.run_until(Duration::from_secs(5));
+        assert_eq!(p.find("b", |e| matches!(e, Event::CallRejected { cause, .. } if cause.starts_with("Encryption required"))).len(), 1);
+        assert_eq!(p.find("a", |e| matches!(e, Event::CallRejected { .. })).len(), 1);
     }
 
     #[test]

@@ -220,6 +220,12 @@ pub struct Call {
     pub bridge: Option<u16>,
     /// The NEW's FORMAT and CAPABILITY (inbound), for negotiation.
     pub offered: (u32, u32),
+    /// ENCRYPTION methods we offer (outbound) or the caller offered (inbound).
+    pub encryption_offered: u16,
+    /// The call's frames are AES-128 encrypted.
+    pub encrypted: bool,
+    /// Refuse or hang up when encryption is not agreed (`forceencryption`).
+    pub force_encryption: bool,
     /// Incoming audio is played out through this when `jitterbuffer=yes`.
     pub jitter: Option<crate::jitterbuffer::JitterBuffer>,
 }
@@ -255,6 +261,9 @@ impl Call {
             bridge: None,
             offered: (0, 0),
             jitter: None,
+            encryption_offered: 0,
+            encrypted: false,
+            force_encryption: false,
         }
     }
 

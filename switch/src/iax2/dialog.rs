@@ -6,6 +6,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::crypto::IaxCipher;
 use super::frame::FullFrame;
 use super::ie::Ie;
 use super::subclass::{FrameType, IaxSubclass};
@@ -38,6 +42,19 @@ pub enum Receipt {
     OutOfOrder,
 }
 
+/// An encrypting direction: the key and the source of padding bytes.
+pub struct TxCipher {
+    cipher: IaxCipher,
+    pad: ChaCha8Rng,
+}
+
+fn seal(cipher: &mut Option<TxCipher>, datagram: Vec<u8>) -> Vec<u8> {
+    match cipher {
+        Some(TxCipher { cipher, pad }) => cipher.encrypt_datagram(&datagram, pad),
+        None => datagram,
+    }
+}
+
 /// The outstanding frames of a dialog could not be delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GaveUp;
@@ -61,6 +78,10 @@ pub struct Dialog {
     /// Timestamp of the last in-order frame received, for a deferred ACK.
     last_received: Option<u32>,
     outstanding: VecDeque<Outstanding>,
+    /// Encrypts what this dialog sends (an encrypted call, once keyed).
+    tx_cipher: Option<TxCipher>,
+    /// Decrypts what arrives on this dialog.
+    pub rx_cipher: Option<IaxCipher>,
     /// Set once the exchange has ended; the dialog lingers to re-ACK
     /// retransmissions and is removed after this instant.
     linger_until: Option<Instant>,
@@ -79,7 +100,24 @@ impl Dialog {
             last_received: None,
             outstanding: VecDeque::new(),
             linger_until: None,
+            tx_cipher: None,
+            rx_cipher: None,
         }
+    }
+
+    /// Encrypts everything sent from now on (retransmissions included) with
+    /// `cipher`; padding comes from an RNG seeded by the endpoint's.
+    pub fn encrypt_with(&mut self, cipher: IaxCipher, pad_seed: u64) {
+        self.tx_cipher = Some(TxCipher { cipher, pad: ChaCha8Rng::seed_from_u64(pad_seed) });
+    }
+
+    pub fn is_encrypting(&self) -> bool {
+        self.tx_cipher.is_some()
+    }
+
+    /// Encrypts a datagram built outside the dialog (a mini frame) if the dialog encrypts.
+    pub fn seal(&mut self, datagram: Vec<u8>) -> Vec<u8> {
+        seal(&mut self.tx_cipher, datagram)
     }
 
     /// Milliseconds since the dialog began, never going backwards.
@@ -130,7 +168,7 @@ impl Dialog {
 
     fn send_frame(&mut self, now: Instant, frame: FullFrame, out: &mut VecDeque<Transmit>) {
         self.oseqno = self.oseqno.wrapping_add(1);
-        emit(&frame, self.remote_addr, out);
+        emit(&frame, self.remote_addr, &mut self.tx_cipher, out);
         self.outstanding.push_back(Outstanding { frame, next_retry: now + FIRST_RETRY, interval: FIRST_RETRY, retries: 0 });
     }
 
@@ -151,7 +189,7 @@ impl Dialog {
     fn unsequenced(&mut self, subclass: IaxSubclass, timestamp: u32, out: &mut VecDeque<Transmit>) {
         let frame =
             FullFrame::new_iax(self.local_call, self.remote_call, timestamp, self.oseqno, self.iseqno, subclass, &[]);
-        emit(&frame, self.remote_addr, out);
+        emit(&frame, self.remote_addr, &mut self.tx_cipher, out);
     }
 
     /// Applies sequencing to an inbound full frame addressed to this dialog.
@@ -194,7 +232,7 @@ impl Dialog {
         for o in &mut self.outstanding {
             o.frame.retransmitted = true;
             o.frame.iseqno = self.iseqno;
-            emit(&o.frame, self.remote_addr, out);
+            emit(&o.frame, self.remote_addr, &mut self.tx_cipher, out);
             o.next_retry = now + o.interval;
         }
     }
@@ -214,7 +252,7 @@ impl Dialog {
             o.next_retry = now + o.interval;
             o.frame.retransmitted = true;
             o.frame.iseqno = iseqno;
-            emit(&o.frame, self.remote_addr, out);
+            emit(&o.frame, self.remote_addr, &mut self.tx_cipher, out);
         }
         Ok(())
     }
@@ -252,10 +290,10 @@ impl Dialog {
     }
 }
 
-fn emit(frame: &FullFrame, destination: SocketAddr, out: &mut VecDeque<Transmit>) {
+fn emit(frame: &FullFrame, destination: SocketAddr, cipher: &mut Option<TxCipher>, out: &mut VecDeque<Transmit>) {
     let mut payload = Vec::with_capacity(12 + frame.payload.len());
     match frame.encode(&mut payload) {
-        Ok(()) => out.push_back(Transmit { destination, payload }),
+        Ok(()) => out.push_back(Transmit { destination, payload: seal(cipher, payload) }),
         // Only frames we build reach here; failing to encode one is a bug, not input.
         Err(e) => tracing::error!("cannot encode {:?}: {e}", frame.iax()),
     }

@@ -6,6 +6,7 @@
 use super::*;
 use crate::dialplan::App;
 use crate::iax2::call::{self, cause, Call, CallState, DialString, Direction};
+use crate::iax2::crypto::{self, IaxCipher};
 use crate::iax2::frame::{MiniFrame, TrunkFrame};
 use crate::iax2::subclass::{format, ControlSubclass};
 use crate::iax2::trunk::TrunkQueue;
@@ -52,7 +53,11 @@ impl Endpoint {
             (None, None, Some(r)) => (Some(r.line.username.clone()), r.line.secret.clone()),
             (None, None, None) => (None, peer_secret()),
         };
-        let trunk = peer.is_some_and(|p| p.trunk);
+        let g = &self.config.general;
+        let encryption = peer.map_or(g.encryption, |p| p.encryption || p.forceencryption);
+        let force_encryption = peer.map_or(g.forceencryption, |p| p.forceencryption);
+        // Trunk frames are never encrypted (chan_iax2 neither), so encrypted calls go untrunked.
+        let trunk = peer.is_some_and(|p| p.trunk) && !encryption;
         let peer_name = peer.map_or(dial.peer.clone(), |p| p.name.clone());
         if trunk {
             self.check_trunk_capacity(addr)?;
@@ -74,6 +79,8 @@ impl Endpoint {
         c.trunk = trunk;
         c.format = preferred;
         c.offered = (preferred, capability);
+        c.encryption_offered = if encryption { crypto::method::AES128 } else { 0 };
+        c.force_encryption = force_encryption;
         c.hangup_at = req.hold.map(|h| now + h); // moved to answer time once answered
         c.autokill_at = self.config.general.autokill.map(|d| now + d);
         c.jitter = self.jitter_buffer(peer);
@@ -135,6 +142,7 @@ impl Endpoint {
 
         let mut c = Call::new(Direction::Inbound, now, exten.clone(), context.clone(), App::Echo, local);
         c.offered = (offered_format.unwrap_or(0), capability.unwrap_or(0));
+        c.encryption_offered = ies.iter().find_map(|ie| if let Ie::Encryption(m) = ie { Some(*m) } else { None }).unwrap_or(0);
         let mut dialog = Dialog::new(local, f.src_call, from, now);
         dialog.receive(now, &f, &mut self.out);
         self.by_remote.insert((from, f.src_call), local);
@@ -155,6 +163,13 @@ impl Endpoint {
         let Some(user) = user else {
             return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no user matches");
         };
+        let ours = if user.encryption || user.forceencryption { crypto::method::AES128 } else { 0 };
+        let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
+        let encrypt = crypto::negotiate(ours, c.encryption_offered).encrypt && !user.secrets.is_empty();
+        if user.forceencryption && !encrypt {
+            let why = "forceencryption=yes and the caller offered no AES-128 (or the user has no secret)";
+            return self.reject(now, local, "Encryption required", cause::FACILITY_REJECTED, why);
+        }
         if user.secrets.is_empty() {
             return self.route_call(now, local);
         }
@@ -168,8 +183,18 @@ impl Endpoint {
             c.state = CallState::Authenticating;
             c.challenge = Some(challenge.clone());
         }
-        let ies = [Ie::AuthMethods(methods), Ie::Challenge(challenge), Ie::Username(user.name.clone())];
+        let mut ies = vec![Ie::AuthMethods(methods), Ie::Challenge(challenge.clone()), Ie::Username(user.name.clone())];
+        if encrypt {
+            ies.push(Ie::Encryption(crypto::method::AES128));
+        }
         entry.dialog.send(now, IaxSubclass::AuthReq, &ies, &mut self.out);
+        if encrypt {
+            // From here on the caller encrypts; we answer encrypted once we have decrypted it.
+            entry.dialog.rx_cipher = Some(IaxCipher::from_challenge(&challenge, &user.secrets[0]));
+            if let Role::Call(c) = &mut entry.role {
+                c.encrypted = true;
+            }
+        }
     }
 
     /// The user a NEW is from: named by USERNAME, else the first secret-less
@@ -204,7 +229,7 @@ impl Endpoint {
             return self.reject(now, local, "Unable to negotiate codec", cause::BEARER_NOT_AVAILABLE, &why);
         };
         let jitter = self.jitter_buffer(Some(user));
-        let trunk = user.trunk;
+        let trunk = user.trunk && !c.encrypted;
         if trunk {
             if let Err(why) = self.check_trunk_capacity(addr) {
                 return self.reject(now, local, "Trunk capacity exceeded", cause::NO_CIRCUIT, &why);
@@ -251,7 +276,7 @@ impl Endpoint {
         c.state = CallState::Up;
         c.answered = Some(now);
         let format = format::name(c.format).unwrap_or("unknown").to_string();
-        self.events.push_back(Event::CallAnswered { call: local, format });
+        self.events.push_back(Event::CallAnswered { call: local, format, encrypted: c.encrypted });
         self.media_tick.get_or_insert(now + MEDIA_TICK);
     }
 
@@ -386,7 +411,7 @@ impl Endpoint {
                         c.hangup_at = c.hangup_at.map(|at| now + at.saturating_duration_since(c.created));
                         let format = format::name(c.format).unwrap_or("unknown").to_string();
                         let bridge = c.bridge;
-                        self.events.push_back(Event::CallAnswered { call: local, format });
+                        self.events.push_back(Event::CallAnswered { call: local, format, encrypted: c.encrypted });
                         self.media_tick.get_or_insert(now + MEDIA_TICK);
                         if let Some(other) = bridge {
                             self.answer(now, other);
@@ -414,7 +439,7 @@ impl Endpoint {
                 let ies = ies();
                 let methods = ies.iter().find_map(|ie| if let Ie::AuthMethods(m) = ie { Some(*m) } else { None });
                 let challenge = ies.iter().find_map(|ie| if let Ie::Challenge(x) = ie { Some(x.clone()) } else { None });
-                let reply = match (&c.secret, methods.unwrap_or(0), challenge) {
+                let reply = match (&c.secret, methods.unwrap_or(0), challenge.clone()) {
                     (Some(secret), m, Some(ch)) if m & 0x02 != 0 => Ie::Md5Result(auth::md5_response(&ch, secret)),
                     (Some(secret), m, _) if m & 0x01 != 0 => Ie::Password(secret.clone()),
                     _ => {
@@ -422,6 +447,19 @@ impl Endpoint {
                         return self.end_call(now, local, "No credentials for AUTHREQ", cause::FACILITY_REJECTED, true);
                     }
                 };
+                let theirs = ies.iter().find_map(|ie| if let Ie::Encryption(m) = ie { Some(*m) } else { None });
+                let encrypt = crypto::negotiate(c.encryption_offered, theirs.unwrap_or(0)).encrypt;
+                if c.force_encryption && !encrypt {
+                    entry.dialog.ack(f, &mut self.out);
+                    let text = "Encryption required: the peer did not agree to AES-128";
+                    return self.end_call(now, local, text, cause::FACILITY_REJECTED, true);
+                }
+                if let (true, Some(secret), Some(ch)) = (encrypt, &c.secret, &challenge) {
+                    let cipher = IaxCipher::from_challenge(ch, secret);
+                    entry.dialog.rx_cipher = Some(cipher.clone());
+                    entry.dialog.encrypt_with(cipher, self.rng.next_u64());
+                    c.encrypted = true;
+                }
                 c.state = CallState::AuthSent;
                 entry.dialog.send(now, IaxSubclass::AuthRep, &[reply], &mut self.out);
             }
@@ -569,7 +607,8 @@ impl Endpoint {
             let mini = MiniFrame { src_call: local, timestamp: ts as u16, payload };
             let mut bytes = Vec::with_capacity(4 + mini.payload.len());
             if mini.encode(&mut bytes).is_ok() {
-                self.out.push_back(Transmit { destination: dialog.remote_addr, payload: bytes });
+                let payload = dialog.seal(bytes);
+                self.out.push_back(Transmit { destination: dialog.remote_addr, payload });
             }
         }
     }
@@ -703,6 +742,9 @@ fn new_ies(c: &Call, token: Option<Vec<u8>>) -> Vec<Ie> {
     }
     ies.push(Ie::Format(c.offered.0));
     ies.push(Ie::Capability(c.offered.1));
+    if c.encryption_offered != 0 {
+        ies.push(Ie::Encryption(c.encryption_offered));
+    }
     ies.extend(token.map(Ie::CallToken));
     ies
 }
