@@ -558,3 +558,43 @@ mod calls {
         p.a.originate(p.now, &req).unwrap();
     }
 }
+
+/// The seed's headline load on the sans-IO core alone: 800 trunked calls,
+/// 60 s of pattern audio each way through B's echo. Ignored by default (it
+/// takes a few seconds in release); `cargo test --release -- --ignored trunk_800`.
+#[test]
+#[ignore]
+fn trunk_800_on_the_core() {
+    use switch::dialplan::{App, Dialplan};
+    use switch::iax2::endpoint::Originate;
+    let mut a = config("B", "bsecret", "A", "asecret", "b");
+    let mut b = config("A", "asecret", "B", "bsecret", "a");
+    a.peers[0].trunk = true;
+    b.peers[0].trunk = true;
+    let mut p = Pair::new(a, b);
+    let mut plan = Dialplan::default();
+    plan.add("iaxinbound", "600", App::Echo);
+    p.b.set_dialplan(plan);
+    p.run_until(Duration::from_secs(2));
+    let secs: u64 = std::env::var("TRUNK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(secs)) };
+    for _ in 0..800 {
+        p.a.originate(p.now, &req).unwrap();
+    }
+    assert!(p.a.originate(p.now, &req).unwrap_err().contains("trunkmaxsize"));
+    let wall = std::time::Instant::now();
+    p.run_until(Duration::from_secs(secs + 10));
+    let elapsed = wall.elapsed();
+    let ends: Vec<_> = p.events.iter().filter(|(_, h, e)| *h == "a" && matches!(e, Event::CallEnded { .. })).collect();
+    assert_eq!(ends.len(), 800);
+    let (mut sent, mut received, mut lost) = (0, 0, 0);
+    for (_, _, e) in &ends {
+        if let Event::CallEnded { frames_sent, frames_received, lost: l, .. } = e {
+            sent += frames_sent;
+            received += frames_received;
+            lost += l;
+        }
+    }
+    println!("trunk-800 core: {sent} frames sent, {received} echoed back, {lost} lost, {:.2} s wall for {} s simulated", elapsed.as_secs_f64(), secs + 8);
+    assert_eq!(lost, 0);
+}

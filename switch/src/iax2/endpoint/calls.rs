@@ -98,6 +98,7 @@ impl Endpoint {
             context,
         });
         self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
+        self.dialogs.reschedule();
         Ok(local)
     }
 
@@ -364,6 +365,7 @@ impl Endpoint {
         for &local in &calls {
             self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
         }
+        self.dialogs.reschedule();
         calls.len()
     }
 
@@ -668,28 +670,18 @@ impl Endpoint {
         self.trunk_tick = active.then(|| at + g.trunkfreq);
     }
 
-    /// Per-call timers: autokill of an unanswered NEW, and scheduled hangups.
-    pub(super) fn call_timers(&mut self, now: Instant) {
-        for local in self.call_numbers() {
-            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { continue };
-            if c.autokill_at.is_some_and(|at| at <= now) {
-                let text = "autokill: no answer to NEW in time";
-                self.end_call(now, local, text, cause::NO_ANSWER, false);
-            } else if c.state == CallState::Up && c.hangup_at.is_some_and(|at| at <= now) {
-                self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
-            }
+    /// A call's own timers: autokill of an unanswered NEW, and the scheduled hangup.
+    pub(super) fn call_timers(&mut self, now: Instant, local: u16) {
+        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get(&local) else { return };
+        if dialog.is_finished() {
+            return;
         }
-    }
-
-    pub(super) fn call_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        let per_call = self.dialogs.values().filter_map(|e| match &e.role {
-            Role::Call(c) if !e.dialog.is_finished() => [c.autokill_at, c.hangup_at.filter(|_| c.state == CallState::Up)]
-                .into_iter()
-                .flatten()
-                .min(),
-            _ => None,
-        });
-        per_call.chain(self.media_tick).chain(self.trunk_tick)
+        if c.autokill_at.is_some_and(|at| at <= now) {
+            let text = "autokill: no answer to NEW in time";
+            self.end_call(now, local, text, cause::NO_ANSWER, false);
+        } else if c.state == CallState::Up && c.hangup_at.is_some_and(|at| at <= now) {
+            self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+        }
     }
 
     /// `iax2 show channels`.
@@ -700,7 +692,7 @@ impl Endpoint {
             "Call", "Direction", "Peer", "Remote", "State", "Format", "Tx", "Rx", "Lost"
         );
         let mut n = 0;
-        for (local, e) in &self.dialogs {
+        for (local, e) in self.dialogs.iter() {
             let Role::Call(c) = &e.role else { continue };
             if e.dialog.is_finished() {
                 continue;

@@ -16,6 +16,7 @@ use rand::{Rng, RngCore};
 use rand_chacha::ChaCha20Rng;
 
 mod calls;
+mod table;
 
 pub use calls::Originate;
 
@@ -91,7 +92,7 @@ pub struct Endpoint {
     epoch: Instant,
     tokens: CallTokens,
     callnos: CallNumbers,
-    dialogs: BTreeMap<u16, Entry>,
+    dialogs: table::DialogTable,
     /// New-dialog requests by (source, its call number), to recognise their retransmissions.
     by_remote: BTreeMap<(SocketAddr, u16), u16>,
     registrar: Registrar,
@@ -127,7 +128,7 @@ impl Endpoint {
             epoch: now,
             tokens: CallTokens::new(key),
             callnos: CallNumbers::default(),
-            dialogs: BTreeMap::new(),
+            dialogs: table::DialogTable::default(),
             by_remote: BTreeMap::new(),
             registrar: Registrar::default(),
             registrations: Vec::new(),
@@ -190,6 +191,7 @@ impl Endpoint {
         self.qualify = qualify;
         self.config = config;
         self.resolved = resolved;
+        self.dialogs.reschedule();
     }
 
     /// Replaces the dialplan (from `switch.toml`); calls in progress keep their application.
@@ -198,6 +200,11 @@ impl Endpoint {
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.datagram(now, from, data);
+        self.dialogs.reschedule();
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
         let data = match self.decrypt(from, data) {
             Ok(data) => data,
@@ -630,11 +637,14 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timeout(now);
+        self.dialogs.reschedule();
+    }
+
+    fn timeout(&mut self, now: Instant) {
         self.media_tick(now);
         self.trunk_tick(now);
-        self.call_timers(now);
-        let locals: Vec<u16> = self.dialogs.keys().copied().collect();
-        for local in locals {
+        for local in self.dialogs.due(now) {
             let Some(entry) = self.dialogs.get_mut(&local) else { continue };
             if let Role::Registrar(exchange) = &mut entry.role {
                 if exchange.reject_at.is_some_and(|at| at <= now) {
@@ -645,7 +655,7 @@ impl Endpoint {
             match entry.dialog.handle_timeout(now, &mut self.out) {
                 Err(GaveUp) => self.dialog_failed(now, local),
                 Ok(()) if entry.dialog.is_done(now) => self.remove_dialog(local),
-                Ok(()) => {}
+                Ok(()) => self.call_timers(now, local),
             }
         }
 
@@ -763,18 +773,10 @@ impl Endpoint {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let dialogs = self.dialogs.values().flat_map(|e| {
-            let reject = match &e.role {
-                Role::Registrar(x) => x.reject_at,
-                _ => None,
-            };
-            [e.dialog.deadline(), reject]
-        });
         let registrations = self.registrations.iter().map(|r| r.next_attempt);
         let qualify = self.qualify.values().map(|q| q.deadline());
-        let expiry = [self.registrar.next_expiry()];
-        let earliest = dialogs.chain(registrations).chain(qualify).chain(expiry).flatten().min();
-        self.call_deadlines().chain(earliest).min()
+        let clocks = [self.dialogs.next_deadline(), self.registrar.next_expiry(), self.media_tick, self.trunk_tick];
+        registrations.chain(qualify).chain(clocks).flatten().min()
     }
 
     pub fn stats(&self) -> &Stats {

@@ -1,0 +1,405 @@
+//! Runs a scenario: one turmoil world, one switch per host, the timeline
+//! applied at its simulated times, expectations judged over the trace.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switch::config::MapLoader;
+use switch::event::Event;
+use switch::runtime::{Command, SwitchSetup};
+use tokio::sync::mpsc;
+
+use crate::expect::{self, Ctx, Verdict};
+use crate::net::{HostStats, SimWorld};
+use crate::pcap::epoch;
+use crate::report;
+use crate::scenario::{Action, Addresses, Network, Scenario};
+use crate::trace::{TimedEvent, TraceEvent, WorldEvent, WORLD_HOST};
+
+/// Simulated time per step; also the timeline's resolution.
+pub const TICK: Duration = Duration::from_millis(1);
+/// turmoil's own limit beyond the scenario's duration (we stop by ourselves).
+const MARGIN: Duration = Duration::from_secs(60);
+/// turmoil's per-socket receive queue (its default of 64 silently drops bursts).
+const UDP_CAPACITY: usize = 4096;
+
+/// How to run a scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Seeds turmoil, the link model and (derived per host) every switch.
+    pub seed: u64,
+    pub network: Network,
+    /// Record the wire into [`Outcome::pcap`].
+    pub pcap: bool,
+}
+
+/// Everything a run produced. Nothing in it depends on wall-clock time.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub scenario: String,
+    pub network: Network,
+    pub seed: u64,
+    /// All expectations passed.
+    pub passed: bool,
+    pub verdicts: Vec<Verdict>,
+    /// The trace, in time order (ties in the order they happened).
+    pub events: Vec<TimedEvent>,
+    /// The trace as JSON lines.
+    pub events_jsonl: String,
+    pub report_md: String,
+    /// The capture (empty unless [`RunOptions::pcap`]).
+    pub pcap: Vec<u8>,
+    /// Datagrams that went onto the simulated wire.
+    pub datagrams: u64,
+    pub sim_duration: Duration,
+    /// Per-host link-model counters.
+    pub stats: BTreeMap<String, HostStats>,
+    /// Each host's address in this run.
+    pub addresses: BTreeMap<String, std::net::IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("scenario `{scenario}`: {message}")]
+    Setup { scenario: String, message: String },
+    #[error("scenario `{scenario}`: the simulation failed at {at}: {message}")]
+    Simulation {
+        scenario: String,
+        at: String,
+        message: String,
+    },
+}
+
+/// A stable 64-bit mix of a seed, a name and a counter (FNV-1a, then SplitMix64).
+pub fn derive_seed(seed: u64, name: &str, n: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed
+        .to_le_bytes()
+        .iter()
+        .chain(name.as_bytes())
+        .chain(n.to_le_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+type Trace = Arc<Mutex<Vec<TimedEvent>>>;
+
+fn push(trace: &Trace, event: TimedEvent) {
+    trace.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+}
+
+/// What the runner keeps of each simulated host.
+struct HostHandle {
+    loader: MapLoader,
+    /// The running switch's command channel (replaced on each start).
+    commands: Arc<Mutex<Option<mpsc::Sender<Command>>>>,
+}
+
+/// Runs `scenario` once on `opts.network` with `opts.seed`.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> {
+    let setup_err = |message: String| RunError::Setup {
+        scenario: scenario.name.clone(),
+        message,
+    };
+
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(scenario.duration + MARGIN)
+        .tick_duration(TICK)
+        .epoch(epoch())
+        .rng_seed(opts.seed)
+        .ip_version(match opts.network {
+            Network::V4 => turmoil::IpVersion::V4,
+            Network::V6 => turmoil::IpVersion::V6,
+        })
+        .min_message_latency(scenario.link.latency)
+        .max_message_latency(scenario.link.latency)
+        .udp_capacity(UDP_CAPACITY);
+    let mut sim = builder.build();
+
+    // Addresses first (sorted by name), so configs can name every host.
+    let mut ips = BTreeMap::new();
+    for h in &scenario.hosts {
+        ips.insert(h.name.clone(), sim.lookup(h.name.as_str()));
+    }
+    let addrs = Addresses {
+        network: opts.network,
+        ips,
+    };
+
+    let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), scenario.link);
+    if opts.pcap {
+        world.enable_capture(scenario.capture.clone());
+    }
+    let trace: Trace = Arc::new(Mutex::new(Vec::new()));
+    let mut handles: BTreeMap<String, HostHandle> = BTreeMap::new();
+
+    for h in &scenario.hosts {
+        world.add_host(&h.name);
+        let mut files = BTreeMap::new();
+        for (fname, text) in &h.files {
+            let expanded = addrs
+                .expand(text, Some(&h.name))
+                .map_err(|e| setup_err(format!("host `{}` {fname}: {e}", h.name)))?;
+            files.insert(fname.clone(), expanded);
+        }
+        let loader = MapLoader(Arc::new(Mutex::new(files)));
+        let commands: Arc<Mutex<Option<mpsc::Sender<Command>>>> = Arc::new(Mutex::new(None));
+        let incarnation = Arc::new(AtomicU64::new(0));
+        let (world2, trace2, loader2, commands2, name, base_seed) = (
+            world.clone(),
+            trace.clone(),
+            loader.clone(),
+            commands.clone(),
+            h.name.clone(),
+            opts.seed,
+        );
+        sim.host(h.name.as_str(), move || {
+            let n = incarnation.fetch_add(1, Ordering::Relaxed);
+            let seed = derive_seed(base_seed, &name, n);
+            let (tx, rx) = mpsc::channel(64);
+            *commands2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+            let net = world2.net(&name);
+            let (sink_trace, sink_host) = (trace2.clone(), name.clone());
+            let events = move |event: &Event| {
+                let at = turmoil::sim_elapsed().unwrap_or_default();
+                push(
+                    &sink_trace,
+                    TimedEvent {
+                        at,
+                        host: sink_host.clone(),
+                        event: TraceEvent::Switch(event.clone()),
+                    },
+                );
+            };
+            let (trace, host, loader) = (trace2.clone(), name.clone(), loader2.clone());
+            async move {
+                let result = switch::runtime::run(
+                    net,
+                    SwitchSetup {
+                        loader,
+                        seed,
+                        events,
+                        commands: rx,
+                    },
+                )
+                .await;
+                let at = turmoil::sim_elapsed().unwrap_or_default();
+                let error = result.err().map(|e| e.to_string());
+                push(
+                    &trace,
+                    TimedEvent {
+                        at,
+                        host,
+                        event: TraceEvent::World(WorldEvent::SwitchExited { error }),
+                    },
+                );
+                Ok(())
+            }
+        });
+        handles.insert(h.name.clone(), HostHandle { loader, commands });
+    }
+
+    // Drive the simulation; timeline actions happen between steps at their times.
+    let mut labels: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut next = 0;
+    loop {
+        let now = sim.elapsed();
+        while let Some(entry) = scenario.timeline.get(next).filter(|e| e.at <= now) {
+            next += 1;
+            if let Some(l) = &entry.label {
+                labels.insert(l.clone(), now);
+            }
+            let label = entry.label.clone();
+            let (host, event) = match &entry.action {
+                Action::Partition { from, to, oneway } => {
+                    if *oneway {
+                        world.block(from, to);
+                    } else {
+                        world.partition(from, to);
+                    }
+                    (
+                        WORLD_HOST.to_string(),
+                        WorldEvent::Partition {
+                            from: from.clone(),
+                            to: to.clone(),
+                            oneway: *oneway,
+                            label,
+                        },
+                    )
+                }
+                Action::Heal { from, to, oneway } => {
+                    if *oneway {
+                        world.unblock(from, to);
+                    } else {
+                        world.heal(from, to);
+                    }
+                    (
+                        WORLD_HOST.to_string(),
+                        WorldEvent::Heal {
+                            from: from.clone(),
+                            to: to.clone(),
+                            oneway: *oneway,
+                            label,
+                        },
+                    )
+                }
+                Action::Crash { host } => {
+                    if sim.is_host_running(host.as_str()) {
+                        sim.crash(host.as_str());
+                    }
+                    (host.clone(), WorldEvent::Crash { label })
+                }
+                Action::Restart { host } => {
+                    sim.bounce(host.as_str());
+                    (host.clone(), WorldEvent::Restart { label })
+                }
+                Action::SetLink { between, change } => {
+                    let (between, result) = match between {
+                        Some((a, b)) => {
+                            let c = change.apply(world.link(a, b));
+                            world.set_link(a, b, c);
+                            sim.set_link_latency(a.as_str(), b.as_str(), c.latency);
+                            (Some([a.clone(), b.clone()]), c)
+                        }
+                        None => {
+                            let names = world.hosts();
+                            let mut pairs = Vec::new();
+                            for (i, a) in names.iter().enumerate() {
+                                for b in &names[i + 1..] {
+                                    pairs.push((
+                                        a.clone(),
+                                        b.clone(),
+                                        change.apply(world.link(a, b)),
+                                    ));
+                                }
+                            }
+                            let d = change.apply(world.default_link());
+                            world.set_default_link(d);
+                            for (a, b, c) in pairs {
+                                world.set_link(&a, &b, c);
+                                sim.set_link_latency(a.as_str(), b.as_str(), c.latency);
+                            }
+                            (None, d)
+                        }
+                    };
+                    (
+                        WORLD_HOST.to_string(),
+                        WorldEvent::SetLink {
+                            between,
+                            latency_ms: result.latency.as_millis() as u64,
+                            jitter_ms: result.jitter.as_millis() as u64,
+                            loss: result.loss,
+                            duplicate: result.duplicate,
+                            label,
+                        },
+                    )
+                }
+                Action::SetConfig { host, files } => {
+                    let handle = handles
+                        .get(host)
+                        .ok_or_else(|| setup_err(format!("unknown host `{host}`")))?;
+                    let mut map = handle.loader.0.lock().unwrap_or_else(|p| p.into_inner());
+                    for (fname, text) in files {
+                        let expanded = addrs
+                            .expand(text, Some(host))
+                            .map_err(|e| setup_err(format!("set_config {host} {fname}: {e}")))?;
+                        map.insert(fname.clone(), expanded);
+                    }
+                    (
+                        host.clone(),
+                        WorldEvent::SetConfig {
+                            files: files.keys().cloned().collect(),
+                            label,
+                        },
+                    )
+                }
+                Action::Reload { host } => {
+                    let handle = handles
+                        .get(host)
+                        .ok_or_else(|| setup_err(format!("unknown host `{host}`")))?;
+                    let delivered = handle
+                        .commands
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .is_some_and(|tx| tx.try_send(Command::Reload).is_ok());
+                    (host.clone(), WorldEvent::Reload { delivered, label })
+                }
+            };
+            push(
+                &trace,
+                TimedEvent {
+                    at: now,
+                    host,
+                    event: TraceEvent::World(event),
+                },
+            );
+        }
+        if now >= scenario.duration {
+            break;
+        }
+        if let Err(e) = sim.step() {
+            return Err(RunError::Simulation {
+                scenario: scenario.name.clone(),
+                at: crate::units::fmt_time(now),
+                message: e.to_string(),
+            });
+        }
+    }
+    let sim_duration = sim.elapsed();
+    // Stop every host before reading results (drops sockets and pending sends).
+    drop(sim);
+
+    let mut events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
+    events.sort_by_key(|e| e.at); // stable: ties keep the order they happened in
+
+    let indexed = expect::index(&events);
+    let ctx = Ctx {
+        addrs: &addrs,
+        labels: &labels,
+        end: sim_duration,
+    };
+    let verdicts: Vec<Verdict> = scenario
+        .expectations
+        .iter()
+        .map(|x| expect::evaluate(x, &indexed, &ctx))
+        .collect();
+    drop(indexed);
+    let passed = verdicts.iter().all(|v| v.passed);
+
+    let mut events_jsonl = String::new();
+    for e in &events {
+        events_jsonl.push_str(&e.to_json_line());
+        events_jsonl.push('\n');
+    }
+    let stats = world.stats();
+    let datagrams = stats.values().map(|s| s.on_wire).sum();
+    let pcap = if opts.pcap { world.pcap() } else { Vec::new() };
+
+    let mut outcome = Outcome {
+        scenario: scenario.name.clone(),
+        network: opts.network,
+        seed: opts.seed,
+        passed,
+        verdicts,
+        events,
+        events_jsonl,
+        report_md: String::new(),
+        pcap,
+        datagrams,
+        sim_duration,
+        stats,
+        addresses: addrs.ips.clone(),
+    };
+    outcome.report_md = report::render(scenario, &outcome, world.captured());
+    Ok(outcome)
+}

@@ -1,0 +1,212 @@
+//! Scenario files: the shipped ones load, malformed ones fail at the right line.
+
+use std::path::{Path, PathBuf};
+
+use simnet::{list_scenarios, Network, Scenario, ScenarioError};
+
+fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+#[test]
+fn shipped_scenarios_load_and_run_on_ipv4_and_ipv6() {
+    let all = list_scenarios(&shipped_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    for required in [
+        "double-registration",
+        "double-registration-partition",
+        "double-registration-restart",
+        "double-registration-wrong-secret",
+        "registration-under-loss",
+    ] {
+        assert!(
+            names.contains(&required),
+            "missing scenario {required}: {names:?}"
+        );
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "list_scenarios sorts by name");
+    for s in &all {
+        assert_eq!(
+            s.networks(),
+            vec![Network::V4, Network::V6],
+            "{}: every shipped scenario runs on v4 and v6",
+            s.name
+        );
+        assert!(!s.description.is_empty(), "{}", s.name);
+        assert_eq!(
+            s.path.file_stem().and_then(|f| f.to_str()),
+            Some(s.name.as_str()),
+            "file named after the scenario"
+        );
+    }
+}
+
+const GOOD: &str = r#"name = "t"
+description = "test"
+duration = "2m"
+
+[hosts.a]
+iax_conf = """
+[general]
+bindaddr = ${any}
+register => A:s@${[b]}
+"""
+
+[hosts.b]
+iax_conf = """
+[general]
+bindaddr = ${any}
+"""
+
+[[timeline]]
+at = "30s"
+action = "partition"
+between = ["a", "b"]
+label = "cut"
+
+[[expect]]
+description = "x"
+host = "a"
+event = "registered"
+after = "cut"
+within = "5s"
+"#;
+
+fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::parse(Path::new("scenarios/t.toml"), text)
+}
+
+/// Replaces the first occurrence of `from` in GOOD and expects an error on `line`.
+fn broken(from: &str, to: &str) -> ScenarioError {
+    assert!(GOOD.contains(from), "test bug: {from:?} not in GOOD");
+    let text = GOOD.replacen(from, to, 1);
+    match parse(&text) {
+        Ok(_) => panic!("accepted a broken scenario:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_good_base_parses() {
+    let s = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.name, "t");
+    assert_eq!(
+        s.networks(),
+        vec![Network::V4, Network::V6],
+        "both networks by default"
+    );
+    assert_eq!(s.duration, std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn toml_syntax_error_names_the_line() {
+    let e = broken("description = \"test\"", "description = \"test");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.to_string().starts_with("scenarios/t.toml:2:"), "{e}");
+    assert!(!e.hint.is_empty());
+}
+
+#[test]
+fn unknown_key_names_the_line() {
+    let e = broken("label = \"cut\"", "lable = \"cut\"");
+    assert_eq!(e.line, Some(22), "{e}");
+    assert!(e.message.contains("lable"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_the_line() {
+    let e = broken("within = \"5s\"", "within = \"5 parsecs\"");
+    assert_eq!(e.line, Some(29), "{e}");
+    let e = broken("duration = \"2m\"", "duration = 120");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("120s"), "suggests a unit: {e}");
+}
+
+#[test]
+fn bad_probability_names_the_line() {
+    let e = broken(
+        "duration = \"2m\"\n",
+        "duration = \"2m\"\n[link]\nloss = 1.5\n",
+    );
+    assert_eq!(e.line, Some(5), "{e}");
+}
+
+#[test]
+fn unknown_host_in_timeline_names_the_line() {
+    let e = broken("between = [\"a\", \"b\"]", "between = [\"a\", \"c\"]");
+    assert_eq!(e.line, Some(21), "{e}");
+    assert!(e.message.contains("`c`"), "{e}");
+}
+
+#[test]
+fn unknown_action_names_the_line() {
+    let e = broken("action = \"partition\"", "action = \"partiton\"");
+    assert_eq!(e.line, Some(20), "{e}");
+    assert!(e.hint.contains("partition"), "{e}");
+}
+
+#[test]
+fn unknown_placeholder_names_the_line_inside_the_config_text() {
+    let e = broken("register => A:s@${[b]}", "register => A:s@${[c]}");
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(e.message.contains("${[c]}"), "{e}");
+}
+
+#[test]
+fn unknown_event_and_label_name_the_line() {
+    let e = broken("event = \"registered\"", "event = \"registred\"");
+    assert_eq!(e.line, Some(27), "{e}");
+    let e = broken("after = \"cut\"", "after = \"cutt\"");
+    assert_eq!(e.line, Some(28), "{e}");
+    assert!(e.hint.contains("cut"), "{e}");
+}
+
+#[test]
+fn actions_after_the_end_are_refused() {
+    let e = broken("at = \"30s\"", "at = \"3m\"");
+    assert!(e.message.contains("after the end"), "{e}");
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let e = Scenario::load(Path::new("/nonexistent/x.toml")).unwrap_err();
+    assert!(e.message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn config_dir_is_relative_to_the_scenario_and_checked() {
+    let dir = std::env::temp_dir().join(format!("simnet-config-dir-{}", std::process::id()));
+    let conf = dir.join("configs/b");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("iax.conf"),
+        "[general]\nbindaddr = ${any}\nregister => B:s@${[a]}\n",
+    )
+    .unwrap();
+    let text = GOOD.replace(
+        "[hosts.b]\niax_conf = \"\"\"\n[general]\nbindaddr = ${any}\n\"\"\"",
+        "[hosts.b]\nconfig_dir = \"configs/b\"",
+    );
+    assert_ne!(text, GOOD);
+    let path = dir.join("t.toml");
+    std::fs::write(&path, &text).unwrap();
+    let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.host_names(), vec!["a", "b"]);
+
+    std::fs::write(
+        conf.join("iax.conf"),
+        "[general]\nbindaddr = ${any}\nregister => B:s@${[z]}\n",
+    )
+    .unwrap();
+    let e = Scenario::load(&path).unwrap_err();
+    assert_eq!(e.path, conf.join("iax.conf"), "{e}");
+    assert_eq!(e.line, Some(3), "{e}");
+
+    std::fs::remove_dir_all(conf.join("..")).unwrap();
+    let e = Scenario::load(&path).unwrap_err();
+    assert_eq!(e.line, Some(13), "{e}");
+    assert!(e.message.contains("config_dir"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
