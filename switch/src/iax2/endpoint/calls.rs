@@ -97,7 +97,7 @@ impl Endpoint {
             exten,
             context,
         });
-        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)), scheduled: None });
         self.dialogs.reschedule();
         Ok(local)
     }
@@ -159,7 +159,7 @@ impl Endpoint {
             exten,
             context,
         });
-        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)), scheduled: None });
 
         let Some(user) = user else {
             return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no user matches");
@@ -210,7 +210,7 @@ impl Endpoint {
 
     /// Dialplan, codec and trunk capacity; then ACCEPT and what the extension does.
     fn route_call(&mut self, now: Instant, local: u16) {
-        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get(&local) else { return };
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get(&local) else { return };
         let addr = dialog.remote_addr;
         let user = c.peer.as_ref().and_then(|n| self.config.peers.iter().find(|p| &p.name == n && p.kind.is_user()));
         let Some(user) = user else { return };
@@ -351,7 +351,7 @@ impl Endpoint {
     }
 
     fn release_trunk_slot(&mut self, local: u16) {
-        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
         if std::mem::take(&mut c.trunk) {
             if let Some(t) = self.trunks.get_mut(&dialog.remote_addr) {
                 t.calls = t.calls.saturating_sub(1);
@@ -521,7 +521,7 @@ impl Endpoint {
 
     /// The server's CALLTOKEN for our NEW: resend it carrying the token, once.
     pub(super) fn call_token_for_new(&mut self, now: Instant, local: u16, f: &FullFrame) {
-        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
         let token = f.ies().ok().and_then(|ies| ies.into_iter().find_map(|ie| if let Ie::CallToken(t) = ie { Some(t) } else { None }));
         let Some(token) = token.filter(|_| c.direction == Direction::Outbound && !c.token_sent) else {
             self.count_drop("unexpected call token");
@@ -561,7 +561,7 @@ impl Endpoint {
     /// Voice arrived on a call: count it, and echo or bridge it.
     fn media_in(&mut self, now: Instant, local: u16, ts: u32, payload: &[u8], full: bool) {
         let arrival_us = now.saturating_duration_since(self.epoch).as_micros() as i64;
-        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
         if dialog.is_finished() {
             return;
         }
@@ -593,7 +593,7 @@ impl Endpoint {
     /// Sends one voice frame on a call: full frame first and on timestamp
     /// wrap, then mini frames, or trunk entries for a trunk peer.
     fn send_voice(&mut self, now: Instant, local: u16, payload: Vec<u8>) {
-        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get_mut(&local) else { return };
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
         if c.quelched || c.state != CallState::Up || dialog.is_finished() {
             return;
         }
@@ -672,7 +672,7 @@ impl Endpoint {
 
     /// A call's own timers: autokill of an unanswered NEW, and the scheduled hangup.
     pub(super) fn call_timers(&mut self, now: Instant, local: u16) {
-        let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.get(&local) else { return };
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get(&local) else { return };
         if dialog.is_finished() {
             return;
         }

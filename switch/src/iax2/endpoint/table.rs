@@ -6,6 +6,7 @@
 //! every datagram.
 
 use std::collections::{BTreeMap, BTreeSet};
+
 use std::time::Instant;
 
 use super::{Entry, Role};
@@ -16,7 +17,6 @@ pub(super) struct DialogTable {
     map: BTreeMap<u16, Entry>,
     touched: Vec<u16>,
     timers: BTreeSet<(Instant, u16)>,
-    scheduled: BTreeMap<u16, Instant>,
 }
 
 impl DialogTable {
@@ -35,8 +35,11 @@ impl DialogTable {
     }
 
     pub fn remove(&mut self, local: &u16) -> Option<Entry> {
-        self.touched.push(*local);
-        self.map.remove(local)
+        let entry = self.map.remove(local)?;
+        if let Some(at) = entry.scheduled {
+            self.timers.remove(&(at, *local));
+        }
+        Some(entry)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&u16, &Entry)> {
@@ -48,19 +51,18 @@ impl DialogTable {
         self.touched.sort_unstable();
         self.touched.dedup();
         for local in self.touched.drain(..) {
-            let new = self.map.get(&local).and_then(deadline);
-            let old = self.scheduled.get(&local).copied();
-            if new == old {
+            let Some(entry) = self.map.get_mut(&local) else { continue };
+            let new = deadline(entry);
+            if new == entry.scheduled {
                 continue;
             }
-            if let Some(old) = old {
+            if let Some(old) = entry.scheduled {
                 self.timers.remove(&(old, local));
-                self.scheduled.remove(&local);
             }
             if let Some(at) = new {
-                self.scheduled.insert(local, at);
                 self.timers.insert((at, local));
             }
+            entry.scheduled = new;
         }
     }
 
