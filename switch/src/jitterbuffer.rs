@@ -101,12 +101,7 @@ pub struct JitterConfig {
 impl Default for JitterConfig {
     /// Asterisk's defaults.
     fn default() -> Self {
-        JitterConfig {
-            max_ms: 1000,
-            resync_threshold_ms: 1000,
-            max_interps: 10,
-            target_extra_ms: 40,
-        }
+        JitterConfig { max_ms: 1000, resync_threshold_ms: 1000, max_interps: 10, target_extra_ms: 40 }
     }
 }
 
@@ -387,23 +382,16 @@ impl JitterBuffer {
     }
 
     fn target_delay(&self) -> i64 {
-        self.history
-            .jitter()
-            .saturating_add(i64::from(self.config.target_extra_ms))
-            .min(self.max_delay)
+        self.history.jitter().saturating_add(i64::from(self.config.target_extra_ms)).min(self.max_delay)
     }
 
     fn is_duplicate(&self, ts: u32) -> bool {
-        self.queue.contains_key(&ts)
-            || self.played.contains(&ts)
-            || self.held.iter().any(|h| h.ts == ts)
+        self.queue.contains_key(&ts) || self.played.contains(&ts) || self.held.iter().any(|h| h.ts == ts)
     }
 
     /// The largest delay change from the reference still taken as jitter.
     fn threshold(&self, extra: u64) -> u64 {
-        (self.history.jitter() as u64)
-            .saturating_mul(2)
-            .saturating_add(extra)
+        (self.history.jitter() as u64).saturating_mul(2).saturating_add(extra)
     }
 
     fn classify(&self, delay: i64) -> Sample {
@@ -447,13 +435,7 @@ impl JitterBuffer {
 
     /// Queues a frame if the current timing has room for it, else hands it back
     /// with the reason. `rescue` lets a late frame pull playout back to itself.
-    fn admit(
-        &mut self,
-        ts: u32,
-        payload: Vec<u8>,
-        now: i64,
-        rescue: bool,
-    ) -> Result<(), (Put, Vec<u8>)> {
+    fn admit(&mut self, ts: u32, payload: Vec<u8>, now: i64, rescue: bool) -> Result<(), (Put, Vec<u8>)> {
         let t = i64::from(ts);
         let mut rescue_to = None;
         match self.next_slot {
@@ -471,9 +453,7 @@ impl JitterBuffer {
                 }
                 rescue_to = Some(slot);
             }
-            Some(slot) if t >= slot.saturating_add(self.horizon) => {
-                return Err((Put::Overflow, payload))
-            }
+            Some(slot) if t >= slot.saturating_add(self.horizon) => return Err((Put::Overflow, payload)),
             Some(_) => {}
         }
         if self.queue.len() >= self.capacity {
@@ -491,10 +471,7 @@ impl JitterBuffer {
     /// was only filled in) and waiting for it keeps the delay within `max_ms`.
     fn can_rescue(&self, t: i64, now: i64) -> bool {
         let after_last_voice = !matches!(self.last_voice, Some(v) if v >= t);
-        let max_offset = self
-            .history
-            .min()
-            .map_or(i64::MIN, |m| m.saturating_add(self.max_delay));
+        let max_offset = self.history.min().map_or(i64::MIN, |m| m.saturating_add(self.max_delay));
         after_last_voice && now.saturating_sub(t) <= max_offset
     }
 
@@ -509,11 +486,7 @@ impl JitterBuffer {
     /// Keeps a discontinuous frame aside; resyncs once enough of them agree.
     fn hold(&mut self, ts: u32, payload: Vec<u8>, delay: i64, now: i64) -> Put {
         let limit = self.threshold(self.config.resync_threshold_ms.max(0) as u64);
-        if self
-            .held
-            .first()
-            .is_some_and(|first| delay.saturating_sub(first.delay).unsigned_abs() > limit)
-        {
+        if self.held.first().is_some_and(|first| delay.saturating_sub(first.delay).unsigned_abs() > limit) {
             self.held.clear();
         }
         let (verdict, payload) = match self.admit(ts, payload, now, false) {
@@ -521,12 +494,7 @@ impl JitterBuffer {
             Err((verdict, payload)) => (verdict, Some(payload)),
         };
         self.count(verdict);
-        self.held.push(Held {
-            ts,
-            delay,
-            payload,
-            verdict,
-        });
+        self.held.push(Held { ts, delay, payload, verdict });
         if self.held.len() < RESYNC_FRAMES {
             return verdict;
         }
@@ -554,21 +522,14 @@ impl JitterBuffer {
         let mut dropped = 0;
         let window = match self.next_slot {
             Some(old_slot) => {
-                let target = self
-                    .history
-                    .min()
-                    .unwrap_or(last.delay)
-                    .saturating_add(self.target_delay());
+                let target = self.history.min().unwrap_or(last.delay).saturating_add(self.target_delay());
                 let ideal = nearest_slot(i64::from(last.ts), now.saturating_sub(target));
                 // Play the held frames too: at most RESYNC_FRAMES frames more delay.
                 let earliest = held.iter().map(|h| i64::from(h.ts)).min().unwrap_or(ideal);
-                let slot =
-                    earliest.clamp(ideal.saturating_sub(RESYNC_FRAMES as i64 * FRAME), ideal);
+                let slot = earliest.clamp(ideal.saturating_sub(RESYNC_FRAMES as i64 * FRAME), ideal);
                 if slot < old_slot {
                     // Back over filled-in slots: like a late frame's, see `step_back`.
-                    self.gap_run = self
-                        .gap_run
-                        .saturating_sub(((old_slot - slot + HALF) / FRAME) as u64);
+                    self.gap_run = self.gap_run.saturating_sub(((old_slot - slot + HALF) / FRAME) as u64);
                 }
                 self.next_slot = Some(slot);
                 self.next_shrink_at = now.saturating_add(SHRINK_INTERVAL_MS);
@@ -605,10 +566,7 @@ impl JitterBuffer {
     }
 
     fn has_frame_for(&self, slot: i64) -> bool {
-        self.queue
-            .keys()
-            .next()
-            .is_some_and(|&ts| i64::from(ts) < slot + HALF)
+        self.queue.keys().next().is_some_and(|&ts| i64::from(ts) < slot + HALF)
     }
 
     /// Discards queued frames stamped before `limit`: playout has passed them.
@@ -624,11 +582,7 @@ impl JitterBuffer {
 
     fn play(&mut self, slot: i64) -> Playout {
         self.drop_before(slot - HALF);
-        let due = self
-            .queue
-            .first_entry()
-            .filter(|e| i64::from(*e.key()) < slot + HALF)
-            .map(|e| e.remove_entry());
+        let due = self.queue.first_entry().filter(|e| i64::from(*e.key()) < slot + HALF).map(|e| e.remove_entry());
         let Some((ts, payload)) = due else {
             return self.fill(slot, true);
         };
@@ -673,10 +627,7 @@ fn clamp_u32(v: i64) -> u32 {
 
 /// The slot nearest to `t` on the 20 ms grid through `anchor`.
 fn nearest_slot(anchor: i64, t: i64) -> i64 {
-    let frames = t
-        .saturating_sub(anchor)
-        .saturating_add(HALF)
-        .div_euclid(FRAME);
+    let frames = t.saturating_sub(anchor).saturating_add(HALF).div_euclid(FRAME);
     anchor.saturating_add(frames.saturating_mul(FRAME))
 }
 
@@ -753,9 +704,7 @@ mod tests {
     /// `actual` is `expected`, or the first difference is shown.
     fn assert_frames(actual: &[u32], expected: impl IntoIterator<Item = u32>, what: &str) {
         let expected: Vec<u32> = expected.into_iter().collect();
-        if let Some(i) =
-            (0..actual.len().max(expected.len())).find(|&i| actual.get(i) != expected.get(i))
-        {
+        if let Some(i) = (0..actual.len().max(expected.len())).find(|&i| actual.get(i) != expected.get(i)) {
             panic!(
                 "{what}: frame {i} is {:?}, expected {:?} (around: {:?} vs {:?})",
                 actual.get(i),
@@ -769,15 +718,7 @@ mod tests {
     #[test]
     fn defaults_are_asterisks() {
         let c = JitterConfig::default();
-        assert_eq!(
-            (
-                c.max_ms,
-                c.resync_threshold_ms,
-                c.max_interps,
-                c.target_extra_ms
-            ),
-            (1000, 1000, 10, 40)
-        );
+        assert_eq!((c.max_ms, c.resync_threshold_ms, c.max_interps, c.target_extra_ms), (1000, 1000, 10, 40));
         let mut jb = JitterBuffer::new(c);
         assert_eq!(jb.get(0), Playout::Empty);
         assert!(jb.is_empty());
@@ -791,27 +732,11 @@ mod tests {
         assert_frames(&run.voices(), (0..n).map(ts_of), "voices");
         assert!(run.puts.iter().all(|(_, p)| *p == Put::Queued));
         // Nothing but buffering before the first frame, then voice without a gap.
-        let first_voice = run
-            .out
-            .iter()
-            .position(|p| matches!(p, Playout::Voice { .. }))
-            .unwrap();
+        let first_voice = run.out.iter().position(|p| matches!(p, Playout::Voice { .. })).unwrap();
         assert!(run.out[..first_voice].iter().all(|p| *p == Playout::Empty));
-        assert!(run.out[first_voice..first_voice + n as usize]
-            .iter()
-            .all(|p| matches!(p, Playout::Voice { .. })));
+        assert!(run.out[first_voice..first_voice + n as usize].iter().all(|p| matches!(p, Playout::Voice { .. })));
         let s = jb.stats();
-        assert_eq!(
-            (
-                s.late,
-                s.lost,
-                s.duplicates,
-                s.overflow,
-                s.resyncs,
-                s.dropped
-            ),
-            (0, 0, 0, 0, 0, 0)
-        );
+        assert_eq!((s.late, s.lost, s.duplicates, s.overflow, s.resyncs, s.dropped), (0, 0, 0, 0, 0, 0));
         assert_eq!((s.frames_in, s.frames_out), (u64::from(n), u64::from(n)));
         assert_eq!(s.jitter_ms, 0);
         // The target is the extra 40 ms, give or take the media clock's phase.
@@ -822,14 +747,9 @@ mod tests {
     fn uniform_jitter_gives_no_late_frames_and_bounded_delay() {
         for seed in 0..8 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut jb = JitterBuffer::new(JitterConfig {
-                target_extra_ms: 40,
-                ..JitterConfig::default()
-            });
+            let mut jb = JitterBuffer::new(JitterConfig { target_extra_ms: 40, ..JitterConfig::default() });
             let n = 3000;
-            let arrivals = (0..n)
-                .map(|i| sent(i, 80 + rng.gen_range(0..=60)))
-                .collect();
+            let arrivals = (0..n).map(|i| sent(i, 80 + rng.gen_range(0..=60))).collect();
             let run = run(&mut jb, arrivals);
             let s = jb.stats().clone();
             assert_eq!((s.late, s.lost, s.dropped), (0, 0, 0), "seed {seed}: {s:?}");
@@ -863,10 +783,7 @@ mod tests {
         // Every loss interpolated, plus the odd frame of growth as the
         // jitter is learnt.
         assert!((dropped..=dropped + 2).contains(&s.interpolated), "{s:?}");
-        assert_eq!(
-            run.count(|p| matches!(p, Playout::Interpolate { .. })) as u64,
-            s.interpolated
-        );
+        assert_eq!(run.count(|p| matches!(p, Playout::Interpolate { .. })) as u64, s.interpolated);
         assert_eq!(s.frames_out + dropped, u64::from(n));
         let v = run.voices();
         assert!(v.windows(2).all(|w| w[0] < w[1]));
@@ -876,41 +793,25 @@ mod tests {
     fn a_burst_interpolates_max_interps_then_goes_silent() {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let n = 80;
-        let arrivals = (0..n)
-            .filter(|i| !(20..40).contains(i))
-            .map(|i| sent(i, 50))
-            .collect();
+        let arrivals = (0..n).filter(|i| !(20..40).contains(i)).map(|i| sent(i, 50)).collect();
         let run = run(&mut jb, arrivals);
-        let out: Vec<_> = run
-            .out
-            .into_iter()
-            .filter(|p| *p != Playout::Empty)
-            .collect();
+        let out: Vec<_> = run.out.into_iter().filter(|p| *p != Playout::Empty).collect();
         for (i, p) in out.iter().take(n as usize).enumerate() {
             let i = i as u32;
             let expected = match i {
-                0..=19 | 40.. => Playout::Voice {
-                    ts: ts_of(i),
-                    payload: payload(ts_of(i)),
-                },
+                0..=19 | 40.. => Playout::Voice { ts: ts_of(i), payload: payload(ts_of(i)) },
                 20..=29 => Playout::Interpolate { ts: ts_of(i) },
                 _ => Playout::Silence,
             };
             assert_eq!(*p, expected, "slot {i}");
         }
         let s = jb.stats();
-        assert_eq!(
-            (s.lost, s.interpolated, s.late, s.frames_out),
-            (20, 10, 0, 60)
-        );
+        assert_eq!((s.lost, s.interpolated, s.late, s.frames_out), (20, 10, 0, 60));
     }
 
     #[test]
     fn max_interps_zero_goes_straight_to_silence() {
-        let mut jb = JitterBuffer::new(JitterConfig {
-            max_interps: 0,
-            ..JitterConfig::default()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { max_interps: 0, ..JitterConfig::default() });
         let arrivals = (0..30).filter(|&i| i != 10).map(|i| sent(i, 50)).collect();
         let run = run(&mut jb, arrivals);
         assert_eq!(run.count(|p| *p == Playout::Silence), 1);
@@ -921,19 +822,14 @@ mod tests {
     fn delay_step(config: JitterConfig) -> (Run, JitterStats) {
         let mut jb = JitterBuffer::new(config);
         let n = 600;
-        let arrivals = (0..n)
-            .map(|i| sent(i, if i < 200 { 50 } else { 550 }))
-            .collect();
+        let arrivals = (0..n).map(|i| sent(i, if i < 200 { 50 } else { 550 })).collect();
         let run = run(&mut jb, arrivals);
         (run, jb.stats().clone())
     }
 
     #[test]
     fn a_permanent_delay_step_resyncs_once_and_playout_goes_on() {
-        let (run, s) = delay_step(JitterConfig {
-            resync_threshold_ms: 200,
-            ..JitterConfig::default()
-        });
+        let (run, s) = delay_step(JitterConfig { resync_threshold_ms: 200, ..JitterConfig::default() });
         assert_eq!(s.resyncs, 1, "{s:?}");
         // Frames held while the step was confirmed are played after the resync;
         // that is a little more delay than the target, which the buffer then
@@ -947,20 +843,10 @@ mod tests {
         // The 500 ms without frames were filled in, then turned out to be
         // growth: nothing was lost.
         assert_eq!((s.lost, s.interpolated), (0, 10), "{s:?}");
-        let last = run
-            .out
-            .iter()
-            .rposition(|p| matches!(p, Playout::Voice { .. }))
-            .unwrap();
-        let resumed = run.out.iter().position(|p| {
-            *p == Playout::Voice {
-                ts: ts_of(200),
-                payload: payload(ts_of(200)),
-            }
-        });
-        assert!(run.out[resumed.unwrap()..=last]
-            .iter()
-            .all(|p| matches!(p, Playout::Voice { .. })));
+        let last = run.out.iter().rposition(|p| matches!(p, Playout::Voice { .. })).unwrap();
+        let resumed =
+            run.out.iter().position(|p| *p == Playout::Voice { ts: ts_of(200), payload: payload(ts_of(200)) });
+        assert!(run.out[resumed.unwrap()..=last].iter().all(|p| matches!(p, Playout::Voice { .. })));
         // Settled on the new delay.
         assert!(s.current_delay_ms <= 70, "{s:?}");
     }
@@ -968,10 +854,7 @@ mod tests {
     #[test]
     fn a_delay_step_under_the_threshold_is_absorbed_without_resync() {
         for threshold in [1000, -1] {
-            let (run, s) = delay_step(JitterConfig {
-                resync_threshold_ms: threshold,
-                ..JitterConfig::default()
-            });
+            let (run, s) = delay_step(JitterConfig { resync_threshold_ms: threshold, ..JitterConfig::default() });
             assert_eq!(s.resyncs, 0, "{threshold}: {s:?}");
             // The first late frame pulls playout back: a pause, nothing dropped.
             assert_frames(&run.voices(), (0..600).map(ts_of), &format!("{threshold}"));
@@ -981,14 +864,9 @@ mod tests {
 
     #[test]
     fn a_delay_drop_resyncs_forward() {
-        let mut jb = JitterBuffer::new(JitterConfig {
-            resync_threshold_ms: 200,
-            ..JitterConfig::default()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { resync_threshold_ms: 200, ..JitterConfig::default() });
         let n = 600;
-        let arrivals = (0..n)
-            .map(|i| sent(i, if i < 200 { 550 } else { 50 }))
-            .collect();
+        let arrivals = (0..n).map(|i| sent(i, if i < 200 { 550 } else { 50 })).collect();
         let run = run(&mut jb, arrivals);
         let s = jb.stats();
         assert_eq!(s.resyncs, 1, "{s:?}");
@@ -1005,15 +883,7 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let n = 400;
         let jump = 3_000_000;
-        let arrivals = (0..n)
-            .map(|i| {
-                if i < 200 {
-                    sent(i, 50)
-                } else {
-                    (sent(i, 50).0, ts_of(i) + jump)
-                }
-            })
-            .collect();
+        let arrivals = (0..n).map(|i| if i < 200 { sent(i, 50) } else { (sent(i, 50).0, ts_of(i) + jump) }).collect();
         let run = run(&mut jb, arrivals);
         let s = jb.stats();
         assert_eq!(s.resyncs, 1, "{s:?}");
@@ -1055,10 +925,7 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let base = T0;
         assert_eq!(jb.put(ts_of(0), payload(ts_of(0)), base), Put::Queued);
-        assert_eq!(
-            jb.put(ts_of(0), payload(ts_of(0)), base + 1),
-            Put::Duplicate
-        );
+        assert_eq!(jb.put(ts_of(0), payload(ts_of(0)), base + 1), Put::Duplicate);
         assert_eq!(jb.put(ts_of(1), payload(ts_of(1)), base + 20), Put::Queued);
         let mut now = base;
         while !matches!(jb.get(now), Playout::Voice { .. }) {
@@ -1073,9 +940,7 @@ mod tests {
     fn a_frame_behind_played_voice_is_late() {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         // Frame 5 arrives after 6 has been played.
-        let arrivals = (0..20)
-            .map(|i| sent(i, if i == 5 { 200 } else { 30 }))
-            .collect();
+        let arrivals = (0..20).map(|i| sent(i, if i == 5 { 200 } else { 30 })).collect();
         let run = run(&mut jb, arrivals);
         assert!(run.puts.contains(&(ts_of(5), Put::Late)));
         let s = jb.stats();
@@ -1106,9 +971,7 @@ mod tests {
         }
         // A proper stream afterwards gets played again.
         let n = 300;
-        let arrivals: Vec<_> = (0..n)
-            .map(|i| (T0 + 100 + i64::from(i) * 20 + 30, 900_000 + i * 20))
-            .collect();
+        let arrivals: Vec<_> = (0..n).map(|i| (T0 + 100 + i64::from(i) * 20 + 30, 900_000 + i * 20)).collect();
         let mut played = vec![];
         let mut next = arrivals.into_iter().peekable();
         let mut now = T0 + 100;
@@ -1123,33 +986,17 @@ mod tests {
             now += 20;
         }
         assert!(played.windows(2).all(|w| w[0] < w[1]));
-        assert!(
-            played.len() >= n as usize - 10,
-            "{} {:?}",
-            played.len(),
-            jb.stats()
-        );
+        assert!(played.len() >= n as usize - 10, "{} {:?}", played.len(), jb.stats());
         assert_eq!(played.last(), Some(&(900_000 + (n - 1) * 20)));
     }
 
     #[test]
     fn timestamps_far_in_the_past_or_future_are_not_played() {
         for threshold in [1000, -1] {
-            let mut jb = JitterBuffer::new(JitterConfig {
-                resync_threshold_ms: threshold,
-                ..JitterConfig::default()
-            });
+            let mut jb = JitterBuffer::new(JitterConfig { resync_threshold_ms: threshold, ..JitterConfig::default() });
             let n = 300;
             let mut arrivals: Vec<_> = (0..n).map(|i| sent(i, 40)).collect();
-            let bogus = [
-                0,
-                1,
-                u32::MAX,
-                u32::MAX - 19,
-                TS0 + 50_000_000,
-                TS0 - 100_000,
-                TS0 + 1_500,
-            ];
+            let bogus = [0, 1, u32::MAX, u32::MAX - 19, TS0 + 50_000_000, TS0 - 100_000, TS0 + 1_500];
             for (k, ts) in bogus.into_iter().enumerate() {
                 arrivals.push((T0 + 500 + 600 * k as i64, ts));
             }
@@ -1157,25 +1004,16 @@ mod tests {
             assert_frames(&run.voices(), (0..n).map(ts_of), &format!("{threshold}"));
             let s = jb.stats();
             assert_eq!((s.resyncs, s.lost), (0, 0), "{threshold}: {s:?}");
-            assert_eq!(
-                s.late + s.overflow,
-                bogus.len() as u64,
-                "{threshold}: {s:?}"
-            );
+            assert_eq!(s.late + s.overflow, bogus.len() as u64, "{threshold}: {s:?}");
         }
     }
 
     #[test]
     fn delay_is_capped_by_max_ms() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let mut jb = JitterBuffer::new(JitterConfig {
-            max_ms: 200,
-            ..JitterConfig::default()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { max_ms: 200, ..JitterConfig::default() });
         let n = 2000;
-        let arrivals = (0..n)
-            .map(|i| sent(i, 50 + rng.gen_range(0..=1000)))
-            .collect();
+        let arrivals = (0..n).map(|i| sent(i, 50 + rng.gen_range(0..=1000))).collect();
         let run = run(&mut jb, arrivals);
         let s = jb.stats();
         assert!(s.max_delay_ms <= 200 + 40, "{s:?}");
@@ -1221,12 +1059,7 @@ mod tests {
 
     #[test]
     fn hostile_input_never_panics_and_stays_bounded() {
-        let origins = [
-            0,
-            -1_000_000_000_000,
-            i64::MAX - 1_000_000_000,
-            i64::MIN + 1_000_000_000,
-        ];
+        let origins = [0, -1_000_000_000_000, i64::MAX - 1_000_000_000, i64::MIN + 1_000_000_000];
         for (seed, origin) in origins.into_iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed as u64);
             let config = JitterConfig {

@@ -7,8 +7,8 @@
 //! simulator (`simnet`). Nothing else differs between the two worlds.
 
 pub mod config;
-pub mod dialplan;
 pub mod control;
+pub mod dialplan;
 pub mod event;
 pub mod iax2;
 pub mod jitterbuffer;

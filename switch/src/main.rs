@@ -60,13 +60,6 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,14 +74,30 @@ fn main() -> ExitCode {
             let loader = MapLoader(std::sync::Arc::new(std::sync::Mutex::new(files)));
             runtime.block_on(run(loader, seed))
         }
-        Cmd::CheckConfig { config } => check_config(config),
-        Cmd::Ctl { control, words } => runtime.block_on(ctl(control, words.join(" "))),
+        Cmd::CheckConfig { config } => {
+            init_logging("warn");
+            check_config(config)
+        }
+        Cmd::Ctl { control, words } => {
+            init_logging("warn");
+            runtime.block_on(ctl(control, words.join(" ")))
+        }
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `[log] level` in switch.toml.
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn run(loader: impl SourceLoader, seed: Option<u64>) -> ExitCode {
     let loaded = match config::load(&loader) {
-        Ok(loaded) => loaded,
+        Ok(loaded) => {
+            init_logging(loaded.switch.log.level.as_str());
+            loaded
+        }
         Err(diags) => {
             for d in &diags {
                 eprintln!("error: {d}");

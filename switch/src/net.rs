@@ -9,10 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 ///
 /// `recv_from` must be cancel-safe: the event loop races it against timers.
 pub trait DatagramSocket: Send + Sync + 'static {
-    fn send_to(&self, buf: &[u8], target: SocketAddr)
-        -> impl Future<Output = io::Result<usize>> + Send;
-    fn recv_from(&self, buf: &mut [u8])
-        -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 }
 
 /// A network the switch can bind sockets on and resolve host names in.

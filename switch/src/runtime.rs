@@ -64,10 +64,7 @@ pub struct SwitchSetup<L: SourceLoader, S: EventSink> {
 }
 
 /// Runs a switch until [`Command::Shutdown`] or the command channel closes.
-pub async fn run<N: Net, L: SourceLoader, S: EventSink>(
-    net: N,
-    mut setup: SwitchSetup<L, S>,
-) -> Result<(), RunError> {
+pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: SwitchSetup<L, S>) -> Result<(), RunError> {
     let loaded = config::load(&setup.loader).map_err(RunError::Config)?;
     let bind = loaded.iax.general.bind;
     let socket = net.bind_udp(bind).await.map_err(|source| RunError::Bind { addr: bind, source })?;

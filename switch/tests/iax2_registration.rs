@@ -178,7 +178,10 @@ fn wrong_secret_is_rejected_and_reload_recovers_without_restart() {
     p.run_until(Duration::from_secs(30));
     let rejected = p.find("b", |e| matches!(e, Event::RegistrationRejected { .. }));
     assert!(!rejected.is_empty());
-    let refused = p.find("a", |e| matches!(e, Event::PeerRegistrationRefused { cause, .. } if cause.contains("matches no secret")));
+    let refused = p.find(
+        "a",
+        |e| matches!(e, Event::PeerRegistrationRefused { cause, .. } if cause.contains("matches no secret")),
+    );
     assert!(!refused.is_empty(), "{:#?}", p.events);
     // Backoff: not hammering (10 s, 20 s ... between tries).
     assert!(rejected.len() <= 3, "{rejected:?}");
@@ -233,7 +236,9 @@ fn token_less_registration_is_refused_unless_the_peer_says_requirecalltoken_no()
     let mut bytes = vec![];
     regreq.encode(&mut bytes).unwrap();
 
-    for (requirement, expect) in [(CallTokenRequirement::Yes, IaxSubclass::RegRej), (CallTokenRequirement::No, IaxSubclass::RegAuth)] {
+    for (requirement, expect) in
+        [(CallTokenRequirement::Yes, IaxSubclass::RegRej), (CallTokenRequirement::No, IaxSubclass::RegAuth)]
+    {
         let mut cfg = config("A", "asecret", "X", "x", "a");
         cfg.registrations.clear();
         cfg.peers[0].requirecalltoken = requirement;
@@ -250,9 +255,12 @@ fn token_less_registration_is_refused_unless_the_peer_says_requirecalltoken_no()
 #[test]
 fn hostile_datagrams_are_dropped_and_counted() {
     let now = Instant::now();
-    let mut b = Endpoint::new(Arc::new(config("A", "s", "X", "x", "a")), resolved(), ChaCha20Rng::seed_from_u64(4), now);
+    let mut b =
+        Endpoint::new(Arc::new(config("A", "s", "X", "x", "a")), resolved(), ChaCha20Rng::seed_from_u64(4), now);
     while b.poll_transmit().is_some() {}
-    for junk in [&b""[..], b"\x80", b"\x80\x01\x00\x00\x00\x00\x00\x00\x00\x00\x06\x0d\x06\xff", b"hello world, not iax"] {
+    for junk in
+        [&b""[..], b"\x80", b"\x80\x01\x00\x00\x00\x00\x00\x00\x00\x00\x06\x0d\x06\xff", b"hello world, not iax"]
+    {
         b.handle_datagram(now, addr(A), junk);
     }
     // A frame for a call that does not exist gets no answer (no reflection).
@@ -267,7 +275,8 @@ fn poke_gets_a_stateless_pong() {
     use switch::iax2::frame::{decode, Frame, FullFrame};
     use switch::iax2::subclass::IaxSubclass;
     let now = Instant::now();
-    let mut b = Endpoint::new(Arc::new(config("A", "s", "X", "x", "a")), resolved(), ChaCha20Rng::seed_from_u64(5), now);
+    let mut b =
+        Endpoint::new(Arc::new(config("A", "s", "X", "x", "a")), resolved(), ChaCha20Rng::seed_from_u64(5), now);
     while b.poll_transmit().is_some() {}
     let mut poke = vec![];
     FullFrame::new_iax(77, 0, 1234, 0, 0, IaxSubclass::Poke, &[]).encode(&mut poke).unwrap();
@@ -304,24 +313,35 @@ fn plaintext_acl_and_expiry_limits() {
     b_cfg.peers[0].auth = AuthMethods { plaintext: true, md5: false, rsa: false };
     let net = |s: &str, prefix| IpNet { addr: s.parse().unwrap(), prefix };
     b_cfg.peers[0].acl = Acl {
-        rules: vec![AclRule { permit: false, net: net("10.0.0.0", 8) }, AclRule { permit: true, net: net("10.0.0.1", 32) }],
+        rules: vec![
+            AclRule { permit: false, net: net("10.0.0.0", 8) },
+            AclRule { permit: true, net: net("10.0.0.1", 32) },
+        ],
     };
     let mut a_cfg = config("B", "bsecret", "A", "asecret", "b");
     a_cfg.peers.clear();
     let mut p = Pair::new(a_cfg.clone(), b_cfg.clone());
     p.run_until(Duration::from_secs(2));
-    let granted: Vec<u32> = p.events.iter().filter_map(|(_, h, e)| match e {
-        Event::Registered { refresh, .. } if *h == "a" => Some(*refresh),
-        _ => None,
-    }).collect();
+    let granted: Vec<u32> = p
+        .events
+        .iter()
+        .filter_map(|(_, h, e)| match e {
+            Event::Registered { refresh, .. } if *h == "a" => Some(*refresh),
+            _ => None,
+        })
+        .collect();
     assert_eq!(granted, vec![45], "60 s asked, clamped to maxregexpire");
 
     // Now deny A too: refused with the ACL named as the cause.
     b_cfg.peers[0].acl.rules.push(AclRule { permit: false, net: net("10.0.0.1", 32) });
     let mut p = Pair::new(a_cfg, b_cfg);
     p.run_until(Duration::from_secs(2));
-    assert!(!p.find("b", |e| matches!(e, Event::PeerRegistrationRefused { cause, .. } if cause.contains("permit/deny"))).is_empty());
-    assert!(!p.find("a", |e| matches!(e, Event::RegistrationRejected { cause, .. } if cause == "Registration Refused")).is_empty());
+    assert!(!p
+        .find("b", |e| matches!(e, Event::PeerRegistrationRefused { cause, .. } if cause.contains("permit/deny")))
+        .is_empty());
+    assert!(!p
+        .find("a", |e| matches!(e, Event::RegistrationRejected { cause, .. } if cause == "Registration Refused"))
+        .is_empty());
 }
 
 #[test]
@@ -331,7 +351,8 @@ fn slow_pongs_make_a_peer_lagged() {
     let mut p = Pair::new(a_cfg, config("A", "asecret", "B", "bsecret", "a"));
     p.latency = Duration::from_millis(80); // 160 ms round trip
     p.run_until(Duration::from_secs(3));
-    let lagged = p.find("a", |e| matches!(e, Event::PeerStateChanged { to: PeerState::Lagged, latency_ms: Some(160), .. }));
+    let lagged =
+        p.find("a", |e| matches!(e, Event::PeerStateChanged { to: PeerState::Lagged, latency_ms: Some(160), .. }));
     assert_eq!(lagged.len(), 1, "{:#?}", p.events);
     assert!(p.a.show_peers(p.now).contains("LAGGED"));
 }
@@ -350,7 +371,10 @@ fn delayreject_holds_the_regrej_back() {
     assert_eq!((refused.len(), rejected.len()), (1, 1));
     let held = rejected[0] - refused[0];
     assert!(held >= Duration::from_secs(1) && held < Duration::from_millis(1100), "{held:?}");
-    assert!(!p.find("a", |e| matches!(e, Event::RegistrationTimeout { .. })).iter().any(|t| *t < Duration::from_secs(5)));
+    assert!(!p
+        .find("a", |e| matches!(e, Event::RegistrationTimeout { .. }))
+        .iter()
+        .any(|t| *t < Duration::from_secs(5)));
 }
 
 #[test]
@@ -368,7 +392,9 @@ fn unvalidated_sources_share_a_bounded_pool() {
     let mut answered = 0;
     for call in 1..=10u16 {
         let mut bytes = vec![];
-        FullFrame::new_iax(call, 0, 0, 0, 0, IaxSubclass::RegReq, &[Ie::Username("A".into())]).encode(&mut bytes).unwrap();
+        FullFrame::new_iax(call, 0, 0, 0, 0, IaxSubclass::RegReq, &[Ie::Username("A".into())])
+            .encode(&mut bytes)
+            .unwrap();
         b.handle_datagram(now, format!("10.9.9.{call}:4569").parse().unwrap(), &bytes);
         while b.poll_transmit().is_some() {
             answered += 1;
@@ -401,7 +427,11 @@ mod calls {
     }
 
     fn ended(p: &Pair, host: &str) -> Vec<Event> {
-        p.events.iter().filter(|(_, h, e)| *h == host && matches!(e, Event::CallEnded { .. })).map(|(_, _, e)| e.clone()).collect()
+        p.events
+            .iter()
+            .filter(|(_, h, e)| *h == host && matches!(e, Event::CallEnded { .. }))
+            .map(|(_, _, e)| e.clone())
+            .collect()
     }
 
     #[test]
@@ -413,7 +443,11 @@ mod calls {
         p.run_until(Duration::from_secs(40));
         let a_end = ended(&p, "a");
         assert_eq!(a_end.len(), 1, "{:#?}", p.events);
-        let Event::CallEnded { frames_sent, frames_received, lost, reordered, duplicated, ts_irregular, code, .. } = a_end[0] else { unreachable!() };
+        let Event::CallEnded { frames_sent, frames_received, lost, reordered, duplicated, ts_irregular, code, .. } =
+            a_end[0]
+        else {
+            unreachable!()
+        };
         assert_eq!(code, 16);
         assert!((1490..=1510).contains(&frames_sent), "30 s of 20 ms frames: {frames_sent}");
         // Frames still in flight at hangup do not come back.
@@ -444,9 +478,20 @@ mod calls {
         }
         p.run_until(Duration::from_secs(70));
         let ends = ended(&p, "a");
-        assert_eq!(ends.len(), 10, "no call dropped: {:#?}", p.events.iter().filter(|e| e.1 == "a" && !matches!(e.2, Event::Registered { .. } | Event::RegistrationSent { .. })).collect::<Vec<_>>());
+        assert_eq!(
+            ends.len(),
+            10,
+            "no call dropped: {:#?}",
+            p.events
+                .iter()
+                .filter(|e| e.1 == "a" && !matches!(e.2, Event::Registered { .. } | Event::RegistrationSent { .. }))
+                .collect::<Vec<_>>()
+        );
         for e in ends {
-            let Event::CallEnded { frames_sent, frames_received, lost, late, concealed, jitter_ms, code, .. } = e else { unreachable!() };
+            let Event::CallEnded { frames_sent, frames_received, lost, late, concealed, jitter_ms, code, .. } = e
+            else {
+                unreachable!()
+            };
             assert_eq!(code, 16, "ended by our hangup");
             // 2% loss each way: about 4% of the echoed pattern is missing.
             let missing = frames_sent - frames_received;
@@ -476,7 +521,10 @@ mod calls {
             assert_eq!(answered.len(), 1, "{host}: {:#?}", p.events);
         }
         let Event::CallEnded { frames_sent, frames_received, lost, .. } = ended(&p, "a")[0] else { unreachable!() };
-        assert!(frames_sent >= 245 && frames_sent - frames_received <= 2 && lost == 0, "{frames_sent} {frames_received}");
+        assert!(
+            frames_sent >= 245 && frames_sent - frames_received <= 2 && lost == 0,
+            "{frames_sent} {frames_received}"
+        );
         // The test pattern starts with "SW": it must never cross the wire in clear.
         let clear = p.sniffed.iter().filter(|d| d.windows(2).any(|w| w == b"SW")).count();
         assert!(clear < 3, "{clear} datagrams carry pattern bytes in clear");
@@ -493,7 +541,11 @@ mod calls {
         p.run_until(Duration::from_secs(2));
         p.a.originate(p.now, &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None }).unwrap();
         p.run_until(Duration::from_secs(5));
-        assert_eq!(p.find("b", |e| matches!(e, Event::CallRejected { cause, .. } if cause.starts_with("Encryption required"))).len(), 1);
+        assert_eq!(
+            p.find("b", |e| matches!(e, Event::CallRejected { cause, .. } if cause.starts_with("Encryption required")))
+                .len(),
+            1
+        );
         assert_eq!(p.find("a", |e| matches!(e, Event::CallRejected { .. })).len(), 1);
     }
 
@@ -535,7 +587,8 @@ mod calls {
         let start = p.now - p.start;
         p.a.originate(p.now, &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None }).unwrap();
         p.run_until(start + Duration::from_secs(5));
-        let killed = p.find("a", |e| matches!(e, Event::CallRejected { cause, code: 19, .. } if cause.contains("autokill")));
+        let killed =
+            p.find("a", |e| matches!(e, Event::CallRejected { cause, code: 19, .. } if cause.contains("autokill")));
         assert_eq!(killed.len(), 1);
         assert_eq!(killed[0] - start, Duration::from_millis(2000));
     }
@@ -595,6 +648,10 @@ fn trunk_800_on_the_core() {
             lost += l;
         }
     }
-    println!("trunk-800 core: {sent} frames sent, {received} echoed back, {lost} lost, {:.2} s wall for {} s simulated", elapsed.as_secs_f64(), secs + 8);
+    println!(
+        "trunk-800 core: {sent} frames sent, {received} echoed back, {lost} lost, {:.2} s wall for {} s simulated",
+        elapsed.as_secs_f64(),
+        secs + 8
+    );
     assert_eq!(lost, 0);
 }

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use proptest::prelude::*;
-use switch::iax2::frame::{
-    decode, Frame, FullFrame, MiniFrame, MiniVideoFrame, TrunkEntry, TrunkFrame,
-};
+use switch::iax2::frame::{decode, Frame, FullFrame, MiniFrame, MiniVideoFrame, TrunkEntry, TrunkFrame};
 use switch::iax2::ie::{decode_ies, encode_ies, Ie};
 use switch::iax2::subclass::{FrameType, IaxSubclass};
 
@@ -89,16 +87,9 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn subclass_for(frame_type: FrameType) -> BoxedStrategy<u32> {
-    let small = if frame_type == FrameType::Video {
-        0u32..0x40
-    } else {
-        0u32..0x80
-    };
+    let small = if frame_type == FrameType::Video { 0u32..0x40 } else { 0u32..0x80 };
     let max_shift = 31;
-    let mut options = vec![
-        small.boxed(),
-        (7u32..=max_shift).prop_map(|s| 1u32 << s).boxed(),
-    ];
+    let mut options = vec![small.boxed(), (7u32..=max_shift).prop_map(|s| 1u32 << s).boxed()];
     if frame_type != FrameType::Video {
         options.push(Just(u32::MAX).boxed());
     }
@@ -109,11 +100,9 @@ fn sockaddr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
         (any::<[u8; 4]>(), any::<u16>())
             .prop_map(|(ip, port)| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))),
-        (any::<[u8; 16]>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
-            |(ip, port, flow, scope)| {
-                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))
-            }
-        ),
+        (any::<[u8; 16]>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(|(ip, port, flow, scope)| {
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))
+        }),
     ]
 }
 
@@ -195,29 +184,20 @@ fn ie() -> impl Strategy<Value = Ie> {
 }
 
 fn full_frame() -> impl Strategy<Value = FullFrame> {
-    let header = (
-        call(),
-        call(),
-        any::<bool>(),
-        any::<u32>(),
-        any::<u8>(),
-        any::<u8>(),
-    );
-    let body = proptest::sample::select(FrameType::ALL.to_vec())
-        .prop_flat_map(|t| (Just(t), subclass_for(t), bytes(200)));
-    (header, body).prop_map(
-        |((src, dst, retrans, ts, oseq, iseq), (t, sub, payload))| FullFrame {
-            src_call: src,
-            dst_call: dst,
-            retransmitted: retrans,
-            timestamp: ts,
-            oseqno: oseq,
-            iseqno: iseq,
-            frame_type: t,
-            subclass: sub,
-            payload,
-        },
-    )
+    let header = (call(), call(), any::<bool>(), any::<u32>(), any::<u8>(), any::<u8>());
+    let body =
+        proptest::sample::select(FrameType::ALL.to_vec()).prop_flat_map(|t| (Just(t), subclass_for(t), bytes(200)));
+    (header, body).prop_map(|((src, dst, retrans, ts, oseq, iseq), (t, sub, payload))| FullFrame {
+        src_call: src,
+        dst_call: dst,
+        retransmitted: retrans,
+        timestamp: ts,
+        oseqno: oseq,
+        iseqno: iseq,
+        frame_type: t,
+        subclass: sub,
+        payload,
+    })
 }
 
 fn iax_frame() -> impl Strategy<Value = (FullFrame, Vec<Ie>)> {
@@ -238,40 +218,22 @@ fn iax_frame() -> impl Strategy<Value = (FullFrame, Vec<Ie>)> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     let trunk = (any::<u32>(), any::<bool>()).prop_flat_map(|(timestamp, with_ts)| {
-        let entry =
-            (call(), any::<u16>(), bytes(80)).prop_map(move |(call, ts, payload)| TrunkEntry {
-                call,
-                timestamp: with_ts.then_some(ts),
-                payload,
-            });
-        proptest::collection::vec(entry, 0..5).prop_map(move |entries| {
-            Frame::Trunk(TrunkFrame {
-                timestamp,
-                entries,
-                with_timestamps: with_ts,
-            })
-        })
+        let entry = (call(), any::<u16>(), bytes(80)).prop_map(move |(call, ts, payload)| TrunkEntry {
+            call,
+            timestamp: with_ts.then_some(ts),
+            payload,
+        });
+        proptest::collection::vec(entry, 0..5)
+            .prop_map(move |entries| Frame::Trunk(TrunkFrame { timestamp, entries, with_timestamps: with_ts }))
     });
     prop_oneof![
         full_frame().prop_map(Frame::Full),
         iax_frame().prop_map(|(f, _)| Frame::Full(f)),
-        (1u16..=0x7fff, any::<u16>(), bytes(200)).prop_map(|(src_call, timestamp, payload)| {
-            Frame::Mini(MiniFrame {
-                src_call,
-                timestamp,
-                payload,
-            })
+        (1u16..=0x7fff, any::<u16>(), bytes(200))
+            .prop_map(|(src_call, timestamp, payload)| { Frame::Mini(MiniFrame { src_call, timestamp, payload }) }),
+        (call(), any::<bool>(), 0u16..=0x7fff, bytes(200)).prop_map(|(src_call, marker, timestamp, payload)| {
+            Frame::MiniVideo(MiniVideoFrame { src_call, marker, timestamp, payload })
         }),
-        (call(), any::<bool>(), 0u16..=0x7fff, bytes(200)).prop_map(
-            |(src_call, marker, timestamp, payload)| {
-                Frame::MiniVideo(MiniVideoFrame {
-                    src_call,
-                    marker,
-                    timestamp,
-                    payload,
-                })
-            }
-        ),
         trunk,
     ]
 }
@@ -369,26 +331,15 @@ fn expected_rows() -> Vec<Row> {
         mini_row(11, 23, 84),
         mini_row(12, 4, 97),
     ];
-    rows.extend(minis(
-        13,
-        4,
-        &[104, 127, 143, 176, 194, 214, 225, 268, 290, 303, 321],
-    ));
-    rows.extend(minis(
-        24,
-        4,
-        &[343, 344, 365, 399, 405, 427, 447, 465, 494, 510],
-    ));
+    rows.extend(minis(13, 4, &[104, 127, 143, 176, 194, 214, 225, 268, 290, 303, 321]));
+    rows.extend(minis(24, 4, &[343, 344, 365, 399, 405, 427, 447, 465, 494, 510]));
     rows.push(full_row(34, 23, 4, 73, 3, 2, 6, 4)); // ACK
     rows.extend(minis(35, 23, &(525..=540).collect::<Vec<_>>()));
     rows
 }
 
 fn minis(first: u32, src: u16, timestamps: &[u32]) -> Vec<Row> {
-    (first..)
-        .zip(timestamps)
-        .map(|(n, ts)| mini_row(n, src, *ts))
-        .collect()
+    (first..).zip(timestamps).map(|(n, ts)| mini_row(n, src, *ts)).collect()
 }
 
 /// IE ids of frame 1 (the NEW), in order, and some of its values, as tshark shows them.
@@ -424,25 +375,12 @@ fn udp_payloads(path: &PathBuf) -> Vec<(u32, Vec<u8>)> {
 
 fn our_row(number: u32, frame: &Frame) -> Row {
     match frame {
-        Frame::Full(f) => full_row(
-            number,
-            f.src_call,
-            f.dst_call,
-            f.timestamp,
-            f.oseqno,
-            f.iseqno,
-            f.frame_type.as_u8(),
-            f.subclass,
-        ),
+        Frame::Full(f) => {
+            full_row(number, f.src_call, f.dst_call, f.timestamp, f.oseqno, f.iseqno, f.frame_type.as_u8(), f.subclass)
+        }
         Frame::Mini(m) => mini_row(number, m.src_call, u32::from(m.timestamp)),
-        Frame::MiniVideo(v) => Row {
-            packet_type: 2,
-            ..mini_row(number, v.src_call, u32::from(v.timestamp))
-        },
-        Frame::Trunk(t) => Row {
-            packet_type: 3,
-            ..mini_row(number, 0, t.timestamp)
-        },
+        Frame::MiniVideo(v) => Row { packet_type: 2, ..mini_row(number, v.src_call, u32::from(v.timestamp)) },
+        Frame::Trunk(t) => Row { packet_type: 3, ..mini_row(number, 0, t.timestamp) },
     }
 }
 
@@ -455,19 +393,12 @@ fn capture_decodes_as_tshark_and_the_record_say() {
     let mut ours = BTreeMap::new();
     let mut new_ies = None;
     for (number, payload) in &payloads {
-        let frame = decode(payload)
-            .unwrap_or_else(|e| panic!("frame {number} does not decode: {e}: {payload:02x?}"));
+        let frame = decode(payload).unwrap_or_else(|e| panic!("frame {number} does not decode: {e}: {payload:02x?}"));
         // Our encoder reproduces every datagram of the capture byte for byte.
-        assert_eq!(
-            &frame.to_bytes().expect("re-encode"),
-            payload,
-            "frame {number}"
-        );
+        assert_eq!(&frame.to_bytes().expect("re-encode"), payload, "frame {number}");
         if let Frame::Full(f) = &frame {
             if f.iax().is_some() {
-                let ies = f
-                    .ies()
-                    .unwrap_or_else(|e| panic!("frame {number} IEs: {e}"));
+                let ies = f.ies().unwrap_or_else(|e| panic!("frame {number} IEs: {e}"));
                 if *number == 1 {
                     new_ies = Some(ies);
                 }
@@ -495,10 +426,7 @@ fn capture_decodes_as_tshark_and_the_record_say() {
             Ie::CallingName(String::new()),
             Ie::Language("en".into()),
             // Wireshark's "data call format" (255), H.223/H.245; Asterisk has no such IE.
-            Ie::Unknown {
-                id: 0xff,
-                data: vec![0, 0, 0, 2]
-            },
+            Ie::Unknown { id: 0xff, data: vec![0, 0, 0, 2] },
             Ie::AdsiCpe(0),
             Ie::DateTime(185_357_782),
         ]
@@ -509,12 +437,7 @@ fn capture_decodes_as_tshark_and_the_record_say() {
         Some(tshark) => {
             assert_eq!(tshark.len(), 50, "tshark rows");
             for (row, ies) in &tshark {
-                assert_eq!(
-                    ours.get(&row.frame),
-                    Some(row),
-                    "tshark frame {}",
-                    row.frame
-                );
+                assert_eq!(ours.get(&row.frame), Some(row), "tshark frame {}", row.frame);
                 if row.frame == 1 {
                     assert_eq!(ies.ids, NEW_IE_IDS);
                     assert_eq!(ies.called_number.as_deref(), Some("442088205155"));
@@ -573,9 +496,7 @@ fn num(field: &str) -> Option<u64> {
 
 fn run_tshark(path: &PathBuf) -> Option<Vec<(Row, TsharkIes)>> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(path)
-        .args(["-T", "fields", "-E", "separator=;", "-E", "occurrence=a"]);
+    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=;", "-E", "occurrence=a"]);
     cmd.args(["-E", "aggregator=,"]);
     for f in TSHARK_FIELDS {
         cmd.args(["-e", f]);

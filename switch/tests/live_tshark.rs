@@ -29,9 +29,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!("switch-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -45,10 +43,7 @@ impl Drop for TempDir {
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind an ephemeral port").port()
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -63,11 +58,7 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -84,12 +75,7 @@ fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
-fn wait_line(
-    rx: &Receiver<String>,
-    timeout: Duration,
-    seen: &mut Vec<String>,
-    pred: impl Fn(&str) -> bool,
-) -> bool {
+fn wait_line(rx: &Receiver<String>, timeout: Duration, seen: &mut Vec<String>, pred: impl Fn(&str) -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
@@ -108,13 +94,9 @@ fn wait_line(
 
 /// Starts `switch run` bound to 127.0.0.1:`port`; returns once it logged `started`.
 fn start_switch(dir: &Path, port: u16) -> (Proc, Receiver<String>, Vec<String>) {
-    std::fs::write(
-        dir.join("iax.conf"),
-        format!("[general]\nbindaddr=127.0.0.1\nbindport={port}\n"),
-    )
-    .expect("write iax.conf");
-    std::fs::write(dir.join("switch.toml"), "[control]\nlisten = \"off\"\n")
-        .expect("write switch.toml");
+    std::fs::write(dir.join("iax.conf"), format!("[general]\nbindaddr=127.0.0.1\nbindport={port}\n"))
+        .expect("write iax.conf");
+    std::fs::write(dir.join("switch.toml"), "[control]\nlisten = \"off\"\n").expect("write switch.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
         .args(["run", "--config"])
         .arg(dir)
@@ -128,22 +110,15 @@ fn start_switch(dir: &Path, port: u16) -> (Proc, Receiver<String>, Vec<String>) 
     let log = lines_of(child.stderr.take().unwrap());
     let proc = Proc(child);
     let mut seen = Vec::new();
-    let started = wait_line(&log, Duration::from_secs(10), &mut seen, |l| {
-        l.contains("{\"event\":\"started\"")
-    });
-    assert!(
-        started,
-        "the switch did not start within 10 s; its output:\n{}",
-        seen.join("\n")
-    );
+    let started = wait_line(&log, Duration::from_secs(10), &mut seen, |l| l.contains("{\"event\":\"started\""));
+    assert!(started, "the switch did not start within 10 s; its output:\n{}", seen.join("\n"));
     (proc, log, seen)
 }
 
 /// Sends POKE from a fresh socket and returns the first answer (within 2 s, 3 tries).
 fn poke(port: u16) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
-    sock.set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
     let mut buf = [0u8; 1500];
     for _ in 0..3 {
         sock.send_to(&POKE, ("127.0.0.1", port)).expect("send POKE");
@@ -155,25 +130,13 @@ fn poke(port: u16) -> Option<Vec<u8>> {
 }
 
 fn assert_pong(reply: &[u8]) {
-    assert!(
-        reply.len() >= 12,
-        "reply too short for a full frame: {reply:02x?}"
-    );
-    assert!(
-        reply[0] & 0x80 != 0,
-        "reply is not a full frame: {reply:02x?}"
-    );
+    assert!(reply.len() >= 12, "reply too short for a full frame: {reply:02x?}");
+    assert!(reply[0] & 0x80 != 0, "reply is not a full frame: {reply:02x?}");
     let dst_call = u16::from_be_bytes([reply[2], reply[3]]) & 0x7fff;
-    assert_eq!(
-        dst_call, 1,
-        "PONG must go to our source call number 1: {reply:02x?}"
-    );
+    assert_eq!(dst_call, 1, "PONG must go to our source call number 1: {reply:02x?}");
     assert_eq!(reply[10], 6, "frame type must be 6 (IAX): {reply:02x?}");
     assert_eq!(reply[11], 3, "subclass must be 3 (PONG): {reply:02x?}");
-    assert_eq!(
-        reply[9], 1,
-        "iseqno must acknowledge our oseqno 0: {reply:02x?}"
-    );
+    assert_eq!(reply[9], 1, "iseqno must acknowledge our oseqno 0: {reply:02x?}");
 }
 
 #[test]
@@ -201,15 +164,7 @@ fn poke_and_pong_dissect_cleanly_in_tshark() {
 
     let pcap = dir.0.join("poke.pcap");
     let mut child = Command::new(&tshark)
-        .args([
-            "-i",
-            "lo",
-            "-f",
-            &format!("udp port {port}"),
-            "-a",
-            "duration:6",
-            "-w",
-        ])
+        .args(["-i", "lo", "-f", &format!("udp port {port}"), "-a", "duration:6", "-w"])
         .arg(&pcap)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -219,13 +174,8 @@ fn poke_and_pong_dissect_cleanly_in_tshark() {
     let err = lines_of(child.stderr.take().unwrap());
     let mut capture = Proc(child);
     let mut said = Vec::new();
-    if !wait_line(&err, Duration::from_secs(10), &mut said, |l| {
-        l.contains("Capturing on")
-    }) {
-        eprintln!(
-            "SKIPPED: tshark could not capture on lo:\n{}",
-            said.join("\n")
-        );
+    if !wait_line(&err, Duration::from_secs(10), &mut said, |l| l.contains("Capturing on")) {
+        eprintln!("SKIPPED: tshark could not capture on lo:\n{}", said.join("\n"));
         return;
     }
     // "Capturing on" comes just before the capture is live; give it a moment.
@@ -249,29 +199,16 @@ fn poke_and_pong_dissect_cleanly_in_tshark() {
             .args(extra)
             .output()
             .expect("run tshark -r");
-        assert!(
-            out.status.success(),
-            "tshark -r failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let summary = read(&[]);
     let malformed = read(&["-Y", "_ws.malformed || _ws.expert.severity >= error"]);
-    assert!(
-        malformed.trim().is_empty(),
-        "tshark reports malformed frames:\n{malformed}\nin:\n{summary}"
-    );
+    assert!(malformed.trim().is_empty(), "tshark reports malformed frames:\n{malformed}\nin:\n{summary}");
     let poke_line = summary.lines().find(|l| l.contains("POKE"));
     let pong_line = summary.lines().find(|l| l.contains("PONG"));
-    assert!(
-        poke_line.is_some() && pong_line.is_some(),
-        "tshark does not name POKE and PONG:\n{summary}"
-    );
+    assert!(poke_line.is_some() && pong_line.is_some(), "tshark does not name POKE and PONG:\n{summary}");
     let fields = read(&["-T", "fields", "-e", "iax2.type", "-e", "iax2.iax.subclass"]);
     let pairs: Vec<&str> = fields.lines().map(str::trim).collect();
-    assert!(
-        pairs.contains(&"6\t30") && pairs.contains(&"6\t3"),
-        "unexpected IAX2 type/subclass fields:\n{fields}"
-    );
+    assert!(pairs.contains(&"6\t30") && pairs.contains(&"6\t3"), "unexpected IAX2 type/subclass fields:\n{fields}");
 }

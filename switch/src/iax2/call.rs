@@ -129,7 +129,12 @@ pub fn our_formats(prefs: &CodecPrefs) -> (Vec<u32>, u32) {
 
 /// Chooses the call's format as chan_iax2's `codecpriority` says.
 /// `caller_format` is the NEW's FORMAT, `caller_capability` its CAPABILITY.
-pub fn negotiate(priority: CodecPriority, ours: &CodecPrefs, caller_format: u32, caller_capability: u32) -> Option<u32> {
+pub fn negotiate(
+    priority: CodecPriority,
+    ours: &CodecPrefs,
+    caller_format: u32,
+    caller_capability: u32,
+) -> Option<u32> {
     let (our_bits, our_mask) = our_formats(ours);
     let common = our_mask & (caller_capability | caller_format);
     match priority {
@@ -154,7 +159,10 @@ pub enum Source {
     None,
     Tone(Tone),
     Music(Music),
-    Pattern { tag: u16, seq: u32 },
+    Pattern {
+        tag: u16,
+        seq: u32,
+    },
 }
 
 impl Source {

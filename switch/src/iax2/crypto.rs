@@ -137,30 +137,16 @@ const KEY_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CryptoError {
-    #[error(
-        "{len}-byte datagram is too short: an encrypted {kind} frame has at least {min} bytes"
-    )]
-    TooShort {
-        kind: &'static str,
-        len: usize,
-        min: usize,
-    },
+    #[error("{len}-byte datagram is too short: an encrypted {kind} frame has at least {min} bytes")]
+    TooShort { kind: &'static str, len: usize, min: usize },
     #[error("encrypted part of {len} bytes is not a whole number of 16-byte blocks")]
     NotBlockAligned { len: usize },
     #[error("datagram starts with 16 zero bits (meta or mini video frame): chan_iax2 never encrypts those")]
     NotEncryptable,
     #[error("{len}-byte plaintext is shorter than the {header}-byte {kind} frame header")]
-    ShortPlaintext {
-        kind: &'static str,
-        len: usize,
-        header: usize,
-    },
+    ShortPlaintext { kind: &'static str, len: usize, header: usize },
     #[error("decrypted padding of {padding} bytes leaves less than a {header}-byte {kind} frame header (wrong key?)")]
-    BadPadding {
-        kind: &'static str,
-        padding: usize,
-        header: usize,
-    },
+    BadPadding { kind: &'static str, padding: usize, header: usize },
     #[error("RTKEY carries no 16-byte key in a CHALLENGE IE")]
     NoRotationKey,
 }
@@ -179,10 +165,7 @@ pub struct Negotiated {
 pub fn negotiate(ours: u16, theirs: u16) -> Negotiated {
     let common = ours & theirs;
     let encrypt = common & method::AES128 != 0;
-    Negotiated {
-        encrypt,
-        rotate_keys: encrypt && common & method::KEYROTATE != 0,
-    }
+    Negotiated { encrypt, rotate_keys: encrypt && common & method::KEYROTATE != 0 }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,10 +246,7 @@ impl IaxCipher {
     }
 
     pub fn from_key(key: [u8; KEY_LEN]) -> IaxCipher {
-        IaxCipher {
-            key,
-            aes: Aes128::new(&GenericArray::from(key)),
-        }
+        IaxCipher { key, aes: Aes128::new(&GenericArray::from(key)) }
     }
 
     /// The raw AES-128 key.
@@ -291,11 +271,7 @@ impl IaxCipher {
     /// Like [`IaxCipher::encrypt_datagram`] but refuses what chan_iax2
     /// never encrypts or could not decrypt: meta and mini video frames,
     /// and datagrams shorter than their frame header.
-    pub fn try_encrypt_datagram(
-        &self,
-        datagram: &[u8],
-        rng: &mut impl RngCore,
-    ) -> Result<Vec<u8>, CryptoError> {
+    pub fn try_encrypt_datagram(&self, datagram: &[u8], rng: &mut impl RngCore) -> Result<Vec<u8>, CryptoError> {
         if starts_with_zero_word(datagram) {
             return Err(CryptoError::NotEncryptable);
         }
@@ -329,11 +305,7 @@ impl IaxCipher {
         // Padding of 16+ bytes plus at least 1 byte of header makes 2 blocks.
         let min = clear + 2 * BLOCK_LEN;
         if datagram.len() < min {
-            return Err(CryptoError::TooShort {
-                kind: kind.name(),
-                len: datagram.len(),
-                min,
-            });
+            return Err(CryptoError::TooShort { kind: kind.name(), len: datagram.len(), min });
         }
         let (head, body) = datagram.split_at(clear);
         if body.len() % BLOCK_LEN != 0 {
@@ -342,11 +314,7 @@ impl IaxCipher {
         let plain = self.cbc_decrypt(body);
         let padding = MIN_PADDING + usize::from(plain[PAD_NIBBLE_INDEX] & 0x0f);
         if clear + plain.len() < padding + kind.header_len() {
-            return Err(CryptoError::BadPadding {
-                kind: kind.name(),
-                padding,
-                header: kind.header_len(),
-            });
+            return Err(CryptoError::BadPadding { kind: kind.name(), padding, header: kind.header_len() });
         }
         let mut out = Vec::with_capacity(clear + plain.len() - padding);
         out.extend_from_slice(head);
@@ -386,10 +354,7 @@ impl IaxCipher {
     fn cbc_decrypt(&self, buf: &[u8]) -> Vec<u8> {
         let mut out = buf.to_vec();
         let mut chain = [0u8; BLOCK_LEN];
-        for (block, cipher) in out
-            .chunks_exact_mut(BLOCK_LEN)
-            .zip(buf.chunks_exact(BLOCK_LEN))
-        {
+        for (block, cipher) in out.chunks_exact_mut(BLOCK_LEN).zip(buf.chunks_exact(BLOCK_LEN)) {
             self.aes.decrypt_block(GenericArray::from_mut_slice(block));
             for (b, c) in block.iter_mut().zip(chain.iter()) {
                 *b ^= c;
@@ -446,10 +411,7 @@ impl CallCrypto {
     /// Both directions keyed from the call's challenge and secret.
     pub fn from_challenge(challenge: &str, secret: &str) -> CallCrypto {
         let c = IaxCipher::from_challenge(challenge, secret);
-        CallCrypto {
-            tx: c.clone(),
-            rx: c,
-        }
+        CallCrypto { tx: c.clone(), rx: c }
     }
 
     /// Sends a rotation: `rtkey_datagram` is the encoded RTKEY full frame
@@ -457,12 +419,7 @@ impl CallCrypto {
     /// the current transmit key, which is then replaced by `new_key`. Keep
     /// the returned bytes for retransmissions: they must stay under the
     /// old key.
-    pub fn send_rotation(
-        &mut self,
-        rtkey_datagram: &[u8],
-        new_key: [u8; KEY_LEN],
-        rng: &mut impl RngCore,
-    ) -> Vec<u8> {
+    pub fn send_rotation(&mut self, rtkey_datagram: &[u8], new_key: [u8; KEY_LEN], rng: &mut impl RngCore) -> Vec<u8> {
         let sealed = self.tx.encrypt_datagram(rtkey_datagram, rng);
         self.tx = IaxCipher::from_key(new_key);
         sealed
@@ -486,10 +443,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// An RNG replaying fixed bytes, to pin the padding in known answers.
@@ -525,14 +479,8 @@ mod tests {
     #[test]
     fn key_is_md5_of_challenge_then_secret() {
         // `echo -n 123456789secret | md5sum` and Python hashlib agree.
-        assert_eq!(
-            kat_cipher().key().to_vec(),
-            hex("7ccde16e862dfe7681297713e9e9cadb")
-        );
-        assert_eq!(
-            kat_cipher(),
-            IaxCipher::from_key(hex("7ccde16e862dfe7681297713e9e9cadb").try_into().unwrap())
-        );
+        assert_eq!(kat_cipher().key().to_vec(), hex("7ccde16e862dfe7681297713e9e9cadb"));
+        assert_eq!(kat_cipher(), IaxCipher::from_key(hex("7ccde16e862dfe7681297713e9e9cadb").try_into().unwrap()));
     }
 
     /// Mini frame, call 5, ts 0x1234, payload 00..09: 12 bytes to encrypt,
@@ -556,8 +504,7 @@ mod tests {
     #[test]
     fn known_answer_full_frame() {
         let plain = hex("800100020000000300000602");
-        let expected =
-            hex("80010002fffea78cde5f2b4d27188225a57d5cabc9bc639643c047efccd1d1c31102a398");
+        let expected = hex("80010002fffea78cde5f2b4d27188225a57d5cabc9bc639643c047efccd1d1c31102a398");
         let mut rng = Replay((0xc0..=0xd7).collect(), 0);
         assert_eq!(kat_cipher().encrypt_datagram(&plain, &mut rng), expected);
         assert_eq!(kat_cipher().decrypt_datagram(&expected).unwrap(), plain);
@@ -595,12 +542,7 @@ mod tests {
     }
 
     fn mini_datagram(rng: &mut ChaCha8Rng, payload_len: usize) -> Vec<u8> {
-        let mut d = vec![
-            rng.gen_range(0..0x80u8),
-            rng.gen_range(1..=255u8),
-            rng.gen(),
-            rng.gen(),
-        ];
+        let mut d = vec![rng.gen_range(0..0x80u8), rng.gen_range(1..=255u8), rng.gen(), rng.gen()];
         d.extend((0..payload_len).map(|_| rng.gen::<u8>()));
         d
     }
@@ -610,20 +552,15 @@ mod tests {
         let cipher = IaxCipher::from_challenge("987654321", "s3cr3t");
         let mut rng = ChaCha8Rng::seed_from_u64(0x1a_c2);
         for len in 0..=1500 {
-            for (plain, clear) in [
-                (full_datagram(&mut rng, len), FULL_CLEAR_LEN),
-                (mini_datagram(&mut rng, len), MINI_CLEAR_LEN),
-            ] {
+            for (plain, clear) in
+                [(full_datagram(&mut rng, len), FULL_CLEAR_LEN), (mini_datagram(&mut rng, len), MINI_CLEAR_LEN)]
+            {
                 let sealed = cipher.try_encrypt_datagram(&plain, &mut rng).unwrap();
                 let n = plain.len() - clear;
                 assert_eq!(sealed.len(), plain.len() + padding_for(n));
                 assert_eq!((sealed.len() - clear) % 16, 0);
                 assert_eq!(sealed[..clear], plain[..clear], "call numbers stay clear");
-                assert_eq!(
-                    cipher.decrypt_datagram(&sealed).unwrap(),
-                    plain,
-                    "len {len}"
-                );
+                assert_eq!(cipher.decrypt_datagram(&sealed).unwrap(), plain, "len {len}");
             }
         }
     }
@@ -672,10 +609,7 @@ mod tests {
         let cipher = kat_cipher();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let meta = hex("0000010100000001");
-        assert_eq!(
-            cipher.try_encrypt_datagram(&meta, &mut rng),
-            Err(CryptoError::NotEncryptable)
-        );
+        assert_eq!(cipher.try_encrypt_datagram(&meta, &mut rng), Err(CryptoError::NotEncryptable));
         assert!(matches!(
             cipher.try_encrypt_datagram(&hex("80010002"), &mut rng),
             Err(CryptoError::ShortPlaintext { header: 12, .. })
@@ -712,10 +646,7 @@ mod tests {
             cipher.decrypt_datagram(&sealed[..sealed.len() - 1]),
             Err(CryptoError::NotBlockAligned { .. })
         ));
-        assert_eq!(
-            cipher.decrypt_datagram(&[0, 0, 1, 2]),
-            Err(CryptoError::NotEncryptable)
-        );
+        assert_eq!(cipher.decrypt_datagram(&[0, 0, 1, 2]), Err(CryptoError::NotEncryptable));
     }
 
     #[test]
@@ -734,22 +665,10 @@ mod tests {
     fn negotiation_mirrors_merge_encryption() {
         use method::*;
         let both = negotiate(ASTERISK_DEFAULT, ASTERISK_DEFAULT);
-        assert_eq!(
-            both,
-            Negotiated {
-                encrypt: true,
-                rotate_keys: true
-            }
-        );
+        assert_eq!(both, Negotiated { encrypt: true, rotate_keys: true });
         // An older Asterisk (AES128 only) never sees an RTKEY from us.
         let old = negotiate(ASTERISK_DEFAULT, AES128);
-        assert_eq!(
-            old,
-            Negotiated {
-                encrypt: true,
-                rotate_keys: false
-            }
-        );
+        assert_eq!(old, Negotiated { encrypt: true, rotate_keys: false });
         assert!(!negotiate(AES128, 0).encrypt);
         assert!(!negotiate(KEYROTATE, KEYROTATE).encrypt);
     }
@@ -789,13 +708,10 @@ mod tests {
             subclass: IaxSubclass::RtKey.as_u32(),
             payload: rtkey_payload(&new_key),
         };
-        let sealed =
-            alice.send_rotation(&Frame::Full(rtkey).to_bytes().unwrap(), new_key, &mut rng);
+        let sealed = alice.send_rotation(&Frame::Full(rtkey).to_bytes().unwrap(), new_key, &mut rng);
         // The RTKEY travels under the old key.
         let plain = bob.rx.decrypt_datagram(&sealed).unwrap();
-        let Frame::Full(f) = frame::decode(&plain).unwrap() else {
-            panic!()
-        };
+        let Frame::Full(f) = frame::decode(&plain).unwrap() else { panic!() };
         assert_eq!(f.iax(), Some(IaxSubclass::RtKey));
         bob.apply_rtkey(&f.payload).unwrap();
         assert_eq!(bob.rx.key(), new_key);

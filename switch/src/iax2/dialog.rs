@@ -169,7 +169,12 @@ impl Dialog {
     fn send_frame(&mut self, now: Instant, frame: FullFrame, out: &mut VecDeque<Transmit>) {
         self.oseqno = self.oseqno.wrapping_add(1);
         emit(&frame, self.remote_addr, &mut self.tx_cipher, out);
-        self.outstanding.push_back(Outstanding { frame, next_retry: now + FIRST_RETRY, interval: FIRST_RETRY, retries: 0 });
+        self.outstanding.push_back(Outstanding {
+            frame,
+            next_retry: now + FIRST_RETRY,
+            interval: FIRST_RETRY,
+            retries: 0,
+        });
     }
 
     /// Acknowledges `frame` explicitly (ACK echoes the acknowledged frame's timestamp).
@@ -298,7 +303,6 @@ fn emit(frame: &FullFrame, destination: SocketAddr, cipher: &mut Option<TxCipher
         Err(e) => tracing::error!("cannot encode {:?}: {e}", frame.iax()),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -48,11 +48,7 @@ const TRUNK_TIMESTAMPS: u8 = 0x01;
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FrameError {
     #[error("{what} needs {needed} bytes but the datagram has {got}")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
-        got: usize,
-    },
+    Truncated { what: &'static str, needed: usize, got: usize },
     #[error("unknown full frame type {0}")]
     UnknownFrameType(u8),
     #[error("subclass {0:#x} cannot be sent: from 0x80 up only single bits (C bit) or u32::MAX (-1) are encodable, and in VIDEO frames octet bit 0x40 is the marker")]
@@ -153,8 +149,7 @@ pub fn uncompress_subclass(csub: u8) -> Result<u32, FrameError> {
     // Asterisk masks the shift with 0x3f; shifts 32..63 are 64-bit formats
     // (Opus, G.719, ...) that our 32-bit subclass cannot hold.
     let shift = csub & SC_SHIFT_MASK;
-    1u32.checked_shl(u32::from(shift))
-        .ok_or(FrameError::UnrepresentableSubclass { csub, shift })
+    1u32.checked_shl(u32::from(shift)).ok_or(FrameError::UnrepresentableSubclass { csub, shift })
 }
 
 /// Packs a subclass into its octet: values below 0x80 as they are, single
@@ -202,11 +197,7 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(FrameError::Truncated {
-                what,
-                needed: self.pos.saturating_add(n),
-                got: self.buf.len(),
-            }),
+            None => Err(FrameError::Truncated { what, needed: self.pos.saturating_add(n), got: self.buf.len() }),
         }
     }
 
@@ -214,11 +205,7 @@ impl<'a> Reader<'a> {
     /// short header is reported with the full header length.
     fn need(&self, total: usize, what: &'static str) -> Result<(), FrameError> {
         if self.buf.len() < total {
-            Err(FrameError::Truncated {
-                what,
-                needed: total,
-                got: self.buf.len(),
-            })
+            Err(FrameError::Truncated { what, needed: total, got: self.buf.len() })
         } else {
             Ok(())
         }
@@ -227,9 +214,7 @@ impl<'a> Reader<'a> {
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FrameError> {
         let got = self.buf.len();
         let needed = self.pos.saturating_add(N);
-        self.take(N, what)?
-            .try_into()
-            .map_err(|_| FrameError::Truncated { what, needed, got })
+        self.take(N, what)?.try_into().map_err(|_| FrameError::Truncated { what, needed, got })
     }
 
     fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
@@ -266,11 +251,7 @@ pub fn decode(datagram: &[u8]) -> Result<Frame, FrameError> {
     if w0 != 0 {
         r.need(MINI_HEADER_LEN, "mini frame header")?;
         let timestamp = r.u16("mini frame header")?;
-        return Ok(Frame::Mini(MiniFrame {
-            src_call: w0,
-            timestamp,
-            payload: r.rest().to_vec(),
-        }));
+        return Ok(Frame::Mini(MiniFrame { src_call: w0, timestamp, payload: r.rest().to_vec() }));
     }
     let w1 = r.u16("meta frame header")?;
     if w1 & FLAG_VIDEO != 0 {
@@ -298,13 +279,8 @@ fn decode_full(src_call: u16, r: &mut Reader<'_>) -> Result<FullFrame, FrameErro
     let iseqno = r.u8(WHAT)?;
     let type_octet = r.u8(WHAT)?;
     let csub = r.u8(WHAT)?;
-    let frame_type =
-        FrameType::from_u8(type_octet).ok_or(FrameError::UnknownFrameType(type_octet))?;
-    let csub = if frame_type == FrameType::Video {
-        csub & !VIDEO_MARKER_CSUB
-    } else {
-        csub
-    };
+    let frame_type = FrameType::from_u8(type_octet).ok_or(FrameError::UnknownFrameType(type_octet))?;
+    let csub = if frame_type == FrameType::Video { csub & !VIDEO_MARKER_CSUB } else { csub };
     Ok(FullFrame {
         src_call,
         dst_call: w1 & MAX_CALL_NUMBER,
@@ -329,28 +305,16 @@ fn decode_trunk(with_timestamps: bool, r: &mut Reader<'_>) -> Result<TrunkFrame,
             let call = r.u16(WHAT)? & MAX_CALL_NUMBER;
             let ts = r.u16(WHAT)?;
             let payload = r.take(usize::from(len), "trunk entry data")?.to_vec();
-            TrunkEntry {
-                call,
-                timestamp: Some(ts),
-                payload,
-            }
+            TrunkEntry { call, timestamp: Some(ts), payload }
         } else {
             let call = r.u16(WHAT)? & MAX_CALL_NUMBER;
             let len = r.u16(WHAT)?;
             let payload = r.take(usize::from(len), "trunk entry data")?.to_vec();
-            TrunkEntry {
-                call,
-                timestamp: None,
-                payload,
-            }
+            TrunkEntry { call, timestamp: None, payload }
         };
         entries.push(entry);
     }
-    Ok(TrunkFrame {
-        timestamp,
-        entries,
-        with_timestamps,
-    })
+    Ok(TrunkFrame { timestamp, entries, with_timestamps })
 }
 
 impl FullFrame {
@@ -388,9 +352,7 @@ impl FullFrame {
     ) -> Result<FullFrame, IeError> {
         let mut payload = Vec::new();
         ie::encode_ies(ies, &mut payload)?;
-        Ok(Self::iax_with_payload(
-            src_call, dst_call, timestamp, oseqno, iseqno, sub, payload,
-        ))
+        Ok(Self::iax_with_payload(src_call, dst_call, timestamp, oseqno, iseqno, sub, payload))
     }
 
     fn iax_with_payload(
@@ -494,23 +456,13 @@ impl TrunkFrame {
         for e in &self.entries {
             check_call(e.call)?;
             if e.timestamp.is_some() != self.with_timestamps {
-                return Err(FrameError::TrunkTimestampMismatch {
-                    call: e.call,
-                    with_timestamps: self.with_timestamps,
-                });
+                return Err(FrameError::TrunkTimestampMismatch { call: e.call, with_timestamps: self.with_timestamps });
             }
             if u16::try_from(e.payload.len()).is_err() {
-                return Err(FrameError::TrunkPayloadTooLong {
-                    call: e.call,
-                    len: e.payload.len(),
-                });
+                return Err(FrameError::TrunkPayloadTooLong { call: e.call, len: e.payload.len() });
             }
         }
-        let cmddata = if self.with_timestamps {
-            TRUNK_TIMESTAMPS
-        } else {
-            0
-        };
+        let cmddata = if self.with_timestamps { TRUNK_TIMESTAMPS } else { 0 };
         out.extend_from_slice(&[0, 0, META_TRUNK, cmddata]);
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         for e in &self.entries {
@@ -605,23 +557,15 @@ mod tests {
         let mut f = full(FrameType::Iax, IaxSubclass::Ping.as_u32());
         f.retransmitted = true;
         let bytes = round_trip(&Frame::Full(f));
-        assert_eq!(
-            bytes,
-            [0x92, 0x34, 0x85, 0x67, 0x01, 0x02, 0x03, 0x04, 5, 6, 6, 2, 0xaa, 0xbb]
-        );
+        assert_eq!(bytes, [0x92, 0x34, 0x85, 0x67, 0x01, 0x02, 0x03, 0x04, 5, 6, 6, 2, 0xaa, 0xbb]);
     }
 
     #[test]
     fn ack_from_the_capture() {
         // Frame 2 of ndpi__iax.pcap: ACK from call 23 to call 4, ts 1, oseq 0, iseq 1.
         let wire = [0x80, 0x17, 0x00, 0x04, 0, 0, 0, 1, 0, 1, 6, 4];
-        let Frame::Full(f) = decode(&wire).unwrap() else {
-            panic!("not full")
-        };
-        assert_eq!(
-            (f.src_call, f.dst_call, f.timestamp, f.oseqno, f.iseqno),
-            (23, 4, 1, 0, 1)
-        );
+        let Frame::Full(f) = decode(&wire).unwrap() else { panic!("not full") };
+        assert_eq!((f.src_call, f.dst_call, f.timestamp, f.oseqno, f.iseqno), (23, 4, 1, 0, 1));
         assert_eq!(f.iax(), Some(IaxSubclass::Ack));
         assert!(!f.retransmitted);
         assert!(f.payload.is_empty());
@@ -670,13 +614,7 @@ mod tests {
         // 0x80 | 0 is a legal but non-canonical spelling of 1.
         assert_eq!(uncompress_subclass(0x80), Ok(1));
         // Opus is bit 34: fine for Asterisk's 64-bit formats, not for us.
-        assert_eq!(
-            uncompress_subclass(0x80 | 34),
-            Err(FrameError::UnrepresentableSubclass {
-                csub: 0xa2,
-                shift: 34
-            })
-        );
+        assert_eq!(uncompress_subclass(0x80 | 34), Err(FrameError::UnrepresentableSubclass { csub: 0xa2, shift: 34 }));
         for shift in 0..32 {
             let v = 1u32 << shift;
             assert_eq!(uncompress_subclass(compress_subclass(v).unwrap()), Ok(v));
@@ -703,9 +641,7 @@ mod tests {
         wire.encode(&mut bytes).unwrap();
         assert_eq!(bytes[11], 0x80 | 19);
         bytes[11] |= 0x40;
-        let Frame::Full(f) = decode(&bytes).unwrap() else {
-            panic!()
-        };
+        let Frame::Full(f) = decode(&bytes).unwrap() else { panic!() };
         assert_eq!(f.subclass, format::H263);
         // Octets with 0x40 set cannot be sent as a video subclass.
         for bad in [0x40, 0x7f, u32::MAX] {
@@ -719,84 +655,39 @@ mod tests {
         let ies = every_ie();
         let f = FullFrame::try_new_iax(9, 0, 10, 0, 0, IaxSubclass::New, &ies).unwrap();
         let bytes = round_trip(&Frame::Full(f.clone()));
-        let Frame::Full(back) = decode(&bytes).unwrap() else {
-            panic!()
-        };
+        let Frame::Full(back) = decode(&bytes).unwrap() else { panic!() };
         assert_eq!(back.ies().unwrap(), ies);
     }
 
     #[test]
     fn new_iax_truncates_over_long_values() {
         let long = Ie::Username("u".repeat(300));
-        assert!(FullFrame::try_new_iax(
-            1,
-            2,
-            3,
-            0,
-            0,
-            IaxSubclass::New,
-            std::slice::from_ref(&long)
-        )
-        .is_err());
+        assert!(FullFrame::try_new_iax(1, 2, 3, 0, 0, IaxSubclass::New, std::slice::from_ref(&long)).is_err());
         let f = FullFrame::new_iax(1, 2, 3, 0, 0, IaxSubclass::New, &[Ie::Version(2), long]);
-        assert_eq!(
-            f.ies().unwrap(),
-            vec![Ie::Version(2), Ie::Username("u".repeat(255))]
-        );
+        assert_eq!(f.ies().unwrap(), vec![Ie::Version(2), Ie::Username("u".repeat(255))]);
     }
 
     #[test]
     fn mini_frame() {
-        let f = Frame::Mini(MiniFrame {
-            src_call: 4,
-            timestamp: 0x1234,
-            payload: vec![1, 2, 3],
-        });
+        let f = Frame::Mini(MiniFrame { src_call: 4, timestamp: 0x1234, payload: vec![1, 2, 3] });
         assert_eq!(round_trip(&f), [0x00, 0x04, 0x12, 0x34, 1, 2, 3]);
-        let empty = Frame::Mini(MiniFrame {
-            src_call: 0x7fff,
-            timestamp: 0,
-            payload: vec![],
-        });
+        let empty = Frame::Mini(MiniFrame { src_call: 0x7fff, timestamp: 0, payload: vec![] });
         assert_eq!(round_trip(&empty), [0x7f, 0xff, 0, 0]);
-        let zero = MiniFrame {
-            src_call: 0,
-            timestamp: 0,
-            payload: vec![],
-        };
-        assert_eq!(
-            zero.encode(&mut Vec::new()),
-            Err(FrameError::ZeroMiniCallNumber)
-        );
+        let zero = MiniFrame { src_call: 0, timestamp: 0, payload: vec![] };
+        assert_eq!(zero.encode(&mut Vec::new()), Err(FrameError::ZeroMiniCallNumber));
     }
 
     #[test]
     fn mini_video_frame() {
         // RFC 5456 8.1.3: 16 zero bits, V bit + call, marker + 15-bit timestamp.
-        let f = Frame::MiniVideo(MiniVideoFrame {
-            src_call: 0x0102,
-            marker: true,
-            timestamp: 0x0304,
-            payload: vec![9],
-        });
+        let f =
+            Frame::MiniVideo(MiniVideoFrame { src_call: 0x0102, marker: true, timestamp: 0x0304, payload: vec![9] });
         assert_eq!(round_trip(&f), [0, 0, 0x81, 0x02, 0x83, 0x04, 9]);
-        let no_marker = Frame::MiniVideo(MiniVideoFrame {
-            src_call: 0,
-            marker: false,
-            timestamp: 0x7fff,
-            payload: vec![],
-        });
+        let no_marker =
+            Frame::MiniVideo(MiniVideoFrame { src_call: 0, marker: false, timestamp: 0x7fff, payload: vec![] });
         assert_eq!(round_trip(&no_marker), [0, 0, 0x80, 0, 0x7f, 0xff]);
-        let bad = MiniVideoFrame {
-            src_call: 1,
-            marker: false,
-            timestamp: 0x8000,
-            payload: vec![],
-        };
-        assert_eq!(
-            bad.encode(&mut Vec::new()),
-            Err(FrameError::VideoTimestampOutOfRange(0x8000))
-        );
+        let bad = MiniVideoFrame { src_call: 1, marker: false, timestamp: 0x8000, payload: vec![] };
+        assert_eq!(bad.encode(&mut Vec::new()), Err(FrameError::VideoTimestampOutOfRange(0x8000)));
     }
 
     #[test]
@@ -805,22 +696,11 @@ mod tests {
             timestamp: 0x0a0b_0c0d,
             with_timestamps: false,
             entries: vec![
-                TrunkEntry {
-                    call: 1,
-                    timestamp: None,
-                    payload: vec![0x11, 0x22],
-                },
-                TrunkEntry {
-                    call: 0x7fff,
-                    timestamp: None,
-                    payload: vec![],
-                },
+                TrunkEntry { call: 1, timestamp: None, payload: vec![0x11, 0x22] },
+                TrunkEntry { call: 0x7fff, timestamp: None, payload: vec![] },
             ],
         });
-        assert_eq!(
-            round_trip(&f),
-            [0, 0, 1, 0, 0x0a, 0x0b, 0x0c, 0x0d, 0, 1, 0, 2, 0x11, 0x22, 0x7f, 0xff, 0, 0]
-        );
+        assert_eq!(round_trip(&f), [0, 0, 1, 0, 0x0a, 0x0b, 0x0c, 0x0d, 0, 1, 0, 2, 0x11, 0x22, 0x7f, 0xff, 0, 0]);
     }
 
     #[test]
@@ -828,21 +708,10 @@ mod tests {
         let f = Frame::Trunk(TrunkFrame {
             timestamp: 20,
             with_timestamps: true,
-            entries: vec![TrunkEntry {
-                call: 3,
-                timestamp: Some(0x0102),
-                payload: vec![7, 8, 9],
-            }],
+            entries: vec![TrunkEntry { call: 3, timestamp: Some(0x0102), payload: vec![7, 8, 9] }],
         });
-        assert_eq!(
-            round_trip(&f),
-            [0, 0, 1, 1, 0, 0, 0, 20, 0, 3, 0, 3, 1, 2, 7, 8, 9]
-        );
-        let empty = Frame::Trunk(TrunkFrame {
-            timestamp: 0,
-            with_timestamps: true,
-            entries: vec![],
-        });
+        assert_eq!(round_trip(&f), [0, 0, 1, 1, 0, 0, 0, 20, 0, 3, 0, 3, 1, 2, 7, 8, 9]);
+        let empty = Frame::Trunk(TrunkFrame { timestamp: 0, with_timestamps: true, entries: vec![] });
         assert_eq!(round_trip(&empty), [0, 0, 1, 1, 0, 0, 0, 0]);
     }
 
@@ -851,29 +720,16 @@ mod tests {
         let mut t = TrunkFrame {
             timestamp: 0,
             with_timestamps: true,
-            entries: vec![TrunkEntry {
-                call: 3,
-                timestamp: None,
-                payload: vec![],
-            }],
+            entries: vec![TrunkEntry { call: 3, timestamp: None, payload: vec![] }],
         };
         let mut out = vec![1];
-        assert!(matches!(
-            t.encode(&mut out),
-            Err(FrameError::TrunkTimestampMismatch { call: 3, .. })
-        ));
+        assert!(matches!(t.encode(&mut out), Err(FrameError::TrunkTimestampMismatch { call: 3, .. })));
         t.entries[0].timestamp = Some(1);
         t.entries[0].payload = vec![0; 70_000];
-        assert!(matches!(
-            t.encode(&mut out),
-            Err(FrameError::TrunkPayloadTooLong { .. })
-        ));
+        assert!(matches!(t.encode(&mut out), Err(FrameError::TrunkPayloadTooLong { .. })));
         t.entries[0].payload.clear();
         t.entries[0].call = 0x8000;
-        assert_eq!(
-            t.encode(&mut out),
-            Err(FrameError::CallNumberOutOfRange(0x8000))
-        );
+        assert_eq!(t.encode(&mut out), Err(FrameError::CallNumberOutOfRange(0x8000)));
         assert_eq!(out, [1], "output untouched on error");
     }
 
@@ -882,16 +738,10 @@ mod tests {
         let mut f = full(FrameType::Iax, 1);
         f.src_call = 0x8000;
         let mut out = Vec::new();
-        assert_eq!(
-            f.encode(&mut out),
-            Err(FrameError::CallNumberOutOfRange(0x8000))
-        );
+        assert_eq!(f.encode(&mut out), Err(FrameError::CallNumberOutOfRange(0x8000)));
         f.src_call = 1;
         f.dst_call = 0xffff;
-        assert_eq!(
-            f.encode(&mut out),
-            Err(FrameError::CallNumberOutOfRange(0xffff))
-        );
+        assert_eq!(f.encode(&mut out), Err(FrameError::CallNumberOutOfRange(0xffff)));
         f.dst_call = 1;
         f.subclass = 0x300;
         assert_eq!(f.encode(&mut out), Err(FrameError::BadSubclass(0x300)));
@@ -900,84 +750,44 @@ mod tests {
 
     #[test]
     fn decode_errors() {
-        let t = |needed, got| {
-            Err(FrameError::Truncated {
-                what: "",
-                needed,
-                got,
-            })
-        };
+        let t = |needed, got| Err(FrameError::Truncated { what: "", needed, got });
         let strip = |r: Result<Frame, FrameError>| match r {
-            Err(FrameError::Truncated { needed, got, .. }) => Err(FrameError::Truncated {
-                what: "",
-                needed,
-                got,
-            }),
+            Err(FrameError::Truncated { needed, got, .. }) => Err(FrameError::Truncated { what: "", needed, got }),
             other => other,
         };
         assert_eq!(strip(decode(&[])), t(2, 0));
         assert_eq!(strip(decode(&[0x80])), t(2, 1));
-        assert_eq!(
-            strip(decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6])),
-            t(12, 11)
-        );
+        assert_eq!(strip(decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6])), t(12, 11));
         assert_eq!(strip(decode(&[0x00, 1, 0])), t(4, 3));
         assert_eq!(strip(decode(&[0, 0, 0])), t(4, 3));
         assert_eq!(strip(decode(&[0, 0, 0x80, 1, 0])), t(6, 5));
         assert_eq!(strip(decode(&[0, 0, 1, 0, 0, 0])), t(8, 6));
         // Trunk entry header and data running past the end.
         assert_eq!(strip(decode(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0])), t(12, 11));
-        assert_eq!(
-            strip(decode(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 3, 9])),
-            t(15, 13)
-        );
-        assert_eq!(
-            strip(decode(&[0, 0, 1, 1, 0, 0, 0, 0, 0, 5, 0, 1, 0, 0, 9])),
-            t(19, 15)
-        );
-        assert_eq!(
-            decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
-            Err(FrameError::UnknownFrameType(0))
-        );
-        assert_eq!(
-            decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 13, 1]),
-            Err(FrameError::UnknownFrameType(13))
-        );
-        assert_eq!(
-            decode(&[0, 0, 2, 0, 0, 0, 0, 0]),
-            Err(FrameError::UnknownMetaCommand(2))
-        );
+        assert_eq!(strip(decode(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 3, 9])), t(15, 13));
+        assert_eq!(strip(decode(&[0, 0, 1, 1, 0, 0, 0, 0, 0, 5, 0, 1, 0, 0, 9])), t(19, 15));
+        assert_eq!(decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), Err(FrameError::UnknownFrameType(0)));
+        assert_eq!(decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 13, 1]), Err(FrameError::UnknownFrameType(13)));
+        assert_eq!(decode(&[0, 0, 2, 0, 0, 0, 0, 0]), Err(FrameError::UnknownMetaCommand(2)));
         assert!(matches!(
             decode(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0xa2]),
             Err(FrameError::UnrepresentableSubclass { .. })
         ));
         let msg = decode(&[0x80, 1, 0]).unwrap_err().to_string();
-        assert!(
-            msg.contains("full frame header") && msg.contains("12"),
-            "{msg}"
-        );
+        assert!(msg.contains("full frame header") && msg.contains("12"), "{msg}");
     }
 
     #[test]
     fn reserved_bits_are_masked_on_decode() {
         // The R bit in front of a trunk entry's call number is reserved.
-        let Frame::Trunk(t) = decode(&[0, 0, 1, 0, 0, 0, 0, 0, 0x80, 5, 0, 0]).unwrap() else {
-            panic!()
-        };
+        let Frame::Trunk(t) = decode(&[0, 0, 1, 0, 0, 0, 0, 0, 0x80, 5, 0, 0]).unwrap() else { panic!() };
         assert_eq!(t.entries[0].call, 5);
     }
 
     #[test]
     fn src_call_accessor() {
-        assert_eq!(
-            Frame::from(full(FrameType::Null, 0)).src_call(),
-            Some(0x1234)
-        );
-        let t = Frame::Trunk(TrunkFrame {
-            timestamp: 0,
-            with_timestamps: false,
-            entries: vec![],
-        });
+        assert_eq!(Frame::from(full(FrameType::Null, 0)).src_call(), Some(0x1234));
+        let t = Frame::Trunk(TrunkFrame { timestamp: 0, with_timestamps: false, entries: vec![] });
         assert_eq!(t.src_call(), None);
     }
 }

@@ -160,29 +160,15 @@ pub enum Ie {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum IeError {
     #[error("IE {name} (0x{id:02x}) declares {declared} bytes but only {available} remain")]
-    Truncated {
-        id: u8,
-        name: &'static str,
-        declared: usize,
-        available: usize,
-    },
+    Truncated { id: u8, name: &'static str, declared: usize, available: usize },
     #[error("1 stray byte after the last IE")]
     StrayByte,
     #[error("IE {name} (0x{id:02x}) has length {len}, expected {expected}")]
-    BadLength {
-        id: u8,
-        name: &'static str,
-        len: usize,
-        expected: &'static str,
-    },
+    BadLength { id: u8, name: &'static str, len: usize, expected: &'static str },
     #[error("IE APPARENT ADDR has length {len} and family bytes {family:02x?}, which is neither sockaddr_in nor sockaddr_in6")]
     BadAddress { len: usize, family: [u8; 2] },
     #[error("IE {name} (0x{id:02x}) value is {len} bytes, at most 255 fit")]
-    TooLong {
-        id: u8,
-        name: &'static str,
-        len: usize,
-    },
+    TooLong { id: u8, name: &'static str, len: usize },
 }
 
 /// Upper-case name of an IE id, as Asterisk's `iax_ie2str` spells it.
@@ -370,9 +356,7 @@ impl Ie {
             | Ie::SamplingRate(v)
             | Ie::Encryption(v)
             | Ie::RrDelay(v) => out.extend_from_slice(&v.to_be_bytes()),
-            Ie::IaxUnknown(v) | Ie::CallingPres(v) | Ie::CallingTon(v) | Ie::CauseCode(v) => {
-                out.push(*v)
-            }
+            Ie::IaxUnknown(v) | Ie::CallingPres(v) | Ie::CallingTon(v) | Ie::CauseCode(v) => out.push(*v),
             Ie::AutoAnswer | Ie::MusicOnHold | Ie::AesProvisioning => {}
             Ie::Capability2(v) | Ie::Format2(v) => {
                 out.push(0); // encoding version
@@ -397,11 +381,7 @@ impl Ie {
             }
             Err(_) => {
                 out.truncate(start);
-                Err(IeError::TooLong {
-                    id: self.id(),
-                    name: self.name(),
-                    len,
-                })
+                Err(IeError::TooLong { id: self.id(), name: self.name(), len })
             }
         }
     }
@@ -453,10 +433,7 @@ const SOCKADDR_IN6_LEN: usize = 28;
 fn read_sockaddr(v: &[u8]) -> Result<SocketAddr, IeError> {
     let bad = || IeError::BadAddress {
         len: v.len(),
-        family: [
-            v.first().copied().unwrap_or(0),
-            v.get(1).copied().unwrap_or(0),
-        ],
+        family: [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)],
     };
     let (fam_le, fam_be) = match v {
         [a, b, ..] => (u16::from_le_bytes([*a, *b]), u16::from_be_bytes([*a, *b])),
@@ -483,12 +460,7 @@ fn read_sockaddr(v: &[u8]) -> Result<SocketAddr, IeError> {
             octets.copy_from_slice(&v[8..24]);
             let scope_id = u32::from_le_bytes([v[24], v[25], v[26], v[27]]);
             let ip = Ipv6Addr::from(octets);
-            Ok(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                port(v),
-                flowinfo,
-                scope_id,
-            )))
+            Ok(SocketAddr::V6(SocketAddrV6::new(ip, port(v), flowinfo, scope_id)))
         }
         _ => Err(bad()),
     }
@@ -498,12 +470,7 @@ fn read_sockaddr(v: &[u8]) -> Result<SocketAddr, IeError> {
 fn decode_value(ie: u8, v: &[u8]) -> Result<Ie, IeError> {
     let text = || String::from_utf8_lossy(v).into_owned();
     let bytes = || v.to_vec();
-    let bad = |expected: &'static str| IeError::BadLength {
-        id: ie,
-        name: ie_name(ie),
-        len: v.len(),
-        expected,
-    };
+    let bad = |expected: &'static str| IeError::BadLength { id: ie, name: ie_name(ie), len: v.len(), expected };
     let u8v = || match v {
         [a] => Ok(*a),
         _ => Err(bad("1")),
@@ -584,16 +551,10 @@ fn decode_value(ie: u8, v: &[u8]) -> Result<Ie, IeError> {
                     Ie::Format2(value)
                 }
             }
-            _ => Ie::Unknown {
-                id: ie,
-                data: bytes(),
-            },
+            _ => Ie::Unknown { id: ie, data: bytes() },
         },
         id::CALLINGANI2 => Ie::CallingAni2(u32v()?),
-        _ => Ie::Unknown {
-            id: ie,
-            data: bytes(),
-        },
+        _ => Ie::Unknown { id: ie, data: bytes() },
     })
 }
 
@@ -640,6 +601,44 @@ pub fn encode_ies(ies: &[Ie], out: &mut Vec<u8>) -> Result<(), IeError> {
 /// `find(&ies, |ie| match ie { Ie::Username(u) => Some(u.as_str()), _ => None })`.
 pub fn find<'a, T>(ies: &'a [Ie], pick: impl FnMut(&'a Ie) -> Option<T>) -> Option<T> {
     ies.iter().find_map(pick)
+}
+
+/// Defines [`IeLookup`]: for each IE the protocol logic reads, a method
+/// returning its first occurrence.
+macro_rules! lookups {
+    ($($method:ident: $variant:ident -> $ty:ty = |$v:ident| $value:expr;)*) => {
+        /// First-occurrence lookups of the IEs the protocol logic reads.
+        pub trait IeLookup {
+            $(fn $method(&self) -> Option<$ty>;)*
+        }
+
+        impl IeLookup for [Ie] {
+            $(fn $method(&self) -> Option<$ty> {
+                self.iter().find_map(|ie| match ie {
+                    Ie::$variant($v) => Some($value),
+                    _ => None,
+                })
+            })*
+        }
+    };
+}
+
+lookups! {
+    username: Username -> &str = |v| v.as_str();
+    password: Password -> &str = |v| v.as_str();
+    md5_result: Md5Result -> &str = |v| v.as_str();
+    challenge: Challenge -> &str = |v| v.as_str();
+    cause: Cause -> &str = |v| v.as_str();
+    called_number: CalledNumber -> &str = |v| v.as_str();
+    called_context: CalledContext -> &str = |v| v.as_str();
+    call_token: CallToken -> &[u8] = |v| v.as_slice();
+    refresh: Refresh -> u16 = |v| *v;
+    auth_methods: AuthMethods -> u16 = |v| *v;
+    encryption: Encryption -> u16 = |v| *v;
+    cause_code: CauseCode -> u8 = |v| *v;
+    format: Format -> u32 = |v| *v;
+    capability: Capability -> u32 = |v| *v;
+    apparent_addr: ApparentAddr -> SocketAddr = |v| *v;
 }
 
 /// The IP of an APPARENT ADDR, mapped IPv4 addresses unmapped.
@@ -713,14 +712,8 @@ pub(crate) mod tests {
             Ie::Capability2(0x0000_0004_0000_0008),
             Ie::Format2(1 << 34),
             Ie::CallingAni2(0x0102_0304),
-            Ie::Unknown {
-                id: 0xff,
-                data: vec![0, 0, 0, 2],
-            },
-            Ie::Unknown {
-                id: 0x80,
-                data: vec![],
-            },
+            Ie::Unknown { id: 0xff, data: vec![0, 0, 0, 2] },
+            Ie::Unknown { id: 0x80, data: vec![] },
         ]
     }
 
@@ -750,11 +743,7 @@ pub(crate) mod tests {
         assert_eq!(Ie::Format2(0).id(), 0x38);
         assert_eq!(Ie::CallingAni2(0).id(), 0x39);
         // Every typed variant has a distinct id.
-        let mut ids: Vec<u8> = every_ie()
-            .iter()
-            .filter(|ie| !matches!(ie, Ie::Unknown { .. }))
-            .map(Ie::id)
-            .collect();
+        let mut ids: Vec<u8> = every_ie().iter().filter(|ie| !matches!(ie, Ie::Unknown { .. })).map(Ie::id).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids, (0x01..=0x39).collect::<Vec<u8>>());
@@ -763,26 +752,15 @@ pub(crate) mod tests {
     #[test]
     fn hand_built_bytes() {
         // From the NEW in ndpi__iax.pcap: VERSION 2, CALLED NUMBER, LANGUAGE "en".
-        let wire = [
-            0x0b, 0x02, 0x00, 0x02, 0x01, 0x03, b'4', b'4', b'2', 0x0a, 0x02, b'e', b'n',
-        ];
+        let wire = [0x0b, 0x02, 0x00, 0x02, 0x01, 0x03, b'4', b'4', b'2', 0x0a, 0x02, b'e', b'n'];
         let ies = decode_ies(&wire).unwrap();
-        assert_eq!(
-            ies,
-            vec![
-                Ie::Version(2),
-                Ie::CalledNumber("442".into()),
-                Ie::Language("en".into())
-            ]
-        );
+        assert_eq!(ies, vec![Ie::Version(2), Ie::CalledNumber("442".into()), Ie::Language("en".into())]);
         let mut out = Vec::new();
         encode_ies(&ies, &mut out).unwrap();
         assert_eq!(out, wire);
 
         let mut out = Vec::new();
-        Ie::Capability2(0x0102_0304_0506_0708)
-            .encode(&mut out)
-            .unwrap();
+        Ie::Capability2(0x0102_0304_0506_0708).encode(&mut out).unwrap();
         assert_eq!(out, [0x37, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
         let mut out = Vec::new();
         Ie::Refresh(60).encode(&mut out).unwrap();
@@ -795,9 +773,7 @@ pub(crate) mod tests {
     #[test]
     fn apparent_addr_ipv4_as_asterisk_sends_it() {
         // x86 Asterisk: sin_family little-endian, then port and address.
-        let le = [
-            0x12, 16, 0x02, 0x00, 0x11, 0xd9, 192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
+        let le = [0x12, 16, 0x02, 0x00, 0x11, 0xd9, 192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0];
         let want = Ie::ApparentAddr("192.0.2.7:4569".parse().unwrap());
         assert_eq!(decode_ies(&le).unwrap(), vec![want.clone()]);
         let mut out = Vec::new();
@@ -816,10 +792,7 @@ pub(crate) mod tests {
         // Garbage family.
         let mut bad = le;
         bad[2] = 0x0a;
-        assert!(matches!(
-            decode_ies(&bad),
-            Err(IeError::BadAddress { len: 16, .. })
-        ));
+        assert!(matches!(decode_ies(&bad), Err(IeError::BadAddress { len: 16, .. })));
     }
 
     #[test]
@@ -834,10 +807,7 @@ pub(crate) mod tests {
         assert_eq!(out, wire);
         // Neither 16 nor 28 bytes.
         let odd = [0x12, 4, 2, 0, 0x11, 0xd9];
-        assert!(matches!(
-            decode_ies(&odd),
-            Err(IeError::BadAddress { len: 4, .. })
-        ));
+        assert!(matches!(decode_ies(&odd), Err(IeError::BadAddress { len: 4, .. })));
     }
 
     #[test]
@@ -846,29 +816,11 @@ pub(crate) mod tests {
         assert_eq!(decode_ies(&[0x06]), Err(IeError::StrayByte));
         assert_eq!(
             decode_ies(&[0x06, 5, b'a', b'b']),
-            Err(IeError::Truncated {
-                id: 6,
-                name: "USERNAME",
-                declared: 5,
-                available: 2
-            })
+            Err(IeError::Truncated { id: 6, name: "USERNAME", declared: 5, available: 2 })
         );
-        assert!(matches!(
-            decode_ies(&[0x13, 1, 60]),
-            Err(IeError::BadLength {
-                id: 0x13,
-                len: 1,
-                ..
-            })
-        ));
-        assert!(matches!(
-            decode_ies(&[0x37, 5, 0, 1, 2, 3, 4]),
-            Err(IeError::BadLength { id: 0x37, .. })
-        ));
-        assert!(matches!(
-            decode_ies(&[0x38, 0]),
-            Err(IeError::BadLength { id: 0x38, .. })
-        ));
+        assert!(matches!(decode_ies(&[0x13, 1, 60]), Err(IeError::BadLength { id: 0x13, len: 1, .. })));
+        assert!(matches!(decode_ies(&[0x37, 5, 0, 1, 2, 3, 4]), Err(IeError::BadLength { id: 0x37, .. })));
+        assert!(matches!(decode_ies(&[0x38, 0]), Err(IeError::BadLength { id: 0x38, .. })));
         let err = decode_ies(&[0x06, 5, b'a']).unwrap_err().to_string();
         assert!(err.contains("USERNAME") && err.contains('5'), "{err}");
     }
@@ -876,13 +828,7 @@ pub(crate) mod tests {
     #[test]
     fn future_capability2_versions_are_kept_verbatim() {
         let wire = [0x37, 3, 1, 0xaa, 0xbb];
-        assert_eq!(
-            decode_ies(&wire).unwrap(),
-            vec![Ie::Unknown {
-                id: 0x37,
-                data: vec![1, 0xaa, 0xbb]
-            }]
-        );
+        assert_eq!(decode_ies(&wire).unwrap(), vec![Ie::Unknown { id: 0x37, data: vec![1, 0xaa, 0xbb] }]);
     }
 
     #[test]
@@ -893,10 +839,7 @@ pub(crate) mod tests {
 
     #[test]
     fn presence_ies_ignore_content() {
-        assert_eq!(
-            decode_ies(&[0x1a, 3, b'j', b'z', b'z']).unwrap(),
-            vec![Ie::MusicOnHold]
-        );
+        assert_eq!(decode_ies(&[0x1a, 3, b'j', b'z', b'z']).unwrap(), vec![Ie::MusicOnHold]);
     }
 
     #[test]
@@ -905,11 +848,7 @@ pub(crate) mod tests {
         let mut out = vec![0xee];
         assert_eq!(
             encode_ies(&[Ie::Version(2), long.clone()], &mut out),
-            Err(IeError::TooLong {
-                id: 6,
-                name: "USERNAME",
-                len: 256
-            })
+            Err(IeError::TooLong { id: 6, name: "USERNAME", len: 256 })
         );
         assert_eq!(out, [0xee], "output untouched on error");
         let ok = Ie::Username("x".repeat(255));
@@ -929,9 +868,6 @@ pub(crate) mod tests {
         });
         assert_eq!(user, Some("bob"));
         let v4mapped: SocketAddr = "[::ffff:192.0.2.1]:1".parse().unwrap();
-        assert_eq!(
-            canonical_ip(&v4mapped),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(canonical_ip(&v4mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

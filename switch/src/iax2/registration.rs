@@ -28,9 +28,16 @@ pub enum RegState {
     /// Waiting for `next_attempt`.
     Idle,
     /// A REGREQ exchange is under way on dialog `call`.
-    Requesting { call: u16 },
-    Registered { refresh: u16, until: Instant },
-    Rejected { cause: String },
+    Requesting {
+        call: u16,
+    },
+    Registered {
+        refresh: u16,
+        until: Instant,
+    },
+    Rejected {
+        cause: String,
+    },
     TimedOut,
     /// The server's host name did not resolve.
     Unresolved,
@@ -130,7 +137,13 @@ impl Registration {
         }
     }
 
-    pub fn registered(&mut self, now: Instant, refresh: u16, apparent: Option<SocketAddr>, events: &mut VecDeque<Event>) {
+    pub fn registered(
+        &mut self,
+        now: Instant,
+        refresh: u16,
+        apparent: Option<SocketAddr>,
+        events: &mut VecDeque<Event>,
+    ) {
         let refresh = refresh.max(1);
         self.state = RegState::Registered { refresh, until: now + Duration::from_secs(refresh.into()) };
         // Refresh well before the server lets the registration expire.

@@ -396,10 +396,7 @@ mod tests {
     #[test]
     fn format_bits() {
         use format::*;
-        let audio = [
-            G723_1, GSM, ULAW, ALAW, G726, ADPCM, SLINEAR, LPC10, G729, SPEEX, ILBC, G726_AAL2,
-            G722,
-        ];
+        let audio = [G723_1, GSM, ULAW, ALAW, G726, ADPCM, SLINEAR, LPC10, G729, SPEEX, ILBC, G726_AAL2, G722];
         for (i, bit) in audio.iter().enumerate() {
             assert_eq!(*bit, 1 << i);
             assert!(name(*bit).is_some());

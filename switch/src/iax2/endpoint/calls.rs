@@ -8,6 +8,7 @@ use crate::dialplan::App;
 use crate::iax2::call::{self, cause, Call, CallState, DialString, Direction};
 use crate::iax2::crypto::{self, IaxCipher};
 use crate::iax2::frame::{MiniFrame, TrunkFrame};
+use crate::iax2::ie::IeLookup;
 use crate::iax2::subclass::{format, ControlSubclass};
 use crate::iax2::trunk::TrunkQueue;
 use crate::jitterbuffer::{JitterBuffer, JitterConfig, Playout};
@@ -134,16 +135,15 @@ impl Endpoint {
             Ok(n) => n,
             Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
         };
-        let text = |pick: fn(&Ie) -> Option<&String>| ies.iter().find_map(pick).cloned();
-        let exten = text(|ie| if let Ie::CalledNumber(s) = ie { Some(s) } else { None }).unwrap_or_else(|| "s".into());
-        let context = text(|ie| if let Ie::CalledContext(s) = ie { Some(s) } else { None }).unwrap_or_default();
-        let username = text(|ie| if let Ie::Username(s) = ie { Some(s) } else { None });
-        let offered_format = ies.iter().find_map(|ie| if let Ie::Format(x) = ie { Some(*x) } else { None });
-        let capability = ies.iter().find_map(|ie| if let Ie::Capability(x) = ie { Some(*x) } else { None });
+        let exten = ies.called_number().unwrap_or("s").to_string();
+        let context = ies.called_context().unwrap_or_default().to_string();
+        let username = ies.username().map(str::to_owned);
+        let offered_format = ies.format();
+        let capability = ies.capability();
 
         let mut c = Call::new(Direction::Inbound, now, exten.clone(), context.clone(), App::Echo, local);
         c.offered = (offered_format.unwrap_or(0), capability.unwrap_or(0));
-        c.encryption_offered = ies.iter().find_map(|ie| if let Ie::Encryption(m) = ie { Some(*m) } else { None }).unwrap_or(0);
+        c.encryption_offered = ies.encryption().unwrap_or(0);
         let mut dialog = Dialog::new(local, f.src_call, from, now);
         dialog.receive(now, &f, &mut self.out);
         self.by_remote.insert((from, f.src_call), local);
@@ -216,7 +216,8 @@ impl Endpoint {
         let Some(user) = user else { return };
         // The caller may pick one of its contexts; otherwise its first.
         let allowed = |x: &String| *x == user.context || user.contexts.contains(x);
-        let context = if !c.context.is_empty() && allowed(&c.context) { c.context.clone() } else { user.context.clone() };
+        let context =
+            if !c.context.is_empty() && allowed(&c.context) { c.context.clone() } else { user.context.clone() };
         let Some(app) = self.dialplan.lookup(&context, &c.exten) else {
             let why = format!("no extension {} in context {context}", c.exten);
             return self.reject(now, local, "No such context/extension", cause::NO_ROUTE_DESTINATION, &why);
@@ -420,7 +421,9 @@ impl Endpoint {
                         }
                     }
                     Some(ControlSubclass::Ringing) if c.state != CallState::Up => c.state = CallState::Ringing,
-                    Some(ControlSubclass::Hangup) => self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, false),
+                    Some(ControlSubclass::Hangup) => {
+                        self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, false)
+                    }
                     _ => {}
                 };
             }
@@ -430,7 +433,7 @@ impl Endpoint {
         match f.iax() {
             Some(IaxSubclass::Accept) => {
                 entry.dialog.ack(f, &mut self.out);
-                if let Some(fmt) = ies().iter().find_map(|ie| if let Ie::Format(x) = ie { Some(*x) } else { None }) {
+                if let Some(fmt) = ies().format() {
                     c.format = fmt;
                 }
                 if c.state != CallState::Up {
@@ -439,8 +442,8 @@ impl Endpoint {
             }
             Some(IaxSubclass::AuthReq) => {
                 let ies = ies();
-                let methods = ies.iter().find_map(|ie| if let Ie::AuthMethods(m) = ie { Some(*m) } else { None });
-                let challenge = ies.iter().find_map(|ie| if let Ie::Challenge(x) = ie { Some(x.clone()) } else { None });
+                let methods = ies.auth_methods();
+                let challenge = ies.challenge().map(str::to_owned);
                 let reply = match (&c.secret, methods.unwrap_or(0), challenge.clone()) {
                     (Some(secret), m, Some(ch)) if m & 0x02 != 0 => Ie::Md5Result(auth::md5_response(&ch, secret)),
                     (Some(secret), m, _) if m & 0x01 != 0 => Ie::Password(secret.clone()),
@@ -449,7 +452,7 @@ impl Endpoint {
                         return self.end_call(now, local, "No credentials for AUTHREQ", cause::FACILITY_REJECTED, true);
                     }
                 };
-                let theirs = ies.iter().find_map(|ie| if let Ie::Encryption(m) = ie { Some(*m) } else { None });
+                let theirs = ies.encryption();
                 let encrypt = crypto::negotiate(c.encryption_offered, theirs.unwrap_or(0)).encrypt;
                 if c.force_encryption && !encrypt {
                     entry.dialog.ack(f, &mut self.out);
@@ -485,15 +488,21 @@ impl Endpoint {
             Some(IaxSubclass::Reject) => {
                 entry.dialog.ack(f, &mut self.out);
                 let ies = ies();
-                let text = ies.iter().find_map(|ie| if let Ie::Cause(x) = ie { Some(x.clone()) } else { None });
-                let code = ies.iter().find_map(|ie| if let Ie::CauseCode(x) = ie { Some(*x) } else { None });
-                self.end_call(now, local, &text.unwrap_or_else(|| "Rejected".into()), code.unwrap_or(cause::CALL_REJECTED), false);
+                let text = ies.cause().map(str::to_owned);
+                let code = ies.cause_code();
+                self.end_call(
+                    now,
+                    local,
+                    &text.unwrap_or_else(|| "Rejected".into()),
+                    code.unwrap_or(cause::CALL_REJECTED),
+                    false,
+                );
             }
             Some(IaxSubclass::Hangup) => {
                 entry.dialog.ack(f, &mut self.out);
                 let ies = ies();
-                let text = ies.iter().find_map(|ie| if let Ie::Cause(x) = ie { Some(x.clone()) } else { None });
-                let code = ies.iter().find_map(|ie| if let Ie::CauseCode(x) = ie { Some(*x) } else { None });
+                let text = ies.cause().map(str::to_owned);
+                let code = ies.cause_code();
                 self.end_call(
                     now,
                     local,
@@ -522,7 +531,7 @@ impl Endpoint {
     /// The server's CALLTOKEN for our NEW: resend it carrying the token, once.
     pub(super) fn call_token_for_new(&mut self, now: Instant, local: u16, f: &FullFrame) {
         let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
-        let token = f.ies().ok().and_then(|ies| ies.into_iter().find_map(|ie| if let Ie::CallToken(t) = ie { Some(t) } else { None }));
+        let token = f.ies().ok().and_then(|ies| ies.call_token().map(<[u8]>::to_vec));
         let Some(token) = token.filter(|_| c.direction == Direction::Outbound && !c.token_sent) else {
             self.count_drop("unexpected call token");
             return;
@@ -718,7 +727,13 @@ impl Endpoint {
     }
 }
 
-fn reply_with_ts(dialog: &mut Dialog, now: Instant, sub: IaxSubclass, request: &FullFrame, out: &mut VecDeque<Transmit>) {
+fn reply_with_ts(
+    dialog: &mut Dialog,
+    now: Instant,
+    sub: IaxSubclass,
+    request: &FullFrame,
+    out: &mut VecDeque<Transmit>,
+) {
     let payload = FullFrame::new_iax(0, 0, 0, 0, 0, sub, &[]).payload;
     dialog.send_full(now, FrameType::Iax, sub.as_u32(), payload, Some(request.timestamp), out);
 }

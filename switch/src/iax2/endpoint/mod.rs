@@ -21,12 +21,12 @@ mod table;
 pub use calls::Originate;
 
 use super::auth;
+use super::call::{self, Call};
 use super::callno::{CallNumbers, Validation};
 use super::calltoken::CallTokens;
 use super::dialog::{Dialog, GaveUp, Receipt};
-use super::call::{self, Call};
 use super::frame::{self, Frame, FullFrame};
-use super::ie::Ie;
+use super::ie::{Ie, IeLookup};
 use super::qualify::PeerQualify;
 use super::registrar::{self, Refusal, Registrar};
 use super::registration::{RegState, Registration};
@@ -309,14 +309,8 @@ impl Endpoint {
             Ok(ies) => ies,
             Err(e) => return self.drop_datagram(from, &format!("malformed IEs: {e}")),
         };
-        let username = ies.iter().find_map(|ie| match ie {
-            Ie::Username(u) => Some(u.clone()),
-            _ => None,
-        });
-        let token = ies.iter().find_map(|ie| match ie {
-            Ie::CallToken(t) => Some(t.clone()),
-            _ => None,
-        });
+        let username = ies.username().map(str::to_owned);
+        let token = ies.call_token().map(<[u8]>::to_vec);
         let validation = match token {
             Some(t) if t.is_empty() => {
                 let token = self.tokens.issue(from, now - self.epoch);
@@ -361,7 +355,10 @@ impl Endpoint {
                         0,
                         f.oseqno.wrapping_add(1),
                         refusal,
-                        &[Ie::Cause("CallToken support required".into()), Ie::CauseCode(call::cause::FACILITY_REJECTED)],
+                        &[
+                            Ie::Cause("CallToken support required".into()),
+                            Ie::CauseCode(call::cause::FACILITY_REJECTED),
+                        ],
                     );
                     return self.send_stateless(from, &rej);
                 }
@@ -437,13 +434,12 @@ impl Endpoint {
             Ok(ies) => ies,
             Err(e) => return self.refuse(now, local, "", &format!("malformed IEs: {e}"), false),
         };
-        let find = |pred: fn(&Ie) -> Option<String>| ies.iter().find_map(pred);
-        let Some(username) = find(|ie| if let Ie::Username(u) = ie { Some(u.clone()) } else { None }) else {
+        let Some(username) = ies.username().map(str::to_owned) else {
             return self.refuse(now, local, "", Refusal::NoUsername.reason(), true);
         };
-        let md5 = find(|ie| if let Ie::Md5Result(r) = ie { Some(r.clone()) } else { None });
-        let password = find(|ie| if let Ie::Password(p) = ie { Some(p.clone()) } else { None });
-        let refresh = ies.iter().find_map(|ie| if let Ie::Refresh(r) = ie { Some(*r) } else { None });
+        let md5 = ies.md5_result().map(str::to_owned);
+        let password = ies.password().map(str::to_owned);
+        let refresh = ies.refresh();
         let Role::Registrar(exchange) = &mut entry.role else { return };
         let challenge = exchange.challenge.clone();
 
@@ -537,9 +533,7 @@ impl Endpoint {
             self.count_drop("call token for no request");
             return;
         };
-        let token = f.ies().ok().and_then(|ies| {
-            ies.into_iter().find_map(|ie| if let Ie::CallToken(t) = ie { Some(t) } else { None })
-        });
+        let token = f.ies().ok().and_then(|ies| ies.call_token().map(<[u8]>::to_vec));
         let (Some(token), true) = (token, reg.take_token()) else {
             self.count_drop("unexpected call token");
             return;
@@ -559,8 +553,8 @@ impl Endpoint {
         let ies = f.ies().unwrap_or_default();
         match f.iax() {
             Some(IaxSubclass::RegAuth) => {
-                let methods = ies.iter().find_map(|ie| if let Ie::AuthMethods(m) = ie { Some(*m) } else { None });
-                let challenge = ies.iter().find_map(|ie| if let Ie::Challenge(c) = ie { Some(c.clone()) } else { None });
+                let methods = ies.auth_methods();
+                let challenge = ies.challenge().map(str::to_owned);
                 match reg.auth_response(methods.unwrap_or(0), challenge.as_deref().unwrap_or("")) {
                     Ok(auth) => {
                         let ies = reg.regreq_ies(None, auth);
@@ -576,14 +570,19 @@ impl Endpoint {
             Some(IaxSubclass::RegAck) => {
                 entry.dialog.ack(f, &mut self.out);
                 entry.dialog.finish(now, LINGER);
-                let refresh = ies.iter().find_map(|ie| if let Ie::Refresh(r) = ie { Some(*r) } else { None });
-                let apparent = ies.iter().find_map(|ie| if let Ie::ApparentAddr(a) = ie { Some(*a) } else { None });
-                reg.registered(now, refresh.unwrap_or(super::registration::DEFAULT_REFRESH), apparent, &mut self.events);
+                let refresh = ies.refresh();
+                let apparent = ies.apparent_addr();
+                reg.registered(
+                    now,
+                    refresh.unwrap_or(super::registration::DEFAULT_REFRESH),
+                    apparent,
+                    &mut self.events,
+                );
             }
             Some(IaxSubclass::RegRej) => {
                 entry.dialog.ack(f, &mut self.out);
                 entry.dialog.finish(now, LINGER);
-                let cause = ies.iter().find_map(|ie| if let Ie::Cause(c) = ie { Some(c.clone()) } else { None });
+                let cause = ies.cause().map(str::to_owned);
                 reg.rejected(now, cause.unwrap_or_else(|| "no cause given".into()), &mut self.rng, &mut self.events);
             }
             _ => entry.dialog.ack(f, &mut self.out),
@@ -829,7 +828,15 @@ impl Endpoint {
                 }
                 _ => "-".into(),
             };
-            let _ = writeln!(s, "{:<40} {:<16} {:<40} {:<8} {}", host, reg.line.username, perceived, refresh, reg.state.name());
+            let _ = writeln!(
+                s,
+                "{:<40} {:<16} {:<40} {:<8} {}",
+                host,
+                reg.line.username,
+                perceived,
+                refresh,
+                reg.state.name()
+            );
         }
         let _ = writeln!(s, "{} IAX2 registrations.", self.registrations.len());
         s
