@@ -88,7 +88,7 @@ pub fn parse_originate(line: &str) -> Result<(Originate, u32), String> {
         }
     }
     crate::iax2::call::DialString::parse(&dial)?;
-    Ok((Originate { dial, app, hold }, count))
+    Ok((Originate { dial, app, hold, calling: (None, None) }, count))
 }
 
 /// Runs one command line; `None` closes the session.

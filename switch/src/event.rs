@@ -67,7 +67,7 @@ pub enum Event {
 
     // Calls.
     /// A call began: an inbound NEW accepted for routing, or an outbound NEW sent.
-    CallStarted { call: u16, direction: String, peer: String, exten: String, context: String },
+    CallStarted { call: u16, direction: String, peer: String, exten: String, context: String, caller: String },
     /// The call was answered; media flows in `format`.
     CallAnswered { call: u16, format: String, encrypted: bool },
     /// The call was refused before it was answered (by us or by the far end).

@@ -438,7 +438,7 @@ mod calls {
     fn echo_call_returns_every_frame_in_order() {
         let mut p = pair(false);
         let hold = Duration::from_secs(30);
-        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(hold) };
+        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(hold), calling: (None, None) };
         p.a.originate(p.now, &req).unwrap();
         p.run_until(Duration::from_secs(40));
         let a_end = ended(&p, "a");
@@ -472,7 +472,12 @@ mod calls {
         p.run_until(Duration::from_secs(2));
         p.jitter = Duration::from_millis(60);
         p.loss = 0.02;
-        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(60)) };
+        let req = Originate {
+            dial: "IAX2/B/600".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(60)),
+            calling: (None, None),
+        };
         for _ in 0..10 {
             p.a.originate(p.now, &req).unwrap();
         }
@@ -513,7 +518,12 @@ mod calls {
         p.b.set_dialplan(echo_plan());
         p.run_until(Duration::from_secs(2));
         p.sniffed.clear();
-        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(5)) };
+        let req = Originate {
+            dial: "IAX2/B/600".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(5)),
+            calling: (None, None),
+        };
         p.a.originate(p.now, &req).unwrap();
         p.run_until(Duration::from_secs(10));
         for host in ["a", "b"] {
@@ -539,7 +549,11 @@ mod calls {
         let mut p = Pair::new(a, b);
         p.b.set_dialplan(echo_plan());
         p.run_until(Duration::from_secs(2));
-        p.a.originate(p.now, &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None }).unwrap();
+        p.a.originate(
+            p.now,
+            &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None, calling: (None, None) },
+        )
+        .unwrap();
         p.run_until(Duration::from_secs(5));
         assert_eq!(
             p.find("b", |e| matches!(e, Event::CallRejected { cause, .. } if cause.starts_with("Encryption required")))
@@ -553,7 +567,12 @@ mod calls {
     fn trunked_calls_share_trunk_frames() {
         let mut p = pair(true);
         for _ in 0..50 {
-            let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(10)) };
+            let req = Originate {
+                dial: "IAX2/B/600".into(),
+                app: App::Pattern,
+                hold: Some(Duration::from_secs(10)),
+                calling: (None, None),
+            };
             p.a.originate(p.now, &req).unwrap();
         }
         p.run_until(Duration::from_secs(20));
@@ -567,9 +586,43 @@ mod calls {
     }
 
     #[test]
+    fn dial_bridges_two_calls_and_passes_caller_id_through() {
+        let mut p = pair(false);
+        let mut b_plan = echo_plan();
+        b_plan.add("iaxinbound", "_7XX", App::parse("dial(IAX2/A/6${EXTEN})").unwrap());
+        p.b.set_dialplan(b_plan);
+        let mut a_plan = Dialplan::default();
+        a_plan.add("iaxinbound", "6700", App::Echo);
+        p.a.set_dialplan(a_plan);
+        let req = Originate {
+            dial: "IAX2/B/700".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(10)),
+            calling: (Some("5551234".into()), Some("Alice".into())),
+        };
+        p.a.originate(p.now, &req).unwrap();
+        p.run_until(Duration::from_secs(20));
+        // A's echo leg saw the original caller, relayed by B's bridge.
+        let relayed = p.find("a", |e| {
+            matches!(e, Event::CallStarted { direction, exten, caller, .. }
+            if direction == "inbound" && exten == "6700" && caller == "5551234")
+        });
+        assert_eq!(relayed.len(), 1, "{:#?}", p.events);
+        let ends = ended(&p, "a");
+        let outbound =
+            ends.iter().find(|e| matches!(e, Event::CallEnded { direction, .. } if direction == "outbound")).unwrap();
+        let Event::CallEnded { frames_sent, frames_received, lost, reordered, .. } = outbound else { unreachable!() };
+        assert!(*frames_sent >= 490 && frames_sent - frames_received <= 4, "{frames_sent} {frames_received}");
+        assert_eq!((*lost, *reordered), (0, 0));
+        // Hanging up one leg hung up the other: nothing is left on B.
+        assert!(p.b.show_channels(p.now).contains("0 active"), "{}", p.b.show_channels(p.now));
+        assert!(p.a.show_channels(p.now).contains("0 active"));
+    }
+
+    #[test]
     fn unknown_extension_is_rejected_with_no_route() {
         let mut p = pair(false);
-        let req = Originate { dial: "IAX2/B/999".into(), app: App::Pattern, hold: None };
+        let req = Originate { dial: "IAX2/B/999".into(), app: App::Pattern, hold: None, calling: (None, None) };
         p.a.originate(p.now, &req).unwrap();
         p.run_until(Duration::from_secs(5));
         let b = p.find("b", |e| matches!(e, Event::CallRejected { code: 3, cause, .. } if cause.contains("no extension 999 in context iaxinbound")));
@@ -585,7 +638,11 @@ mod calls {
         p.a.reconfigure(p.now, Arc::new(cfg), resolved());
         p.partitioned = true;
         let start = p.now - p.start;
-        p.a.originate(p.now, &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None }).unwrap();
+        p.a.originate(
+            p.now,
+            &Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: None, calling: (None, None) },
+        )
+        .unwrap();
         p.run_until(start + Duration::from_secs(5));
         let killed =
             p.find("a", |e| matches!(e, Event::CallRejected { cause, code: 19, .. } if cause.contains("autokill")));
@@ -600,7 +657,12 @@ mod calls {
         cfg.peers[0].trunk = true;
         cfg.general.trunkmaxsize = 160 * 3;
         p.a.reconfigure(p.now, Arc::new(cfg), resolved());
-        let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(5)) };
+        let req = Originate {
+            dial: "IAX2/B/600".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(5)),
+            calling: (None, None),
+        };
         for _ in 0..3 {
             p.a.originate(p.now, &req).unwrap();
         }
@@ -630,7 +692,12 @@ fn trunk_800_on_the_core() {
     p.b.set_dialplan(plan);
     p.run_until(Duration::from_secs(2));
     let secs: u64 = std::env::var("TRUNK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(Duration::from_secs(secs)) };
+    let req = Originate {
+        dial: "IAX2/B/600".into(),
+        app: App::Pattern,
+        hold: Some(Duration::from_secs(secs)),
+        calling: (None, None),
+    };
     for _ in 0..800 {
         p.a.originate(p.now, &req).unwrap();
     }

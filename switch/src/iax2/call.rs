@@ -228,6 +228,8 @@ pub struct Call {
     pub bridge: Option<u16>,
     /// The NEW's FORMAT and CAPABILITY (inbound), for negotiation.
     pub offered: (u32, u32),
+    /// Caller ID (number, name): what the NEW carried (inbound) or what we present (outbound).
+    pub calling: (Option<String>, Option<String>),
     /// ENCRYPTION methods we offer (outbound) or the caller offered (inbound).
     pub encryption_offered: u16,
     /// The call's frames are AES-128 encrypted.
@@ -269,6 +271,7 @@ impl Call {
             bridge: None,
             offered: (0, 0),
             jitter: None,
+            calling: (None, None),
             encryption_offered: 0,
             encrypted: false,
             force_encryption: false,

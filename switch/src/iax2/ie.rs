@@ -630,6 +630,8 @@ lookups! {
     challenge: Challenge -> &str = |v| v.as_str();
     cause: Cause -> &str = |v| v.as_str();
     called_number: CalledNumber -> &str = |v| v.as_str();
+    calling_number: CallingNumber -> &str = |v| v.as_str();
+    calling_name: CallingName -> &str = |v| v.as_str();
     called_context: CalledContext -> &str = |v| v.as_str();
     call_token: CallToken -> &[u8] = |v| v.as_slice();
     refresh: Refresh -> u16 = |v| *v;

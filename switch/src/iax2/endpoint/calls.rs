@@ -27,6 +27,8 @@ pub struct Originate {
     pub app: App,
     /// Hang up this long after the answer.
     pub hold: Option<Duration>,
+    /// Caller ID (number, name) to present; unset: the peer's `callerid=`, else our username.
+    pub calling: (Option<String>, Option<String>),
 }
 
 impl Endpoint {
@@ -75,6 +77,13 @@ impl Endpoint {
         let context = dial.context.clone().unwrap_or_default();
         let mut c = Call::new(Direction::Outbound, now, exten.clone(), context.clone(), req.app.clone(), local);
         c.peer = Some(peer_name.clone());
+        c.calling = match &req.calling {
+            (None, None) => (
+                peer.and_then(|p| p.callerid_number.clone()).or_else(|| username.clone()),
+                peer.and_then(|p| p.callerid_name.clone()),
+            ),
+            given => given.clone(),
+        };
         c.username = username;
         c.secret = secret;
         c.trunk = trunk;
@@ -97,6 +106,7 @@ impl Endpoint {
             peer: peer_name,
             exten,
             context,
+            caller: c.calling.0.clone().unwrap_or_default(),
         });
         self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)), scheduled: None });
         self.dialogs.reschedule();
@@ -143,6 +153,7 @@ impl Endpoint {
 
         let mut c = Call::new(Direction::Inbound, now, exten.clone(), context.clone(), App::Echo, local);
         c.offered = (offered_format.unwrap_or(0), capability.unwrap_or(0));
+        c.calling = (ies.calling_number().map(str::to_owned), ies.calling_name().map(str::to_owned));
         c.encryption_offered = ies.encryption().unwrap_or(0);
         let mut dialog = Dialog::new(local, f.src_call, from, now);
         dialog.receive(now, &f, &mut self.out);
@@ -152,12 +163,19 @@ impl Endpoint {
         c.peer = user.as_ref().map(|u| u.name.clone()).or(username.clone());
         c.username = username;
         let peer_label = c.peer.clone().unwrap_or_default();
+        // The context the call will be routed in: the one asked for, else the user's.
+        let context = match &user {
+            Some(u) if context.is_empty() => u.context.clone(),
+            _ => context,
+        };
+        let caller = c.calling.0.clone().unwrap_or_default();
         self.events.push_back(Event::CallStarted {
             call: local,
             direction: Direction::Inbound.name().into(),
             peer: peer_label,
             exten,
             context,
+            caller,
         });
         self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)), scheduled: None });
 
@@ -250,7 +268,7 @@ impl Endpoint {
         entry.dialog.send(now, IaxSubclass::Accept, &[Ie::Format(chosen)], &mut self.out);
         match app {
             App::Dial { target } => {
-                let req = Originate { dial: target, app: App::Echo, hold: None };
+                let req = Originate { dial: target, app: App::Echo, hold: None, calling: c.calling.clone() };
                 match self.originate(now, &req) {
                     Ok(other) => self.link(local, other),
                     Err(why) => self.reject(now, local, "Dial failed", cause::NO_ROUTE_DESTINATION, &why),
@@ -747,6 +765,8 @@ fn new_ies(c: &Call, token: Option<Vec<u8>>) -> Vec<Ie> {
     if let Some(u) = &c.username {
         ies.push(Ie::Username(u.clone()));
     }
+    ies.extend(c.calling.0.clone().map(Ie::CallingNumber));
+    ies.extend(c.calling.1.clone().map(Ie::CallingName));
     ies.push(Ie::Format(c.offered.0));
     ies.push(Ie::Capability(c.offered.1));
     if c.encryption_offered != 0 {
