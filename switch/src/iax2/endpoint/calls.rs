@@ -503,31 +503,16 @@ impl Endpoint {
                     self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "wrong secret");
                 }
             }
-            Some(IaxSubclass::Reject) => {
+            // The far end ends the call; its cause, or the usual one for the frame.
+            Some(sub @ (IaxSubclass::Reject | IaxSubclass::Hangup)) => {
                 entry.dialog.ack(f, &mut self.out);
+                let (default_text, default_code) = match sub {
+                    IaxSubclass::Reject => ("Rejected", cause::CALL_REJECTED),
+                    _ => ("Normal Clearing", cause::NORMAL_CLEARING),
+                };
                 let ies = ies();
-                let text = ies.cause().map(str::to_owned);
-                let code = ies.cause_code();
-                self.end_call(
-                    now,
-                    local,
-                    &text.unwrap_or_else(|| "Rejected".into()),
-                    code.unwrap_or(cause::CALL_REJECTED),
-                    false,
-                );
-            }
-            Some(IaxSubclass::Hangup) => {
-                entry.dialog.ack(f, &mut self.out);
-                let ies = ies();
-                let text = ies.cause().map(str::to_owned);
-                let code = ies.cause_code();
-                self.end_call(
-                    now,
-                    local,
-                    &text.unwrap_or_else(|| "Normal Clearing".into()),
-                    code.unwrap_or(cause::NORMAL_CLEARING),
-                    false,
-                );
+                let text = ies.cause().unwrap_or(default_text).to_owned();
+                self.end_call(now, local, &text, ies.cause_code().unwrap_or(default_code), false);
             }
             // PONG and LAGRP answer with the request's timestamp, so the asker can time the round trip.
             Some(IaxSubclass::Ping) => reply_with_ts(&mut entry.dialog, now, IaxSubclass::Pong, f, &mut self.out),
