@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::metrics::{self, MetricCtx};
 use crate::scenario::{Addresses, ExpectKind, Expectation, FieldTest, MatchValue, Op};
 use crate::trace::TimedEvent;
 use crate::units::fmt_time;
@@ -36,11 +37,7 @@ pub(crate) fn index(events: &[TimedEvent]) -> Vec<Indexed<'_>> {
                 }
                 _ => serde_json::Map::new(),
             };
-            Indexed {
-                ev,
-                name: ev.event.name(),
-                fields,
-            }
+            Indexed { ev, name: ev.event.name(), fields }
         })
         .collect()
 }
@@ -67,6 +64,7 @@ pub(crate) struct Ctx<'a> {
     pub addrs: &'a Addresses,
     pub labels: &'a BTreeMap<String, Duration>,
     pub end: Duration,
+    pub metrics: MetricCtx<'a>,
 }
 
 impl Ctx<'_> {
@@ -159,34 +157,96 @@ fn at_host(host: &str) -> String {
 
 pub(crate) fn evaluate(x: &Expectation, events: &[Indexed<'_>], ctx: &Ctx<'_>) -> Verdict {
     let (passed, detail) = judge(x, events, ctx);
-    Verdict {
-        description: x.description.clone(),
-        passed,
-        detail,
+    Verdict { description: x.description.clone(), passed, detail }
+}
+
+/// `= 800`, `>= 798, <= 800`: the value tests as text.
+fn describe_value(tests: &[(Op, f64)]) -> String {
+    tests.iter().map(|(op, n)| format!("{}{}", op.symbol().trim(), fmt_num(*n))).collect::<Vec<_>>().join(", ")
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n:.3}")
     }
 }
 
-fn judge(x: &Expectation, events: &[Indexed<'_>], ctx: &Ctx<'_>) -> (bool, String) {
-    let what = format!(
-        "`{}`{}{}",
-        x.event,
-        x.host.as_deref().map(at_host).unwrap_or_default(),
-        ctx.describe(&x.filter)
-    );
-    let on_host = |e: &&Indexed<'_>| e.name == x.event && x.host.iter().all(|h| *h == e.ev.host);
-    let matching: Vec<&Indexed<'_>> = events
-        .iter()
-        .filter(on_host)
-        .filter(|e| ctx.all(&x.filter, e))
-        .collect();
-    let show = |e: &Indexed<'_>| {
-        format!(
-            "{} on {}: {}",
-            fmt_time(e.ev.at),
-            e.ev.host,
-            summary(e.name, &e.fields)
-        )
+fn value_passes(tests: &[(Op, f64)], v: f64) -> bool {
+    tests.iter().all(|(op, n)| match op {
+        Op::Eq => v == *n,
+        Op::Ne => v != *n,
+        Op::Gt => v > *n,
+        Op::Ge => v >= *n,
+        Op::Lt => v < *n,
+        Op::Le => v <= *n,
+        Op::Contains | Op::Present => false,
+    })
+}
+
+/// Start and end of an expectation's window, or why it never opened.
+fn window(x: &Expectation, ctx: &Ctx<'_>) -> Result<(Duration, Duration, String), String> {
+    let anchor = match &x.after.label {
+        None => Duration::ZERO,
+        Some(l) => match ctx.labels.get(l) {
+            Some(t) => *t,
+            None => return Err(format!("the timeline action `{l}` never happened, so the window never opened")),
+        },
     };
+    let start = anchor + x.after.offset;
+    let end = x.within.map_or(ctx.end, |w| start + w);
+    let text = format!(
+        "between {} and {} (after {}{})",
+        fmt_time(start),
+        fmt_time(end),
+        x.after,
+        x.within.map(|w| format!(" within {}", crate::units::fmt_duration(w))).unwrap_or_default()
+    );
+    Ok((start, end, text))
+}
+
+fn judge_metric(x: &Expectation, ctx: &Ctx<'_>) -> (bool, String) {
+    let Some(spec) = &x.metric else { return (false, "no metric named".into()) };
+    let (start, end, text) = match window(x, ctx) {
+        Ok(w) => w,
+        Err(why) => return (false, why),
+    };
+    let m = match metrics::measure(spec, start, end, &ctx.metrics) {
+        Ok(m) => m,
+        Err(why) => return (false, format!("`{}` {text}: {why}", spec.name)),
+    };
+    let mut ok = value_passes(&x.value, m.value);
+    let mut checks = Vec::new();
+    if !x.value.is_empty() {
+        checks.push(format!("needed {}", describe_value(&x.value)));
+    }
+    if let Some(tol) = x.tolerance {
+        match m.expected {
+            Some(e) => {
+                let off = (m.value - e).abs();
+                let within = off <= tol * e.abs() + 1e-9;
+                ok &= within;
+                checks.push(format!("needed within {}% of {}", fmt_num(tol * 100.0), fmt_num(e)));
+            }
+            None => {
+                ok = false;
+                checks.push("the metric has no expected value".into());
+            }
+        }
+    }
+    (ok, format!("`{}` {text}: {} ({})", spec.name, m.detail, checks.join("; ")))
+}
+
+fn judge(x: &Expectation, events: &[Indexed<'_>], ctx: &Ctx<'_>) -> (bool, String) {
+    if x.kind == ExpectKind::Metric {
+        return judge_metric(x, ctx);
+    }
+    let what =
+        format!("`{}`{}{}", x.event, x.host.as_deref().map(at_host).unwrap_or_default(), ctx.describe(&x.filter));
+    let on_host = |e: &&Indexed<'_>| e.name == x.event && x.host.iter().all(|h| *h == e.ev.host);
+    let matching: Vec<&Indexed<'_>> = events.iter().filter(on_host).filter(|e| ctx.all(&x.filter, e)).collect();
+    let show = |e: &Indexed<'_>| format!("{} on {}: {}", fmt_time(e.ev.at), e.ev.host, summary(e.name, &e.fields));
 
     if x.kind == ExpectKind::Last {
         let Some(last) = matching.last() else {
@@ -195,53 +255,74 @@ fn judge(x: &Expectation, events: &[Indexed<'_>], ctx: &Ctx<'_>) -> (bool, Strin
         return if ctx.all(&x.is, last) {
             (true, format!("last at {}", show(last)))
         } else {
-            (
-                false,
-                format!("last at {}; expected{}", show(last), ctx.describe(&x.is)),
-            )
+            (false, format!("last at {}; expected{}", show(last), ctx.describe(&x.is)))
         };
     }
 
-    // Window.
-    let anchor = match &x.after.label {
-        None => Duration::ZERO,
-        Some(l) => match ctx.labels.get(l) {
-            Some(t) => *t,
-            None => {
-                return (
-                    false,
-                    format!("the timeline action `{l}` never happened, so the window never opened"),
-                )
-            }
-        },
+    let (start, end, window) = match window(x, ctx) {
+        Ok(w) => w,
+        Err(why) => return (false, why),
     };
-    let start = anchor + x.after.offset;
-    let end = x.within.map_or(ctx.end, |w| start + w);
-    let window = format!(
-        "between {} and {} (after {}{})",
-        fmt_time(start),
-        fmt_time(end),
-        x.after,
-        x.within
-            .map(|w| format!(" within {}", crate::units::fmt_duration(w)))
-            .unwrap_or_default()
-    );
-    let inside: Vec<&Indexed<'_>> = matching
-        .iter()
-        .copied()
-        .filter(|e| e.ev.at >= start && e.ev.at <= end)
-        .collect();
+    let inside: Vec<&Indexed<'_>> = matching.iter().copied().filter(|e| e.ev.at >= start && e.ev.at <= end).collect();
     let count = inside.len() as u64;
+
+    if x.kind == ExpectKind::Count {
+        let ok = value_passes(&x.value, count as f64);
+        let span = match (inside.first(), inside.last()) {
+            (Some(f), Some(l)) => format!("; first at {}, last at {}", fmt_time(f.ev.at), fmt_time(l.ev.at)),
+            _ => String::new(),
+        };
+        return (ok, format!("{count} {what} {window}{span} (needed {})", describe_value(&x.value)));
+    }
+    if x.kind == ExpectKind::Sum {
+        let mut total = 0.0;
+        let mut missing = 0usize;
+        let mut smallest: Option<(&Indexed<'_>, f64)> = None;
+        let mut largest: Option<(&Indexed<'_>, f64)> = None;
+        for e in &inside {
+            let mut mine = 0.0;
+            for f in &x.fields {
+                let (sign, name) = match f.strip_prefix('-') {
+                    Some(name) => (-1.0, name),
+                    None => (1.0, f.as_str()),
+                };
+                match e.fields.get(name).and_then(Value::as_f64) {
+                    Some(v) => mine += sign * v,
+                    None => missing += 1,
+                }
+            }
+            total += mine;
+            if !matches!(largest, Some((_, w)) if w >= mine) {
+                largest = Some((e, mine));
+            }
+            if !matches!(smallest, Some((_, w)) if w <= mine) {
+                smallest = Some((e, mine));
+            }
+        }
+        let ok = missing == 0 && value_passes(&x.value, total);
+        let mut detail = format!(
+            "sum of {} over {count} {what} {window} = {} (needed {})",
+            x.fields.join(" + ").replace("+ -", "- "),
+            fmt_num(total),
+            describe_value(&x.value)
+        );
+        if missing > 0 {
+            detail.push_str(&format!("; {missing} field value(s) missing or not numbers"));
+        }
+        if let (false, Some((lo, a)), Some((hi, b))) = (ok, smallest, largest) {
+            detail.push_str(&format!("; smallest term ({}) at {}", fmt_num(a), show(lo)));
+            if b != a {
+                detail.push_str(&format!("; largest ({}) at {}", fmt_num(b), show(hi)));
+            }
+        }
+        return (ok, detail);
+    }
 
     if x.kind == ExpectKind::Never {
         return match inside.first() {
             None => (true, format!("no {what} {window}")),
             Some(first) => {
-                let more = if count > 1 {
-                    format!(" (and {} more)", count - 1)
-                } else {
-                    String::new()
-                };
+                let more = if count > 1 { format!(" (and {} more)", count - 1) } else { String::new() };
                 (false, format!("happened at {}{more}", show(first)))
             }
         };
@@ -256,25 +337,15 @@ fn judge(x: &Expectation, events: &[Indexed<'_>], ctx: &Ctx<'_>) -> (bool, Strin
             }
             (Some(first), Some(last)) => (
                 true,
-                format!(
-                    "{count} times {window}; first at {}, last at {}",
-                    fmt_time(first.ev.at),
-                    fmt_time(last.ev.at)
-                ),
+                format!("{count} times {window}; first at {}, last at {}", fmt_time(first.ev.at), fmt_time(last.ev.at)),
             ),
             _ => (true, format!("{count} times {window}")),
         };
     }
     if let Some(m) = at_most {
         if count > m {
-            let extra = inside
-                .get(m as usize)
-                .map(|e| format!("; first extra at {}", show(e)))
-                .unwrap_or_default();
-            return (
-                false,
-                format!("{count} {what} {window}, at most {m} allowed{extra}"),
-            );
+            let extra = inside.get(m as usize).map(|e| format!("; first extra at {}", show(e))).unwrap_or_default();
+            return (false, format!("{count} {what} {window}, at most {m} allowed{extra}"));
         }
     }
     // Too few: say what was seen instead.
@@ -301,10 +372,7 @@ fn judge(x: &Expectation, events: &[Indexed<'_>], ctx: &Ctx<'_>) -> (bool, Strin
     if let Some(e) = after {
         detail.push_str(&format!("; next match came late, at {}", show(e)));
     } else if let Some(e) = before {
-        detail.push_str(&format!(
-            "; last match was before the window, at {}",
-            show(e)
-        ));
+        detail.push_str(&format!("; last match was before the window, at {}", show(e)));
     } else if unfiltered.is_empty() && !events.iter().any(|e| on_host(&e)) {
         detail.push_str(&format!(
             "; `{}` never happened{} in the whole run",

@@ -8,9 +8,14 @@
 //!   returns the trace, verdicts, a Markdown report and the capture. The same
 //!   scenario, seed and network give byte-identical outputs.
 
+mod calls;
+pub mod capture;
 mod expect;
+mod ladder;
+mod metrics;
 pub mod net;
 pub mod pcap;
+pub mod replay;
 mod report;
 mod runner;
 mod scenario;
@@ -18,8 +23,8 @@ mod trace;
 pub mod units;
 
 pub use expect::Verdict;
-pub use net::{HostStats, LinkConditions, SimNet, SimUdpSocket, SimWorld};
+pub use net::{HostStats, LinkConditions, SimNet, SimUdpSocket, SimWorld, WireStats};
 pub use pcap::{CaptureOptions, EPOCH_UNIX_SECS};
 pub use runner::{derive_seed, run, Outcome, RunError, RunOptions, TICK};
-pub use scenario::{list_scenarios, Network, Scenario, ScenarioError, SWITCH_EVENTS, WORLD_EVENTS};
-pub use trace::{TimedEvent, TraceEvent, WorldEvent, WORLD_HOST};
+pub use scenario::{list_scenarios, Network, Scenario, ScenarioError, METRICS, SWITCH_EVENTS, WORLD_EVENTS};
+pub use trace::{answer_values, TimedEvent, TraceEvent, WorldEvent, WORLD_HOST};

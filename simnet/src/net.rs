@@ -1,9 +1,16 @@
 //! [`SimNet`]: `switch::net::Net` on turmoil, with a seeded link model
-//! (loss, duplication, jitter, partitions) and the pcap tap.
+//! (loss, duplication, jitter, partitions), the pcap tap and the wire
+//! statistics (per-link traffic in 20 ms buckets, receive backlog, IAX2 full
+//! frame headers for the signalling ladder).
 //!
 //! Latency is turmoil's (per-link, min = max); everything random here comes
 //! from one ChaCha RNG shared by the world. turmoil runs every host on one
 //! thread in a fixed order, so the draws happen in a reproducible sequence.
+//!
+//! The per-datagram path allocates nothing beyond what turmoil itself does
+//! (and a copy for a datagram delayed by jitter): hosts are indices, the
+//! statistics are counters in vectors, and only datagrams inside the capture
+//! window are framed for the pcap.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -38,12 +45,7 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 impl Default for LinkConditions {
     fn default() -> Self {
-        LinkConditions {
-            latency: Duration::from_millis(10),
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            duplicate: 0.0,
-        }
+        LinkConditions { latency: Duration::from_millis(10), jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0 }
     }
 }
 
@@ -62,25 +64,236 @@ pub struct HostStats {
     pub on_wire: u64,
 }
 
+/// Width of one bucket of the wire statistics.
+pub const BUCKET: Duration = Duration::from_millis(20);
+
+/// IP + UDP header bytes of a datagram on this address family.
+pub fn ip_udp_overhead(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(_) => 20 + 8,
+        IpAddr::V6(_) => 40 + 8,
+    }
+}
+
+/// Wire counters of one 20 ms bucket of one directed link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Datagrams put on the wire.
+    pub datagrams: u32,
+    /// Of those, IAX2 meta trunk frames.
+    pub trunk: u32,
+    /// Bytes on the wire at the IP layer: IP and UDP headers plus payload.
+    pub ip_bytes: u64,
+    /// IAX2 full or mini frames carrying a test-pattern frame in clear text.
+    pub cleartext_pattern: u32,
+}
+
+/// What went onto the wire from one host to another, in [`BUCKET`]s of send time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkTraffic {
+    /// Index `i` covers `[i * BUCKET, (i + 1) * BUCKET)` of simulated time.
+    pub buckets: Vec<Bucket>,
+}
+
+impl LinkTraffic {
+    fn bucket(&mut self, at: Duration) -> &mut Bucket {
+        let i = bucket_index(at);
+        if i >= self.buckets.len() {
+            self.buckets.resize(i + 1, Bucket::default());
+        }
+        &mut self.buckets[i]
+    }
+
+    /// Totals over the buckets that start in `[from, until)`.
+    pub fn total(&self, from: Duration, until: Duration) -> Bucket {
+        let mut t = Bucket::default();
+        for b in self.window(from, until) {
+            t.datagrams += b.datagrams;
+            t.trunk += b.trunk;
+            t.ip_bytes += b.ip_bytes;
+            t.cleartext_pattern += b.cleartext_pattern;
+        }
+        t
+    }
+
+    /// Totals over the whole run.
+    pub fn all(&self) -> Bucket {
+        self.total(Duration::ZERO, BUCKET * self.buckets.len() as u32)
+    }
+
+    /// The buckets that start in `[from, until)` (missing ones count as empty).
+    pub fn window(&self, from: Duration, until: Duration) -> impl Iterator<Item = Bucket> + '_ {
+        let (a, b) = (bucket_ceil(from), bucket_ceil(until));
+        (a..b).map(|i| self.buckets.get(i).copied().unwrap_or_default())
+    }
+}
+
+/// The bucket a time falls in.
+pub fn bucket_index(at: Duration) -> usize {
+    (at.as_micros() / BUCKET.as_micros()) as usize
+}
+
+/// The first bucket that starts at or after `at`.
+pub fn bucket_ceil(at: Duration) -> usize {
+    at.as_micros().div_ceil(BUCKET.as_micros()) as usize
+}
+
+/// The receive side of one host: datagrams sent to it over the wire that its
+/// software has not read yet (in flight or waiting in the socket queue).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Highest backlog seen, over the whole run.
+    pub high_water: u64,
+    /// Highest backlog seen per [`BUCKET`].
+    pub buckets: Vec<u32>,
+    bound: bool,
+    wire: u64,
+    read: u64,
+}
+
+impl Backlog {
+    /// Highest backlog in the buckets that start in `[from, until)`.
+    pub fn high_water_in(&self, from: Duration, until: Duration) -> u64 {
+        let (a, b) = (bucket_ceil(from), bucket_ceil(until));
+        (a..b).filter_map(|i| self.buckets.get(i)).map(|v| u64::from(*v)).max().unwrap_or(0)
+    }
+}
+
+/// What became of a datagram the software sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// It went onto the wire.
+    Wire,
+    /// The loss model dropped it.
+    Lost,
+    /// A partition dropped it.
+    Blocked,
+}
+
+/// The fixed header of an IAX2 full frame the software sent (for the
+/// signalling ladder; payloads are not kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FullFrameRecord {
+    /// When it went onto the wire, or was dropped.
+    pub at: Duration,
+    /// Host names by index, see [`WireStats::hosts`].
+    pub from: usize,
+    pub to: usize,
+    pub header: [u8; 12],
+    /// Datagram length.
+    pub len: u32,
+    pub fate: Fate,
+}
+
+/// Full frame headers kept at most (a bound for very long runs).
+pub const MAX_FULL_FRAMES: usize = 500_000;
+
+/// Everything the world measured on the wire, independent of the capture window.
+#[derive(Clone, Debug, Default)]
+pub struct WireStats {
+    /// Host names; the indices used below.
+    pub hosts: Vec<String>,
+    /// Each host's address, when known.
+    pub addresses: Vec<Option<IpAddr>>,
+    /// Traffic by directed link `(from, to)`.
+    pub links: BTreeMap<(usize, usize), LinkTraffic>,
+    /// Receive backlog by host.
+    pub backlog: Vec<Backlog>,
+    /// IAX2 full frame headers in send order, dropped ones included (at most [`MAX_FULL_FRAMES`]).
+    pub full_frames: Vec<FullFrameRecord>,
+    /// Full frames not kept because of the bound.
+    pub full_frames_dropped: u64,
+}
+
+impl WireStats {
+    pub fn index(&self, host: &str) -> Option<usize> {
+        self.hosts.iter().position(|h| h == host)
+    }
+
+    /// Traffic from `from` to `to` (empty when nothing was sent).
+    pub fn link(&self, from: &str, to: &str) -> Option<&LinkTraffic> {
+        let (f, t) = (self.index(from)?, self.index(to)?);
+        self.links.get(&(f, t))
+    }
+}
+
 #[derive(Debug)]
 struct WorldState {
     rng: ChaCha20Rng,
     defaults: LinkConditions,
-    /// Per-pair overrides, keyed by the ordered pair of host names.
-    links: BTreeMap<(String, String), LinkConditions>,
+    /// Host names by index, and the index of each name.
+    names: Vec<String>,
+    by_name: BTreeMap<String, usize>,
+    /// Known host addresses (set by the runner, or learnt from turmoil).
+    by_ip: Vec<(IpAddr, usize)>,
+    /// Per-pair overrides, keyed by the ordered pair of host indices.
+    links: BTreeMap<(usize, usize), LinkConditions>,
     /// Directed (from, to) host pairs whose datagrams are dropped.
-    blocked: BTreeSet<(String, String)>,
-    hosts: BTreeSet<String>,
-    stats: BTreeMap<String, HostStats>,
+    blocked: BTreeSet<(usize, usize)>,
+    stats: Vec<HostStats>,
     capture: Option<Capture>,
+    traffic: Vec<Vec<LinkTraffic>>,
+    backlog: Vec<Backlog>,
+    full_frames: Vec<FullFrameRecord>,
+    full_frames_dropped: u64,
 }
 
-fn pair(a: &str, b: &str) -> (String, String) {
-    if a <= b {
-        (a.to_string(), b.to_string())
-    } else {
-        (b.to_string(), a.to_string())
+impl WorldState {
+    fn add(&mut self, name: &str) -> usize {
+        if let Some(i) = self.by_name.get(name) {
+            return *i;
+        }
+        let i = self.names.len();
+        self.names.push(name.to_string());
+        self.by_name.insert(name.to_string(), i);
+        self.stats.push(HostStats::default());
+        self.backlog.push(Backlog::default());
+        i
     }
+
+    fn idx(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    fn conditions(&self, a: usize, b: Option<usize>) -> LinkConditions {
+        b.and_then(|b| self.links.get(&pair(a, b)).copied()).unwrap_or(self.defaults)
+    }
+
+    fn is_blocked(&self, from: usize, to: Option<usize>) -> bool {
+        !self.blocked.is_empty() && to.is_some_and(|to| self.blocked.contains(&(from, to)))
+    }
+
+    /// Keeps the header of a full frame for the ladder.
+    fn full_frame(&mut self, at: Duration, from: usize, to: Option<usize>, payload: &[u8], fate: Fate) {
+        let (Some(to), Some(head)) = (to, payload.get(..12)) else { return };
+        if payload[0] & 0x80 == 0 {
+            return;
+        }
+        if self.full_frames.len() < MAX_FULL_FRAMES {
+            let mut header = [0u8; 12];
+            header.copy_from_slice(head);
+            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+            self.full_frames.push(FullFrameRecord { at, from, to, header, len, fate });
+        } else {
+            self.full_frames_dropped += 1;
+        }
+    }
+
+    fn traffic(&mut self, from: usize, to: usize) -> &mut LinkTraffic {
+        let n = self.names.len();
+        if self.traffic.len() < n {
+            self.traffic.resize_with(n, Vec::new);
+        }
+        let row = &mut self.traffic[from];
+        if row.len() < n {
+            row.resize_with(n, LinkTraffic::default);
+        }
+        &mut row[to]
+    }
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
 }
 
 /// The simulated network's shared state: link model, RNG, counters, capture.
@@ -89,17 +302,30 @@ fn pair(a: &str, b: &str) -> (String, String) {
 #[derive(Clone, Debug)]
 pub struct SimWorld(Arc<Mutex<WorldState>>);
 
+/// How one datagram fares: up to two copies, each with its jitter delay.
+#[derive(Clone, Copy, Debug, Default)]
+struct Plan {
+    copies: usize,
+    delays: [Duration; 2],
+}
+
 impl SimWorld {
     /// A world whose link model draws from a ChaCha RNG seeded with `seed`.
     pub fn new(seed: u64, defaults: LinkConditions) -> Self {
         SimWorld(Arc::new(Mutex::new(WorldState {
             rng: ChaCha20Rng::seed_from_u64(seed),
             defaults,
+            names: Vec::new(),
+            by_name: BTreeMap::new(),
+            by_ip: Vec::new(),
             links: BTreeMap::new(),
             blocked: BTreeSet::new(),
-            hosts: BTreeSet::new(),
-            stats: BTreeMap::new(),
+            stats: Vec::new(),
             capture: None,
+            traffic: Vec::new(),
+            backlog: Vec::new(),
+            full_frames: Vec::new(),
+            full_frames_dropped: 0,
         })))
     }
 
@@ -111,28 +337,36 @@ impl SimWorld {
 
     /// Makes `name` known to [`SimNet::resolve`] and the counters.
     pub fn add_host(&self, name: &str) {
+        self.lock().add(name);
+    }
+
+    /// Tells the world `name`'s address (the runner does, from turmoil), so
+    /// that sending needs no reverse lookup.
+    pub fn set_address(&self, name: &str, ip: IpAddr) {
         let mut w = self.lock();
-        w.hosts.insert(name.to_string());
-        w.stats.entry(name.to_string()).or_default();
+        let i = w.add(name);
+        w.by_ip.retain(|(a, _)| *a != ip);
+        w.by_ip.push((ip, i));
     }
 
     /// Host names known to the world, sorted.
     pub fn hosts(&self) -> Vec<String> {
-        self.lock().hosts.iter().cloned().collect()
+        self.lock().by_name.keys().cloned().collect()
     }
 
     /// A [`switch::net::Net`] for software running on host `name`.
     pub fn net(&self, name: &str) -> SimNet {
-        SimNet {
-            world: self.clone(),
-            host: Arc::from(name),
-        }
+        let index = self.lock().add(name);
+        SimNet { world: self.clone(), host: Arc::from(name), index }
     }
 
     /// Conditions for datagrams between `a` and `b`.
     pub fn link(&self, a: &str, b: &str) -> LinkConditions {
         let w = self.lock();
-        w.links.get(&pair(a, b)).copied().unwrap_or(w.defaults)
+        match w.idx(a) {
+            Some(a) => w.conditions(a, w.idx(b)),
+            None => w.defaults,
+        }
     }
 
     pub fn default_link(&self) -> LinkConditions {
@@ -142,7 +376,9 @@ impl SimWorld {
     /// Sets the link model between `a` and `b`. Latency is turmoil's: apply it
     /// to the simulation too (see [`SimWorld::apply_latency`]).
     pub fn set_link(&self, a: &str, b: &str, conditions: LinkConditions) {
-        self.lock().links.insert(pair(a, b), conditions);
+        let mut w = self.lock();
+        let (a, b) = (w.add(a), w.add(b));
+        w.links.insert(pair(a, b), conditions);
     }
 
     /// Sets the default link model and drops per-pair overrides.
@@ -160,16 +396,16 @@ impl SimWorld {
 
     /// Drops datagrams from `from` to `to` (one direction).
     pub fn block(&self, from: &str, to: &str) {
-        self.lock()
-            .blocked
-            .insert((from.to_string(), to.to_string()));
+        let mut w = self.lock();
+        let (f, t) = (w.add(from), w.add(to));
+        w.blocked.insert((f, t));
     }
 
     /// Lets datagrams from `from` to `to` through again.
     pub fn unblock(&self, from: &str, to: &str) {
-        self.lock()
-            .blocked
-            .remove(&(from.to_string(), to.to_string()));
+        let mut w = self.lock();
+        let (f, t) = (w.add(from), w.add(to));
+        w.blocked.remove(&(f, t));
     }
 
     /// Blocks both directions between `a` and `b`.
@@ -185,9 +421,11 @@ impl SimWorld {
     }
 
     pub fn is_blocked(&self, from: &str, to: &str) -> bool {
-        self.lock()
-            .blocked
-            .contains(&(from.to_string(), to.to_string()))
+        let w = self.lock();
+        match (w.idx(from), w.idx(to)) {
+            (Some(f), Some(t)) => w.blocked.contains(&(f, t)),
+            _ => false,
+        }
     }
 
     /// Starts recording datagrams that go onto the wire.
@@ -197,11 +435,7 @@ impl SimWorld {
 
     /// The capture so far as a pcap file (empty when capture is off).
     pub fn pcap(&self) -> Vec<u8> {
-        self.lock()
-            .capture
-            .as_ref()
-            .map(Capture::to_pcap)
-            .unwrap_or_default()
+        self.lock().capture.as_ref().map(Capture::to_pcap).unwrap_or_default()
     }
 
     /// Frames captured so far.
@@ -211,52 +445,92 @@ impl SimWorld {
 
     /// Per-host counters, by host name.
     pub fn stats(&self) -> BTreeMap<String, HostStats> {
-        self.lock().stats.clone()
+        let w = self.lock();
+        w.by_name.iter().map(|(name, i)| (name.clone(), w.stats[*i])).collect()
+    }
+
+    /// The wire statistics so far (a copy).
+    pub fn wire_stats(&self) -> WireStats {
+        let w = self.lock();
+        let mut links = BTreeMap::new();
+        for (f, row) in w.traffic.iter().enumerate() {
+            for (t, traffic) in row.iter().enumerate() {
+                if !traffic.buckets.is_empty() {
+                    links.insert((f, t), traffic.clone());
+                }
+            }
+        }
+        let mut addresses = vec![None; w.names.len()];
+        for (ip, i) in &w.by_ip {
+            addresses[*i] = Some(*ip);
+        }
+        WireStats {
+            hosts: w.names.clone(),
+            addresses,
+            links,
+            backlog: w.backlog.clone(),
+            full_frames: w.full_frames.clone(),
+            full_frames_dropped: w.full_frames_dropped,
+        }
+    }
+
+    /// The host at `ip`, learning it from turmoil the first time.
+    fn host_at(&self, ip: IpAddr) -> Option<usize> {
+        {
+            let w = self.lock();
+            if let Some((_, i)) = w.by_ip.iter().find(|(a, _)| *a == ip) {
+                return Some(*i);
+            }
+        }
+        let name = turmoil::reverse_lookup(ip)?;
+        let mut w = self.lock();
+        let i = w.add(&name);
+        w.by_ip.push((ip, i));
+        Some(i)
     }
 
     /// Decides the fate of one datagram: the delays of the copies to send
-    /// (empty when lost or blocked).
-    fn plan(&self, from: &str, to: Option<&str>) -> Vec<Duration> {
+    /// (none when lost or blocked).
+    fn plan(&self, from: usize, to: Option<usize>, payload: &[u8]) -> Plan {
         let mut w = self.lock();
         let w = &mut *w;
-        let cond = to
-            .and_then(|t| w.links.get(&pair(from, t)).copied())
-            .unwrap_or(w.defaults);
+        let cond = w.conditions(from, to);
         // Fixed draw order per datagram: loss, duplicate, then one jitter per copy.
         let lost = w.rng.gen::<f64>() < cond.loss;
         let dup = w.rng.gen::<f64>() < cond.duplicate;
-        let stats = w.stats.entry(from.to_string()).or_default();
+        let blocked = w.is_blocked(from, to);
+        let stats = &mut w.stats[from];
         stats.sent += 1;
-        if let Some(to) = to {
-            if w.blocked.contains(&(from.to_string(), to.to_string())) {
+        let mut plan = Plan::default();
+        if blocked || lost {
+            let fate = if blocked {
                 stats.blocked += 1;
-                return Vec::new();
+                Fate::Blocked
+            } else {
+                stats.lost += 1;
+                Fate::Lost
+            };
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            w.full_frame(at, from, to, payload, fate);
+            return plan;
+        }
+        plan.copies = if dup { 2 } else { 1 };
+        stats.duplicated += plan.copies as u64 - 1;
+        let jitter_us = u64::try_from(cond.jitter.as_micros()).unwrap_or(u64::MAX);
+        for d in plan.delays.iter_mut().take(plan.copies) {
+            if jitter_us != 0 {
+                *d = Duration::from_micros(w.rng.gen_range(0..=jitter_us));
             }
         }
-        if lost {
-            stats.lost += 1;
-            return Vec::new();
-        }
-        let copies = if dup { 2 } else { 1 };
-        stats.duplicated += copies - 1;
-        let jitter_us = u64::try_from(cond.jitter.as_micros()).unwrap_or(u64::MAX);
-        (0..copies)
-            .map(|_| {
-                if jitter_us == 0 {
-                    Duration::ZERO
-                } else {
-                    Duration::from_micros(w.rng.gen_range(0..=jitter_us))
-                }
-            })
-            .collect()
+        plan
     }
 
-    /// Puts one datagram on the wire now: partition check, tap, turmoil send.
+    /// Puts one datagram on the wire now: partition check, tap, statistics, turmoil send.
     fn transmit(
         &self,
         inner: &turmoil::net::UdpSocket,
-        from: &str,
-        to: Option<&str>,
+        from: usize,
+        to: Option<usize>,
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
@@ -265,17 +539,38 @@ impl SimWorld {
         {
             let mut w = self.lock();
             let w = &mut *w;
-            let stats = w.stats.entry(from.to_string()).or_default();
             // A copy delayed by jitter may meet a partition that started meanwhile.
-            if let Some(to) = to {
-                if w.blocked.contains(&(from.to_string(), to.to_string())) {
-                    stats.blocked += 1;
-                    return;
-                }
+            if w.is_blocked(from, to) {
+                w.stats[from].blocked += 1;
+                w.full_frame(at, from, to, payload, Fate::Blocked);
+                return;
             }
-            stats.on_wire += 1;
+            w.stats[from].on_wire += 1;
             if let Some(capture) = &mut w.capture {
                 capture.record(at, src, dst, payload);
+            }
+            if let Some(to) = to {
+                let kind = classify(payload);
+                let bucket = w.traffic(from, to).bucket(at);
+                bucket.datagrams += 1;
+                bucket.ip_bytes += ip_udp_overhead(dst.ip()) + payload.len() as u64;
+                bucket.trunk += u32::from(kind.trunk);
+                bucket.cleartext_pattern += kind.cleartext_pattern;
+                if kind.full {
+                    w.full_frame(at, from, Some(to), payload, Fate::Wire);
+                }
+                let backlog = &mut w.backlog[to];
+                if backlog.bound {
+                    backlog.wire += 1;
+                    let now = backlog.wire.saturating_sub(backlog.read);
+                    backlog.high_water = backlog.high_water.max(now);
+                    let i = bucket_index(at);
+                    if i >= backlog.buckets.len() {
+                        backlog.buckets.resize(i + 1, 0);
+                    }
+                    let slot = &mut backlog.buckets[i];
+                    *slot = (*slot).max(u32::try_from(now).unwrap_or(u32::MAX));
+                }
             }
         }
         // UDP: a datagram to nowhere just vanishes.
@@ -283,6 +578,63 @@ impl SimWorld {
             tracing::debug!("simulated send {src} -> {dst}: {e}");
         }
     }
+
+    /// The software of host `i` read a datagram that came over the wire.
+    fn read_one(&self, i: usize) {
+        let mut w = self.lock();
+        let b = &mut w.backlog[i];
+        b.read = (b.read + 1).min(b.wire);
+    }
+
+    /// Host `i` bound (or closed) its socket: what was in flight before does not count.
+    fn rebind(&self, i: usize, bound: bool) {
+        let mut w = self.lock();
+        let b = &mut w.backlog[i];
+        b.bound = bound;
+        b.read = b.wire;
+    }
+}
+
+/// What the statistics need to know about an IAX2 datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Kind {
+    full: bool,
+    trunk: bool,
+    cleartext_pattern: u32,
+}
+
+/// Marker of the switch's numbered test pattern (`switch::media::pattern_frame`).
+const PATTERN_MAGIC: &[u8; 2] = b"SW";
+const PATTERN_HEADER: usize = 8;
+
+/// A cleartext test-pattern frame starts at `at`: the magic, tag and sequence
+/// number, then codec silence (μ-law 0xff or A-law 0xd5). Ciphertext matches
+/// this with probability 2^-80.
+fn pattern_at(payload: &[u8], at: usize) -> bool {
+    let Some(p) = payload.get(at..at + PATTERN_HEADER + 8) else { return false };
+    &p[..2] == PATTERN_MAGIC && {
+        let fill = p[PATTERN_HEADER];
+        (fill == 0xff || fill == 0xd5) && p[PATTERN_HEADER..].iter().all(|b| *b == fill)
+    }
+}
+
+/// Looks at the first bytes only: constant work per datagram.
+fn classify(p: &[u8]) -> Kind {
+    let mut k = Kind::default();
+    if p.len() < 4 {
+        return k;
+    }
+    if p[0] & 0x80 != 0 {
+        k.full = p.len() >= 12;
+        k.cleartext_pattern = u32::from(k.full && pattern_at(p, 12));
+    } else if p[0] != 0 || p[1] != 0 {
+        k.cleartext_pattern = u32::from(pattern_at(p, 4));
+    } else if p[2] == 0x01 && p.len() >= 8 {
+        // Meta trunk frame: 0x0000, meta command 1. Trunk frames are never
+        // encrypted (chan_iax2 neither), so their entries are not inspected.
+        k.trunk = true;
+    }
+    k
 }
 
 /// `switch::net::Net` for the software of one simulated host.
@@ -290,6 +642,7 @@ impl SimWorld {
 pub struct SimNet {
     world: SimWorld,
     host: Arc<str>,
+    index: usize,
 }
 
 fn not_in_sim() -> io::Error {
@@ -340,10 +693,7 @@ impl SimNet {
             (ip, host) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrNotAvailable,
-                    format!(
-                        "{ip} is not an address of simulated host `{}` (its address is {host})",
-                        self.host
-                    ),
+                    format!("{ip} is not an address of simulated host `{}` (its address is {host})", self.host),
                 ));
             }
         };
@@ -359,34 +709,23 @@ impl switch::net::Net for SimNet {
         let local = self.bindable(addr, host_ip)?;
         let inner = turmoil::net::UdpSocket::bind(local).await?;
         let local = inner.local_addr()?;
-        Ok(SimUdpSocket {
-            inner: Arc::new(inner),
-            world: self.world.clone(),
-            host: self.host.clone(),
-            host_ip,
-            local,
-        })
+        self.world.rebind(self.index, true);
+        Ok(SimUdpSocket { inner: Arc::new(inner), world: self.world.clone(), index: self.index, host_ip, local })
     }
 
     async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
-        let literal = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if let Ok(ip) = literal.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
         if !turmoil::in_simulation() {
             return Err(not_in_sim());
         }
-        let known = self.world.lock().hosts.contains(host);
+        let known = self.world.lock().by_name.contains_key(host);
         if known {
             Ok(vec![turmoil::lookup(host)])
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no simulated host named `{host}`"),
-            ))
+            Err(io::Error::new(io::ErrorKind::NotFound, format!("no simulated host named `{host}`")))
         }
     }
 }
@@ -396,9 +735,15 @@ impl switch::net::Net for SimNet {
 pub struct SimUdpSocket {
     inner: Arc<turmoil::net::UdpSocket>,
     world: SimWorld,
-    host: Arc<str>,
+    index: usize,
     host_ip: IpAddr,
     local: SocketAddr,
+}
+
+impl Drop for SimUdpSocket {
+    fn drop(&mut self) {
+        self.world.rebind(self.index, false);
+    }
 }
 
 impl SimUdpSocket {
@@ -427,10 +772,7 @@ impl SimUdpSocket {
         if target.is_ipv4() != self.local.is_ipv4() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "cannot send to {target} from a socket bound to {}",
-                    self.local
-                ),
+                format!("cannot send to {target} from a socket bound to {}", self.local),
             ));
         }
         if target.ip().is_loopback() || target.ip() == self.host_ip {
@@ -438,23 +780,18 @@ impl SimUdpSocket {
             self.inner.try_send_to(buf, target)?;
             return Ok(buf.len());
         }
-        let to = turmoil::reverse_lookup(target.ip());
+        let to = self.world.host_at(target.ip());
         let src = self.public_addr();
-        for delay in self.world.plan(&self.host, to.as_deref()) {
+        let plan = self.world.plan(self.index, to, buf);
+        for delay in &plan.delays[..plan.copies] {
             if delay.is_zero() {
-                self.world
-                    .transmit(&self.inner, &self.host, to.as_deref(), src, target, buf);
+                self.world.transmit(&self.inner, self.index, to, src, target, buf);
             } else {
-                let (world, inner, host, to, payload) = (
-                    self.world.clone(),
-                    self.inner.clone(),
-                    self.host.clone(),
-                    to.clone(),
-                    buf.to_vec(),
-                );
+                let (world, inner, from, payload, delay) =
+                    (self.world.clone(), self.inner.clone(), self.index, buf.to_vec(), *delay);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    world.transmit(&inner, &host, to.as_deref(), src, target, &payload);
+                    world.transmit(&inner, from, to, src, target, &payload);
                 });
             }
         }
@@ -469,11 +806,55 @@ impl switch::net::DatagramSocket for SimUdpSocket {
     }
 
     /// Cancel-safe: turmoil's socket parks a datagram it has taken off its queue
-    /// in a buffer until a `recv_from` completes with it.
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl std::future::Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.inner.recv_from(buf)
+    /// in a buffer until a `recv_from` completes with it; the backlog counter
+    /// only moves when it completes.
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let result = self.inner.recv_from(buf).await;
+        if let Ok((_, from)) = &result {
+            if !from.ip().is_loopback() && from.ip() != self.host_ip {
+                self.world.read_one(self.index);
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_iax2_datagrams() {
+        let mut pattern = b"SW\x00\x07\x00\x00\x00\x01".to_vec();
+        pattern.resize(160, 0xff);
+        // Mini frame: call 5, timestamp, pattern.
+        let mut mini = vec![0x00, 0x05, 0x12, 0x34];
+        mini.extend_from_slice(&pattern);
+        assert_eq!(classify(&mini), Kind { full: false, trunk: false, cleartext_pattern: 1 });
+        // The same, scrambled.
+        let scrambled: Vec<u8> = mini.iter().enumerate().map(|(i, b)| if i > 3 { b ^ 0x5a } else { *b }).collect();
+        assert_eq!(classify(&scrambled).cleartext_pattern, 0);
+        // Full voice frame.
+        let mut full = vec![0x80, 0x05, 0x00, 0x09, 0, 0, 0, 20, 1, 1, 2, 4];
+        full.extend_from_slice(&pattern);
+        assert_eq!(classify(&full), Kind { full: true, trunk: false, cleartext_pattern: 1 });
+        // Trunk frames are recognised, their entries not inspected.
+        let mut trunk = vec![0x00, 0x00, 0x01, 0x01, 0, 0, 0, 40];
+        trunk.extend_from_slice(&[0, 160, 0x80, 1, 0, 20]);
+        trunk.extend_from_slice(&pattern);
+        assert_eq!(classify(&trunk), Kind { full: false, trunk: true, cleartext_pattern: 0 });
+        assert_eq!(classify(&[0x00, 0x00]), Kind::default());
+    }
+
+    #[test]
+    fn windows_round_to_buckets() {
+        let mut t = LinkTraffic::default();
+        t.bucket(Duration::from_millis(5)).datagrams += 1;
+        t.bucket(Duration::from_millis(25)).datagrams += 2;
+        t.bucket(Duration::from_millis(45)).datagrams += 4;
+        assert_eq!(t.total(Duration::ZERO, Duration::from_millis(60)).datagrams, 7);
+        assert_eq!(t.total(Duration::from_millis(20), Duration::from_millis(40)).datagrams, 2);
+        assert_eq!(t.total(Duration::from_millis(10), Duration::from_millis(100)).datagrams, 6);
+        assert_eq!(t.window(Duration::from_millis(20), Duration::from_millis(100)).count(), 4);
     }
 }

@@ -2,8 +2,11 @@
 //! applied at its simulated times, expectations judged over the trace.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
 use switch::config::MapLoader;
@@ -12,11 +15,12 @@ use switch::runtime::{Command, SwitchSetup};
 use tokio::sync::mpsc;
 
 use crate::expect::{self, Ctx, Verdict};
+use crate::metrics::MetricCtx;
 use crate::net::{HostStats, SimWorld};
 use crate::pcap::epoch;
 use crate::report;
 use crate::scenario::{Action, Addresses, Network, Scenario};
-use crate::trace::{TimedEvent, TraceEvent, WorldEvent, WORLD_HOST};
+use crate::trace::{answer_values, TimedEvent, TraceEvent, WorldEvent, WORLD_HOST};
 
 /// Simulated time per step; also the timeline's resolution.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -58,6 +62,9 @@ pub struct Outcome {
     pub stats: BTreeMap<String, HostStats>,
     /// Each host's address in this run.
     pub addresses: BTreeMap<String, std::net::IpAddr>,
+    /// The signalling ladder of the first calls as an SVG picture (`None`
+    /// when the run placed no call); report.md has the same as ASCII.
+    pub ladder_svg: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,22 +72,13 @@ pub enum RunError {
     #[error("scenario `{scenario}`: {message}")]
     Setup { scenario: String, message: String },
     #[error("scenario `{scenario}`: the simulation failed at {at}: {message}")]
-    Simulation {
-        scenario: String,
-        at: String,
-        message: String,
-    },
+    Simulation { scenario: String, at: String, message: String },
 }
 
 /// A stable 64-bit mix of a seed, a name and a counter (FNV-1a, then SplitMix64).
 pub fn derive_seed(seed: u64, name: &str, n: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed
-        .to_le_bytes()
-        .iter()
-        .chain(name.as_bytes())
-        .chain(n.to_le_bytes().iter())
-    {
+    for b in seed.to_le_bytes().iter().chain(name.as_bytes()).chain(n.to_le_bytes().iter()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -96,6 +94,60 @@ fn push(trace: &Trace, event: TimedEvent) {
     trace.lock().unwrap_or_else(|p| p.into_inner()).push(event);
 }
 
+/// A waker that does nothing: pending commands are polled after every step.
+fn noop_waker() -> Waker {
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(|_| RAW, |_| {}, |_| {}, |_| {});
+    const RAW: RawWaker = RawWaker::new(std::ptr::null(), &VTABLE);
+    // SAFETY: every vtable function ignores the (null) data pointer.
+    unsafe { Waker::from_raw(RAW) }
+}
+
+/// An operator command waiting for the switch's answer.
+struct PendingCommand {
+    host: String,
+    line: String,
+    label: Option<String>,
+    issued: Duration,
+    answer: Pin<Box<dyn Future<Output = Option<String>> + Send>>,
+}
+
+impl PendingCommand {
+    /// The trace event for `answer`, at `at`.
+    fn event(self, at: Duration, answer: String) -> TimedEvent {
+        TimedEvent {
+            at,
+            host: self.host,
+            event: TraceEvent::World(WorldEvent::Command {
+                line: self.line,
+                values: answer_values(&answer),
+                answer,
+                issued_ms: self.issued.as_millis() as u64,
+                label: self.label,
+            }),
+        }
+    }
+}
+
+/// Polls the pending commands once; records and drops the answered ones.
+fn poll_commands(pending: &mut Vec<PendingCommand>, trace: &Trace, at: Duration) {
+    if pending.is_empty() {
+        return;
+    }
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut i = 0;
+    while i < pending.len() {
+        match pending[i].answer.as_mut().poll(&mut cx) {
+            Poll::Ready(answer) => {
+                let p = pending.remove(i);
+                let answer = answer.unwrap_or_default();
+                push(trace, p.event(at, answer.trim_end().to_string()));
+            }
+            Poll::Pending => i += 1,
+        }
+    }
+}
+
 /// What the runner keeps of each simulated host.
 struct HostHandle {
     loader: MapLoader,
@@ -105,10 +157,7 @@ struct HostHandle {
 
 /// Runs `scenario` once on `opts.network` with `opts.seed`.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> {
-    let setup_err = |message: String| RunError::Setup {
-        scenario: scenario.name.clone(),
-        message,
-    };
+    let setup_err = |message: String| RunError::Setup { scenario: scenario.name.clone(), message };
 
     let mut builder = turmoil::Builder::new();
     builder
@@ -130,12 +179,12 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
     for h in &scenario.hosts {
         ips.insert(h.name.clone(), sim.lookup(h.name.as_str()));
     }
-    let addrs = Addresses {
-        network: opts.network,
-        ips,
-    };
+    let addrs = Addresses { network: opts.network, ips };
 
     let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), scenario.link);
+    for (name, ip) in &addrs.ips {
+        world.set_address(name, *ip);
+    }
     if opts.pcap {
         world.enable_capture(scenario.capture.clone());
     }
@@ -146,22 +195,15 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
         world.add_host(&h.name);
         let mut files = BTreeMap::new();
         for (fname, text) in &h.files {
-            let expanded = addrs
-                .expand(text, Some(&h.name))
-                .map_err(|e| setup_err(format!("host `{}` {fname}: {e}", h.name)))?;
+            let expanded =
+                addrs.expand(text, Some(&h.name)).map_err(|e| setup_err(format!("host `{}` {fname}: {e}", h.name)))?;
             files.insert(fname.clone(), expanded);
         }
         let loader = MapLoader(Arc::new(Mutex::new(files)));
         let commands: Arc<Mutex<Option<mpsc::Sender<Command>>>> = Arc::new(Mutex::new(None));
         let incarnation = Arc::new(AtomicU64::new(0));
-        let (world2, trace2, loader2, commands2, name, base_seed) = (
-            world.clone(),
-            trace.clone(),
-            loader.clone(),
-            commands.clone(),
-            h.name.clone(),
-            opts.seed,
-        );
+        let (world2, trace2, loader2, commands2, name, base_seed) =
+            (world.clone(), trace.clone(), loader.clone(), commands.clone(), h.name.clone(), opts.seed);
         sim.host(h.name.as_str(), move || {
             let n = incarnation.fetch_add(1, Ordering::Relaxed);
             let seed = derive_seed(base_seed, &name, n);
@@ -171,37 +213,14 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
             let (sink_trace, sink_host) = (trace2.clone(), name.clone());
             let events = move |event: &Event| {
                 let at = turmoil::sim_elapsed().unwrap_or_default();
-                push(
-                    &sink_trace,
-                    TimedEvent {
-                        at,
-                        host: sink_host.clone(),
-                        event: TraceEvent::Switch(event.clone()),
-                    },
-                );
+                push(&sink_trace, TimedEvent { at, host: sink_host.clone(), event: TraceEvent::Switch(event.clone()) });
             };
             let (trace, host, loader) = (trace2.clone(), name.clone(), loader2.clone());
             async move {
-                let result = switch::runtime::run(
-                    net,
-                    SwitchSetup {
-                        loader,
-                        seed,
-                        events,
-                        commands: rx,
-                    },
-                )
-                .await;
+                let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
                 let at = turmoil::sim_elapsed().unwrap_or_default();
                 let error = result.err().map(|e| e.to_string());
-                push(
-                    &trace,
-                    TimedEvent {
-                        at,
-                        host,
-                        event: TraceEvent::World(WorldEvent::SwitchExited { error }),
-                    },
-                );
+                push(&trace, TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) });
                 Ok(())
             }
         });
@@ -210,9 +229,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
 
     // Drive the simulation; timeline actions happen between steps at their times.
     let mut labels: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut pending: Vec<PendingCommand> = Vec::new();
     let mut next = 0;
     loop {
         let now = sim.elapsed();
+        poll_commands(&mut pending, &trace, now);
         while let Some(entry) = scenario.timeline.get(next).filter(|e| e.at <= now) {
             next += 1;
             if let Some(l) = &entry.label {
@@ -220,6 +241,30 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
             }
             let label = entry.label.clone();
             let (host, event) = match &entry.action {
+                Action::Command { host, line } => {
+                    let line =
+                        addrs.expand(line, Some(host)).map_err(|e| setup_err(format!("command on {host}: {e}")))?;
+                    let sender = handles
+                        .get(host)
+                        .and_then(|h| h.commands.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                        .filter(|_| sim.is_host_running(host.as_str()));
+                    let mut command = PendingCommand {
+                        host: host.clone(),
+                        line: line.clone(),
+                        label,
+                        issued: now,
+                        answer: Box::pin(async { None }),
+                    };
+                    match sender {
+                        None => push(&trace, command.event(now, "the switch is not running".to_string())),
+                        Some(tx) => {
+                            command.answer = Box::pin(async move { switch::control::execute(&line, &tx).await });
+                            pending.push(command);
+                            poll_commands(&mut pending, &trace, now);
+                        }
+                    }
+                    continue;
+                }
                 Action::Partition { from, to, oneway } => {
                     if *oneway {
                         world.block(from, to);
@@ -228,12 +273,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     }
                     (
                         WORLD_HOST.to_string(),
-                        WorldEvent::Partition {
-                            from: from.clone(),
-                            to: to.clone(),
-                            oneway: *oneway,
-                            label,
-                        },
+                        WorldEvent::Partition { from: from.clone(), to: to.clone(), oneway: *oneway, label },
                     )
                 }
                 Action::Heal { from, to, oneway } => {
@@ -244,12 +284,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     }
                     (
                         WORLD_HOST.to_string(),
-                        WorldEvent::Heal {
-                            from: from.clone(),
-                            to: to.clone(),
-                            oneway: *oneway,
-                            label,
-                        },
+                        WorldEvent::Heal { from: from.clone(), to: to.clone(), oneway: *oneway, label },
                     )
                 }
                 Action::Crash { host } => {
@@ -275,11 +310,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                             let mut pairs = Vec::new();
                             for (i, a) in names.iter().enumerate() {
                                 for b in &names[i + 1..] {
-                                    pairs.push((
-                                        a.clone(),
-                                        b.clone(),
-                                        change.apply(world.link(a, b)),
-                                    ));
+                                    pairs.push((a.clone(), b.clone(), change.apply(world.link(a, b))));
                                 }
                             }
                             let d = change.apply(world.default_link());
@@ -304,9 +335,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     )
                 }
                 Action::SetConfig { host, files } => {
-                    let handle = handles
-                        .get(host)
-                        .ok_or_else(|| setup_err(format!("unknown host `{host}`")))?;
+                    let handle = handles.get(host).ok_or_else(|| setup_err(format!("unknown host `{host}`")))?;
                     let mut map = handle.loader.0.lock().unwrap_or_else(|p| p.into_inner());
                     for (fname, text) in files {
                         let expanded = addrs
@@ -314,18 +343,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                             .map_err(|e| setup_err(format!("set_config {host} {fname}: {e}")))?;
                         map.insert(fname.clone(), expanded);
                     }
-                    (
-                        host.clone(),
-                        WorldEvent::SetConfig {
-                            files: files.keys().cloned().collect(),
-                            label,
-                        },
-                    )
+                    (host.clone(), WorldEvent::SetConfig { files: files.keys().cloned().collect(), label })
                 }
                 Action::Reload { host } => {
-                    let handle = handles
-                        .get(host)
-                        .ok_or_else(|| setup_err(format!("unknown host `{host}`")))?;
+                    let handle = handles.get(host).ok_or_else(|| setup_err(format!("unknown host `{host}`")))?;
                     let delivered = handle
                         .commands
                         .lock()
@@ -335,14 +356,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     (host.clone(), WorldEvent::Reload { delivered, label })
                 }
             };
-            push(
-                &trace,
-                TimedEvent {
-                    at: now,
-                    host,
-                    event: TraceEvent::World(event),
-                },
-            );
+            push(&trace, TimedEvent { at: now, host, event: TraceEvent::World(event) });
         }
         if now >= scenario.duration {
             break;
@@ -356,23 +370,30 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
         }
     }
     let sim_duration = sim.elapsed();
+    poll_commands(&mut pending, &trace, sim_duration);
+    for p in pending {
+        push(&trace, p.event(sim_duration, "(no answer before the end of the run)".to_string()));
+    }
     // Stop every host before reading results (drops sockets and pending sends).
     drop(sim);
 
     let mut events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
     events.sort_by_key(|e| e.at); // stable: ties keep the order they happened in
 
+    let wire = world.wire_stats();
+    let configs: BTreeMap<String, switch::config::IaxConfig> = handles
+        .iter()
+        .filter_map(|(name, h)| switch::config::load(&h.loader).ok().map(|c| (name.clone(), c.iax)))
+        .collect();
+    let calls = crate::calls::calls(&events);
     let indexed = expect::index(&events);
     let ctx = Ctx {
         addrs: &addrs,
         labels: &labels,
         end: sim_duration,
+        metrics: MetricCtx { wire: &wire, configs: &configs, calls: &calls },
     };
-    let verdicts: Vec<Verdict> = scenario
-        .expectations
-        .iter()
-        .map(|x| expect::evaluate(x, &indexed, &ctx))
-        .collect();
+    let verdicts: Vec<Verdict> = scenario.expectations.iter().map(|x| expect::evaluate(x, &indexed, &ctx)).collect();
     drop(indexed);
     let passed = verdicts.iter().all(|v| v.passed);
 
@@ -399,7 +420,17 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
         sim_duration,
         stats,
         addresses: addrs.ips.clone(),
+        ladder_svg: None,
     };
-    outcome.report_md = report::render(scenario, &outcome, world.captured());
+    let ladders = crate::ladder::ladders(&calls, &wire, sim_duration);
+    if !ladders.is_empty() {
+        outcome.ladder_svg = Some(crate::ladder::svg(&ladders));
+    }
+    outcome.report_md = report::render(
+        scenario,
+        &outcome,
+        world.captured(),
+        &report::Extra { calls: &calls, wire: &wire, ladders: &ladders },
+    );
     Ok(outcome)
 }

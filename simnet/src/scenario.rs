@@ -138,6 +138,12 @@ pub(crate) enum Action {
     Reload {
         host: String,
     },
+    /// Run an operator command line on the host's switch.
+    Command {
+        host: String,
+        /// May contain placeholders; expanded per run.
+        line: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -174,6 +180,46 @@ pub(crate) enum ExpectKind {
     Never,
     /// At the end, the last matching event has the `is` fields.
     Last,
+    /// The number of matching events in the window passes the `value` tests.
+    Count,
+    /// The sum of numeric `field`s over matching events in the window passes `value`.
+    Sum,
+    /// A world metric measured on the wire passes `value` and/or `tolerance`.
+    Metric,
+}
+
+impl ExpectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpectKind::Happens => "happens",
+            ExpectKind::Never => "never",
+            ExpectKind::Last => "last",
+            ExpectKind::Count => "count",
+            ExpectKind::Sum => "sum",
+            ExpectKind::Metric => "metric",
+        }
+    }
+}
+
+/// The world metrics a `kind = "metric"` expectation can test (see docs/scenarios.md).
+pub const METRICS: &[&str] = &[
+    "trunk_datagrams_per_tick",
+    "wire_bytes_per_second",
+    "datagrams_per_second",
+    "cleartext_pattern_frames",
+    "max_backlog",
+];
+
+/// Which hosts a metric is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MetricSpec {
+    pub name: String,
+    /// Sender (link metrics); `None`: every host.
+    pub from: Option<String>,
+    /// Receiver (link metrics); `None`: every host.
+    pub to: Option<String>,
+    /// The host of host metrics (`max_backlog`).
+    pub host: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +247,7 @@ pub(crate) struct Expectation {
     pub description: String,
     pub kind: ExpectKind,
     pub host: Option<String>,
+    /// Empty for `metric`.
     pub event: String,
     pub filter: Vec<FieldTest>,
     pub after: Anchor,
@@ -208,6 +255,13 @@ pub(crate) struct Expectation {
     pub at_least: u32,
     pub at_most: Option<u32>,
     pub is: Vec<FieldTest>,
+    /// `sum`: the fields added up.
+    pub fields: Vec<String>,
+    /// `count`, `sum`, `metric`: numeric tests of the result.
+    pub value: Vec<(Op, f64)>,
+    /// `metric`: largest relative distance from the metric's expected value.
+    pub tolerance: Option<f64>,
+    pub metric: Option<MetricSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -265,21 +319,18 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "peer_registration_refused",
     "peer_unregistered",
     "peer_state_changed",
+    "call_started",
+    "call_answered",
+    "call_rejected",
+    "call_ended",
+    "dtmf",
     "datagram_dropped",
     "call_token_required",
 ];
 
 /// Event names the simulator adds to the trace.
-pub const WORLD_EVENTS: &[&str] = &[
-    "partition",
-    "heal",
-    "crash",
-    "restart",
-    "set_link",
-    "set_config",
-    "reload",
-    "switch_exited",
-];
+pub const WORLD_EVENTS: &[&str] =
+    &["partition", "heal", "crash", "restart", "set_link", "set_config", "reload", "switch_exited", "command"];
 
 /// Host names that would clash with placeholders or trace fields.
 const RESERVED_HOSTS: &[&str] = &["any", "self", "world", "network"];
@@ -358,6 +409,7 @@ struct RawAction {
     iax_conf: Option<Spanned<String>>,
     switch_toml: Option<Spanned<String>>,
     files: Option<BTreeMap<String, Spanned<String>>>,
+    line: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -366,7 +418,7 @@ struct RawExpect {
     description: String,
     kind: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
-    event: Spanned<String>,
+    event: Option<Spanned<String>>,
     #[serde(rename = "where", default)]
     filter: BTreeMap<String, Spanned<toml::Value>>,
     after: Option<Spanned<String>>,
@@ -375,6 +427,19 @@ struct RawExpect {
     at_most: Option<u32>,
     #[serde(default)]
     is: BTreeMap<String, Spanned<toml::Value>>,
+    field: Option<Spanned<RawFields>>,
+    value: Option<Spanned<toml::Value>>,
+    tolerance: Option<Spanned<Prob>>,
+    metric: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFields {
+    One(String),
+    Many(Vec<String>),
 }
 
 // ---------------------------------------------------------------------------
@@ -395,12 +460,7 @@ impl Source<'_> {
         (line, col)
     }
 
-    fn err(
-        &self,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) -> ScenarioError {
+    fn err(&self, span: Option<Range<usize>>, message: impl Into<String>, hint: impl Into<String>) -> ScenarioError {
         let (line, column) = match span {
             Some(s) => {
                 let (l, c) = self.line_col(s.start);
@@ -408,21 +468,10 @@ impl Source<'_> {
             }
             None => (None, None),
         };
-        ScenarioError {
-            path: self.path.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-            hint: hint.into(),
-        }
+        ScenarioError { path: self.path.to_path_buf(), line, column, message: message.into(), hint: hint.into() }
     }
 
-    fn at<T>(
-        &self,
-        spanned: &Spanned<T>,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) -> ScenarioError {
+    fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>, hint: impl Into<String>) -> ScenarioError {
         self.err(Some(spanned.span()), message, hint)
     }
 
@@ -433,8 +482,7 @@ impl Source<'_> {
         let raw = self.text.get(span.clone()).unwrap_or("");
         let trimmed_newline = (raw.starts_with("\"\"\"") || raw.starts_with("'''"))
             && (raw[3..].starts_with('\n') || raw[3..].starts_with("\r\n"));
-        line + usize::from(trimmed_newline)
-            + value.get(..offset).unwrap_or("").matches('\n').count()
+        line + usize::from(trimmed_newline) + value.get(..offset).unwrap_or("").matches('\n').count()
     }
 }
 
@@ -499,10 +547,7 @@ pub fn list_scenarios(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    let mut scenarios = paths
-        .iter()
-        .map(|p| Scenario::load(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut scenarios = paths.iter().map(|p| Scenario::load(p)).collect::<Result<Vec<_>, _>>()?;
     scenarios.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.path.cmp(&b.path)));
     for pair in scenarios.windows(2) {
         if pair[0].name == pair[1].name {
@@ -510,11 +555,7 @@ pub fn list_scenarios(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
                 path: pair[1].path.clone(),
                 line: None,
                 column: None,
-                message: format!(
-                    "scenario name `{}` is also used by {}",
-                    pair[1].name,
-                    pair[0].path.display()
-                ),
+                message: format!("scenario name `{}` is also used by {}", pair[1].name, pair[0].path.display()),
                 hint: "scenario names must be unique".into(),
             });
         }
@@ -524,20 +565,14 @@ pub fn list_scenarios(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> {
     let name = raw.name.get_ref().trim().to_string();
     if name.is_empty() {
-        return Err(src.at(
-            &raw.name,
-            "`name` is empty",
-            "name the scenario, e.g. name = \"double-registration\"",
-        ));
+        return Err(src.at(&raw.name, "`name` is empty", "name the scenario, e.g. name = \"double-registration\""));
     }
     let duration = raw.duration.0;
     if duration.is_zero() {
@@ -556,9 +591,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 let parsed: Vec<Network> = if n == "both" {
                     vec![Network::V4, Network::V6]
                 } else {
-                    vec![n
-                        .parse()
-                        .map_err(|e: String| src.at(spanned, e, "networks = [\"v4\", \"v6\"]"))?]
+                    vec![n.parse().map_err(|e: String| src.at(spanned, e, "networks = [\"v4\", \"v6\"]"))?]
                 };
                 for p in parsed {
                     if !nets.contains(&p) {
@@ -567,11 +600,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 }
             }
             if nets.is_empty() {
-                return Err(src.at(
-                    spanned,
-                    "`networks` is empty",
-                    "networks = [\"v4\", \"v6\"]",
-                ));
+                return Err(src.at(spanned, "`networks` is empty", "networks = [\"v4\", \"v6\"]"));
             }
             nets
         }
@@ -600,11 +629,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
 
     // Hosts.
     if raw.hosts.is_empty() {
-        return Err(src.err(
-            None,
-            "the scenario has no hosts",
-            "add a [hosts.NAME] table per switch",
-        ));
+        return Err(src.err(None, "the scenario has no hosts", "add a [hosts.NAME] table per switch"));
     }
     let host_names: BTreeSet<String> = raw.hosts.keys().cloned().collect();
     let mut hosts = Vec::new();
@@ -631,21 +656,15 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                     "config_dir is relative to the scenario file",
                 )
             })?;
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
             paths.sort();
             for p in paths {
                 let Some(fname) = p.file_name().and_then(|f| f.to_str()).map(str::to_string) else {
                     continue;
                 };
                 let text = std::fs::read_to_string(&p).map_err(|e| {
-                    src.at(
-                        dir,
-                        format!("cannot read {}: {e}", p.display()),
-                        "config files must be UTF-8 text",
-                    )
+                    src.at(dir, format!("cannot read {}: {e}", p.display()), "config files must be UTF-8 text")
                 })?;
                 check_placeholders_in_file(&p, &text, &host_names)?;
                 files.insert(fname, text);
@@ -653,11 +672,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
         }
         let mut inline = |fname: &str, value: &Spanned<String>| -> Result<(), ScenarioError> {
             check_placeholders(src, value, &host_names)?;
-            if files
-                .insert(fname.to_string(), value.get_ref().clone())
-                .is_some()
-                && h.config_dir.is_some()
-            {
+            if files.insert(fname.to_string(), value.get_ref().clone()).is_some() && h.config_dir.is_some() {
                 return Err(src.at(
                     value,
                     format!("`{fname}` of host `{hname}` is given both inline and in config_dir"),
@@ -682,10 +697,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 "set iax_conf = \"\"\"...\"\"\" or config_dir = \"DIR\" holding iax.conf",
             ));
         }
-        hosts.push(HostSpec {
-            name: hname.clone(),
-            files,
-        });
+        hosts.push(HostSpec { name: hname.clone(), files });
     }
 
     let known_host = |s: &Spanned<String>| -> Result<String, ScenarioError> {
@@ -693,11 +705,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
         if host_names.contains(n) {
             Ok(n.clone())
         } else {
-            Err(src.at(
-                s,
-                format!("unknown host `{n}`"),
-                format!("hosts: {}", join(&host_names)),
-            ))
+            Err(src.at(s, format!("unknown host `{n}`"), format!("hosts: {}", join(&host_names))))
         }
     };
 
@@ -730,11 +738,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                     ));
                 }
                 if !labels.insert(t.clone()) {
-                    return Err(src.at(
-                        l,
-                        format!("label `{t}` is used twice"),
-                        "labels must be unique",
-                    ));
+                    return Err(src.at(l, format!("label `{t}` is used twice"), "labels must be unique"));
                 }
                 Some(t)
             }
@@ -746,15 +750,16 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             "crash" | "restart" | "reload" => &["host"],
             "set_link" => &["between", "latency", "jitter", "loss", "duplicate"],
             "set_config" => &["host", "iax_conf", "switch_toml", "files"],
+            "command" => &["host", "line"],
             other => {
                 return Err(src.at(
                     &a.action,
                     format!("unknown action `{other}`"),
-                    "actions: partition, heal, crash, restart, set_link, set_config, reload",
+                    "actions: partition, heal, crash, restart, set_link, set_config, reload, command",
                 ))
             }
         };
-        let present: [(&str, bool); 11] = [
+        let present: [(&str, bool); 12] = [
             ("between", a.between.is_some()),
             ("from", a.from.is_some()),
             ("to", a.to.is_some()),
@@ -766,6 +771,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             ("iax_conf", a.iax_conf.is_some()),
             ("switch_toml", a.switch_toml.is_some()),
             ("files", a.files.is_some()),
+            ("line", a.line.is_some()),
         ];
         for (key, is) in present {
             if is && !used.contains(&key) {
@@ -779,21 +785,13 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
         let need_host = || -> Result<String, ScenarioError> {
             match &a.host {
                 Some(h) => known_host(h),
-                None => Err(src.at(
-                    spanned,
-                    format!("`{aname}` needs `host`"),
-                    "e.g. host = \"b\"",
-                )),
+                None => Err(src.at(spanned, format!("`{aname}` needs `host`"), "e.g. host = \"b\"")),
             }
         };
         let pair_of = |between: &Spanned<Vec<String>>| -> Result<(String, String), ScenarioError> {
             let v = between.get_ref();
             if v.len() != 2 || v[0] == v[1] {
-                return Err(src.at(
-                    between,
-                    "`between` names two different hosts",
-                    "e.g. between = [\"a\", \"b\"]",
-                ));
+                return Err(src.at(between, "`between` names two different hosts", "e.g. between = [\"a\", \"b\"]"));
             }
             for n in v {
                 if !host_names.contains(n) {
@@ -837,6 +835,19 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             "crash" => Action::Crash { host: need_host()? },
             "restart" => Action::Restart { host: need_host()? },
             "reload" => Action::Reload { host: need_host()? },
+            "command" => {
+                let host = need_host()?;
+                let Some(line) = &a.line else {
+                    return Err(src.at(
+                        spanned,
+                        "`command` needs `line`",
+                        "e.g. line = \"originate IAX2/b/600 app=pattern count=10 hold=30\"",
+                    ));
+                };
+                check_placeholders(src, line, &host_names)?;
+                check_command(line.get_ref()).map_err(|(message, hint)| src.at(line, message, hint))?;
+                Action::Command { host, line: line.get_ref().trim().to_string() }
+            }
             "set_link" => {
                 let between = a.between.as_ref().map(pair_of).transpose()?;
                 let change = LinkChange {
@@ -873,11 +884,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                     add(fname, v)?;
                 }
                 if files.is_empty() {
-                    return Err(src.at(
-                        spanned,
-                        "`set_config` sets no file",
-                        "set iax_conf, switch_toml and/or files",
-                    ));
+                    return Err(src.at(spanned, "`set_config` sets no file", "set iax_conf, switch_toml and/or files"));
                 }
                 Action::SetConfig { host, files }
             }
@@ -894,64 +901,106 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             None | Some("happens") => ExpectKind::Happens,
             Some("never") => ExpectKind::Never,
             Some("last") => ExpectKind::Last,
+            Some("count") => ExpectKind::Count,
+            Some("sum") => ExpectKind::Sum,
+            Some("metric") => ExpectKind::Metric,
             Some(other) => {
-                let k = e.kind.as_ref().unwrap_or(&e.event);
                 return Err(src.at(
-                    k,
+                    e.kind.as_ref().unwrap_or_else(|| unreachable!()),
                     format!("unknown expectation kind `{other}`"),
-                    "kinds: happens (default), never, last",
+                    "kinds: happens (default), never, last, count, sum, metric",
                 ));
             }
         };
-        let host = e.host.as_ref().map(known_host).transpose()?;
-        let event = e.event.get_ref().clone();
-        if !SWITCH_EVENTS.contains(&event.as_str()) && !WORLD_EVENTS.contains(&event.as_str()) {
-            return Err(src.at(
-                &e.event,
-                format!("unknown event `{event}`"),
-                format!(
-                    "switch events: {}; simulator events: {}",
-                    SWITCH_EVENTS.join(", "),
-                    WORLD_EVENTS.join(", ")
-                ),
-            ));
+        // Which optional keys each kind takes (`description`, `kind` always apply).
+        let allowed: &[&str] = match kind {
+            ExpectKind::Happens => &["host", "event", "where", "after", "within", "at_least", "at_most"],
+            ExpectKind::Never => &["host", "event", "where", "after", "within"],
+            ExpectKind::Last => &["host", "event", "where", "is"],
+            ExpectKind::Count => &["host", "event", "where", "after", "within", "value"],
+            ExpectKind::Sum => &["host", "event", "where", "after", "within", "field", "value"],
+            ExpectKind::Metric => &["metric", "host", "from", "to", "after", "within", "value", "tolerance"],
+        };
+        let present: [(&str, bool); 14] = [
+            ("host", e.host.is_some()),
+            ("event", e.event.is_some()),
+            ("where", !e.filter.is_empty()),
+            ("after", e.after.is_some()),
+            ("within", e.within.is_some()),
+            ("at_least", e.at_least.is_some()),
+            ("at_most", e.at_most.is_some()),
+            ("is", !e.is.is_empty()),
+            ("field", e.field.is_some()),
+            ("value", e.value.is_some()),
+            ("tolerance", e.tolerance.is_some()),
+            ("metric", e.metric.is_some()),
+            ("from", e.from.is_some()),
+            ("to", e.to.is_some()),
+        ];
+        for (key, is) in present {
+            if is && !allowed.contains(&key) {
+                let hint = match (kind, key) {
+                    (ExpectKind::Last, "after" | "within" | "at_least" | "at_most") => {
+                        "`last` looks at the end of the run; use kind = \"happens\" for windows and counts".to_string()
+                    }
+                    (_, "is") => "`is` only applies to kind = \"last\"; put field filters in `where`".to_string(),
+                    (ExpectKind::Never, "at_least" | "at_most") => {
+                        "`never` takes no counts; use kind = \"happens\" with at_most".to_string()
+                    }
+                    _ => format!("kind = \"{}\" takes: description, kind, {}", kind.name(), allowed.join(", ")),
+                };
+                return Err(src.at(spanned, format!("`{key}` does not apply to kind = \"{}\"", kind.name()), hint));
+            }
         }
+        let host = e.host.as_ref().map(known_host).transpose()?;
+        let event = match (&e.event, kind) {
+            (None, ExpectKind::Metric) => String::new(),
+            (None, _) => {
+                return Err(src.at(
+                    spanned,
+                    format!("kind = \"{}\" needs `event`", kind.name()),
+                    "e.g. event = \"call_ended\"",
+                ))
+            }
+            (Some(ev), _) => {
+                let event = ev.get_ref().clone();
+                if !SWITCH_EVENTS.contains(&event.as_str()) && !WORLD_EVENTS.contains(&event.as_str()) {
+                    return Err(src.at(
+                        ev,
+                        format!("unknown event `{event}`"),
+                        format!(
+                            "switch events: {}; simulator events: {}",
+                            SWITCH_EVENTS.join(", "),
+                            WORLD_EVENTS.join(", ")
+                        ),
+                    ));
+                }
+                event
+            }
+        };
         let after = match &e.after {
-            None => Anchor {
-                label: None,
-                offset: Duration::ZERO,
-            },
+            None => Anchor { label: None, offset: Duration::ZERO },
             Some(s) => {
                 let text = s.get_ref().trim();
                 let (label, offset) = match text.split_once('+') {
                     Some((l, o)) => {
-                        let off = crate::units::parse_duration(o)
-                            .map_err(|m| src.at(s, m, "e.g. after = \"heal+5s\""))?;
+                        let off =
+                            crate::units::parse_duration(o).map_err(|m| src.at(s, m, "e.g. after = \"heal+5s\""))?;
                         (l.trim(), off)
                     }
                     None => (text, Duration::ZERO),
                 };
                 if label == "start" {
-                    Anchor {
-                        label: None,
-                        offset,
-                    }
+                    Anchor { label: None, offset }
                 } else if labels.contains(label) {
-                    Anchor {
-                        label: Some(label.to_string()),
-                        offset,
-                    }
+                    Anchor { label: Some(label.to_string()), offset }
                 } else {
                     return Err(src.at(
                         s,
                         format!("`after` names no timeline label `{label}`"),
                         format!(
                             "use `start` or a label: {}",
-                            if labels.is_empty() {
-                                "(none defined)".into()
-                            } else {
-                                join(&labels)
-                            }
+                            if labels.is_empty() { "(none defined)".into() } else { join(&labels) }
                         ),
                     ));
                 }
@@ -959,43 +1008,8 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
         };
         let filter = field_tests(src, &e.filter, &host_names)?;
         let is = field_tests(src, &e.is, &host_names)?;
-        match kind {
-            ExpectKind::Last => {
-                if is.is_empty() {
-                    return Err(src.at(
-                        spanned,
-                        "a `last` expectation needs `is`",
-                        "e.g. is = { to = \"OK\" }",
-                    ));
-                }
-                if e.within.is_some()
-                    || e.at_least.is_some()
-                    || e.at_most.is_some()
-                    || e.after.is_some()
-                {
-                    return Err(src.at(
-                        spanned,
-                        "`last` looks at the end of the run: `after`, `within`, `at_least`, `at_most` do not apply",
-                        "use kind = \"happens\" for windows and counts",
-                    ));
-                }
-            }
-            ExpectKind::Never | ExpectKind::Happens => {
-                if !is.is_empty() {
-                    return Err(src.at(
-                        spanned,
-                        "`is` only applies to kind = \"last\"",
-                        "put field filters in `where`",
-                    ));
-                }
-                if kind == ExpectKind::Never && (e.at_least.is_some() || e.at_most.is_some()) {
-                    return Err(src.at(
-                        spanned,
-                        "`never` takes no counts",
-                        "use kind = \"happens\" with at_most",
-                    ));
-                }
-            }
+        if kind == ExpectKind::Last && is.is_empty() {
+            return Err(src.at(spanned, "a `last` expectation needs `is`", "e.g. is = { to = \"OK\" }"));
         }
         let at_least = e.at_least.unwrap_or(1);
         if let Some(most) = e.at_most {
@@ -1007,15 +1021,109 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 ));
             }
         }
-        let at_least = if e.at_most.is_some() && e.at_least.is_none() {
-            0
-        } else {
-            at_least
+        let at_least = if e.at_most.is_some() && e.at_least.is_none() { 0 } else { at_least };
+        let value = match &e.value {
+            Some(v) => value_tests(src, v)?,
+            None => Vec::new(),
+        };
+        if matches!(kind, ExpectKind::Count | ExpectKind::Sum) && value.is_empty() {
+            return Err(src.at(
+                spanned,
+                format!("kind = \"{}\" needs `value`", kind.name()),
+                "e.g. value = 800 or value = { ge = 798, le = 800 }",
+            ));
+        }
+        let fields = match &e.field {
+            None if kind == ExpectKind::Sum => {
+                return Err(src.at(spanned, "kind = \"sum\" needs `field`", "e.g. field = [\"lost\", \"reordered\"]"))
+            }
+            None => Vec::new(),
+            Some(f) => {
+                let list = match f.get_ref() {
+                    RawFields::One(s) => vec![s.clone()],
+                    RawFields::Many(v) => v.clone(),
+                };
+                if list.is_empty() || list.iter().any(|s| s.trim_start_matches('-').trim().is_empty()) {
+                    return Err(src.at(f, "`field` names no field", "e.g. field = \"lost\""));
+                }
+                list
+            }
+        };
+        let tolerance = e.tolerance.as_ref().map(|t| t.get_ref().0);
+        let metric = match &e.metric {
+            None if kind == ExpectKind::Metric => {
+                return Err(src.at(
+                    spanned,
+                    "kind = \"metric\" needs `metric`",
+                    format!("metrics: {}", METRICS.join(", ")),
+                ))
+            }
+            None => None,
+            Some(m) => {
+                let name = m.get_ref().trim().to_string();
+                if !METRICS.contains(&name.as_str()) {
+                    return Err(src.at(
+                        m,
+                        format!("unknown metric `{name}`"),
+                        format!("metrics: {}", METRICS.join(", ")),
+                    ));
+                }
+                if value.is_empty() && tolerance.is_none() {
+                    return Err(src.at(
+                        spanned,
+                        "a metric expectation needs `value` and/or `tolerance`",
+                        "e.g. value = { le = 100 }, or tolerance = \"5%\" to compare with the expected value",
+                    ));
+                }
+                let from = e.from.as_ref().map(known_host).transpose()?;
+                let to = e.to.as_ref().map(known_host).transpose()?;
+                let link_metric = name != "max_backlog";
+                let needs_link = matches!(
+                    name.as_str(),
+                    "trunk_datagrams_per_tick" | "wire_bytes_per_second" | "datagrams_per_second"
+                );
+                if needs_link && (from.is_none() || to.is_none()) {
+                    return Err(src.at(
+                        spanned,
+                        format!("metric `{name}` needs `from` and `to`"),
+                        "e.g. from = \"a\", to = \"b\" (the sending and the receiving host)",
+                    ));
+                }
+                if from.is_some() && from == to {
+                    return Err(src.at(spanned, "`from` and `to` are the same host", "name two different hosts"));
+                }
+                if !link_metric && host.is_none() {
+                    return Err(src.at(spanned, format!("metric `{name}` needs `host`"), "e.g. host = \"b\""));
+                }
+                if link_metric && host.is_some() {
+                    return Err(src.at(
+                        spanned,
+                        format!("metric `{name}` is about a link: use `from` and `to`, not `host`"),
+                        "e.g. from = \"a\", to = \"b\"",
+                    ));
+                }
+                if !link_metric && (from.is_some() || to.is_some()) {
+                    return Err(src.at(
+                        spanned,
+                        format!("metric `{name}` is about a host: use `host`, not `from`/`to`"),
+                        "e.g. host = \"b\"",
+                    ));
+                }
+                if tolerance.is_some() && !matches!(name.as_str(), "trunk_datagrams_per_tick" | "wire_bytes_per_second")
+                {
+                    return Err(src.at(
+                        spanned,
+                        format!("metric `{name}` has no expected value to compare with: use `value`"),
+                        "tolerance applies to trunk_datagrams_per_tick and wire_bytes_per_second",
+                    ));
+                }
+                Some(MetricSpec { name, from, to, host: if link_metric { None } else { host.clone() } })
+            }
         };
         expectations.push(Expectation {
             description: e.description.clone(),
             kind,
-            host,
+            host: if kind == ExpectKind::Metric { None } else { host },
             event,
             filter,
             after,
@@ -1023,6 +1131,10 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             at_least,
             at_most: e.at_most,
             is,
+            fields,
+            value,
+            tolerance,
+            metric,
         });
     }
 
@@ -1040,11 +1152,45 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
     })
 }
 
+/// Operator commands a `command` action may run (what `switch::control::execute` knows).
+const COMMANDS: &[&str] = &[
+    "iax2 show peers",
+    "iax2 show registry",
+    "iax2 show channels",
+    "show stats",
+    "hangup all",
+    "reload",
+    "iax2 reload",
+    "help",
+];
+
+/// Refuses command lines the control socket would not understand, so a typo
+/// fails at load time; `originate` lines without placeholders are parsed.
+fn check_command(line: &str) -> Result<(), (String, String)> {
+    let words: Vec<String> = line.split_whitespace().map(str::to_ascii_lowercase).collect();
+    let joined = words.join(" ");
+    if words.first().map(String::as_str) == Some("originate") {
+        if line.contains("${") {
+            return Ok(());
+        }
+        return switch::control::parse_originate(line.trim()).map(|_| ()).map_err(|e| {
+            (
+                format!("`{}`: {e}", line.trim()),
+                "e.g. line = \"originate IAX2/b/600 app=pattern count=10 hold=30\"".to_string(),
+            )
+        });
+    }
+    if COMMANDS.contains(&joined.as_str()) {
+        return Ok(());
+    }
+    Err((
+        format!("unknown operator command `{}`", line.trim()),
+        format!("commands: originate DIAL [app=APP] [count=N] [hold=SECONDS], {}", COMMANDS.join(", ")),
+    ))
+}
+
 fn join(set: &BTreeSet<String>) -> String {
-    set.iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
 fn field_tests(
@@ -1072,21 +1218,13 @@ fn field_tests(
                 toml::Value::Integer(i) => Ok(MatchValue::Num(*i as f64)),
                 toml::Value::Float(f) => Ok(MatchValue::Num(*f)),
                 toml::Value::Boolean(b) => Ok(MatchValue::Bool(*b)),
-                _ => Err(src.at(
-                    spanned,
-                    format!("`{field}`: compare with a string, number or boolean"),
-                    FILTER_HINT,
-                )),
+                _ => Err(src.at(spanned, format!("`{field}`: compare with a string, number or boolean"), FILTER_HINT)),
             }
         };
         match spanned.get_ref() {
             toml::Value::Table(ops) => {
                 if ops.is_empty() {
-                    return Err(src.at(
-                        spanned,
-                        format!("`{field}`: empty comparison"),
-                        FILTER_HINT,
-                    ));
+                    return Err(src.at(spanned, format!("`{field}`: empty comparison"), FILTER_HINT));
                 }
                 for (op, v) in ops {
                     let op = match op.as_str() {
@@ -1114,27 +1252,51 @@ fn field_tests(
                         Op::Eq | Op::Ne => true,
                     };
                     if !ok {
-                        return Err(src.at(
-                            spanned,
-                            format!("`{field}`: wrong value type for `{op:?}`"),
-                            FILTER_HINT,
-                        ));
+                        return Err(src.at(spanned, format!("`{field}`: wrong value type for `{op:?}`"), FILTER_HINT));
                     }
-                    out.push(FieldTest {
-                        field: field.clone(),
-                        op,
-                        value,
-                    });
+                    out.push(FieldTest { field: field.clone(), op, value });
                 }
             }
-            v => out.push(FieldTest {
-                field: field.clone(),
-                op: Op::Eq,
-                value: scalar(v)?,
-            }),
+            v => out.push(FieldTest { field: field.clone(), op: Op::Eq, value: scalar(v)? }),
         }
     }
     Ok(out)
+}
+
+/// `value = 800` or `value = { ge = 798, le = 800 }`: numeric tests of a result.
+fn value_tests(src: &Source<'_>, spanned: &Spanned<toml::Value>) -> Result<Vec<(Op, f64)>, ScenarioError> {
+    const HINT: &str = "value = NUMBER, or value = { eq|ne|gt|ge|lt|le = NUMBER, ... }";
+    let number = |v: &toml::Value| match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    match spanned.get_ref() {
+        toml::Value::Table(ops) => {
+            if ops.is_empty() {
+                return Err(src.at(spanned, "`value`: empty comparison", HINT));
+            }
+            let mut out = Vec::new();
+            for (op, v) in ops {
+                let op = match op.as_str() {
+                    "eq" => Op::Eq,
+                    "ne" => Op::Ne,
+                    "gt" => Op::Gt,
+                    "ge" => Op::Ge,
+                    "lt" => Op::Lt,
+                    "le" => Op::Le,
+                    other => return Err(src.at(spanned, format!("`value`: unknown comparison `{other}`"), HINT)),
+                };
+                let n = number(v).ok_or_else(|| src.at(spanned, "`value`: compare with a number", HINT))?;
+                out.push((op, n));
+            }
+            Ok(out)
+        }
+        v => match number(v) {
+            Some(n) => Ok(vec![(Op::Eq, n)]),
+            None => Err(src.at(spanned, "`value` is a number or a table of comparisons", HINT)),
+        },
+    }
 }
 
 const FILTER_HINT: &str = "filters: field = value, or field = { eq|ne = value, gt|ge|lt|le = number, contains = \"text\", present = true|false }";
@@ -1145,10 +1307,7 @@ const PLACEHOLDER_HINT: &str =
 type PlaceholderUse = (usize, String);
 
 /// Finds placeholders in `text`; errors carry the byte offset and a message.
-fn placeholders(
-    text: &str,
-    hosts: &BTreeSet<String>,
-) -> Result<Vec<PlaceholderUse>, (usize, String)> {
+fn placeholders(text: &str, hosts: &BTreeSet<String>) -> Result<Vec<PlaceholderUse>, (usize, String)> {
     let mut out = Vec::new();
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -1162,20 +1321,9 @@ fn placeholders(
                 return Err((i, "unterminated placeholder `${`".into()));
             };
             let inner = &text[i + 2..i + 2 + end];
-            let name = inner
-                .strip_prefix('[')
-                .and_then(|n| n.strip_suffix(']'))
-                .unwrap_or(inner);
-            if !(name == "self" || name == "any" || hosts.contains(name))
-                || (inner.starts_with('[') && name == "any")
-            {
-                return Err((
-                    i,
-                    format!(
-                        "unknown placeholder `${{{inner}}}` (hosts: {})",
-                        join(hosts)
-                    ),
-                ));
+            let name = inner.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(inner);
+            if !(name == "self" || name == "any" || hosts.contains(name)) || (inner.starts_with('[') && name == "any") {
+                return Err((i, format!("unknown placeholder `${{{inner}}}` (hosts: {})", join(hosts))));
             }
             out.push((i, inner.to_string()));
             i += 3 + end;
@@ -1191,38 +1339,30 @@ fn check_placeholders(
     value: &Spanned<String>,
     hosts: &BTreeSet<String>,
 ) -> Result<(), ScenarioError> {
-    placeholders(value.get_ref(), hosts)
-        .map(|_| ())
-        .map_err(|(offset, message)| {
-            let span = value.span();
-            let line = src.line_in_string(&span, value.get_ref(), offset);
-            ScenarioError {
-                path: src.path.to_path_buf(),
-                line: Some(line),
-                column: None,
-                message,
-                hint: PLACEHOLDER_HINT.into(),
-            }
-        })
+    placeholders(value.get_ref(), hosts).map(|_| ()).map_err(|(offset, message)| {
+        let span = value.span();
+        let line = src.line_in_string(&span, value.get_ref(), offset);
+        ScenarioError {
+            path: src.path.to_path_buf(),
+            line: Some(line),
+            column: None,
+            message,
+            hint: PLACEHOLDER_HINT.into(),
+        }
+    })
 }
 
-fn check_placeholders_in_file(
-    path: &Path,
-    text: &str,
-    hosts: &BTreeSet<String>,
-) -> Result<(), ScenarioError> {
-    placeholders(text, hosts)
-        .map(|_| ())
-        .map_err(|(offset, message)| {
-            let (line, column) = Source { path, text }.line_col(offset);
-            ScenarioError {
-                path: path.to_path_buf(),
-                line: Some(line),
-                column: Some(column),
-                message,
-                hint: PLACEHOLDER_HINT.into(),
-            }
-        })
+fn check_placeholders_in_file(path: &Path, text: &str, hosts: &BTreeSet<String>) -> Result<(), ScenarioError> {
+    placeholders(text, hosts).map(|_| ()).map_err(|(offset, message)| {
+        let (line, column) = Source { path, text }.line_col(offset);
+        ScenarioError {
+            path: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message,
+            hint: PLACEHOLDER_HINT.into(),
+        }
+    })
 }
 
 /// Addresses placeholders expand to in one run.
@@ -1244,15 +1384,12 @@ impl Addresses {
                 out.push_str("${");
                 rest = after;
             } else if let Some(after) = tail.strip_prefix("${") {
-                let end = after
-                    .find('}')
-                    .ok_or_else(|| "unterminated placeholder `${`".to_string())?;
+                let end = after.find('}').ok_or_else(|| "unterminated placeholder `${`".to_string())?;
                 let inner = &after[..end];
-                let (bracket, name) =
-                    match inner.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-                        Some(n) => (true, n),
-                        None => (false, inner),
-                    };
+                let (bracket, name) = match inner.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+                    Some(n) => (true, n),
+                    None => (false, inner),
+                };
                 let ip = match name {
                     "any" => match self.network {
                         Network::V4 => IpAddr::from([0, 0, 0, 0]),
@@ -1260,15 +1397,9 @@ impl Addresses {
                     },
                     "self" => {
                         let me = me.ok_or_else(|| "`${self}` has no meaning here".to_string())?;
-                        *self
-                            .ips
-                            .get(me)
-                            .ok_or_else(|| format!("no address for host `{me}`"))?
+                        *self.ips.get(me).ok_or_else(|| format!("no address for host `{me}`"))?
                     }
-                    host => *self
-                        .ips
-                        .get(host)
-                        .ok_or_else(|| format!("unknown placeholder `${{{inner}}}`"))?,
+                    host => *self.ips.get(host).ok_or_else(|| format!("unknown placeholder `${{{inner}}}`"))?,
                 };
                 match (bracket, ip) {
                     (true, IpAddr::V6(v6)) => out.push_str(&format!("[{v6}]")),
@@ -1291,18 +1422,10 @@ mod tests {
 
     fn addrs(network: Network) -> Addresses {
         let (a, b): (IpAddr, IpAddr) = match network {
-            Network::V4 => (
-                "192.168.0.1".parse().unwrap(),
-                "192.168.0.2".parse().unwrap(),
-            ),
+            Network::V4 => ("192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap()),
             Network::V6 => ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap()),
         };
-        Addresses {
-            network,
-            ips: [("a".to_string(), a), ("b".to_string(), b)]
-                .into_iter()
-                .collect(),
-        }
+        Addresses { network, ips: [("a".to_string(), a), ("b".to_string(), b)].into_iter().collect() }
     }
 
     #[test]
@@ -1320,15 +1443,91 @@ mod tests {
         assert!(addrs(Network::V4).expand("${self}", None).is_err());
     }
 
+    /// One of every `switch::event::Event`. The match below is exhaustive, so a
+    /// new variant stops this test from compiling until SWITCH_EVENTS and
+    /// docs/scenarios.md know it.
+    fn every_event() -> Vec<switch::event::Event> {
+        use switch::event::{Event, PeerState};
+        let addr: std::net::SocketAddr = "192.0.2.1:4569".parse().unwrap();
+        let s = String::new;
+        let all = vec![
+            Event::Started { bind: addr },
+            Event::ConfigLoaded { peers: 0, registrations: 0, problems: 0 },
+            Event::ConfigRejected { error: s() },
+            Event::RegistrationSent { server: s(), username: s(), attempt: 0 },
+            Event::Registered { server: s(), username: s(), refresh: 0 },
+            Event::RegistrationRejected { server: s(), username: s(), cause: s() },
+            Event::RegistrationTimeout { server: s(), username: s(), retry_in_ms: 0 },
+            Event::PeerRegistered { peer: s(), addr, expiry: 0 },
+            Event::PeerRegistrationRefused { peer: s(), addr, cause: s() },
+            Event::PeerUnregistered { peer: s(), reason: s() },
+            Event::PeerStateChanged { peer: s(), from: PeerState::Unknown, to: PeerState::Ok, latency_ms: None },
+            Event::CallStarted { call: 1, direction: s(), peer: s(), exten: s(), context: s(), caller: s() },
+            Event::CallAnswered { call: 1, format: s(), encrypted: false },
+            Event::CallRejected { call: 1, direction: s(), peer: s(), exten: s(), cause: s(), code: 0 },
+            Event::CallEnded {
+                call: 1,
+                direction: s(),
+                peer: s(),
+                cause: s(),
+                code: 0,
+                duration_ms: 0,
+                frames_sent: 0,
+                frames_received: 0,
+                lost: 0,
+                reordered: 0,
+                duplicated: 0,
+                late: 0,
+                concealed: 0,
+                jitter_ms: 0,
+                ts_irregular: 0,
+            },
+            Event::Dtmf { call: 1, digit: s() },
+            Event::DatagramDropped { from: addr, reason: s() },
+            Event::CallTokenRequired { from: addr },
+        ];
+        for e in &all {
+            match e {
+                Event::Started { .. }
+                | Event::ConfigLoaded { .. }
+                | Event::ConfigRejected { .. }
+                | Event::RegistrationSent { .. }
+                | Event::Registered { .. }
+                | Event::RegistrationRejected { .. }
+                | Event::RegistrationTimeout { .. }
+                | Event::PeerRegistered { .. }
+                | Event::PeerRegistrationRefused { .. }
+                | Event::PeerUnregistered { .. }
+                | Event::PeerStateChanged { .. }
+                | Event::CallStarted { .. }
+                | Event::CallAnswered { .. }
+                | Event::CallRejected { .. }
+                | Event::CallEnded { .. }
+                | Event::Dtmf { .. }
+                | Event::DatagramDropped { .. }
+                | Event::CallTokenRequired { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn switch_events_are_in_step_with_the_switch() {
+        let names: Vec<&str> = every_event().iter().map(|e| e.name()).collect();
+        assert_eq!(names, SWITCH_EVENTS, "SWITCH_EVENTS lists switch::event::Event's names in declaration order");
+        let docs = include_str!("../../docs/scenarios.md");
+        for name in SWITCH_EVENTS.iter().chain(WORLD_EVENTS) {
+            assert!(docs.contains(&format!("| `{name}`")), "docs/scenarios.md does not describe event `{name}`");
+        }
+        for metric in METRICS {
+            assert!(docs.contains(&format!("`{metric}`")), "docs/scenarios.md does not describe metric `{metric}`");
+        }
+    }
+
     #[test]
     fn placeholder_validation() {
         let hosts: BTreeSet<String> = ["a".to_string(), "b".to_string()].into_iter().collect();
-        assert_eq!(
-            placeholders("x ${a} ${[b]} ${any} ${self} $${zz}", &hosts)
-                .unwrap()
-                .len(),
-            4
-        );
+        assert_eq!(placeholders("x ${a} ${[b]} ${any} ${self} $${zz}", &hosts).unwrap().len(), 4);
         assert_eq!(placeholders("ok\n${c}", &hosts).unwrap_err().0, 3);
         assert!(placeholders("${a", &hosts).is_err());
         assert!(placeholders("${[any]}", &hosts).is_err());

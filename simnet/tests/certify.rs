@@ -16,7 +16,7 @@
 //! * `SIMNET_CERTIFY_JOBS=N`: runs in parallel (default: the number of CPUs).
 //! * `INSTA_UPDATE=always` rewrites the snapshots (what `cargo xtask certify --bless` does).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -32,10 +32,7 @@ const SEEDS: [u64; 3] = [1, 2, 3];
 static SNAPSHOT_LOCK: Mutex<()> = Mutex::new(());
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("simnet sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("simnet sits in the workspace").to_path_buf()
 }
 
 fn snapshot_name(scenario: &str, network: Network, seed: u64) -> String {
@@ -44,21 +41,62 @@ fn snapshot_name(scenario: &str, network: Network, seed: u64) -> String {
 
 /// A scenario name as one path component.
 fn path_safe(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     if s.is_empty() || s.starts_with('.') {
         format!("_{s}")
     } else {
         s
     }
+}
+
+/// Traces longer than this are pinned condensed (see [`pinned_trace`]).
+const FULL_TRACE_EVENTS: usize = 2000;
+
+/// What is pinned of a run's trace. Ordinary scenarios: the whole trace.
+/// Load scenarios (thousands of calls): every event that is not about one
+/// call, in full and in order, then per host and call event kind the count
+/// and the sums of every numeric field. Any change in what happened still
+/// shows, without megabytes of per-call lines in the repository.
+fn pinned_trace(events_jsonl: &str) -> String {
+    let lines: Vec<&str> = events_jsonl.lines().collect();
+    if lines.len() <= FULL_TRACE_EVENTS {
+        return events_jsonl.to_string();
+    }
+    let mut kept = String::new();
+    // (host, event) -> (count, field -> sum); BTreeMaps keep the output ordered.
+    let mut calls: BTreeMap<(String, String), (u64, BTreeMap<String, i128>)> = BTreeMap::new();
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad trace line {line}: {e}"));
+        let event = value["event"].as_str().unwrap_or_default();
+        if !event.starts_with("call_") {
+            kept.push_str(line);
+            kept.push('\n');
+            continue;
+        }
+        let host = value["host"].as_str().unwrap_or_default().to_string();
+        let entry = calls.entry((host, event.to_string())).or_default();
+        entry.0 += 1;
+        for (field, v) in value.as_object().into_iter().flatten() {
+            // Times and call numbers differ per call and are not quantities.
+            if matches!(field.as_str(), "t_ms" | "call") {
+                continue;
+            }
+            if let Some(n) = v.as_i64() {
+                *entry.1.entry(field.clone()).or_default() += i128::from(n);
+            }
+        }
+    }
+    kept.push_str(&format!(
+        "# {} call events condensed: count and sums per host and kind\n",
+        calls.values().map(|c| c.0).sum::<u64>()
+    ));
+    for ((host, event), (count, sums)) in calls {
+        let sums: Vec<String> = sums.iter().map(|(f, n)| format!("{f}={n}")).collect();
+        kept.push_str(&format!("{host} {event} count={count} {}\n", sums.join(" ")));
+    }
+    kept
 }
 
 struct Job<'a> {
@@ -75,27 +113,12 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one job; returns its JSON record and, when it failed, a one-line reason.
-fn certify_one(
-    job: &Job<'_>,
-    out: Option<&Path>,
-    snapshots: &Path,
-) -> (serde_json::Value, Option<String>) {
-    let Job {
-        scenario,
-        network,
-        seed,
-    } = *job;
+fn certify_one(job: &Job<'_>, out: Option<&Path>, snapshots: &Path) -> (serde_json::Value, Option<String>) {
+    let Job { scenario, network, seed } = *job;
     let name = snapshot_name(&scenario.name, network, seed);
-    let report_rel = format!(
-        "{}/{network}/seed-{seed}/report.md",
-        path_safe(&scenario.name)
-    );
+    let report_rel = format!("{}/{network}/seed-{seed}/report.md", path_safe(&scenario.name));
     let started = Instant::now();
-    let options = RunOptions {
-        seed,
-        network,
-        pcap: out.is_some(),
-    };
+    let options = RunOptions { seed, network, pcap: out.is_some() };
     let result = catch_unwind(AssertUnwindSafe(|| simnet::run(scenario, &options)));
     let wall = started.elapsed();
 
@@ -131,26 +154,21 @@ fn certify_one(
     };
 
     if let Some(out) = out {
-        let dir = out
-            .join(path_safe(&scenario.name))
-            .join(network.to_string())
-            .join(format!("seed-{seed}"));
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let dir = out.join(path_safe(&scenario.name)).join(network.to_string()).join(format!("seed-{seed}"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         for (file, bytes) in [
             ("report.md", outcome.report_md.as_bytes()),
             ("events.jsonl", outcome.events_jsonl.as_bytes()),
             ("capture.pcap", &outcome.pcap[..]),
         ] {
             let path = dir.join(file);
-            std::fs::write(&path, bytes)
-                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         }
     }
 
     let existed = snapshots.join(format!("certify__{name}.snap")).is_file();
     let description = scenario.description.clone();
-    let trace = outcome.events_jsonl.clone();
+    let trace = pinned_trace(&outcome.events_jsonl);
     let guard = SNAPSHOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let snapshot = catch_unwind(AssertUnwindSafe(|| {
         insta::with_settings!({ description => description, omit_expression => true }, {
@@ -186,17 +204,10 @@ fn certify_one(
     let reason = if passed {
         None
     } else if !verdicts_ok {
-        let names: Vec<&str> = outcome
-            .verdicts
-            .iter()
-            .filter(|v| !v.passed)
-            .map(|v| v.description.as_str())
-            .collect();
+        let names: Vec<&str> = outcome.verdicts.iter().filter(|v| !v.passed).map(|v| v.description.as_str()).collect();
         Some(format!("{name}: expectations failed: {}", names.join("; ")))
     } else {
-        Some(format!(
-            "{name}: event trace {snapshot_state} (see the insta output above)"
-        ))
+        Some(format!("{name}: event trace {snapshot_state} (see the insta output above)"))
     };
     (record, reason)
 }
@@ -206,15 +217,13 @@ fn certify_one(
 fn certify() {
     let root = workspace_root();
     let snapshots = root.join("simnet/tests/snapshots");
-    let mut scenarios =
-        simnet::list_scenarios(&root.join("scenarios")).expect("scenarios/ must load");
+    let mut scenarios = simnet::list_scenarios(&root.join("scenarios")).expect("scenarios/ must load");
     scenarios.sort_by(|a, b| a.name.cmp(&b.name));
     assert!(!scenarios.is_empty(), "no scenario files in scenarios/");
 
     let out = std::env::var_os("SIMNET_CERTIFY_OUT").map(PathBuf::from);
     let records_file = out.as_ref().map(|dir| {
-        std::fs::create_dir_all(dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         Mutex::new(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -229,15 +238,8 @@ fn certify() {
     for scenario in &scenarios {
         for &seed in &SEEDS {
             for network in scenario.networks() {
-                expected_snapshots.insert(format!(
-                    "certify__{}.snap",
-                    snapshot_name(&scenario.name, network, seed)
-                ));
-                queue.push_back(Job {
-                    scenario,
-                    network,
-                    seed,
-                });
+                expected_snapshots.insert(format!("certify__{}.snap", snapshot_name(&scenario.name, network, seed)));
+                queue.push_back(Job { scenario, network, seed });
             }
         }
     }
@@ -294,10 +296,7 @@ fn certify() {
     if let Ok(entries) = std::fs::read_dir(&snapshots) {
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
-            if file.starts_with("certify__")
-                && file.ends_with(".snap")
-                && !expected_snapshots.contains(&file)
-            {
+            if file.starts_with("certify__") && file.ends_with(".snap") && !expected_snapshots.contains(&file) {
                 if blessing {
                     let _ = std::fs::remove_file(entry.path());
                 } else {
@@ -312,14 +311,6 @@ fn certify() {
 
     failures.sort();
     let elapsed: Duration = started.elapsed();
-    println!(
-        "{total} run(s) in {:.1} s with {jobs} job(s), {} failure(s)",
-        elapsed.as_secs_f64(),
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "certification failed:\n  {}",
-        failures.join("\n  ")
-    );
+    println!("{total} run(s) in {:.1} s with {jobs} job(s), {} failure(s)", elapsed.as_secs_f64(), failures.len());
+    assert!(failures.is_empty(), "certification failed:\n  {}", failures.join("\n  "));
 }

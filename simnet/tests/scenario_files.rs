@@ -18,11 +18,14 @@ fn shipped_scenarios_load_and_run_on_ipv4_and_ipv6() {
         "double-registration-restart",
         "double-registration-wrong-secret",
         "registration-under-loss",
+        "iax-call",
+        "iax-call-autokill",
+        "iax-call-unknown-extension",
+        "iax-encrypted-call",
+        "trunk-800",
+        "trunk-800-lossy",
     ] {
-        assert!(
-            names.contains(&required),
-            "missing scenario {required}: {names:?}"
-        );
+        assert!(names.contains(&required), "missing scenario {required}: {names:?}");
     }
     let mut sorted = names.clone();
     sorted.sort();
@@ -35,11 +38,7 @@ fn shipped_scenarios_load_and_run_on_ipv4_and_ipv6() {
             s.name
         );
         assert!(!s.description.is_empty(), "{}", s.name);
-        assert_eq!(
-            s.path.file_stem().and_then(|f| f.to_str()),
-            Some(s.name.as_str()),
-            "file named after the scenario"
-        );
+        assert_eq!(s.path.file_stem().and_then(|f| f.to_str()), Some(s.name.as_str()), "file named after the scenario");
     }
 }
 
@@ -92,11 +91,7 @@ fn broken(from: &str, to: &str) -> ScenarioError {
 fn the_good_base_parses() {
     let s = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.name, "t");
-    assert_eq!(
-        s.networks(),
-        vec![Network::V4, Network::V6],
-        "both networks by default"
-    );
+    assert_eq!(s.networks(), vec![Network::V4, Network::V6], "both networks by default");
     assert_eq!(s.duration, std::time::Duration::from_secs(120));
 }
 
@@ -126,10 +121,7 @@ fn bad_duration_names_the_line() {
 
 #[test]
 fn bad_probability_names_the_line() {
-    let e = broken(
-        "duration = \"2m\"\n",
-        "duration = \"2m\"\n[link]\nloss = 1.5\n",
-    );
+    let e = broken("duration = \"2m\"\n", "duration = \"2m\"\n[link]\nloss = 1.5\n");
     assert_eq!(e.line, Some(5), "{e}");
 }
 
@@ -180,11 +172,7 @@ fn config_dir_is_relative_to_the_scenario_and_checked() {
     let dir = std::env::temp_dir().join(format!("simnet-config-dir-{}", std::process::id()));
     let conf = dir.join("configs/b");
     std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("iax.conf"),
-        "[general]\nbindaddr = ${any}\nregister => B:s@${[a]}\n",
-    )
-    .unwrap();
+    std::fs::write(conf.join("iax.conf"), "[general]\nbindaddr = ${any}\nregister => B:s@${[a]}\n").unwrap();
     let text = GOOD.replace(
         "[hosts.b]\niax_conf = \"\"\"\n[general]\nbindaddr = ${any}\n\"\"\"",
         "[hosts.b]\nconfig_dir = \"configs/b\"",
@@ -195,11 +183,7 @@ fn config_dir_is_relative_to_the_scenario_and_checked() {
     let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.host_names(), vec!["a", "b"]);
 
-    std::fs::write(
-        conf.join("iax.conf"),
-        "[general]\nbindaddr = ${any}\nregister => B:s@${[z]}\n",
-    )
-    .unwrap();
+    std::fs::write(conf.join("iax.conf"), "[general]\nbindaddr = ${any}\nregister => B:s@${[z]}\n").unwrap();
     let e = Scenario::load(&path).unwrap_err();
     assert_eq!(e.path, conf.join("iax.conf"), "{e}");
     assert_eq!(e.line, Some(3), "{e}");
@@ -209,4 +193,93 @@ fn config_dir_is_relative_to_the_scenario_and_checked() {
     assert_eq!(e.line, Some(13), "{e}");
     assert!(e.message.contains("config_dir"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GOOD with one more timeline entry or expectation appended; the error's line is
+/// counted from the start of the appended text (its first line is line 1).
+fn appended(extra: &str) -> (ScenarioError, usize) {
+    let text = format!("{GOOD}\n{extra}");
+    let base = GOOD.lines().count() + 2;
+    match parse(&text) {
+        Ok(_) => panic!("accepted a broken scenario:\n{text}"),
+        Err(e) => (e, base),
+    }
+}
+
+fn accepted(extra: &str) -> Scenario {
+    parse(&format!("{GOOD}\n{extra}")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn command_actions_are_checked_at_load_time() {
+    accepted("[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"a\"\nline = \"originate IAX2/b/600 app=pattern count=800 hold=60\"\nlabel = \"calls\"\n");
+    accepted("[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"b\"\nline = \"hangup all\"\n");
+    accepted("[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"a\"\nline = \"originate IAX2/${b}/600\"\n");
+
+    let (e, base) =
+        appended("[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"a\"\nline = \"hangup everything\"\n");
+    assert_eq!(e.line, Some(base + 4), "{e}");
+    assert!(e.message.contains("unknown operator command"), "{e}");
+    assert!(e.hint.contains("show stats"), "{e}");
+
+    let (e, base) = appended(
+        "[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"a\"\nline = \"originate IAX2/b/600 count=0\"\n",
+    );
+    assert_eq!(e.line, Some(base + 4), "{e}");
+    assert!(e.message.contains("count"), "{e}");
+
+    let (e, _) = appended("[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"a\"\n");
+    assert!(e.message.contains("needs `line`"), "{e}");
+    let (e, _) = appended("[[timeline]]\nat = \"10s\"\naction = \"command\"\nline = \"show stats\"\n");
+    assert!(e.message.contains("needs `host`"), "{e}");
+    let (e, _) = appended("[[timeline]]\nat = \"10s\"\naction = \"reload\"\nhost = \"a\"\nline = \"show stats\"\n");
+    assert!(e.message.contains("`line` does not apply"), "{e}");
+    let (e, base) = appended(
+        "[[timeline]]\nat = \"10s\"\naction = \"command\"\nhost = \"a\"\nline = \"originate IAX2/${c}/600\"\n",
+    );
+    assert_eq!(e.line, Some(base + 4), "{e}");
+}
+
+#[test]
+fn count_sum_and_metric_expectations_parse() {
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_answered\"\nvalue = 800\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_answered\"\nhost = \"a\"\nafter = \"cut\"\nwithin = \"5s\"\nvalue = { ge = 798, le = 800 }\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"sum\"\nevent = \"call_ended\"\nfield = [\"lost\", \"reordered\"]\nvalue = 0\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"sum\"\nevent = \"call_ended\"\nfield = [\"frames_received\", \"-frames_sent\"]\nvalue = { ge = -2 }\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"trunk_datagrams_per_tick\"\nfrom = \"a\"\nto = \"b\"\nafter = \"cut\"\nwithin = \"5s\"\ntolerance = 0\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"wire_bytes_per_second\"\nfrom = \"a\"\nto = \"b\"\ntolerance = \"5%\"\nvalue = { gt = 0 }\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"max_backlog\"\nhost = \"b\"\nvalue = { le = 1000 }\n");
+    accepted("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"cleartext_pattern_frames\"\nvalue = 0\n");
+    accepted("[[expect]]\ndescription = \"x\"\nevent = \"command\"\nwhere = { call_numbers_in_use = 0 }\n");
+}
+
+#[test]
+fn count_sum_and_metric_mistakes_name_the_line() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_answered\"\n", 0, "needs `value`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_answered\"\nvalue = \"800\"\n", 4, "`value`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_answered\"\nvalue = { about = 800 }\n", 4, "unknown comparison `about`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_answered\"\nvalue = 1\nat_least = 2\n", 0, "`at_least` does not apply"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"sum\"\nevent = \"call_ended\"\nvalue = 0\n", 0, "needs `field`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_ended\"\nfield = \"lost\"\nvalue = 0\n", 0, "`field` does not apply"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"happens\"\nevent = \"call_ended\"\nvalue = 0\n", 0, "`value` does not apply"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"sum\"\nevent = \"call_endd\"\nfield = \"lost\"\nvalue = 0\n", 3, "unknown event"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"trunk_datagrams\"\nvalue = 1\n", 3, "unknown metric"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nvalue = 1\n", 0, "needs `metric`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"trunk_datagrams_per_tick\"\nfrom = \"a\"\ntolerance = 0\n", 0, "needs `from` and `to`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"trunk_datagrams_per_tick\"\nfrom = \"a\"\nto = \"b\"\n", 0, "`value` and/or `tolerance`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"max_backlog\"\nvalue = 1\n", 0, "needs `host`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"max_backlog\"\nhost = \"b\"\ntolerance = 0.1\n", 0, "no expected value"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"datagrams_per_second\"\nfrom = \"a\"\nto = \"c\"\nvalue = 1\n", 5, "unknown host `c`"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"datagrams_per_second\"\nevent = \"call_ended\"\nfrom = \"a\"\nto = \"b\"\nvalue = 1\n", 0, "`event` does not apply"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"metric\"\nmetric = \"wire_bytes_per_second\"\nfrom = \"a\"\nto = \"b\"\ntolerance = \"5 percent\"\n", 6, ""),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"counted\"\nevent = \"call_ended\"\n", 2, "unknown expectation kind"),
+        ("[[expect]]\ndescription = \"x\"\nkind = \"count\"\nevent = \"call_ended\"\nvalu = 1\n", 4, "valu"),
+    ];
+    for (extra, line, message) in cases {
+        let (e, base) = appended(extra);
+        assert_eq!(e.line, Some(base + line), "{extra}: {e}");
+        assert!(e.message.contains(message), "{extra}: {e}");
+        assert!(!e.hint.is_empty(), "{extra}: {e}");
+    }
 }

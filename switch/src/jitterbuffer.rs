@@ -166,46 +166,63 @@ pub struct JitterStats {
     pub dropped: u64,
 }
 
-/// The transit delays of the last [`HISTORY_LEN`] frames, in arrival order
-/// and sorted (inserting into 256 sorted values is a short memmove, cheaper
-/// than sorting a copy for every frame).
+/// The transit delays of the last [`HISTORY_LEN`] frames, in arrival order,
+/// with their minimum and spread.
 #[derive(Debug, Default)]
 struct DelayHistory {
     order: VecDeque<i64>,
-    sorted: Vec<i64>,
+    /// (min, jitter) of `order`, refreshed every [`REFRESH_EVERY`] pushes.
+    summary: (Option<i64>, i64),
+    pushes_since_refresh: usize,
+    /// Reused buffer for the percentile selection.
+    scratch: Vec<i64>,
 }
+
+/// How often the summary of the history is recomputed. Keeping the window
+/// sorted on every frame cost two memmoves per frame per call; a selection
+/// every few frames costs a fraction and the estimate moves just as slowly.
+const REFRESH_EVERY: usize = 8;
 
 impl DelayHistory {
     fn push(&mut self, delay: i64) {
         if self.order.len() >= HISTORY_LEN {
-            if let Some(old) = self.order.pop_front() {
-                if let Ok(i) = self.sorted.binary_search(&old) {
-                    self.sorted.remove(i);
-                }
-            }
+            self.order.pop_front();
         }
         self.order.push_back(delay);
-        let i = self.sorted.partition_point(|&d| d < delay);
-        self.sorted.insert(i, delay);
+        self.pushes_since_refresh += 1;
+        // While the window is short every frame counts; then refresh periodically.
+        if self.order.len() <= 2 * REFRESH_EVERY || self.pushes_since_refresh >= REFRESH_EVERY {
+            self.refresh();
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.pushes_since_refresh = 0;
+        let n = self.order.len();
+        let min = self.order.iter().copied().min();
+        if n < 2 {
+            self.summary = (min, 0);
+            return;
+        }
+        self.scratch.clear();
+        self.scratch.extend(self.order.iter().copied());
+        let high = *self.scratch.select_nth_unstable(n - 1 - n * HISTORY_DROP_PERCENT / 100).1;
+        self.summary = (min, min.map_or(0, |m| high.saturating_sub(m).max(0)));
     }
 
     fn clear(&mut self) {
         self.order.clear();
-        self.sorted.clear();
+        self.summary = (None, 0);
+        self.pushes_since_refresh = 0;
     }
 
     fn min(&self) -> Option<i64> {
-        self.sorted.first().copied()
+        self.summary.0
     }
 
     /// The spread of the delays once the top outliers are left out.
     fn jitter(&self) -> i64 {
-        let n = self.sorted.len();
-        if n < 2 {
-            return 0;
-        }
-        let high = self.sorted[n - 1 - n * HISTORY_DROP_PERCENT / 100];
-        high.saturating_sub(self.sorted[0]).max(0)
+        self.summary.1
     }
 }
 

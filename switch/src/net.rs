@@ -30,6 +30,11 @@ impl DatagramSocket for tokio::net::UdpSocket {
     }
 }
 
+/// Receive buffer asked for on the IAX2 socket. A trunk tick of 800 calls is
+/// 115 datagrams of ~1.2 kB sent back to back; Linux's default buffer
+/// (212992 bytes) holds 92 of them, and the kernel silently drops the rest.
+pub const RECV_BUFFER: usize = 4 << 20;
+
 /// The host's real network, through tokio.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioNet;
@@ -38,7 +43,20 @@ impl Net for TokioNet {
     type Socket = tokio::net::UdpSocket;
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Socket> {
-        tokio::net::UdpSocket::bind(addr).await
+        let socket = tokio::net::UdpSocket::bind(addr).await?;
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(RECV_BUFFER);
+        // Linux reports twice what it grants; anything below what we asked
+        // means net.core.rmem_max capped it.
+        match sock.recv_buffer_size() {
+            Ok(granted) if granted < RECV_BUFFER => tracing::warn!(
+                "UDP receive buffer is {granted} bytes, not {RECV_BUFFER}: bursts of trunk frames may be dropped \
+                 by the kernel. Raise it with: sysctl -w net.core.rmem_max={RECV_BUFFER}"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the UDP receive buffer size: {e}"),
+        }
+        Ok(socket)
     }
 
     async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {

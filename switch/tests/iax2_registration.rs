@@ -566,6 +566,14 @@ mod calls {
     #[test]
     fn trunked_calls_share_trunk_frames() {
         let mut p = pair(true);
+        let now = p.now;
+        for (ep, mut cfg) in
+            [(&mut p.a, config("B", "bsecret", "A", "asecret", "b")), (&mut p.b, config("A", "asecret", "B", "bsecret", "a"))]
+        {
+            cfg.peers[0].trunk = true;
+            cfg.general.trunktimestamps = true;
+            ep.reconfigure(now, Arc::new(cfg), resolved());
+        }
         for _ in 0..50 {
             let req = Originate {
                 dial: "IAX2/B/600".into(),
@@ -579,9 +587,11 @@ mod calls {
         let ends = ended(&p, "a");
         assert_eq!(ends.len(), 50);
         for e in ends {
-            let Event::CallEnded { frames_sent, frames_received, lost, reordered, .. } = e else { unreachable!() };
+            let Event::CallEnded { frames_sent, frames_received, lost, reordered, ts_irregular, .. } = e else {
+                unreachable!()
+            };
             assert!(frames_sent >= 490 && frames_sent - frames_received <= 2, "{frames_sent} {frames_received}");
-            assert_eq!((lost, reordered), (0, 0));
+            assert_eq!((lost, reordered, ts_irregular), (0, 0, 0));
         }
     }
 
@@ -648,6 +658,10 @@ mod calls {
             p.find("a", |e| matches!(e, Event::CallRejected { cause, code: 19, .. } if cause.contains("autokill")));
         assert_eq!(killed.len(), 1);
         assert_eq!(killed[0] - start, Duration::from_millis(2000));
+        // The killed NEW is not retransmitted: after the heal B never hears of the call.
+        p.partitioned = false;
+        p.run_until(start + Duration::from_secs(60));
+        assert!(p.find("b", |e| matches!(e, Event::CallStarted { .. })).is_empty(), "{:#?}", p.events);
     }
 
     #[test]

@@ -4,9 +4,16 @@
 //!   simulated network and writes a report, an event trace and a capture per run.
 //! * `cargo xtask certify` is the CI regression gate: every scenario, over a fixed
 //!   set of seeds and both networks, must pass and reproduce its pinned trace.
+//! * `cargo xtask replay CAPTURE` drives the switch with a captured conversation
+//!   and compares its answers with the captured ones.
+//! * `cargo xtask bench` runs the criterion benches and measures the simulator's speed.
+//! * `cargo xtask load trunk` runs two live switches on loopback under a call load.
 
+mod bench;
 mod certify;
+mod load;
 mod output;
+mod replay;
 mod scenario;
 mod sim;
 
@@ -28,7 +35,9 @@ Examples:
   cargo xtask scenario registration --seed 7 --network v6
   cargo xtask scenario path/to/my-scenario.toml --out /tmp/reports
   cargo xtask certify
-  cargo xtask certify --bless";
+  cargo xtask certify --bless
+  cargo xtask bench
+  cargo xtask load trunk --calls 800 --seconds 60";
 
 /// Project tasks for the softswitch: run simulated scenarios, certify pinned traces.
 #[derive(Debug, Parser)]
@@ -70,6 +79,97 @@ run's report under DIR/NAME/NETWORK/seed-N/.\n\n\
 After an intended change of behaviour, `cargo xtask certify --bless` rewrites\n\
 the snapshots; review the diff with git and commit it.")]
     Certify(CertifyArgs),
+    /// Criterion benches of the switch as rates, and the simulator's speed on trunk-800
+    #[command(long_about = "Runs `cargo bench -p switch` (criterion's own output is shown), then\n\
+prints each benchmark as a rate (`encode full: N frames/s`, ...) and plays the\n\
+trunk-800 scenario once to print `sim-speed trunk-800: R x real time`\n\
+(simulated seconds per wall second).\n\n\
+Slowness never fails this task: it exits non-zero only when something could\n\
+not run. Figures and how to read them: docs/performance.md.")]
+    Bench(BenchArgs),
+    /// Two live switches on loopback under a call load; prints calls up, packets, CPU and memory
+    #[command(long_about = "Builds the release switch, starts two instances A and B on 127.0.0.1\n\
+(friends with md5 secrets registering to each other; B's dialplan: 600 = echo),\n\
+runs `originate IAX2/B/600 app=pattern count=CALLS hold=SECONDS` on A, samples\n\
+once a second through the control sockets and /proc, hangs up, stops both and\n\
+prints one final line:\n\n  \
+load trunk: calls_up=N pps=N bytes_per_s=N cpu_a=PCT cpu_b=PCT rss_a_kib=N rss_b_kib=N\n\n\
+calls_up is the least number of calls up on A after the ramp-up; pps and\n\
+bytes_per_s are what A sends to B; CPU is percent of one core.\n\
+Exit status 1 when fewer calls than asked stayed up, 2 when it could not run.\n\
+Ports: IAX2 of A and B at PORT_BASE and +1, control sockets at +2 and +3.")]
+    Load(LoadArgs),
+    /// Replay a capture (pcap/pcapng) against the switch in the simulator; compare its answers
+    #[command(long_about = replay::LONG_ABOUT, after_help = replay::AFTER_HELP)]
+    Replay(replay::ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Run only the criterion benchmarks whose id contains this (e.g. `trunk`)
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
+
+    /// Skip the criterion benches (only measure the simulator)
+    #[arg(long, conflicts_with = "no_sim")]
+    pub no_criterion: bool,
+
+    /// Skip the simulator measurement
+    #[arg(long)]
+    pub no_sim: bool,
+
+    /// The scenario whose simulator speed is measured (a name or a path)
+    #[arg(long, value_name = "NAME|PATH", default_value = "trunk-800")]
+    pub scenario: String,
+
+    /// Seed of the simulator run
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LoadMode {
+    /// Calls trunked (trunk=yes on both friends): meta trunk frames
+    Trunk,
+    /// trunk=no: one mini frame per call and 20 ms
+    Notrunk,
+}
+
+impl LoadMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadMode::Trunk => "trunk",
+            LoadMode::Notrunk => "notrunk",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// How the calls are carried
+    #[arg(value_enum, value_name = "MODE")]
+    pub mode: LoadMode,
+
+    /// Calls A places to B's echo
+    #[arg(long, value_name = "N", default_value_t = 800)]
+    pub calls: u32,
+
+    /// How long each call is held after its answer, and so how long the load runs
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub seconds: u64,
+
+    /// First of the four loopback ports used (A and B IAX2, A and B control)
+    #[arg(long, value_name = "PORT", default_value_t = 14569)]
+    pub port_base: u16,
+
+    /// Use this switch binary instead of building target/release/switch
+    #[arg(long, value_name = "PATH", hide_short_help = true)]
+    pub switch_bin: Option<PathBuf>,
+
+    /// Keep the temporary directory: both configurations and logs, and samples.csv (one row a second).
+    /// A run that fails keeps it anyway.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +261,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scenario(args) => scenario::run(&args),
         Command::Certify(args) => certify::run(&args),
+        Command::Replay(args) => replay::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Load(args) => load::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -205,5 +308,10 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "scenario", "--list", "all"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "scenario", "all", "--network", "v5"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "certify", "--bless"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "trunk", "--no-sim"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "load", "trunk", "--calls", "100", "--seconds", "10"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "load", "trunk", "--port-base", "20000"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "load"]).is_err());
     }
 }

@@ -283,13 +283,16 @@ impl Call {
         now.saturating_duration_since(self.created).as_millis().min(u32::MAX as u128) as u32
     }
 
-    /// The timestamp for the next outgoing voice frame: on the 20 ms grid of
-    /// the call's clock and always after the previous one, so a receiver
-    /// sees a steady 20 ms cadence even when sending is driven by arrivals.
+    /// The timestamp for the next outgoing voice frame: 20 ms after the
+    /// previous one while frames keep coming (arrivals that bunch up or lag a
+    /// little, e.g. the first trunked frame after a full one, do not show as
+    /// skips), and back on the call's 20 ms clock after a real gap of two
+    /// frames or more (silence, loss), so the far end sees both truthfully.
     pub fn next_voice_ts(&mut self, now: Instant) -> u32 {
         let grid = self.elapsed_ms(now) / 20 * 20;
         let ts = match self.tx_last_ts {
-            Some(last) => grid.max(last + 20),
+            Some(last) if grid < last + 60 => last + 20,
+            Some(_) => grid,
             None => grid.max(20),
         };
         self.tx_last_ts = Some(ts);
@@ -383,7 +386,8 @@ mod tests {
         let start = Instant::now();
         let mut call = Call::new(Direction::Outbound, start, "s".into(), "default".into(), App::Echo, 0);
         let at = |ms| start + Duration::from_millis(ms);
-        let ts: Vec<u32> = [0, 19, 43, 44, 100].into_iter().map(|ms| call.next_voice_ts(at(ms))).collect();
-        assert_eq!(ts, vec![20, 40, 60, 80, 100]);
+        let ts: Vec<u32> = [0, 19, 43, 44, 100, 135, 400].into_iter().map(|ms| call.next_voice_ts(at(ms))).collect();
+        // Bunched and late-by-one arrivals keep the cadence; a gap of 13 frames shows.
+        assert_eq!(ts, vec![20, 40, 60, 80, 100, 120, 400]);
     }
 }

@@ -270,6 +270,13 @@ impl Dialog {
         self.iseqno = 0;
     }
 
+    /// Gives up on the exchange: nothing more is (re)sent, the peer is not told.
+    /// For a peer that never answered, so retransmissions would only haunt it later.
+    pub fn abandon(&mut self, now: Instant) {
+        self.outstanding.clear();
+        self.finish(now, Duration::ZERO);
+    }
+
     /// Ends the exchange: the dialog stays only to re-ACK retransmissions and
     /// finish delivering what is outstanding.
     pub fn finish(&mut self, now: Instant, linger: Duration) {

@@ -691,6 +691,9 @@ impl Endpoint {
         if c.autokill_at.is_some_and(|at| at <= now) {
             let text = "autokill: no answer to NEW in time";
             self.end_call(now, local, text, cause::NO_ANSWER, false);
+            if let Some(entry) = self.dialogs.get_mut(&local) {
+                entry.dialog.abandon(now);
+            }
         } else if c.state == CallState::Up && c.hangup_at.is_some_and(|at| at <= now) {
             self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
         }

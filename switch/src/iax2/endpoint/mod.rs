@@ -82,6 +82,9 @@ struct Entry {
 pub struct Stats {
     pub datagrams_in: u64,
     pub datagrams_out: u64,
+    /// UDP payload bytes (add the IP and UDP headers for bytes on the wire).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     pub dropped: BTreeMap<String, u64>,
     pub call_tokens_issued: u64,
     pub pongs_sent: u64,
@@ -208,6 +211,7 @@ impl Endpoint {
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
         let data = match self.decrypt(from, data) {
             Ok(data) => data,
             Err(reason) => return self.drop_datagram(from, reason),
@@ -766,6 +770,7 @@ impl Endpoint {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.out.pop_front()?;
         self.stats.datagrams_out += 1;
+        self.stats.bytes_out += t.payload.len() as u64;
         Some(t)
     }
 
@@ -846,6 +851,8 @@ impl Endpoint {
         let mut s = String::new();
         let _ = writeln!(s, "datagrams in: {}", self.stats.datagrams_in);
         let _ = writeln!(s, "datagrams out: {}", self.stats.datagrams_out);
+        let _ = writeln!(s, "bytes in: {}", self.stats.bytes_in);
+        let _ = writeln!(s, "bytes out: {}", self.stats.bytes_out);
         let _ = writeln!(s, "call tokens issued: {}", self.stats.call_tokens_issued);
         let _ = writeln!(s, "pongs sent: {}", self.stats.pongs_sent);
         let _ = writeln!(s, "call numbers in use: {}", self.callnos.in_use());

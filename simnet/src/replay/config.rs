@@ -1,0 +1,84 @@
+//! The switch's configuration in a replay: the files of `--config DIR`, or
+//! the permissive built-in one, and the secrets the remote party needs to
+//! recompute MD5 answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use switch::config::{self, LoadedConfig, MapLoader};
+
+/// The context every built-in user and friend lands in.
+pub const BUILTIN_CONTEXT: &str = "replay";
+
+/// Names that may be written as an `iax.conf` section.
+fn section_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@+".contains(c))
+        && !name.eq_ignore_ascii_case("general")
+}
+
+/// The built-in configuration: the switch binds the captured port, admits any
+/// caller as `guest`, accepts registrations of every user name the capture
+/// shows (no secret), and answers every extension with echo.
+pub fn builtin(switch: SocketAddr, usernames: &BTreeSet<String>) -> BTreeMap<String, String> {
+    let any = if switch.is_ipv4() { "0.0.0.0" } else { "::" };
+    let mut iax = format!(
+        "; Built-in replay configuration (docs/replay.md).\n\
+         [general]\n\
+         bindaddr = {any}\n\
+         bindport = {port}\n\
+         \n\
+         ; Callers without USERNAME.\n\
+         [guest]\n\
+         type = user\n\
+         context = {BUILTIN_CONTEXT}\n",
+        port = switch.port()
+    );
+    for name in usernames.iter().filter(|n| section_name_ok(n) && !n.eq_ignore_ascii_case("guest")) {
+        iax.push_str(&format!(
+            "\n; USERNAME seen in the capture.\n[{name}]\ntype = friend\nhost = dynamic\ncontext = {BUILTIN_CONTEXT}\n"
+        ));
+    }
+    let toml = format!("# Built-in replay dialplan: every extension is answered with echo.\n[dialplan.{BUILTIN_CONTEXT}]\n\"_.\" = \"echo\"\n");
+    BTreeMap::from([("iax.conf".to_string(), iax), ("switch.toml".to_string(), toml)])
+}
+
+/// Loads the files as the switch will, to learn its bind address and secrets.
+pub fn load(files: &BTreeMap<String, String>) -> Result<LoadedConfig, String> {
+    let loader = MapLoader::from_files(files.clone());
+    config::load(&loader).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(|d| format!("  {d}")).collect();
+        format!("the replay configuration is invalid:\n{}", lines.join("\n"))
+    })
+}
+
+/// The secrets of the user or peer `name` (case-insensitive), first one first.
+pub fn secrets(loaded: &LoadedConfig, name: &str) -> Vec<String> {
+    loaded
+        .iax
+        .peers
+        .iter()
+        .filter(|p| p.name.eq_ignore_ascii_case(name))
+        .flat_map(|p| p.secrets.iter().cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_config_loads() {
+        let names = BTreeSet::from(["alice".to_string(), "bad name".to_string()]);
+        let files = builtin("192.0.2.1:4566".parse().unwrap(), &names);
+        let loaded = load(&files).unwrap();
+        assert_eq!(loaded.iax.general.bind.port(), 4566);
+        let peers: Vec<&str> = loaded.iax.peers.iter().map(|p| p.name.as_str()).collect();
+        assert!(peers.contains(&"guest") && peers.contains(&"alice") && !peers.contains(&"bad name"));
+        assert!(loaded.switch.dialplan.lookup(BUILTIN_CONTEXT, "442088205155").is_some());
+        assert!(loaded.switch.dialplan.lookup(BUILTIN_CONTEXT, "s").is_some());
+        let v6 = builtin("[2001:db8::1]:4569".parse().unwrap(), &BTreeSet::new());
+        assert!(load(&v6).unwrap().iax.general.bind.is_ipv6());
+    }
+}

@@ -1,0 +1,329 @@
+//! Replaying a capture against the unchanged switch (see docs/replay.md).
+//!
+//! [`replay`] finds the IAX2 conversation(s) of a capture, picks the party
+//! the switch plays ([`crate::capture::choose_role`]), and runs a simulation
+//! with two kinds of hosts: the switch (`switch::runtime::run` on
+//! [`crate::SimNet`], configured from `--config` or the built-in
+//! configuration) and one scripted remote party per captured remote
+//! endpoint, which sends that endpoint's captured datagrams at their captured
+//! times, rewritten where they depend on the switch's own answers (call
+//! numbers, sequence numbers, ACK timestamps, call tokens, MD5 results). The
+//! switch's answers are then compared, exchange by exchange, with the
+//! captured ones ([`compare`]), and a report, an event trace, the replay's
+//! own pcap and a ladder diagram are written. The same capture and seed give
+//! byte-identical outputs.
+//!
+//! SIP is found and summarised but not replayed: the switch has no SIP
+//! stack yet, and its exchanges are listed as skipped, outside the counts.
+
+pub mod compare;
+pub mod config;
+mod ladder;
+mod remote;
+mod report;
+mod script;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switch::config::MapLoader;
+use switch::event::Event;
+use switch::iax2::frame::Frame;
+use switch::iax2::ie::IeLookup;
+use switch::runtime::SwitchSetup;
+use tokio::sync::mpsc;
+
+pub use compare::{Counts, Exchange, Tolerance, Verdict};
+
+use crate::capture::{self, Capture, FlowProto, Proto, RoleChoice, RoleRequest};
+use crate::net::SimWorld;
+use crate::pcap::{epoch, CaptureOptions};
+use crate::trace::{TimedEvent, TraceEvent, WorldEvent};
+use crate::{derive_seed, LinkConditions, TICK};
+
+/// Simulated time before captured time 0: the switch starts and binds.
+pub const LEAD: Duration = Duration::from_secs(1);
+/// Simulated time after the last captured datagram (and any wait for it):
+/// room for the switch's late answers and retransmissions.
+pub const TAIL: Duration = Duration::from_secs(5);
+/// One-way latency between the remote parties and the switch.
+pub const LATENCY: Duration = Duration::from_millis(1);
+/// Default tolerance on the switch's timestamps.
+pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_millis(250);
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub seed: u64,
+    pub role: RoleRequest,
+    /// The switch's configuration files by name (`iax.conf`, `switch.toml`,
+    /// `#include`d files); `None` for the built-in one.
+    pub config: Option<BTreeMap<String, String>>,
+    /// How the report names the configuration (`--config` directory).
+    pub config_label: Option<String>,
+    /// How the report names the capture.
+    pub capture_name: String,
+    pub tolerance: Tolerance,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            seed: 1,
+            role: RoleRequest::Auto,
+            config: None,
+            config_label: None,
+            capture_name: "capture".into(),
+            tolerance: Tolerance { timestamp: DEFAULT_TIMESTAMP_TOLERANCE },
+        }
+    }
+}
+
+/// Everything a replay produced. Nothing in it depends on wall-clock time.
+#[derive(Clone, Debug)]
+pub struct ReplayOutcome {
+    pub exchanges: Vec<Exchange>,
+    pub counts: Counts,
+    /// The capture summary (also in the report).
+    pub summary: String,
+    pub report_md: String,
+    pub events_jsonl: String,
+    /// The replay's own capture (simulated time from 2026-01-01T00:00:00Z).
+    pub pcap: Vec<u8>,
+    pub ladder_svg: String,
+    /// The role the switch took, when there was IAX2 to replay.
+    pub role: Option<RoleChoice>,
+    /// SIP messages found and not replayed.
+    pub sip_skipped: usize,
+    pub sim_duration: Duration,
+}
+
+/// Why a capture could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot choose the switch's role: {0}")]
+    Role(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("the simulation failed: {0}")]
+    Simulation(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The address a simulated host gets: the captured one where possible.
+fn sim_ips(switch: IpAddr, remotes: &[SocketAddr]) -> Option<(IpAddr, Vec<IpAddr>)> {
+    let mut seen = BTreeSet::from([switch]);
+    let usable = |ip: &IpAddr| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast();
+    if !usable(&switch) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for r in remotes {
+        let ip = r.ip();
+        if !usable(&ip) || (ip.is_ipv4() != switch.is_ipv4()) {
+            return None;
+        }
+        if !seen.contains(&ip) {
+            seen.insert(ip);
+        }
+        out.push(ip);
+    }
+    // Two remote endpoints on one address share one host only if their ports differ.
+    let mut endpoints = BTreeSet::new();
+    for r in remotes {
+        if !endpoints.insert((r.ip(), r.port())) || r.ip() == switch {
+            return None;
+        }
+    }
+    Some((switch, out))
+}
+
+/// Replays the IAX2 conversation of `capture` against the switch.
+pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
+    let flows = capture::find_flows(capture);
+    let iax_role = capture::choose_role(capture, FlowProto::Iax2, opts.role);
+    let sip_role = capture::choose_role(capture, FlowProto::Sip, opts.role);
+    let summary = capture::summarize(capture, &flows, &[iax_role.clone(), sip_role.clone()]).text;
+    let sip_skipped = capture.count("SIP");
+
+    if capture.count("IAX2") == 0 {
+        let outcome = report::Inputs {
+            capture,
+            opts,
+            summary: &summary,
+            role: None,
+            sip_role: sip_role.as_ref().ok(),
+            config_text: None,
+            exchanges: &[],
+            switch_events: &[],
+            logs: &[],
+            remotes: &[],
+            sim_duration: Duration::ZERO,
+            note: Some("The capture holds no IAX2: there is nothing this switch can be driven with.".into()),
+        };
+        return Ok(outcome.finish(Vec::new(), sip_skipped));
+    }
+    let role = iax_role.map_err(ReplayError::Role)?;
+    if opts.role == RoleRequest::Client {
+        return Err(ReplayError::Unsupported(format!(
+            "--role client (the switch as {}) is not supported yet: the switch would have to originate the \
+             captured requests; replay with --role server or auto",
+            role.switch
+        )));
+    }
+
+    // The configuration.
+    let usernames: BTreeSet<String> = capture
+        .messages
+        .iter()
+        .filter(|m| m.dst == role.switch)
+        .filter_map(|m| match &m.proto {
+            Proto::Iax2(Frame::Full(f)) if script::is_opener(f) => f.ies().ok()?.username().map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    let files = opts.config.clone().unwrap_or_else(|| config::builtin(role.switch, &usernames));
+    let loaded = config::load(&files).map_err(ReplayError::Config)?;
+    let mut secrets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &loaded.iax.peers {
+        secrets.entry(p.name.to_ascii_lowercase()).or_default().extend(config::secrets(&loaded, &p.name));
+    }
+    for v in secrets.values_mut() {
+        v.dedup();
+    }
+    let bind_port = loaded.iax.general.bind.port();
+
+    // The conversation.
+    let t0 = capture
+        .messages
+        .iter()
+        .filter(|m| matches!(m.proto, Proto::Iax2(_)) && (m.src == role.switch || m.dst == role.switch))
+        .map(|m| m.ts)
+        .min()
+        .unwrap_or_default();
+    let plans = script::plans(capture, role.switch, &role.remotes, t0);
+    let last = plans
+        .iter()
+        .flat_map(|p| p.stimuli.iter().map(|s| s.at).chain(p.answers.iter().map(|a| a.1)))
+        .max()
+        .unwrap_or_default();
+    let end = LEAD + last + remote::DEPENDENCY_WAIT + TAIL;
+
+    // Hosts: the captured addresses when they make a valid simulated network.
+    let v4 = role.switch.is_ipv4();
+    let (switch_ip, remote_ips) = sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
+        let ip = |n: u16| -> IpAddr {
+            if v4 {
+                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
+            } else {
+                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
+            }
+        };
+        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
+    });
+    let switch_name = switch_ip.to_string();
+    let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
+    let replay_remotes: Vec<SocketAddr> =
+        role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
+    let switch_addr = SocketAddr::new(switch_ip, bind_port);
+
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(end + Duration::from_secs(60))
+        .tick_duration(TICK)
+        .epoch(epoch())
+        .rng_seed(opts.seed)
+        .ip_version(if v4 { turmoil::IpVersion::V4 } else { turmoil::IpVersion::V6 })
+        .min_message_latency(LATENCY)
+        .max_message_latency(LATENCY)
+        .udp_capacity(4096);
+    let mut sim = builder.build();
+    let link = LinkConditions { latency: LATENCY, ..LinkConditions::default() };
+    let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), link);
+    world.enable_capture(CaptureOptions::default());
+
+    // The switch, unchanged.
+    let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
+    world.add_host(&switch_name);
+    {
+        let (world, trace, name, files) = (world.clone(), trace.clone(), switch_name.clone(), files.clone());
+        let seed = derive_seed(opts.seed, "switch", 0);
+        let commands: Arc<Mutex<Option<mpsc::Sender<switch::runtime::Command>>>> = Arc::new(Mutex::new(None));
+        sim.host(switch_name.as_str(), move || {
+            let (tx, rx) = mpsc::channel(8);
+            // Keep the sender alive: a closed command channel stops the switch.
+            *commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+            let net = world.net(&name);
+            let (sink, host) = (trace.clone(), name.clone());
+            let events = move |event: &Event| {
+                let at = turmoil::sim_elapsed().unwrap_or_default();
+                let e = TimedEvent { at, host: host.clone(), event: TraceEvent::Switch(event.clone()) };
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+            };
+            let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
+            async move {
+                let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
+                let at = turmoil::sim_elapsed().unwrap_or_default();
+                let error = result.err().map(|e| e.to_string());
+                let e = TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) };
+                trace.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                Ok(())
+            }
+        });
+    }
+
+    // The remote parties.
+    let logs: Vec<remote::Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    for ((plan, name), log) in plans.iter().zip(&remote_names).zip(&logs) {
+        world.add_host(name);
+        let setup = remote::Setup {
+            plan: plan.clone(),
+            net: world.net(name),
+            port: plan.remote.port(),
+            switch: switch_addr,
+            lead: LEAD,
+            secrets: secrets.clone(),
+            log: log.clone(),
+        };
+        sim.host(name.as_str(), move || remote::run(setup.clone()));
+    }
+
+    while sim.elapsed() < end {
+        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
+    }
+    let sim_duration = sim.elapsed();
+    drop(sim);
+
+    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
+    switch_events.sort_by_key(|e| e.at);
+    let logs: Vec<Vec<remote::Entry>> =
+        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let exchanges = compare::exchanges(capture, &plans, &logs, LEAD, &replay_remotes, &opts.tolerance);
+    let config_text = files.get("iax.conf").map(|iax| {
+        let mut s = format!("iax.conf:\n{iax}");
+        if let Some(t) = files.get("switch.toml") {
+            s.push_str(&format!("\nswitch.toml:\n{t}"));
+        }
+        s
+    });
+    let inputs = report::Inputs {
+        capture,
+        opts,
+        summary: &summary,
+        role: Some((&role, switch_addr, &replay_remotes)),
+        sip_role: sip_role.as_ref().ok(),
+        config_text: if opts.config.is_none() { config_text } else { None },
+        exchanges: &exchanges,
+        switch_events: &switch_events,
+        logs: &logs,
+        remotes: &remote_names,
+        sim_duration,
+        note: None,
+    };
+    let mut outcome = inputs.finish(world.pcap(), sip_skipped);
+    outcome.exchanges = exchanges;
+    Ok(outcome)
+}

@@ -1,0 +1,284 @@
+//! What each remote party will do: its captured IAX2 datagrams, the dialogs
+//! they belong to, and which of its ACKs answer which of the switch's frames.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switch::iax2::frame::{Frame, FullFrame};
+use switch::iax2::ie::id;
+use switch::iax2::subclass::{FrameType, IaxSubclass};
+
+use crate::capture::{Capture, Proto};
+
+/// A dialog-opening request.
+pub(crate) fn is_opener(f: &FullFrame) -> bool {
+    f.dst_call == 0
+        && matches!(f.iax(), Some(IaxSubclass::New | IaxSubclass::RegReq | IaxSubclass::RegRel | IaxSubclass::Poke))
+}
+
+/// Frames the receiver does not sequence (RFC 5456 7: ACK, INVAL, VNAK, TXCNT, TXACC).
+pub(crate) fn is_unsequenced(f: &FullFrame) -> bool {
+    switch::iax2::dialog::is_unsequenced(f)
+}
+
+/// (type, subclass): what a frame is, for matching a replayed frame to a captured one.
+pub(crate) type Kind = (FrameType, u32);
+
+pub(crate) fn kind(f: &FullFrame) -> Kind {
+    (f.frame_type, f.subclass)
+}
+
+/// What makes the remote party send a captured datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// At its captured time (relative to the start of the conversation).
+    At,
+    /// When the switch sends the frame this ACK acknowledges: the frame with
+    /// this sequence number and kind in the dialog.
+    AckOf { oseqno: u8, kind: Kind },
+}
+
+/// One datagram the remote party sent in the capture.
+#[derive(Clone, Debug)]
+pub(crate) struct Stimulus {
+    /// Index into the capture's messages.
+    pub msg: usize,
+    /// Frame number in the capture.
+    pub frame_no: usize,
+    /// Captured time since the start of the replayed conversation.
+    pub at: Duration,
+    pub frame: Frame,
+    pub bytes: Vec<u8>,
+    /// The dialog it belongs to (full frames).
+    pub instance: Option<usize>,
+    pub trigger: Trigger,
+}
+
+/// One dialog of the capture, as seen between the remote party and the switch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Instance {
+    /// The remote party's call number in it.
+    pub r_call: Option<u16>,
+    /// The captured switch's call number in it.
+    pub captured_s: Option<u16>,
+    /// Opened by the switch (its REGREQ, NEW or POKE) rather than by the remote.
+    pub by_switch: bool,
+    pub opener: Option<IaxSubclass>,
+    /// The switch's sequenced frames in it, in the capture: (oseqno, kind).
+    pub switch_frames: Vec<(u8, Kind)>,
+    /// USERNAME the dialog carries, for the MD5 secret.
+    pub username: Option<String>,
+    /// Whether the captured switch accepted (ACCEPT/REGACK) or refused (REJECT/REGREJ).
+    pub accepted: Option<bool>,
+    /// The challenge the captured switch sent in it (AUTHREQ/REGAUTH).
+    pub challenge: Option<String>,
+}
+
+/// The replayed conversation of one remote party with the switch.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub remote: SocketAddr,
+    pub stimuli: Vec<Stimulus>,
+    /// Captured datagrams from the switch to this remote: (message index, time).
+    pub answers: Vec<(usize, Duration)>,
+    pub instances: Vec<Instance>,
+}
+
+/// Builds the plan of every remote party talking IAX2 to `switch`, with
+/// times relative to `t0`.
+pub(crate) fn plans(capture: &Capture, switch: SocketAddr, remotes: &[SocketAddr], t0: Duration) -> Vec<Plan> {
+    remotes.iter().map(|r| plan(capture, switch, *r, t0)).collect()
+}
+
+fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration) -> Plan {
+    let mut p = Plan { remote, stimuli: Vec::new(), answers: Vec::new(), instances: Vec::new() };
+    // Current dialog per remote call number, and per captured switch call number.
+    let mut by_r: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut by_s: BTreeMap<u16, usize> = BTreeMap::new();
+    // For ACK matching: per instance, the switch's frames as (timestamp, oseqno, kind).
+    let mut sent_by_switch: Vec<Vec<(u32, u8, Kind)>> = Vec::new();
+    for (i, m) in capture.messages.iter().enumerate() {
+        let Proto::Iax2(frame) = &m.proto else { continue };
+        let to_switch = m.src == remote && m.dst == switch;
+        let from_switch = m.src == switch && m.dst == remote;
+        if !to_switch && !from_switch {
+            continue;
+        }
+        let at = m.ts.saturating_sub(t0);
+        if from_switch {
+            p.answers.push((i, at));
+            let Frame::Full(f) = frame else { continue };
+            let inst = if is_opener(f) {
+                let n = new_instance(&mut p, &mut sent_by_switch);
+                p.instances[n].by_switch = true;
+                p.instances[n].opener = f.iax();
+                p.instances[n].captured_s = Some(f.src_call);
+                by_s.insert(f.src_call, n);
+                Some(n)
+            } else {
+                let n = by_r.get(&f.dst_call).copied();
+                if let Some(n) = n {
+                    let inst = &mut p.instances[n];
+                    if inst.captured_s.is_none() && f.src_call != 0 {
+                        inst.captured_s = Some(f.src_call);
+                        by_s.insert(f.src_call, n);
+                    }
+                }
+                n
+            };
+            let Some(n) = inst else { continue };
+            if !is_unsequenced(f) && f.src_call != 0 {
+                p.instances[n].switch_frames.push((f.oseqno, kind(f)));
+                sent_by_switch[n].push((f.timestamp, f.oseqno, kind(f)));
+            }
+            if let (FrameType::Iax, Some(ch)) = (f.frame_type, raw_ie(&f.payload, id::CHALLENGE)) {
+                p.instances[n].challenge = Some(String::from_utf8_lossy(ch).into_owned());
+            }
+            match f.iax() {
+                Some(IaxSubclass::Accept | IaxSubclass::RegAck) => p.instances[n].accepted = Some(true),
+                Some(IaxSubclass::Reject | IaxSubclass::RegRej) if f.src_call != 0 => {
+                    p.instances[n].accepted.get_or_insert(false);
+                }
+                _ => {}
+            }
+            continue;
+        }
+        // From the remote party.
+        let mut stimulus = Stimulus {
+            msg: i,
+            frame_no: m.frame,
+            at,
+            frame: frame.clone(),
+            bytes: m.payload.clone(),
+            instance: None,
+            trigger: Trigger::At,
+        };
+        if let Frame::Full(f) = frame {
+            let current = by_r.get(&f.src_call).copied();
+            let established = current.is_some_and(|n| p.instances[n].captured_s.is_some());
+            let inst = if is_opener(f) && (current.is_none() || established) && !f.retransmitted {
+                let n = new_instance(&mut p, &mut sent_by_switch);
+                p.instances[n].opener = f.iax();
+                p.instances[n].r_call = Some(f.src_call);
+                by_r.insert(f.src_call, n);
+                Some(n)
+            } else if let Some(n) = current {
+                Some(n)
+            } else if f.dst_call != 0 {
+                // The remote's first frame in a dialog the switch opened.
+                let n = by_s.get(&f.dst_call).copied();
+                if let Some(n) = n {
+                    p.instances[n].r_call = Some(f.src_call);
+                    by_r.insert(f.src_call, n);
+                }
+                n
+            } else {
+                None
+            };
+            if let (Some(n), Ok(ies)) = (inst, f.ies()) {
+                if f.frame_type == FrameType::Iax && p.instances[n].username.is_none() {
+                    use switch::iax2::ie::IeLookup;
+                    p.instances[n].username = ies.username().map(str::to_owned);
+                }
+            }
+            stimulus.instance = inst;
+            if f.iax() == Some(IaxSubclass::Ack) {
+                if let Some(n) = inst {
+                    // The switch frame it acknowledges: same timestamp and, among
+                    // frames sent in the same millisecond, the one just before the
+                    // ACK's iseqno; else the latest with that timestamp.
+                    let same_ts = || sent_by_switch[n].iter().rev().filter(|(ts, _, _)| *ts == f.timestamp);
+                    let acked = same_ts().find(|(_, o, _)| o.wrapping_add(1) == f.iseqno).or_else(|| same_ts().next());
+                    if let Some((_, oseqno, kind)) = acked {
+                        stimulus.trigger = Trigger::AckOf { oseqno: *oseqno, kind: *kind };
+                    }
+                }
+            }
+        }
+        p.stimuli.push(stimulus);
+    }
+    p
+}
+
+fn new_instance(p: &mut Plan, sent: &mut Vec<Vec<(u32, u8, Kind)>>) -> usize {
+    p.instances.push(Instance::default());
+    sent.push(Vec::new());
+    p.instances.len() - 1
+}
+
+/// The value of the first IE `ie` in an IAX payload, if the payload parses.
+pub(crate) fn raw_ie(payload: &[u8], ie: u8) -> Option<&[u8]> {
+    let mut at = 0;
+    while at + 2 <= payload.len() {
+        let (i, len) = (payload[at], usize::from(payload[at + 1]));
+        let value = payload.get(at + 2..at + 2 + len)?;
+        if i == ie {
+            return Some(value);
+        }
+        at += 2 + len;
+    }
+    None
+}
+
+/// The payload with every IE `ie` given `value`; appended when absent and `add`.
+pub(crate) fn with_ie(payload: &[u8], ie: u8, value: &[u8], add: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + value.len() + 2);
+    let mut at = 0;
+    let mut found = false;
+    while at + 2 <= payload.len() {
+        let (i, len) = (payload[at], usize::from(payload[at + 1]));
+        let Some(v) = payload.get(at + 2..at + 2 + len) else { break };
+        if i == ie {
+            found = true;
+            out.extend_from_slice(&[i, value.len().min(255) as u8]);
+            out.extend_from_slice(&value[..value.len().min(255)]);
+        } else {
+            out.extend_from_slice(&[i, len as u8]);
+            out.extend_from_slice(v);
+        }
+        at += 2 + len;
+    }
+    out.extend_from_slice(&payload[at.min(payload.len())..]);
+    if !found && add {
+        out.extend_from_slice(&[ie, value.len().min(255) as u8]);
+        out.extend_from_slice(&value[..value.len().min(255)]);
+    }
+    out
+}
+
+/// IE ids whose values are the switch's own random or clock values.
+pub(crate) fn is_random_ie(ie: u8) -> bool {
+    matches!(
+        ie,
+        id::CHALLENGE
+            | id::CALLTOKEN
+            | id::DATETIME
+            | id::RR_JITTER
+            | id::RR_LOSS
+            | id::RR_PKTS
+            | id::RR_DELAY
+            | id::RR_DROPPED
+            | id::RR_OOO
+            | id::TRANSFERID
+            | id::ENCKEY
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ie_patching_keeps_other_bytes() {
+        let payload = [0x0b, 2, 0, 2, 0x36, 0, 0xff, 1, 9];
+        assert_eq!(raw_ie(&payload, 0x36), Some(&[][..]));
+        assert_eq!(raw_ie(&payload, 0xff), Some(&[9][..]));
+        assert_eq!(
+            with_ie(&payload, 0x36, b"1?ab", false),
+            [0x0b, 2, 0, 2, 0x36, 4, b'1', b'?', b'a', b'b', 0xff, 1, 9]
+        );
+        assert_eq!(with_ie(&payload[..4], 0x36, b"", true), [0x0b, 2, 0, 2, 0x36, 0]);
+        assert_eq!(with_ie(&payload[..4], 0x36, b"", false), payload[..4]);
+    }
+}

@@ -1,0 +1,34 @@
+//! Every public capture replays (or says there is nothing to replay) without
+//! failing: SIP is reported as skipped, outside the counts.
+
+use std::path::PathBuf;
+
+use simnet::capture;
+use simnet::replay::{self, ReplayOptions};
+
+#[test]
+fn every_public_capture_replays_or_has_nothing_to_replay() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures/public/pcap");
+    if !dir.is_dir() {
+        eprintln!("skipped: {} not found", dir.display());
+        return;
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let c = capture::read_file(&path).unwrap();
+        let opts = ReplayOptions { capture_name: name.clone(), ..ReplayOptions::default() };
+        let o = replay::replay(&c, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(o.report_md.trim_end().ends_with(&o.counts.line()), "{name}");
+        let sip = c.count("SIP");
+        assert_eq!(o.sip_skipped, sip, "{name}");
+        if sip > 0 {
+            assert!(o.report_md.contains(&format!("SIP skipped: {sip} SIP message(s)")), "{name}:\n{}", o.report_md);
+        }
+        if c.count("IAX2") == 0 {
+            assert_eq!(o.counts.exchanges, 0, "{name}");
+            assert!(o.ladder_svg.starts_with("<svg"));
+        }
+    }
+}
