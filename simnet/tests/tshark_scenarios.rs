@@ -59,6 +59,17 @@ fn theirs(path: &Path) -> Vec<(u8, u32)> {
         .collect()
 }
 
+/// tshark's `iax2.packet_type` of every IAX2 datagram (0 mini voice, 1 full, 3 meta trunk).
+fn packet_types(path: &Path) -> Vec<String> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-e", "iax2.packet_type"])
+        .output()
+        .expect("tshark runs");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
 fn malformed(path: &Path) -> String {
     let out = Command::new("tshark")
         .arg("-r")
@@ -78,7 +89,7 @@ fn tshark_agrees_with_our_decoder_on_scenario_captures() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let dir = std::env::temp_dir().join(format!("tshark-scenarios-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["double-registration", "double-registration-wrong-secret"] {
+    for name in ["double-registration", "double-registration-wrong-secret", "iax-call", "trunk-800"] {
         let scenario = Scenario::load(&root.join(format!("{name}.toml"))).unwrap();
         for network in [Network::V4, Network::V6] {
             let outcome = simnet::run(&scenario, &RunOptions { seed: 7, network, pcap: true }).unwrap();
@@ -91,8 +102,22 @@ fn tshark_agrees_with_our_decoder_on_scenario_captures() {
             assert!(ours.len() > 10, "{name} {network}: {} full frames", ours.len());
             assert_eq!(ours, theirs, "{name} {network}: (frame type, subclass) per full frame");
             // Registration and qualify are all there: REGREQ, REGAUTH, REGACK, POKE, PONG, ACK, CALLTOKEN.
-            for sub in [13u32, 14, 3, 30, 4, 40] {
+            let registration_only = name.starts_with("double-registration");
+            let expected: &[u32] = if registration_only { &[13, 14, 3, 30, 4, 40] } else { &[13, 14, 15, 4, 40] };
+            for &sub in expected {
                 assert!(ours.iter().any(|&(t, s)| t == 6 && s == sub), "{name} {network}: IAX subclass {sub} missing");
+            }
+            if !registration_only {
+                // Calls: NEW, ACCEPT, ANSWER (control 4), voice in ulaw; and tshark sees
+                // the media frames (mini or meta trunk) too.
+                for (t, sub) in [(6u8, 1u32), (6, 7), (4, 4), (2, 4)] {
+                    assert!(ours.contains(&(t, sub)), "{name} {network}: ({t}, {sub}) missing");
+                }
+                let media_type = if name == "trunk-800" { "3" } else { "0" };
+                assert!(
+                    packet_types(&path).iter().filter(|t| *t == media_type).count() > 10,
+                    "{name}: no media frames"
+                );
             }
         }
     }
