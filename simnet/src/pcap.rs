@@ -35,11 +35,7 @@ pub struct CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        CaptureOptions {
-            snaplen: DEFAULT_SNAPLEN,
-            from: Duration::ZERO,
-            until: None,
-        }
+        CaptureOptions { snaplen: DEFAULT_SNAPLEN, from: Duration::ZERO, until: None }
     }
 }
 
@@ -55,11 +51,7 @@ pub(crate) struct Capture {
 
 impl Capture {
     pub fn new(options: CaptureOptions) -> Self {
-        Capture {
-            options,
-            frames: Vec::new(),
-            unframed: 0,
-        }
+        Capture { options, frames: Vec::new(), unframed: 0 }
     }
 
     pub fn in_window(&self, at: Duration) -> bool {
@@ -138,14 +130,12 @@ pub fn frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Option<Vec<u8>
     let eth = PacketBuilder::ethernet2(mac_for(src.ip()), mac_for(dst.ip()));
     let mut out = Vec::with_capacity(payload.len() + 62);
     let result = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth
-            .ipv4(s.octets(), d.octets(), 64)
-            .udp(src.port(), dst.port())
-            .write(&mut out, payload),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth
-            .ipv6(s.octets(), d.octets(), 64)
-            .udp(src.port(), dst.port())
-            .write(&mut out, payload),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            eth.ipv4(s.octets(), d.octets(), 64).udp(src.port(), dst.port()).write(&mut out, payload)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            eth.ipv6(s.octets(), d.octets(), 64).udp(src.port(), dst.port()).write(&mut out, payload)
+        }
         _ => return None,
     };
     result.ok().map(|()| out)

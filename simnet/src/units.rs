@@ -19,16 +19,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total_ns: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
             return Err(format!("`{text}`: expected a number before `{rest}`"));
         }
         let (num, after) = rest.split_at(num_len);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let scale: u128 = match unit.trim() {
             "h" => 3_600_000_000_000,
@@ -37,20 +33,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "ms" => 1_000_000,
             "us" | "µs" => 1_000,
             "ns" => 1,
-            "" => {
-                return Err(format!(
-                    "`{text}`: missing unit after `{num}` (use h, m, s, ms, us)"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "`{text}`: unknown unit `{other}` (use h, m, s, ms, us)"
-                ))
-            }
+            "" => return Err(format!("`{text}`: missing unit after `{num}` (use h, m, s, ms, us)")),
+            other => return Err(format!("`{text}`: unknown unit `{other}` (use h, m, s, ms, us)")),
         };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{text}`: `{num}` is not a number"))?;
+        let value: f64 = num.parse().map_err(|_| format!("`{text}`: `{num}` is not a number"))?;
         if !value.is_finite() || value < 0.0 {
             return Err(format!("`{text}`: `{num}` is not a valid amount"));
         }
@@ -84,9 +70,7 @@ impl<'de> Deserialize<'de> for Dur {
                 if v == 0 {
                     Ok(Dur(Duration::ZERO))
                 } else {
-                    Err(E::custom(format!(
-                        "a bare number ({v}) is ambiguous: write \"{v}s\" or \"{v}ms\""
-                    )))
+                    Err(E::custom(format!("a bare number ({v}) is ambiguous: write \"{v}s\" or \"{v}ms\"")))
                 }
             }
         }
@@ -105,9 +89,7 @@ impl<'de> Deserialize<'de> for Prob {
             if (0.0..=1.0).contains(&p) {
                 Ok(Prob(p))
             } else {
-                Err(E::custom(format!(
-                    "probability {p} is outside 0..=1 (write 0.1 or \"10%\")"
-                )))
+                Err(E::custom(format!("probability {p} is outside 0..=1 (write 0.1 or \"10%\")")))
             }
         }
         impl Visitor<'_> for V {
@@ -130,9 +112,7 @@ impl<'de> Deserialize<'de> for Prob {
                     },
                     None => match t.parse::<f64>() {
                         Ok(p) => check(p),
-                        Err(_) => Err(E::custom(format!(
-                            "`{v}` is not a probability (write 0.1 or \"10%\")"
-                        ))),
+                        Err(_) => Err(E::custom(format!("`{v}` is not a probability (write 0.1 or \"10%\")"))),
                     },
                 }
             }
@@ -153,11 +133,7 @@ pub fn fmt_duration(d: Duration) -> String {
         return "0s".into();
     }
     if d.subsec_millis() > 0 {
-        return if ms < 1000 {
-            format!("{ms}ms")
-        } else {
-            fmt_time(d)
-        };
+        return if ms < 1000 { format!("{ms}ms") } else { fmt_time(d) };
     }
     let s = ms / 1000;
     let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);

@@ -27,11 +27,7 @@ fn read(pcap: &[u8]) -> Vec<Frame> {
     let mut frames = Vec::new();
     while let Some(p) = reader.next_packet() {
         let p = p.expect("pcap record");
-        frames.push(Frame {
-            ts: p.timestamp,
-            orig_len: p.orig_len,
-            data: p.data.into_owned(),
-        });
+        frames.push(Frame { ts: p.timestamp, orig_len: p.orig_len, data: p.data.into_owned() });
     }
     frames
 }
@@ -62,37 +58,22 @@ fn frames_carry_real_addresses_ports_and_lengths() {
         let epoch = Duration::from_secs(EPOCH_UNIX_SECS);
         let mut last = Duration::ZERO;
         for f in &frames {
-            assert!(
-                f.ts >= epoch && f.ts < epoch + Duration::from_secs(60),
-                "{network}: timestamp {:?}",
-                f.ts
-            );
-            assert!(
-                f.ts >= last,
-                "{network}: frames in time order without jitter"
-            );
+            assert!(f.ts >= epoch && f.ts < epoch + Duration::from_secs(60), "{network}: timestamp {:?}", f.ts);
+            assert!(f.ts >= last, "{network}: frames in time order without jitter");
             last = f.ts;
             assert_eq!(f.orig_len as usize, f.data.len());
             let p = SlicedPacket::from_ethernet(&f.data).expect("parses");
             let (src, dst): (IpAddr, IpAddr) = match p.net.expect("ip") {
                 NetSlice::Ipv4(ip) => {
                     assert_eq!(network, Network::V4);
-                    (
-                        ip.header().source_addr().into(),
-                        ip.header().destination_addr().into(),
-                    )
+                    (ip.header().source_addr().into(), ip.header().destination_addr().into())
                 }
                 NetSlice::Ipv6(ip) => {
                     assert_eq!(network, Network::V6);
-                    (
-                        ip.header().source_addr().into(),
-                        ip.header().destination_addr().into(),
-                    )
+                    (ip.header().source_addr().into(), ip.header().destination_addr().into())
                 }
             };
-            let Some(TransportSlice::Udp(udp)) = p.transport else {
-                panic!("udp")
-            };
+            let Some(TransportSlice::Udp(udp)) = p.transport else { panic!("udp") };
             assert_eq!(udp.payload().len(), 200);
             assert_eq!(udp.length() as usize, 208);
             match (udp.source_port(), udp.destination_port()) {
@@ -107,25 +88,16 @@ fn frames_carry_real_addresses_ports_and_lengths() {
 
 #[test]
 fn snaplen_and_time_window_keep_captures_small() {
-    let capture = CaptureOptions {
-        snaplen: 64,
-        from: Duration::from_millis(5),
-        until: Some(Duration::from_millis(25)),
-    };
+    let capture =
+        CaptureOptions { snaplen: 64, from: Duration::from_millis(5), until: Some(Duration::from_millis(25)) };
     let x = echo_run(Network::V4, capture, 0);
     let frames = read(&x.world.pcap());
-    assert!(
-        !frames.is_empty() && frames.len() < 50,
-        "{} frames in a 20 ms window",
-        frames.len()
-    );
+    assert!(!frames.is_empty() && frames.len() < 50, "{} frames in a 20 ms window", frames.len());
     let epoch = Duration::from_secs(EPOCH_UNIX_SECS);
     for f in &frames {
         assert_eq!(f.data.len(), 64);
         assert_eq!(f.orig_len, 14 + 20 + 8 + 200);
-        assert!(
-            f.ts >= epoch + Duration::from_millis(5) && f.ts < epoch + Duration::from_millis(25)
-        );
+        assert!(f.ts >= epoch + Duration::from_millis(5) && f.ts < epoch + Duration::from_millis(25));
     }
 }
 
@@ -155,11 +127,7 @@ fn the_capture_is_byte_identical_for_the_same_seed() {
 }
 
 fn tshark() -> Option<&'static str> {
-    let ok = Command::new("tshark")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("tshark").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     ok.then_some("tshark")
 }
 
@@ -172,28 +140,15 @@ fn tshark_reads_the_capture_without_malformed_packets() {
     for network in [Network::V4, Network::V6] {
         let x = echo_run(network, CaptureOptions::default(), 40);
         let pcap = x.world.pcap();
-        let path =
-            std::env::temp_dir().join(format!("simnet-test-{}-{network}.pcap", std::process::id()));
+        let path = std::env::temp_dir().join(format!("simnet-test-{}-{network}.pcap", std::process::id()));
         std::fs::write(&path, &pcap).expect("write pcap");
         let run = |args: &[&str]| {
-            let out = Command::new(tshark)
-                .arg("-r")
-                .arg(&path)
-                .args(args)
-                .output()
-                .expect("tshark runs");
-            assert!(
-                out.status.success(),
-                "tshark failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(tshark).arg("-r").arg(&path).args(args).output().expect("tshark runs");
+            assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         let malformed = run(&["-Y", "_ws.malformed"]);
-        assert!(
-            malformed.trim().is_empty(),
-            "{network}: malformed packets:\n{malformed}"
-        );
+        assert!(malformed.trim().is_empty(), "{network}: malformed packets:\n{malformed}");
         let bad_checksums = run(&[
             "-o",
             "udp.check_checksum:TRUE",
@@ -202,20 +157,13 @@ fn tshark_reads_the_capture_without_malformed_packets() {
             "-Y",
             "udp.checksum.status == 0 || ip.checksum.status == 0",
         ]);
-        assert!(
-            bad_checksums.trim().is_empty(),
-            "{network}: bad checksums:\n{bad_checksums}"
-        );
+        assert!(bad_checksums.trim().is_empty(), "{network}: bad checksums:\n{bad_checksums}");
         let ip_filter = match network {
             Network::V4 => "udp && ip",
             Network::V6 => "udp && ipv6",
         };
         let udp = run(&["-Y", ip_filter, "-T", "fields", "-e", "frame.number"]);
-        assert_eq!(
-            udp.lines().count(),
-            100,
-            "{network}: UDP packets seen by tshark"
-        );
+        assert_eq!(udp.lines().count(), 100, "{network}: UDP packets seen by tshark");
         if std::env::var_os("SIMNET_KEEP_PCAP").is_none() {
             let _ = std::fs::remove_file(&path);
         }

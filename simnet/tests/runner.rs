@@ -181,15 +181,7 @@ fn scenario() -> Scenario {
 }
 
 fn go(network: Network, seed: u64) -> Outcome {
-    run(
-        &scenario(),
-        &RunOptions {
-            seed,
-            network,
-            pcap: true,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    run(&scenario(), &RunOptions { seed, network, pcap: true }).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -209,20 +201,11 @@ fn same_seed_same_bytes() {
 #[test]
 fn shipped_scenarios_are_deterministic() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let s = Scenario::load(&dir.join("double-registration-restart.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = Scenario::load(&dir.join("double-registration-restart.toml")).unwrap_or_else(|e| panic!("{e}"));
     for network in s.networks() {
-        let opts = RunOptions {
-            seed: 3,
-            network,
-            pcap: true,
-        };
+        let opts = RunOptions { seed: 3, network, pcap: true };
         let (a, b) = (run(&s, &opts).unwrap(), run(&s, &opts).unwrap());
-        assert_eq!(
-            (a.events_jsonl, a.report_md, a.pcap),
-            (b.events_jsonl, b.report_md, b.pcap),
-            "{network}"
-        );
+        assert_eq!((a.events_jsonl, a.report_md, a.pcap), (b.events_jsonl, b.report_md, b.pcap), "{network}");
     }
 }
 
@@ -252,19 +235,11 @@ fn timeline_actions_appear_in_the_trace_at_their_times() {
         ]
     );
     let oneway = o.events.iter().find_map(|e| match &e.event {
-        TraceEvent::World(WorldEvent::Partition {
-            oneway: true,
-            from,
-            to,
-            ..
-        }) => Some((from.clone(), to.clone())),
+        TraceEvent::World(WorldEvent::Partition { oneway: true, from, to, .. }) => Some((from.clone(), to.clone())),
         _ => None,
     });
     assert_eq!(oneway, Some(("a".to_string(), "b".to_string())));
-    assert!(
-        o.events.windows(2).all(|w| w[0].at <= w[1].at),
-        "trace in time order"
-    );
+    assert!(o.events.windows(2).all(|w| w[0].at <= w[1].at), "trace in time order");
     assert_eq!(o.sim_duration.as_secs(), 100);
 }
 
@@ -273,26 +248,13 @@ fn events_jsonl_lines_lead_with_time_host_and_event() {
     let o = go(Network::V4, 1);
     let lines: Vec<&str> = o.events_jsonl.lines().collect();
     assert_eq!(lines.len(), o.events.len());
-    assert!(
-        lines[0].starts_with(r#"{"t_ms":0,"host":"a","event":"started","#),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with(r#"{"t_ms":0,"host":"a","event":"started","#), "{}", lines[0]);
     for line in &lines {
         let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
-        assert!(
-            v["t_ms"].is_u64() && v["host"].is_string() && v["event"].is_string(),
-            "{line}"
-        );
+        assert!(v["t_ms"].is_u64() && v["host"].is_string() && v["event"].is_string(), "{line}");
     }
-    let crash = lines
-        .iter()
-        .find(|l| l.contains(r#""event":"crash""#))
-        .expect("crash line");
-    assert_eq!(
-        *crash,
-        r#"{"t_ms":50000,"host":"b","event":"crash","label":"crash"}"#
-    );
+    let crash = lines.iter().find(|l| l.contains(r#""event":"crash""#)).expect("crash line");
+    assert_eq!(*crash, r#"{"t_ms":50000,"host":"b","event":"crash","label":"crash"}"#);
 }
 
 #[test]
@@ -305,30 +267,17 @@ fn verdicts_pass_and_fail_with_reasons() {
     assert!(v[1].passed, "{:?}", v[1]);
     assert!(v[2].passed, "{:?}", v[2]);
     assert!(!v[3].passed);
-    assert!(
-        v[3].detail.contains("20.000s") && v[3].detail.contains("1 more"),
-        "{:?}",
-        v[3]
-    );
+    assert!(v[3].detail.contains("20.000s") && v[3].detail.contains("1 more"), "{:?}", v[3]);
     assert!(!v[4].passed);
     assert!(v[4].detail.contains("at most 1"), "{:?}", v[4]);
     assert!(v[5].passed, "{:?}", v[5]);
     assert!(!v[6].passed);
-    assert!(
-        v[6].detail.contains("before the window") && v[6].detail.contains("70.000s"),
-        "{:?}",
-        v[6]
-    );
+    assert!(v[6].detail.contains("before the window") && v[6].detail.contains("70.000s"), "{:?}", v[6]);
     assert!(v[7].passed, "{:?}", v[7]);
     assert!(v[8].passed, "{:?}", v[8]);
     assert!(!o.passed);
     assert!(o.report_md.contains("**FAIL**"));
-    assert!(
-        o.report_md
-            .contains("| 50.000s | b | *crash* | label=crash |"),
-        "{}",
-        o.report_md
-    );
+    assert!(o.report_md.contains("| 50.000s | b | *crash* | label=crash |"), "{}", o.report_md);
 }
 
 #[test]
@@ -336,20 +285,8 @@ fn a_switch_that_cannot_start_is_an_event() {
     // 0.0.0.0 cannot be bound on an IPv6-only host; the switch's error lands in the trace.
     let text = SCENARIO.replace("bindaddr = ${any}", "bindaddr = 0.0.0.0");
     let s = Scenario::parse(Path::new("t.toml"), &text).unwrap();
-    let o = run(
-        &s,
-        &RunOptions {
-            seed: 1,
-            network: Network::V6,
-            pcap: false,
-        },
-    )
-    .unwrap();
-    let exited: Vec<&str> = o
-        .events_jsonl
-        .lines()
-        .filter(|l| l.contains("switch_exited"))
-        .collect();
+    let o = run(&s, &RunOptions { seed: 1, network: Network::V6, pcap: false }).unwrap();
+    let exited: Vec<&str> = o.events_jsonl.lines().filter(|l| l.contains("switch_exited")).collect();
     assert!(!exited.is_empty());
     assert!(exited[0].contains("IPv6-only"), "{}", exited[0]);
     assert!(o.pcap.is_empty());

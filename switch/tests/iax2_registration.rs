@@ -567,9 +567,10 @@ mod calls {
     fn trunked_calls_share_trunk_frames() {
         let mut p = pair(true);
         let now = p.now;
-        for (ep, mut cfg) in
-            [(&mut p.a, config("B", "bsecret", "A", "asecret", "b")), (&mut p.b, config("A", "asecret", "B", "bsecret", "a"))]
-        {
+        for (ep, mut cfg) in [
+            (&mut p.a, config("B", "bsecret", "A", "asecret", "b")),
+            (&mut p.b, config("A", "asecret", "B", "bsecret", "a")),
+        ] {
             cfg.peers[0].trunk = true;
             cfg.general.trunktimestamps = true;
             ep.reconfigure(now, Arc::new(cfg), resolved());

@@ -8,31 +8,20 @@ use crate::TaskError;
 
 /// Progress lines go to stderr only for a person watching: a terminal, not CI.
 pub fn show_progress() -> bool {
-    let ci =
-        matches!(std::env::var_os("CI"), Some(v) if !(v.is_empty() || v == "false" || v == "0"));
+    let ci = matches!(std::env::var_os("CI"), Some(v) if !(v.is_empty() || v == "false" || v == "0"));
     !ci && std::io::stderr().is_terminal()
 }
 
 /// `DIR/NAME/NETWORK/seed-N`: where one run's files go. The same layout is
 /// used by `scenario`, by `certify` and by simnet/tests/certify.rs.
 pub fn run_dir(out: &Path, scenario: &str, network: &str, seed: u64) -> PathBuf {
-    out.join(path_safe(scenario))
-        .join(network)
-        .join(format!("seed-{seed}"))
+    out.join(path_safe(scenario)).join(network).join(format!("seed-{seed}"))
 }
 
 /// A scenario name as one path component (names are normally safe already).
 pub fn path_safe(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     if s.is_empty() || s.starts_with('.') {
         format!("_{s}")
     } else {
@@ -41,18 +30,11 @@ pub fn path_safe(name: &str) -> String {
 }
 
 /// Writes report.md, events.jsonl and capture.pcap of one run into `dir`.
-pub fn write_run_files(
-    dir: &Path,
-    report_md: &str,
-    events_jsonl: &str,
-    pcap: &[u8],
-) -> Result<(), TaskError> {
+pub fn write_run_files(dir: &Path, report_md: &str, events_jsonl: &str, pcap: &[u8]) -> Result<(), TaskError> {
     std::fs::create_dir_all(dir).map_err(|e| TaskError::io("cannot create", dir, e))?;
-    for (name, bytes) in [
-        ("report.md", report_md.as_bytes()),
-        ("events.jsonl", events_jsonl.as_bytes()),
-        ("capture.pcap", pcap),
-    ] {
+    for (name, bytes) in
+        [("report.md", report_md.as_bytes()), ("events.jsonl", events_jsonl.as_bytes()), ("capture.pcap", pcap)]
+    {
         let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| TaskError::io("cannot write", &path, e))?;
     }
@@ -81,10 +63,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Table {
-            header: header.iter().map(|s| s.to_string()).collect(),
-            rows: Vec::new(),
-        }
+        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -127,16 +106,10 @@ impl Table {
     /// The same table as GitHub-flavoured Markdown.
     pub fn markdown(&self) -> String {
         let esc = |s: &String| s.replace('|', "\\|").replace('\n', " ");
-        let mut out = format!(
-            "| {} |\n",
-            self.header.iter().map(esc).collect::<Vec<_>>().join(" | ")
-        );
+        let mut out = format!("| {} |\n", self.header.iter().map(esc).collect::<Vec<_>>().join(" | "));
         out.push_str(&format!("|{}\n", "---|".repeat(self.header.len())));
         for row in &self.rows {
-            out.push_str(&format!(
-                "| {} |\n",
-                row.iter().map(esc).collect::<Vec<_>>().join(" | ")
-            ));
+            out.push_str(&format!("| {} |\n", row.iter().map(esc).collect::<Vec<_>>().join(" | ")));
         }
         out
     }
@@ -196,10 +169,7 @@ mod tests {
 
     #[test]
     fn xml_is_escaped() {
-        assert_eq!(
-            xml_escape("a<b & \"c\"\u{1}"),
-            "a&lt;b &amp; &quot;c&quot;?"
-        );
+        assert_eq!(xml_escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;?");
     }
 
     #[test]

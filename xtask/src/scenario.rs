@@ -9,20 +9,14 @@ use crate::output::{self, secs, shown, Table};
 use crate::{workspace_root, ScenarioArgs, TaskError};
 
 pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
-    let dir = args
-        .scenarios
-        .clone()
-        .unwrap_or_else(|| workspace_root().join("scenarios"));
+    let dir = args.scenarios.clone().unwrap_or_else(|| workspace_root().join("scenarios"));
     if args.list {
         list(&dir)?;
         return Ok(true);
     }
     let target = args.target.as_deref().unwrap_or("all");
     let scenarios = resolve(target, &dir)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| workspace_root().join("reports"));
+    let out = args.out.clone().unwrap_or_else(|| workspace_root().join("reports"));
 
     // Every (scenario, network) pair to run, in order.
     let mut plan = Vec::new();
@@ -45,48 +39,24 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
         }
     }
     if plan.is_empty() {
-        return Err(TaskError::new("nothing to run")
-            .hint("no selected scenario runs over the requested network"));
+        return Err(TaskError::new("nothing to run").hint("no selected scenario runs over the requested network"));
     }
 
     let progress = output::show_progress();
-    let mut table = Table::new(&[
-        "scenario",
-        "network",
-        "seed",
-        "verdict",
-        "expectations",
-        "sim time",
-        "wall time",
-    ]);
+    let mut table = Table::new(&["scenario", "network", "seed", "verdict", "expectations", "sim time", "wall time"]);
     let mut failures: Vec<String> = Vec::new();
     for (i, (scenario, network)) in plan.iter().enumerate() {
         if progress {
-            eprintln!(
-                "[{}/{}] {} over {network}, seed {} ...",
-                i + 1,
-                plan.len(),
-                scenario.name,
-                args.seed
-            );
+            eprintln!("[{}/{}] {} over {network}, seed {} ...", i + 1, plan.len(), scenario.name, args.seed);
         }
-        let options = RunOptions {
-            seed: args.seed,
-            network: *network,
-            pcap: true,
-        };
+        let options = RunOptions { seed: args.seed, network: *network, pcap: true };
         let started = Instant::now();
         let result = sim::run(scenario, &options);
         let wall = started.elapsed();
         let run_dir = output::run_dir(&out, &scenario.name, &network.to_string(), args.seed);
         match result {
             Ok(outcome) => {
-                output::write_run_files(
-                    &run_dir,
-                    &outcome.report_md,
-                    &outcome.events_jsonl,
-                    &outcome.pcap,
-                )?;
+                output::write_run_files(&run_dir, &outcome.report_md, &outcome.events_jsonl, &outcome.pcap)?;
                 let passed = outcome.verdicts.iter().filter(|v| v.passed).count();
                 let total = outcome.verdicts.len();
                 let ok = outcome.passed && passed == total;
@@ -100,10 +70,7 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
                     secs(wall),
                 ]);
                 if !ok {
-                    let mut text = format!(
-                        "FAIL {} over {network}, seed {}:\n",
-                        scenario.name, args.seed
-                    );
+                    let mut text = format!("FAIL {} over {network}, seed {}:\n", scenario.name, args.seed);
                     for v in outcome.verdicts.iter().filter(|v| !v.passed) {
                         text.push_str(&format!("  - {}", v.description));
                         if !v.detail.is_empty() {
@@ -111,10 +78,7 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
                         }
                         text.push('\n');
                     }
-                    text.push_str(&format!(
-                        "  report: {}\n",
-                        shown(&run_dir.join("report.md"))
-                    ));
+                    text.push_str(&format!("  report: {}\n", shown(&run_dir.join("report.md"))));
                     failures.push(text);
                 }
             }
@@ -128,10 +92,7 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
                     "-".into(),
                     secs(wall),
                 ]);
-                failures.push(format!(
-                    "ERROR {} over {network}, seed {}: {e}\n",
-                    scenario.name, args.seed
-                ));
+                failures.push(format!("ERROR {} over {network}, seed {}: {e}\n", scenario.name, args.seed));
             }
         }
     }
@@ -144,13 +105,7 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
             print!("{f}");
         }
     }
-    println!(
-        "\n{} run(s), {} passed, {} failed; reports in {}",
-        plan.len(),
-        plan.len() - failed,
-        failed,
-        shown(&out)
-    );
+    println!("\n{} run(s), {} passed, {} failed; reports in {}", plan.len(), plan.len() - failed, failed, shown(&out));
     Ok(failed == 0)
 }
 
@@ -158,45 +113,28 @@ fn list(dir: &Path) -> Result<(), TaskError> {
     let scenarios = all(dir)?;
     let mut table = Table::new(&["name", "networks", "description"]);
     for s in &scenarios {
-        let first_line = s
-            .description
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("");
-        table.row(vec![
-            s.name.clone(),
-            join(&s.networks()),
-            first_line.to_string(),
-        ]);
+        let first_line = s.description.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        table.row(vec![s.name.clone(), join(&s.networks()), first_line.to_string()]);
     }
     print!("{}", table.render());
     Ok(())
 }
 
 fn join(networks: &[sim::Network]) -> String {
-    networks
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    networks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Every scenario in `dir`, sorted by name; an error when there are none.
 fn all(dir: &Path) -> Result<Vec<Scenario>, TaskError> {
     if !dir.is_dir() {
-        return Err(
-            TaskError::new(format!("scenario directory {} does not exist", shown(dir)))
-                .hint("run from inside the workspace, or pass --scenarios DIR"),
-        );
+        return Err(TaskError::new(format!("scenario directory {} does not exist", shown(dir)))
+            .hint("run from inside the workspace, or pass --scenarios DIR"));
     }
     let mut scenarios = sim::list_scenarios(dir)
         .map_err(|e| TaskError::new(format!("cannot read the scenarios in {}: {e}", shown(dir))))?;
     if scenarios.is_empty() {
-        return Err(
-            TaskError::new(format!("no scenario files in {}", shown(dir)))
-                .hint("docs/scenarios.md explains how to write one"),
-        );
+        return Err(TaskError::new(format!("no scenario files in {}", shown(dir)))
+            .hint("docs/scenarios.md explains how to write one"));
     }
     scenarios.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(scenarios)
@@ -214,8 +152,7 @@ fn resolve(target: &str, dir: &Path) -> Result<Vec<Scenario>, TaskError> {
             return Err(TaskError::new(format!("no such scenario file: {target}"))
                 .hint("give a scenario name (see `cargo xtask scenario --list`), a path to a file, or `all`"));
         }
-        let scenario =
-            Scenario::load(&path).map_err(|e| TaskError::new(format!("{}: {e}", shown(&path))))?;
+        let scenario = Scenario::load(&path).map_err(|e| TaskError::new(format!("{}: {e}", shown(&path))))?;
         return Ok(vec![scenario]);
     }
     let scenarios = all(dir)?;
@@ -224,10 +161,7 @@ fn resolve(target: &str, dir: &Path) -> Result<Vec<Scenario>, TaskError> {
         return Ok(vec![found]);
     }
     let mut hint = String::new();
-    let mut close: Vec<&String> = names
-        .iter()
-        .filter(|n| output::edit_distance(n, target) <= 3)
-        .collect();
+    let mut close: Vec<&String> = names.iter().filter(|n| output::edit_distance(n, target) <= 3).collect();
     close.sort_by_key(|n| output::edit_distance(n, target));
     if let Some(best) = close.first() {
         hint.push_str(&format!("did you mean `{best}`?\n"));

@@ -43,10 +43,7 @@ impl Default for Setup {
         Setup {
             network: Network::V4,
             seed: 7,
-            link: LinkConditions {
-                latency: Duration::from_millis(10),
-                ..LinkConditions::default()
-            },
+            link: LinkConditions { latency: Duration::from_millis(10), ..LinkConditions::default() },
             count: 100,
             interval: Duration::from_millis(1),
             payload_len: 32,
@@ -71,11 +68,7 @@ fn encode(seq: u32, len: usize) -> Vec<u8> {
 fn decode(p: &[u8]) -> Option<Seen> {
     let seq = u32::from_be_bytes(p.get(..4)?.try_into().ok()?);
     let sent = u64::from_be_bytes(p.get(4..12)?.try_into().ok()?);
-    Some(Seen {
-        seq,
-        sent: Duration::from_micros(sent),
-        received: now(),
-    })
+    Some(Seen { seq, sent: Duration::from_micros(sent), received: now() })
 }
 
 /// `tx` sends `count` datagrams to `rx` (binding `::`, dual-stack, on both
@@ -108,14 +101,8 @@ pub fn exchange(s: Setup) -> Exchange {
     let at_tx = Arc::new(Mutex::new(Vec::new()));
     let stop = s.interval * s.count + Duration::from_secs(2);
 
-    let (net, seen, count, interval, len, network) = (
-        world.net("rx"),
-        at_rx.clone(),
-        s.count,
-        s.interval,
-        s.payload_len,
-        s.network,
-    );
+    let (net, seen, count, interval, len, network) =
+        (world.net("rx"), at_rx.clone(), s.count, s.interval, s.payload_len, s.network);
     let echo = s.echo;
     sim.client("rx", async move {
         let bind: SocketAddr = match network {
@@ -153,9 +140,7 @@ pub fn exchange(s: Setup) -> Exchange {
             sock.send_to(&encode(seq, len), target).await?;
             tokio::time::sleep(interval).await;
             // Drain echoes without blocking.
-            while let Ok(Ok((n, _))) =
-                tokio::time::timeout(Duration::ZERO, sock.recv_from(&mut buf)).await
-            {
+            while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::ZERO, sock.recv_from(&mut buf)).await {
                 if let Some(x) = decode(&buf[..n]) {
                     seen.lock().unwrap().push(x);
                 }
@@ -181,10 +166,5 @@ pub fn exchange(s: Setup) -> Exchange {
     drop(sim);
     let at_rx = std::mem::take(&mut *at_rx.lock().unwrap());
     let at_tx = std::mem::take(&mut *at_tx.lock().unwrap());
-    Exchange {
-        world,
-        at_rx,
-        at_tx,
-        ips,
-    }
+    Exchange { world, at_rx, at_tx, ips }
 }
