@@ -564,6 +564,31 @@ mod calls {
     }
 
     #[test]
+    fn media_crosses_the_16_bit_timestamp_wrap() {
+        // Mini frames carry 16 bits of timestamp: at 65.536 s a full voice
+        // frame must resynchronise the far end, in both directions.
+        let mut p = pair(false);
+        p.sniffed.clear();
+        let req = Originate {
+            dial: "IAX2/B/600".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(75)),
+            calling: (None, None),
+        };
+        p.a.originate(p.now, &req).unwrap();
+        p.run_until(Duration::from_secs(85));
+        let Event::CallEnded { frames_sent, frames_received, lost, reordered, ts_irregular, .. } = ended(&p, "a")[0]
+        else {
+            unreachable!()
+        };
+        assert!(frames_sent >= 3740 && frames_sent - frames_received <= 2, "{frames_sent} {frames_received}");
+        assert_eq!((lost, reordered, ts_irregular), (0, 0, 0));
+        // Full voice frames (type 2): the first of each direction, then one each per wrap.
+        let full_voice = p.sniffed.iter().filter(|d| d.len() > 12 && d[0] & 0x80 != 0 && d[10] == 2).count();
+        assert_eq!(full_voice, 4, "first frame and wrap resync, each way");
+    }
+
+    #[test]
     fn trunked_calls_share_trunk_frames() {
         let mut p = pair(true);
         let now = p.now;
