@@ -160,7 +160,11 @@ fn certify_one(job: &Job<'_>, out: Option<&Path>, snapshots: &Path) -> (serde_js
             ("report.md", outcome.report_md.as_bytes()),
             ("events.jsonl", outcome.events_jsonl.as_bytes()),
             ("capture.pcap", &outcome.pcap[..]),
+            ("ladder.svg", outcome.ladder_svg.as_deref().unwrap_or_default().as_bytes()),
         ] {
+            if bytes.is_empty() && file == "ladder.svg" {
+                continue;
+            }
             let path = dir.join(file);
             std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         }

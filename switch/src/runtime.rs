@@ -93,10 +93,10 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                     }
                     Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),
                 },
-                Some(Command::ShowPeers(tx)) => { let _ = tx.send(endpoint.show_peers(Instant::now().into_std())); }
+                Some(Command::ShowPeers(tx)) => { let _ = tx.send(endpoint.show_peers()); }
                 Some(Command::ShowRegistry(tx)) => { let _ = tx.send(endpoint.show_registry(Instant::now().into_std())); }
                 Some(Command::ShowStats(tx)) => { let _ = tx.send(endpoint.show_stats()); }
-                Some(Command::ShowChannels(tx)) => { let _ = tx.send(endpoint.show_channels(Instant::now().into_std())); }
+                Some(Command::ShowChannels(tx)) => { let _ = tx.send(endpoint.show_channels()); }
                 Some(Command::HangupAll(tx)) => {
                     let n = endpoint.hangup_all(Instant::now().into_std());
                     let _ = tx.send(format!("{n} call(s) hung up"));

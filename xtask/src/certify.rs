@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::html;
 use crate::output::{self, secs, shown, xml_escape, Table};
 use crate::{workspace_root, CertifyArgs, TaskError};
 
@@ -61,10 +62,7 @@ impl Record {
             if f.detail.is_empty() {
                 out.push(format!("expectation failed: {}", f.description));
             } else {
-                out.push(format!(
-                    "expectation failed: {}: {}",
-                    f.description, f.detail
-                ));
+                out.push(format!("expectation failed: {}: {}", f.description, f.detail));
             }
         }
         match self.snapshot.as_str() {
@@ -90,14 +88,15 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
     let root = workspace_root();
     let out = args.out.clone().unwrap_or_else(|| root.join("reports"));
     std::fs::create_dir_all(&out).map_err(|e| TaskError::io("cannot create", &out, e))?;
-    let out = out
-        .canonicalize()
-        .map_err(|e| TaskError::io("cannot resolve", &out, e))?;
+    let out = out.canonicalize().map_err(|e| TaskError::io("cannot resolve", &out, e))?;
     let records_path = out.join("certify.jsonl");
-    match std::fs::remove_file(&records_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(TaskError::io("cannot remove", &records_path, e)),
+    let captures_path = out.join("certify_captures.jsonl");
+    for path in [&records_path, &captures_path] {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TaskError::io("cannot remove", path, e)),
+        }
     }
     if args.bless {
         remove_pinned_traces(&root.join("simnet/tests/snapshots"))?;
@@ -105,19 +104,11 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
 
     let progress = output::show_progress();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
         // `--workspace` (not `-p simnet`) resolves features as the README's test
         // command `cargo test --workspace --release` does, so CI reuses that build.
-        .args([
-            "test",
-            "--release",
-            "--workspace",
-            "--test",
-            "certify",
-            "--",
-            "--ignored",
-        ])
+        .args(["test", "--release", "--workspace", "--test", "certify", "--", "--ignored"])
         .env("SIMNET_CERTIFY_OUT", &out)
         .env_remove("INSTA_FORCE_PASS");
     if progress {
@@ -131,17 +122,23 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
     if progress {
         eprintln!(
             "running: cargo test --release --workspace --test certify -- --ignored{}",
-            if args.bless {
-                "  (blessing: snapshots are rewritten)"
-            } else {
-                ""
-            }
+            if args.bless { "  (blessing: snapshots are rewritten)" } else { "" }
         );
     }
     let started = Instant::now();
-    let status = cmd
-        .status()
-        .map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
+    let status = cmd.status().map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
+
+    // The captures of captures/manifest.toml (simnet/tests/certify_captures.rs);
+    // their expected verdicts are in the manifest, --bless does not touch them.
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["test", "--release", "--workspace", "--test", "certify_captures", "--", "--ignored"])
+        .env("SIMNET_CERTIFY_OUT", &out);
+    if progress {
+        cmd.arg("--nocapture");
+        eprintln!("running: cargo test --release --workspace --test certify_captures -- --ignored");
+    }
+    let captures_status = cmd.status().map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
     let elapsed = started.elapsed();
 
     let records = read_records(&records_path)?;
@@ -150,28 +147,32 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
             "the certify test produced no results ({}; cargo test exited with {status})",
             shown(&records_path)
         ))
-        .hint(
-            "see the cargo output above: the test did not build, found no scenarios, or crashed",
-        ));
+        .hint("see the cargo output above: the test did not build, found no scenarios, or crashed"));
     }
+    let mut captures = read_capture_records(&captures_path)?;
+    if captures.is_empty() {
+        captures.push(CaptureRecord::failed_test(format!(
+            "the capture certification test produced no results ({}; cargo test exited with {captures_status}); \
+             see its output above",
+            shown(&captures_path)
+        )));
+    }
+    let captures_ok = captures_status.success() && captures.iter().all(|c| c.passed);
 
-    let stale = if args.bless {
-        Vec::new()
-    } else {
-        stale_traces(&root.join("simnet/tests/snapshots"), &records)
-    };
+    let stale = if args.bless { Vec::new() } else { stale_traces(&root.join("simnet/tests/snapshots"), &records) };
     let summary = out.join("summary.md");
-    std::fs::write(
-        &summary,
-        summary_md(&records, &stale, args.bless, status.success(), elapsed),
-    )
-    .map_err(|e| TaskError::io("cannot write", &summary, e))?;
+    std::fs::write(&summary, summary_md(&records, &captures, &stale, args.bless, status.success(), elapsed))
+        .map_err(|e| TaskError::io("cannot write", &summary, e))?;
     let junit = out.join("junit.xml");
-    std::fs::write(&junit, junit_xml(&records, &stale, elapsed))
+    std::fs::write(&junit, junit_xml(&records, &captures, &stale, elapsed))
         .map_err(|e| TaskError::io("cannot write", &junit, e))?;
+    let passed = status.success() && captures_ok && records.iter().all(|r| r.passed) && stale.is_empty();
+    let index = html::write(&out, &index_html(&out, &records, &captures, passed))?;
 
     let failed: Vec<&Record> = records.iter().filter(|r| !r.passed).collect();
     print!("{}", grouped_table(&records, false).render());
+    println!();
+    print!("{}", captures_table(&captures, false).render());
     if !failed.is_empty() {
         println!();
         for r in &failed {
@@ -180,6 +181,16 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
                 println!("  - {p}");
             }
             println!("  report: {}", shown(&out.join(&r.report)));
+        }
+    }
+    let failed_captures: Vec<&CaptureRecord> = captures.iter().filter(|c| !c.passed).collect();
+    if !failed_captures.is_empty() {
+        println!();
+        for c in &failed_captures {
+            println!("FAIL capture {} (seed {}): {}", c.capture, c.seed, c.problem());
+            if !c.report.is_empty() {
+                println!("  report: {}", shown(&out.join(&c.report)));
+            }
         }
     }
     if !stale.is_empty() {
@@ -191,35 +202,261 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
     if !status.success() && failed.is_empty() && stale.is_empty() {
         println!("\nthe certify test failed although every run passed (see its output above)");
     }
+    if !captures_status.success() && failed_captures.is_empty() {
+        println!(
+            "\nthe capture certification test failed although every capture kept its verdict (see its output above)"
+        );
+    }
     println!(
-        "\n{} run(s), {} passed, {} failed in {}; {} and {} written",
+        "\n{} run(s), {} passed, {} failed; {} capture(s), {} changed; in {}; {}, {} and {} written",
         records.len(),
         records.len() - failed.len(),
         failed.len(),
+        captures.len(),
+        failed_captures.len(),
         secs(elapsed),
         shown(&summary),
-        shown(&junit)
+        shown(&junit),
+        shown(&index)
     );
     if args.bless {
         println!("snapshots rewritten in simnet/tests/snapshots/: review them with `git diff` before committing");
     }
-    Ok(status.success() && failed.is_empty() && stale.is_empty())
+    Ok(passed)
 }
+
+/// One replayed capture as simnet/tests/certify_captures.rs reports it.
+#[derive(Debug, Deserialize)]
+struct CaptureRecord {
+    capture: String,
+    #[serde(default)]
+    config: Option<String>,
+    seed: u64,
+    /// The verdict counts equal the manifest's and the replay ran.
+    passed: bool,
+    #[serde(default)]
+    why: String,
+    /// `replay: exchanges=N ...` as the manifest expects it.
+    #[serde(default)]
+    expected: String,
+    /// The same line from this replay.
+    #[serde(default)]
+    got: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    /// report.md and ladder.svg relative to the output directory.
+    #[serde(default)]
+    report: String,
+    #[serde(default)]
+    ladder: String,
+    #[serde(default)]
+    wall_ms: u64,
+}
+
+impl CaptureRecord {
+    fn failed_test(error: String) -> Self {
+        CaptureRecord {
+            capture: "captures/manifest.toml".into(),
+            config: None,
+            seed: 0,
+            passed: false,
+            why: String::new(),
+            expected: String::new(),
+            got: None,
+            error: Some(error),
+            report: String::new(),
+            ladder: String::new(),
+            wall_ms: 0,
+        }
+    }
+
+    /// The counts without the `replay: ` prefix.
+    fn figures(line: &str) -> &str {
+        line.strip_prefix("replay: ").unwrap_or(line)
+    }
+
+    fn problem(&self) -> String {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        match &self.got {
+            Some(got) if !self.passed => format!(
+                "verdict changed: captures/manifest.toml expects `{}`, the replay gave `{}`",
+                Self::figures(&self.expected),
+                Self::figures(got)
+            ),
+            Some(_) => String::new(),
+            None => "not replayed".into(),
+        }
+    }
+}
+
+fn read_capture_records(path: &Path) -> Result<Vec<CaptureRecord>, TaskError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TaskError::io("cannot read", path, e)),
+    };
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: CaptureRecord = serde_json::from_str(line)
+            .map_err(|e| TaskError::new(format!("{}:{}: unreadable capture record: {e}", shown(path), i + 1)))?;
+        records.push(r);
+    }
+    Ok(records)
+}
+
+/// One row per replayed capture.
+fn captures_table(captures: &[CaptureRecord], markdown_links: bool) -> Table {
+    let mut table = Table::new(&["capture", "config", "seed", "verdict", "figures", "expected", "report"]);
+    for c in captures {
+        let figures = c.got.as_deref().map_or("-", CaptureRecord::figures).to_string();
+        let expected = CaptureRecord::figures(&c.expected);
+        let report = if c.report.is_empty() {
+            "-".to_string()
+        } else if markdown_links {
+            format!("[report]({})", c.report)
+        } else {
+            c.report.clone()
+        };
+        table.row(vec![
+            c.capture.clone(),
+            c.config.clone().unwrap_or_else(|| "built-in".into()),
+            c.seed.to_string(),
+            if c.passed { "PASS" } else { "FAIL" }.into(),
+            figures.clone(),
+            if expected == figures { "same".into() } else { expected.to_string() },
+            report,
+        ]);
+    }
+    table
+}
+
+/// reports/index.html: the runs and captures with their verdicts and links,
+/// the ladders, and a plot of calls up over time for load runs.
+fn index_html(out: &Path, records: &[Record], captures: &[CaptureRecord], passed: bool) -> html::Index {
+    let mut groups: BTreeMap<(&str, &str), Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        groups.entry((&r.scenario, &r.network)).or_default().push(r);
+    }
+    let mut rows = Vec::new();
+    let mut ladders = Vec::new();
+    let mut plots = Vec::new();
+    for ((scenario, network), runs) in &groups {
+        let ok = runs.iter().all(|r| r.passed);
+        let exp_passed: usize = runs.iter().map(|r| r.expectations_passed).sum();
+        let exp_total: usize = runs.iter().map(|r| r.expectations_total).sum();
+        let mut links = Vec::new();
+        for r in runs {
+            links.push((format!("seed {}", r.seed), r.report.clone()));
+            let dir = r.report.strip_suffix("report.md").unwrap_or("");
+            if out.join(dir).join("ladder.svg").is_file() {
+                links.push((format!("ladder {}", r.seed), format!("{dir}ladder.svg")));
+            }
+        }
+        let problems: Vec<String> = runs
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("seed {}: {}", r.seed, r.problems().join("; ")))
+            .collect();
+        rows.push(vec![
+            html::Cell::Text(scenario.to_string()),
+            html::Cell::Text(network.to_string()),
+            html::Cell::Verdict(if ok { "PASS" } else { "FAIL" }.into()),
+            html::Cell::Text(format!(
+                "expectations {exp_passed}/{exp_total}, datagrams {}, sim time {}",
+                range(runs.iter().map(|r| r.datagrams)),
+                range_secs(runs.iter().map(|r| r.sim_ms))
+            )),
+            html::Cell::Links(links),
+            html::Cell::Text(problems.join("\n")),
+        ]);
+        // One picture per scenario and network: its first seed.
+        if let Some(first) = runs.first() {
+            let dir = first.report.strip_suffix("report.md").unwrap_or("");
+            if out.join(dir).join("ladder.svg").is_file() {
+                ladders.push(html::Picture::File {
+                    caption: format!("{scenario} over {network}, seed {}", first.seed),
+                    href: format!("{dir}ladder.svg"),
+                });
+            }
+            if let Ok(events) = std::fs::read_to_string(out.join(dir).join("events.jsonl")) {
+                if let Some(svg) = html::calls_up_plot(&events, first.sim_ms, LOAD_MIN_CALLS) {
+                    plots.push(html::Picture::Inline {
+                        caption: format!("{scenario} over {network}, seed {}: calls up", first.seed),
+                        svg,
+                    });
+                }
+            }
+        }
+    }
+    let mut capture_rows = Vec::new();
+    for c in captures {
+        let mut links = Vec::new();
+        if !c.report.is_empty() {
+            links.push(("report".to_string(), c.report.clone()));
+        }
+        if !c.ladder.is_empty() && out.join(&c.ladder).is_file() {
+            links.push(("ladder".to_string(), c.ladder.clone()));
+            ladders.push(html::Picture::File {
+                caption: format!("capture {} (seed {})", c.capture, c.seed),
+                href: c.ladder.clone(),
+            });
+        }
+        capture_rows.push(vec![
+            html::Cell::Text(c.capture.clone()),
+            html::Cell::Text(c.seed.to_string()),
+            html::Cell::Verdict(if c.passed { "PASS" } else { "FAIL" }.into()),
+            html::Cell::Text(c.got.as_deref().map_or("-", CaptureRecord::figures).to_string()),
+            html::Cell::Links(links),
+            html::Cell::Text(if c.passed { c.why.clone() } else { c.problem() }),
+        ]);
+    }
+    let failed = records.iter().filter(|r| !r.passed).count();
+    let failed_captures = captures.iter().filter(|c| !c.passed).count();
+    html::Index {
+        title: "Certification".into(),
+        passed,
+        summary: format!(
+            "{} run(s), {failed} failed; {} capture(s), {failed_captures} changed. Generated by `cargo xtask certify`; \
+             summary.md and junit.xml are next to this file.",
+            records.len(),
+            captures.len()
+        ),
+        tables: vec![
+            html::Table {
+                heading: "Scenarios".into(),
+                intro: "A run passes when all its expectations hold and its event trace equals the pinned snapshot."
+                    .into(),
+                header: ["scenario", "network", "verdict", "figures", "reports", "problems"].map(String::from).to_vec(),
+                rows,
+            },
+            html::Table {
+                heading: "Captures".into(),
+                intro:
+                    "Each capture of captures/manifest.toml is replayed; its verdict counts must equal the manifest's."
+                        .into(),
+                header: ["capture", "seed", "verdict", "figures", "reports", "why"].map(String::from).to_vec(),
+                rows: capture_rows,
+            },
+        ],
+        pictures: vec![("Calls up over time (load runs)".into(), plots), ("Ladders".into(), ladders)],
+    }
+}
+
+/// Runs with at least this many calls up at once get a plot in index.html.
+pub const LOAD_MIN_CALLS: u64 = 10;
 
 /// Pinned traces in `dir` that no run of this certification compared against.
 fn stale_traces(dir: &Path, records: &[Record]) -> Vec<String> {
-    let expected: std::collections::BTreeSet<String> = records
-        .iter()
-        .map(|r| format!("certify__{}.snap", r.snapshot_name))
-        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        records.iter().map(|r| format!("certify__{}.snap", r.snapshot_name)).collect();
     let mut stale: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|f| {
-                    f.starts_with("certify__") && f.ends_with(".snap") && !expected.contains(f)
-                })
+                .filter(|f| f.starts_with("certify__") && f.ends_with(".snap") && !expected.contains(f))
                 .collect()
         })
         .unwrap_or_default();
@@ -236,8 +473,7 @@ fn remove_pinned_traces(dir: &Path) -> Result<(), TaskError> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("certify__") && (name.ends_with(".snap") || name.ends_with(".snap.new"))
-        {
+        if name.starts_with("certify__") && (name.ends_with(".snap") || name.ends_with(".snap.new")) {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| TaskError::io("cannot remove", &path, e))?;
         }
@@ -252,22 +488,12 @@ fn read_records(path: &Path) -> Result<Vec<Record>, TaskError> {
         Err(e) => return Err(TaskError::io("cannot read", path, e)),
     };
     let mut records = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let r: Record = serde_json::from_str(line).map_err(|e| {
-            TaskError::new(format!(
-                "{}:{}: unreadable result record: {e}",
-                shown(path),
-                i + 1
-            ))
-        })?;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: Record = serde_json::from_str(line)
+            .map_err(|e| TaskError::new(format!("{}:{}: unreadable result record: {e}", shown(path), i + 1)))?;
         records.push(r);
     }
-    records
-        .sort_by(|a, b| (&a.scenario, &a.network, a.seed).cmp(&(&b.scenario, &b.network, b.seed)));
+    records.sort_by(|a, b| (&a.scenario, &a.network, a.seed).cmp(&(&b.scenario, &b.network, b.seed)));
     Ok(records)
 }
 
@@ -286,21 +512,14 @@ fn grouped_table(records: &[Record], markdown_links: bool) -> Table {
         "trace",
         "datagrams",
         "sim time",
-        if markdown_links {
-            "reports"
-        } else {
-            "wall time"
-        },
+        if markdown_links { "reports" } else { "wall time" },
     ]);
     for ((scenario, network), runs) in groups {
         let seeds: Vec<String> = runs.iter().map(|r| r.seed.to_string()).collect();
         let ok = runs.iter().all(|r| r.passed);
         let exp_passed: usize = runs.iter().map(|r| r.expectations_passed).sum();
         let exp_total: usize = runs.iter().map(|r| r.expectations_total).sum();
-        let traces_ok = runs
-            .iter()
-            .filter(|r| matches!(r.snapshot.as_str(), "matched" | "written"))
-            .count();
+        let traces_ok = runs.iter().filter(|r| matches!(r.snapshot.as_str(), "matched" | "written")).count();
         let trace = if runs.iter().all(|r| r.snapshot == "written") {
             "blessed".to_string()
         } else {
@@ -309,10 +528,7 @@ fn grouped_table(records: &[Record], markdown_links: bool) -> Table {
         let datagrams = range(runs.iter().map(|r| r.datagrams));
         let sim = range_secs(runs.iter().map(|r| r.sim_ms));
         let last = if markdown_links {
-            runs.iter()
-                .map(|r| format!("[seed {}]({})", r.seed, r.report))
-                .collect::<Vec<_>>()
-                .join(" ")
+            runs.iter().map(|r| format!("[seed {}]({})", r.seed, r.report)).collect::<Vec<_>>().join(" ")
         } else {
             secs(Duration::from_millis(runs.iter().map(|r| r.wall_ms).sum()))
         };
@@ -345,11 +561,7 @@ fn range_secs(values: impl Iterator<Item = u64>) -> String {
     match (v.iter().min(), v.iter().max()) {
         (Some(lo), Some(hi)) if lo == hi => secs(Duration::from_millis(*lo)),
         (Some(lo), Some(hi)) => {
-            format!(
-                "{} - {}",
-                secs(Duration::from_millis(*lo)),
-                secs(Duration::from_millis(*hi))
-            )
+            format!("{} - {}", secs(Duration::from_millis(*lo)), secs(Duration::from_millis(*hi)))
         }
         _ => "-".into(),
     }
@@ -357,29 +569,26 @@ fn range_secs(values: impl Iterator<Item = u64>) -> String {
 
 fn summary_md(
     records: &[Record],
+    captures: &[CaptureRecord],
     stale: &[String],
     bless: bool,
     test_ok: bool,
     elapsed: Duration,
 ) -> String {
     let failed: Vec<&Record> = records.iter().filter(|r| !r.passed).collect();
-    let verdict = if failed.is_empty() && stale.is_empty() && test_ok {
-        "PASS"
-    } else {
-        "FAIL"
-    };
+    let changed: Vec<&CaptureRecord> = captures.iter().filter(|c| !c.passed).collect();
+    let verdict = if failed.is_empty() && changed.is_empty() && stale.is_empty() && test_ok { "PASS" } else { "FAIL" };
     let mut md = String::from("# Certification summary\n\n");
     md.push_str(&format!(
-        "**{verdict}**: {} run(s), {} passed, {} failed ({} of wall time, build included){}.\n\n",
+        "**{verdict}**: {} run(s), {} passed, {} failed; {} capture(s), {} changed ({} of wall time, build \
+         included){}. Also: [index.html](index.html), junit.xml.\n\n",
         records.len(),
         records.len() - failed.len(),
         failed.len(),
+        captures.len(),
+        changed.len(),
         secs(elapsed),
-        if bless {
-            "; pinned traces were rewritten (`--bless`)"
-        } else {
-            ""
-        }
+        if bless { "; pinned traces were rewritten (`--bless`)" } else { "" }
     ));
     md.push_str(
         "Every scenario runs over each seed and network below. A run passes when all its \
@@ -387,13 +596,21 @@ expectations hold and its event trace equals the pinned snapshot in \
 `simnet/tests/snapshots/`. Generated by `cargo xtask certify`.\n\n",
     );
     md.push_str(&grouped_table(records, true).markdown());
+    md.push_str(
+        "\n## Captures\n\nEach capture listed in `captures/manifest.toml` is replayed against the switch \
+(docs/replay.md); its verdict counts must equal the manifest's.\n\n",
+    );
+    md.push_str(&captures_table(captures, true).markdown());
+    if !changed.is_empty() {
+        md.push_str("\n## Changed capture verdicts\n\n");
+        for c in &changed {
+            md.push_str(&format!("- `{}` (seed {}): {}\n", c.capture, c.seed, c.problem()));
+        }
+    }
     if !failed.is_empty() {
         md.push_str("\n## Failures\n\n");
         for r in &failed {
-            md.push_str(&format!(
-                "### {} over {}, seed {}\n\n",
-                r.scenario, r.network, r.seed
-            ));
+            md.push_str(&format!("### {} over {}, seed {}\n\n", r.scenario, r.network, r.seed));
             for p in r.problems() {
                 md.push_str(&format!("- {p}\n"));
             }
@@ -407,9 +624,7 @@ expectations hold and its event trace equals the pinned snapshot in \
         }
     }
     if !test_ok && failed.is_empty() && stale.is_empty() {
-        md.push_str(
-            "\nThe certify test itself failed although every run passed; see the CI log.\n",
-        );
+        md.push_str("\nThe certify test itself failed although every run passed; see the CI log.\n");
     }
     let mut described: BTreeMap<&str, &str> = BTreeMap::new();
     for r in records {
@@ -423,12 +638,15 @@ expectations hold and its event trace equals the pinned snapshot in \
     md
 }
 
-fn junit_xml(records: &[Record], stale: &[String], elapsed: Duration) -> String {
+fn junit_xml(records: &[Record], captures: &[CaptureRecord], stale: &[String], elapsed: Duration) -> String {
     let failures = records.iter().filter(|r| !r.passed).count() + stale.len();
     let tests = records.len() + stale.len();
+    let capture_failures = captures.iter().filter(|c| !c.passed).count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
-        "<testsuites name=\"certify\" tests=\"{tests}\" failures=\"{failures}\" time=\"{:.3}\">\n",
+        "<testsuites name=\"certify\" tests=\"{}\" failures=\"{}\" time=\"{:.3}\">\n",
+        tests + captures.len(),
+        failures + capture_failures,
         elapsed.as_secs_f64()
     ));
     x.push_str(&format!(
@@ -470,6 +688,33 @@ fn junit_xml(records: &[Record], stale: &[String], elapsed: Duration) -> String 
             xml_escape(file)
         ));
     }
+    x.push_str("  </testsuite>\n");
+    let capture_ms: u64 = captures.iter().map(|c| c.wall_ms).sum();
+    x.push_str(&format!(
+        "  <testsuite name=\"simnet.certify_captures\" tests=\"{}\" failures=\"{capture_failures}\" errors=\"0\" \
+         skipped=\"0\" time=\"{:.3}\">\n",
+        captures.len(),
+        capture_ms as f64 / 1000.0
+    ));
+    for c in captures {
+        x.push_str(&format!(
+            "    <testcase classname=\"certify.capture\" name=\"{} seed-{}\" time=\"{:.3}\"",
+            xml_escape(&c.capture),
+            c.seed,
+            c.wall_ms as f64 / 1000.0
+        ));
+        if c.passed {
+            x.push_str("/>\n");
+        } else {
+            let kind = if c.error.is_some() { "error" } else { "verdict" };
+            x.push_str(&format!(
+                ">\n      <failure type=\"{kind}\" message=\"{}\">{}\nreport: {}</failure>\n    </testcase>\n",
+                xml_escape(&c.problem()),
+                xml_escape(&c.why),
+                xml_escape(&c.report)
+            ));
+        }
+    }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
 }
@@ -501,39 +746,107 @@ mod tests {
     #[test]
     fn summary_groups_seeds_and_links_reports() {
         let records = vec![rec(1, true, "matched"), rec(2, false, "mismatch")];
-        let md = summary_md(&records, &[], false, false, Duration::from_secs(3));
-        assert!(
-            md.contains("**FAIL**: 2 run(s), 1 passed, 1 failed"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| reg | v4 | 1, 2 | FAIL | 4/4 | 1/2 pinned | 11-12 | 1.500 s |"),
-            "{md}"
-        );
+        let md = summary_md(&records, &[cap(true)], &[], false, false, Duration::from_secs(3));
+        assert!(md.contains("**FAIL**: 2 run(s), 1 passed, 1 failed"), "{md}");
+        assert!(md.contains("| reg | v4 | 1, 2 | FAIL | 4/4 | 1/2 pinned | 11-12 | 1.500 s |"), "{md}");
         assert!(md.contains("[seed 2](reg/v4/seed-2/report.md)"), "{md}");
-        assert!(
-            md.contains("event trace differs from the pinned snapshot reg__v4__seed2"),
-            "{md}"
-        );
+        assert!(md.contains("event trace differs from the pinned snapshot reg__v4__seed2"), "{md}");
     }
 
     #[test]
     fn junit_marks_failures() {
         let records = vec![rec(1, true, "matched"), rec(2, false, "missing")];
-        let x = junit_xml(
-            &records,
-            &["certify__gone__v4__seed1.snap".into()],
-            Duration::from_secs(1),
-        );
+        let x = junit_xml(&records, &[], &["certify__gone__v4__seed1.snap".into()], Duration::from_secs(1));
         assert!(x.contains("tests=\"3\" failures=\"2\""), "{x}");
         assert!(x.contains("name=\"certify__gone__v4__seed1.snap\""), "{x}");
+        assert!(x.contains("<testcase classname=\"certify.reg.v4\" name=\"seed-1\" time=\"0.020\"/>"), "{x}");
+        assert!(x.contains("<failure type=\"trace\" message=\"no pinned trace reg__v4__seed2"), "{x}");
+    }
+
+    fn cap(passed: bool) -> CaptureRecord {
+        CaptureRecord {
+            capture: "x.pcap".into(),
+            config: Some("x".into()),
+            seed: 1,
+            passed,
+            why: "Because <reasons>.".into(),
+            expected: "replay: exchanges=2 matched=2 diverged=0 missing=0 extra=0".into(),
+            got: Some(if passed {
+                "replay: exchanges=2 matched=2 diverged=0 missing=0 extra=0".into()
+            } else {
+                "replay: exchanges=2 matched=1 diverged=1 missing=0 extra=0".into()
+            }),
+            error: None,
+            report: "captures/x/seed-1/report.md".into(),
+            ladder: "captures/x/seed-1/ladder.svg".into(),
+            wall_ms: 30,
+        }
+    }
+
+    #[test]
+    fn summary_has_a_row_per_capture_and_a_changed_verdict_fails() {
+        let records = vec![rec(1, true, "matched")];
+        let md = summary_md(&records, &[cap(true)], &[], false, true, Duration::from_secs(3));
+        assert!(md.contains("**PASS**: 1 run(s), 1 passed, 0 failed; 1 capture(s), 0 changed"), "{md}");
         assert!(
-            x.contains("<testcase classname=\"certify.reg.v4\" name=\"seed-1\" time=\"0.020\"/>"),
+            md.contains(
+                "| x.pcap | x | 1 | PASS | exchanges=2 matched=2 diverged=0 missing=0 extra=0 | same | \
+                 [report](captures/x/seed-1/report.md) |"
+            ),
+            "{md}"
+        );
+        let md = summary_md(&records, &[cap(false)], &[], false, true, Duration::from_secs(3));
+        assert!(md.contains("**FAIL**: 1 run(s), 1 passed, 0 failed; 1 capture(s), 1 changed"), "{md}");
+        assert!(
+            md.contains("| FAIL | exchanges=2 matched=1 diverged=1 missing=0 extra=0 | exchanges=2 matched=2"),
+            "{md}"
+        );
+        assert!(md.contains("## Changed capture verdicts"), "{md}");
+    }
+
+    #[test]
+    fn junit_has_a_testcase_per_capture() {
+        let records = vec![rec(1, true, "matched")];
+        let x = junit_xml(&records, &[cap(true), cap(false)], &[], Duration::from_secs(1));
+        assert!(x.contains("<testsuites name=\"certify\" tests=\"3\" failures=\"1\""), "{x}");
+        assert!(x.contains("<testsuite name=\"simnet.certify_captures\" tests=\"2\" failures=\"1\""), "{x}");
+        assert!(x.contains("<testcase classname=\"certify.capture\" name=\"x.pcap seed-1\" time=\"0.030\"/>"), "{x}");
+        assert!(
+            x.contains("<failure type=\"verdict\" message=\"verdict changed: captures/manifest.toml expects"),
             "{x}"
         );
-        assert!(
-            x.contains("<failure type=\"trace\" message=\"no pinned trace reg__v4__seed2"),
-            "{x}"
-        );
+        assert!(x.contains("Because &lt;reasons&gt;."), "{x}");
+    }
+
+    #[test]
+    fn index_lists_runs_and_captures() {
+        let out = std::env::temp_dir().join(format!("xtask-index-{}", std::process::id()));
+        let dir = out.join("captures/x/seed-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ladder.svg"), "<svg/>").unwrap();
+        let load = out.join("reg/v4/seed-1");
+        std::fs::create_dir_all(&load).unwrap();
+        let mut events = String::new();
+        for call in 0..12 {
+            events.push_str(&format!(
+                "{{\"t_ms\":{},\"host\":\"a\",\"event\":\"call_answered\",\"call\":{call}}}\n",
+                100 + call
+            ));
+        }
+        std::fs::write(load.join("events.jsonl"), events).unwrap();
+        std::fs::write(load.join("ladder.svg"), "<svg/>").unwrap();
+        let h = html::render(&index_html(
+            &out,
+            &[rec(1, true, "matched"), rec(2, false, "mismatch")],
+            &[cap(false)],
+            false,
+        ));
+        std::fs::remove_dir_all(&out).unwrap();
+        assert!(h.contains("<a href=\"reg/v4/seed-1/report.md\">seed 1</a> <a href=\"reg/v4/seed-1/ladder.svg\">ladder 1</a> <a href=\"reg/v4/seed-2/report.md\">seed 2</a>"), "{h}");
+        assert!(h.contains("<td class=\"FAIL\">FAIL</td>"), "{h}");
+        assert!(h.contains("<a href=\"captures/x/seed-1/ladder.svg\">ladder</a>"), "{h}");
+        assert!(h.contains("src=\"captures/x/seed-1/ladder.svg\""), "{h}");
+        assert!(h.contains("reg over v4, seed 1: calls up"), "{h}");
+        assert!(h.contains("a (peak 12)"), "{h}");
     }
 }

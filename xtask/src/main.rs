@@ -11,6 +11,8 @@
 
 mod bench;
 mod certify;
+mod emit;
+mod html;
 mod load;
 mod output;
 mod replay;
@@ -74,8 +76,11 @@ DIR/NAME/NETWORK/seed-N/capture.pcap   every simulated datagram (open with Wires
 Runs every scenario over a fixed set of seeds and both networks (the ignored\n\
 integration test simnet/tests/certify.rs, in release mode). Each run must pass\n\
 all its expectations AND its event trace must equal the pinned insta snapshot\n\
-in simnet/tests/snapshots/. Writes DIR/summary.md, DIR/junit.xml and each\n\
-run's report under DIR/NAME/NETWORK/seed-N/.\n\n\
+in simnet/tests/snapshots/. Then replays every capture of captures/manifest.toml\n\
+(simnet/tests/certify_captures.rs); its verdict counts must equal the manifest's.\n\
+Writes DIR/summary.md, DIR/junit.xml, DIR/index.html (a static page with the\n\
+verdicts, links, ladders and load plots), each run's report under\n\
+DIR/NAME/NETWORK/seed-N/ and each capture's under DIR/captures/STEM/seed-N/.\n\n\
 After an intended change of behaviour, `cargo xtask certify --bless` rewrites\n\
 the snapshots; review the diff with git and commit it.")]
     Certify(CertifyArgs),
@@ -236,10 +241,7 @@ pub struct TaskError {
 
 impl TaskError {
     pub fn new(message: impl Into<String>) -> Self {
-        TaskError {
-            message: message.into(),
-            hint: None,
-        }
+        TaskError { message: message.into(), hint: None }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -294,16 +296,7 @@ mod tests {
     #[test]
     fn list_needs_no_target_and_target_needs_no_list() {
         assert!(Cli::try_parse_from(["xtask", "scenario", "--list"]).is_ok());
-        assert!(Cli::try_parse_from([
-            "xtask",
-            "scenario",
-            "all",
-            "--seed",
-            "3",
-            "--network",
-            "v6"
-        ])
-        .is_ok());
+        assert!(Cli::try_parse_from(["xtask", "scenario", "all", "--seed", "3", "--network", "v6"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "scenario"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "scenario", "--list", "all"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "scenario", "all", "--network", "v5"]).is_err());
@@ -313,5 +306,6 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "load", "trunk", "--calls", "100", "--seconds", "10"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "load", "trunk", "--port-base", "20000"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "load"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "replay", "x.pcap", "--emit-scenario", "x.toml"]).is_ok());
     }
 }

@@ -35,6 +35,7 @@ Examples:
   cargo xtask replay ../shared/captures/public/pcap/ndpi__iax.pcap
   cargo xtask replay call.pcapng --config /etc/switch --seed 3
   cargo xtask replay call.pcap --summary-only
+  cargo xtask replay captures/ndpi__iax.pcap --emit-scenario /tmp/ndpi.toml
 
 Without --config the switch runs a permissive built-in configuration (a guest
 user, a friend per captured USERNAME without secret, every extension answered
@@ -75,6 +76,11 @@ pub struct ReplayArgs {
     /// Only read the capture and print what it holds and the role; replay nothing
     #[arg(long)]
     pub summary_only: bool,
+
+    /// Also write a scenario skeleton (the switch with this configuration, each remote party as a host
+    /// commanded to do what the capture shows) to FILE; `cargo xtask scenario FILE` runs it
+    #[arg(long, value_name = "FILE.toml")]
+    pub emit_scenario: Option<PathBuf>,
 
     /// How far the switch's timestamps may be from the captured ones, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 250)]
@@ -130,6 +136,16 @@ pub fn run(args: &ReplayArgs) -> Result<bool, TaskError> {
         return Ok(true);
     }
     let config = args.config.as_deref().map(read_config).transpose()?;
+    if let Some(file) = &args.emit_scenario {
+        let text = crate::emit::skeleton(&c, &name, config.as_ref())
+            .map_err(|e| TaskError::new(format!("cannot emit a scenario: {e}")))?;
+        std::fs::write(file, text).map_err(|e| TaskError::io("cannot write", file, e))?;
+        println!(
+            "scenario skeleton written: {} (run it with `cargo xtask scenario {}`)",
+            file.display(),
+            file.display()
+        );
+    }
     let opts = ReplayOptions {
         seed: args.seed,
         role,

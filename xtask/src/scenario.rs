@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::sim::{self, RunOptions, Scenario};
 
+use crate::html;
 use crate::output::{self, secs, shown, Table};
 use crate::{workspace_root, ScenarioArgs, TaskError};
 
@@ -45,6 +46,9 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
     let progress = output::show_progress();
     let mut table = Table::new(&["scenario", "network", "seed", "verdict", "expectations", "sim time", "wall time"]);
     let mut failures: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    let mut ladders = Vec::new();
+    let mut plots = Vec::new();
     for (i, (scenario, network)) in plan.iter().enumerate() {
         if progress {
             eprintln!("[{}/{}] {} over {network}, seed {} ...", i + 1, plan.len(), scenario.name, args.seed);
@@ -57,9 +61,59 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
         match result {
             Ok(outcome) => {
                 output::write_run_files(&run_dir, &outcome.report_md, &outcome.events_jsonl, &outcome.pcap)?;
+                let ladder = run_dir.join("ladder.svg");
+                match &outcome.ladder_svg {
+                    Some(svg) => std::fs::write(&ladder, svg).map_err(|e| TaskError::io("cannot write", &ladder, e))?,
+                    // Not one left over from an earlier run that placed calls.
+                    None => match std::fs::remove_file(&ladder) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(TaskError::io("cannot remove", &ladder, e)),
+                    },
+                }
                 let passed = outcome.verdicts.iter().filter(|v| v.passed).count();
                 let total = outcome.verdicts.len();
                 let ok = outcome.passed && passed == total;
+                let rel = format!("{}/{network}/seed-{}/", output::path_safe(&scenario.name), args.seed);
+                let mut links = vec![
+                    ("report.md".to_string(), format!("{rel}report.md")),
+                    ("events.jsonl".to_string(), format!("{rel}events.jsonl")),
+                    ("capture.pcap".to_string(), format!("{rel}capture.pcap")),
+                ];
+                let caption = format!("{} over {network}, seed {}", scenario.name, args.seed);
+                if outcome.ladder_svg.is_some() {
+                    links.push(("ladder.svg".to_string(), format!("{rel}ladder.svg")));
+                    ladders.push(html::Picture::File { caption: caption.clone(), href: format!("{rel}ladder.svg") });
+                }
+                let sim_ms = outcome.sim_duration.as_millis() as u64;
+                if let Some(svg) = html::calls_up_plot(&outcome.events_jsonl, sim_ms, crate::certify::LOAD_MIN_CALLS) {
+                    plots.push(html::Picture::Inline { caption: format!("{caption}: calls up"), svg });
+                }
+                let problems: Vec<String> = outcome
+                    .verdicts
+                    .iter()
+                    .filter(|v| !v.passed)
+                    .map(|v| {
+                        if v.detail.is_empty() {
+                            v.description.clone()
+                        } else {
+                            format!("{}: {}", v.description, v.detail)
+                        }
+                    })
+                    .collect();
+                rows.push(vec![
+                    html::Cell::Text(scenario.name.clone()),
+                    html::Cell::Text(network.to_string()),
+                    html::Cell::Text(args.seed.to_string()),
+                    html::Cell::Verdict(if ok { "PASS" } else { "FAIL" }.into()),
+                    html::Cell::Text(format!(
+                        "expectations {passed}/{total}, datagrams {}, sim time {}",
+                        outcome.datagrams,
+                        secs(outcome.sim_duration)
+                    )),
+                    html::Cell::Links(links),
+                    html::Cell::Text(problems.join("\n")),
+                ]);
                 table.row(vec![
                     scenario.name.clone(),
                     network.to_string(),
@@ -92,6 +146,15 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
                     "-".into(),
                     secs(wall),
                 ]);
+                rows.push(vec![
+                    html::Cell::Text(scenario.name.clone()),
+                    html::Cell::Text(network.to_string()),
+                    html::Cell::Text(args.seed.to_string()),
+                    html::Cell::Verdict("ERROR".into()),
+                    html::Cell::Text("-".into()),
+                    html::Cell::Links(Vec::new()),
+                    html::Cell::Text(e.to_string()),
+                ]);
                 failures.push(format!("ERROR {} over {network}, seed {}: {e}\n", scenario.name, args.seed));
             }
         }
@@ -99,13 +162,41 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
 
     print!("{}", table.render());
     let failed = failures.len();
+    let index = html::Index {
+        title: "Scenario runs".into(),
+        passed: failed == 0,
+        summary: format!(
+            "{} run(s), {} passed, {failed} failed, seed {}. Generated by `cargo xtask scenario`; \
+             `cargo xtask certify` rewrites this page with every scenario and capture.",
+            plan.len(),
+            plan.len() - failed,
+            args.seed
+        ),
+        tables: vec![html::Table {
+            heading: "Runs".into(),
+            intro: String::new(),
+            header: ["scenario", "network", "seed", "verdict", "figures", "files", "problems"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+        }],
+        pictures: vec![("Calls up over time (load runs)".into(), plots), ("Ladders".into(), ladders)],
+    };
+    let index = html::write(&out, &index)?;
     if failed > 0 {
         println!();
         for f in &failures {
             print!("{f}");
         }
     }
-    println!("\n{} run(s), {} passed, {} failed; reports in {}", plan.len(), plan.len() - failed, failed, shown(&out));
+    println!(
+        "\n{} run(s), {} passed, {} failed; reports in {} (index: {})",
+        plan.len(),
+        plan.len() - failed,
+        failed,
+        shown(&out),
+        shown(&index)
+    );
     Ok(failed == 0)
 }
 

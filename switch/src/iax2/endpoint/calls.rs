@@ -700,7 +700,7 @@ impl Endpoint {
     }
 
     /// `iax2 show channels`.
-    pub fn show_channels(&self, now: Instant) -> String {
+    pub fn show_channels(&self) -> String {
         use std::fmt::Write as _;
         let mut s = format!(
             "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}\n",
@@ -728,7 +728,6 @@ impl Endpoint {
             );
         }
         let _ = writeln!(s, "{n} active IAX2 call(s)");
-        let _ = now;
         s
     }
 }

@@ -790,7 +790,7 @@ impl Endpoint {
     }
 
     /// `iax2 show peers`.
-    pub fn show_peers(&self, now: Instant) -> String {
+    pub fn show_peers(&self) -> String {
         let mut s = format!("{:<20} {:<40} {:<5} {:<14} {}\n", "Name", "Host", "Dyn", "Status", "Description");
         let (mut online, mut offline, mut unmonitored) = (0, 0, 0);
         for peer in self.config.peers.iter().filter(|p| p.kind.is_peer()) {
@@ -817,7 +817,6 @@ impl Endpoint {
         }
         let total = online + offline + unmonitored;
         let _ = writeln!(s, "{total} iax2 peers [{online} online, {offline} offline, {unmonitored} unmonitored]");
-        let _ = now;
         s
     }
 
