@@ -16,8 +16,10 @@ pub const LONG_ABOUT: &str = "Replay a packet capture against the unchanged swit
 Reads pcap or pcapng (Ethernet, Linux cooked v1/v2, raw IP, loopback; IPv4 and\n\
 IPv6 with fragments reassembled; SIP over TCP framed by Content-Length), finds\n\
 the SIP, IAX2 and RTP flows, and lets the switch play the party that answered\n\
-REGREQ/NEW/POKE (--role). A scripted remote party sends the captured datagrams\n\
-at their captured times, adapting what depends on the switch's own answers (call\n\
+REGREQ/NEW/POKE (--role; --role client: the party that sent them, the switch\n\
+registering and calling with `originate` at the captured times). A scripted\n\
+remote party sends the captured datagrams at their captured times, adapting\n\
+what depends on the switch's own answers (call\n\
 numbers, sequence numbers, timestamps, call tokens, MD5 answers recomputed with\n\
 the secrets of --config). The switch's answers are compared exchange by exchange\n\
 with the captured ones. SIP is summarised but not replayed (no SIP stack yet).\n\n\
@@ -36,10 +38,13 @@ Examples:
   cargo xtask replay call.pcapng --config /etc/switch --seed 3
   cargo xtask replay call.pcap --summary-only
   cargo xtask replay captures/ndpi__iax.pcap --emit-scenario /tmp/ndpi.toml
+  cargo xtask replay captures/simnet__register-md5-call.pcap --role client
 
 Without --config the switch runs a permissive built-in configuration (a guest
 user, a friend per captured USERNAME without secret, every extension answered
-with echo); see docs/replay.md.";
+with echo); with --role client, a `register =>` line per captured REGREQ user
+name and the remote party as the friend `replay-remote` (the capture holds no
+secret, so MD5 answers differ unless --config gives it); see docs/replay.md.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RoleArg {
@@ -47,7 +52,7 @@ pub enum RoleArg {
     Auto,
     /// Same as auto
     Server,
-    /// The party that sent those requests (not supported yet for replay)
+    /// The party that sent those requests (IAX2): the switch registers and calls, a scripted remote answers
     Client,
 }
 

@@ -44,6 +44,51 @@ pub fn builtin(switch: SocketAddr, usernames: &BTreeSet<String>) -> BTreeMap<Str
     BTreeMap::from([("iax.conf".to_string(), iax), ("switch.toml".to_string(), toml)])
 }
 
+/// The peer the built-in client configuration calls and registers with.
+pub const BUILTIN_PEER: &str = "replay-remote";
+
+/// The secret of the built-in client configuration: the capture does not hold
+/// the real one, so MD5 answers differ unless `--config` gives it.
+pub const BUILTIN_SECRET: &str = "replay-unknown";
+
+/// The built-in configuration for `--role client`: the switch binds the
+/// captured port of the requesting party, registers every captured REGREQ
+/// user name with the remote party, and has the remote party as a friend
+/// (`BUILTIN_PEER`) to call with `originate`.
+pub fn builtin_client(
+    switch: SocketAddr,
+    remote: SocketAddr,
+    registers: &BTreeSet<String>,
+    username: Option<&str>,
+) -> BTreeMap<String, String> {
+    let any = if switch.is_ipv4() { "0.0.0.0" } else { "::" };
+    let host = match remote {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    let mut iax = format!(
+        "; Built-in replay configuration for --role client (docs/replay.md).\n\
+         [general]\n\
+         bindaddr = {any}\n\
+         bindport = {port}\n",
+        port = switch.port()
+    );
+    for name in registers.iter().filter(|n| section_name_ok(n)) {
+        iax.push_str(&format!("register => {name}:{BUILTIN_SECRET}@{host}:{}\n", remote.port()));
+    }
+    iax.push_str(&format!(
+        "\n; The remote party.\n[{BUILTIN_PEER}]\ntype = friend\nhost = {}\nport = {}\nsecret = {BUILTIN_SECRET}\n\
+         context = {BUILTIN_CONTEXT}\n",
+        remote.ip(),
+        remote.port()
+    ));
+    if let Some(user) = username.filter(|n| section_name_ok(n)) {
+        iax.push_str(&format!("username = {user}\n"));
+    }
+    let toml = format!("# Built-in replay dialplan: every extension is answered with echo.\n[dialplan.{BUILTIN_CONTEXT}]\n\"_.\" = \"echo\"\n");
+    BTreeMap::from([("iax.conf".to_string(), iax), ("switch.toml".to_string(), toml)])
+}
+
 /// Loads the files as the switch will, to learn its bind address and secrets.
 pub fn load(files: &BTreeMap<String, String>) -> Result<LoadedConfig, String> {
     let loader = MapLoader::from_files(files.clone());
@@ -80,5 +125,16 @@ mod tests {
         assert!(loaded.switch.dialplan.lookup(BUILTIN_CONTEXT, "s").is_some());
         let v6 = builtin("[2001:db8::1]:4569".parse().unwrap(), &BTreeSet::new());
         assert!(load(&v6).unwrap().iax.general.bind.is_ipv6());
+    }
+
+    #[test]
+    fn builtin_client_config_loads() {
+        let regs = BTreeSet::from(["client".to_string()]);
+        let files =
+            builtin_client("192.0.2.1:4570".parse().unwrap(), "192.0.2.2:4569".parse().unwrap(), &regs, Some("client"));
+        let loaded = load(&files).unwrap();
+        assert_eq!(loaded.iax.general.bind.port(), 4570);
+        assert!(loaded.iax.peers.iter().any(|p| p.name == BUILTIN_PEER));
+        assert_eq!(secrets(&loaded, BUILTIN_PEER), vec![BUILTIN_SECRET.to_string()]);
     }
 }

@@ -13,6 +13,11 @@
 //! own pcap and a ladder diagram are written. The same capture and seed give
 //! byte-identical outputs.
 //!
+//! With [`RoleRequest::Client`] the switch plays the party that sent the
+//! requests instead: it registers (`register =>` lines) and places the
+//! captured calls (`originate` at the captured NEW times), and the remote
+//! parties play the captured answers; its requests are compared the same way.
+//!
 //! SIP is found and summarised but not replayed: the switch has no SIP
 //! stack yet, and its exchanges are listed as skipped, outside the counts.
 
@@ -32,6 +37,7 @@ use switch::config::MapLoader;
 use switch::event::Event;
 use switch::iax2::frame::Frame;
 use switch::iax2::ie::IeLookup;
+use switch::iax2::subclass::IaxSubclass;
 use switch::runtime::SwitchSetup;
 use tokio::sync::mpsc;
 
@@ -109,8 +115,6 @@ pub enum ReplayError {
     Config(String),
     #[error("the simulation failed: {0}")]
     Simulation(String),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// The address a simulated host gets: the captured one where possible.
@@ -167,25 +171,49 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         return Ok(outcome.finish(Vec::new(), sip_skipped));
     }
     let role = iax_role.map_err(ReplayError::Role)?;
-    if opts.role == RoleRequest::Client {
-        return Err(ReplayError::Unsupported(format!(
-            "--role client (the switch as {}) is not supported yet: the switch would have to originate the \
-             captured requests; replay with --role server or auto",
-            role.switch
-        )));
-    }
+    // `--role client`: the switch sends the captured requests (its `register =>`
+    // lines, `originate` at the captured NEW times); the remote party answers.
+    let client = opts.role == RoleRequest::Client;
+
+    // Hosts: the captured addresses when they make a valid simulated network.
+    let v4 = role.switch.is_ipv4();
+    let (switch_ip, remote_ips) = sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
+        let ip = |n: u16| -> IpAddr {
+            if v4 {
+                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
+            } else {
+                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
+            }
+        };
+        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
+    });
+    let switch_name = switch_ip.to_string();
+    let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
+    let replay_remotes: Vec<SocketAddr> =
+        role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
 
     // The configuration.
     let usernames: BTreeSet<String> = capture
         .messages
         .iter()
-        .filter(|m| m.dst == role.switch)
+        .filter(|m| if client { m.src == role.switch } else { m.dst == role.switch })
         .filter_map(|m| match &m.proto {
-            Proto::Iax2(Frame::Full(f)) if script::is_opener(f) => f.ies().ok()?.username().map(str::to_owned),
+            Proto::Iax2(Frame::Full(f))
+                if script::is_opener(f) && (!client || f.iax() == Some(IaxSubclass::RegReq)) =>
+            {
+                f.ies().ok()?.username().map(str::to_owned)
+            }
             _ => None,
         })
         .collect();
-    let files = opts.config.clone().unwrap_or_else(|| config::builtin(role.switch, &usernames));
+    let calls = if client { script::client_calls(capture, role.switch) } else { Vec::new() };
+    let files = opts.config.clone().unwrap_or_else(|| match (client, replay_remotes.first()) {
+        (true, Some(remote)) => {
+            let user = calls.iter().find_map(|c| c.username.as_deref());
+            config::builtin_client(role.switch, *remote, &usernames, user)
+        }
+        _ => config::builtin(role.switch, &usernames),
+    });
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let mut secrets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &loaded.iax.peers {
@@ -212,22 +240,17 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         .unwrap_or_default();
     let end = LEAD + last + remote::DEPENDENCY_WAIT + TAIL;
 
-    // Hosts: the captured addresses when they make a valid simulated network.
-    let v4 = role.switch.is_ipv4();
-    let (switch_ip, remote_ips) = sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
-        let ip = |n: u16| -> IpAddr {
-            if v4 {
-                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
-            } else {
-                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
-            }
-        };
-        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
-    });
-    let switch_name = switch_ip.to_string();
-    let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
-    let replay_remotes: Vec<SocketAddr> =
-        role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
+    // `--role client`: the calls to place, as control lines at their captured times.
+    let peer = client_peer(&loaded, &opts.config, &role.remotes, &replay_remotes);
+    let originates: Vec<(Duration, String)> = calls
+        .iter()
+        .map(|c| {
+            let exten = c.called.as_deref().unwrap_or("s");
+            let hold = c.hold.map(|h| format!(" hold={:.3}", h.as_secs_f64())).unwrap_or_default();
+            (c.ts.saturating_sub(t0), format!("originate IAX2/{peer}/{exten} app=pattern{hold}"))
+        })
+        .collect();
+
     let switch_addr = SocketAddr::new(switch_ip, bind_port);
 
     let mut builder = turmoil::Builder::new();
@@ -252,8 +275,12 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         let (world, trace, name, files) = (world.clone(), trace.clone(), switch_name.clone(), files.clone());
         let seed = derive_seed(opts.seed, "switch", 0);
         let commands: Arc<Mutex<Option<mpsc::Sender<switch::runtime::Command>>>> = Arc::new(Mutex::new(None));
+        let originates = originates.clone();
         sim.host(switch_name.as_str(), move || {
             let (tx, rx) = mpsc::channel(8);
+            // `--role client`: the control lines at their captured times.
+            let lines = originates.clone();
+            let (control, cmd_sink, cmd_host) = (tx.clone(), trace.clone(), name.clone());
             // Keep the sender alive: a closed command channel stops the switch.
             *commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
             let net = world.net(&name);
@@ -265,6 +292,11 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
             };
             let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
             async move {
+                if client {
+                    // Captured time 0 is the requesting party's first datagram: start then.
+                    tokio::time::sleep(LEAD).await;
+                    tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
+                }
                 let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
                 let at = turmoil::sim_elapsed().unwrap_or_default();
                 let error = result.err().map(|e| e.to_string());
@@ -326,4 +358,57 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;
     Ok(outcome)
+}
+
+/// The peer `originate` dials in `--role client`: the built-in one, else the
+/// `--config` peer whose host is the remote party's (captured or replayed)
+/// address, else the first peer with a fixed host.
+fn client_peer(
+    loaded: &switch::config::LoadedConfig,
+    given: &Option<BTreeMap<String, String>>,
+    captured: &[SocketAddr],
+    replayed: &[SocketAddr],
+) -> String {
+    if given.is_none() {
+        return config::BUILTIN_PEER.to_string();
+    }
+    let fixed = || {
+        loaded.iax.peers.iter().filter_map(|p| match &p.host {
+            switch::config::model::Host::Static(h) => Some((p, h.trim_matches(|c| c == '[' || c == ']'))),
+            switch::config::model::Host::Dynamic { .. } => None,
+        })
+    };
+    let remote = |h: &str| captured.iter().chain(replayed).any(|a| h.parse::<IpAddr>().ok() == Some(a.ip()));
+    fixed()
+        .find(|(_, h)| remote(h))
+        .or_else(|| fixed().next())
+        .map_or_else(|| config::BUILTIN_PEER.to_string(), |(p, _)| p.name.clone())
+}
+
+/// Runs `lines` (`originate ...`) on the switch at their times (since captured
+/// time 0, which is `LEAD` after the start), recording each answer as a
+/// `command` event.
+async fn control_lines(
+    lines: Vec<(Duration, String)>,
+    commands: mpsc::Sender<switch::runtime::Command>,
+    sink: Arc<Mutex<Vec<TimedEvent>>>,
+    host: String,
+) {
+    for (at, line) in lines {
+        let due = LEAD + at;
+        let now = turmoil::sim_elapsed().unwrap_or_default();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        let issued = turmoil::sim_elapsed().unwrap_or_default();
+        let answer = switch::control::execute(&line, &commands).await.unwrap_or_default();
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        let values = crate::trace::answer_values(&answer);
+        let event = WorldEvent::Command { line, answer, issued_ms: issued.as_millis() as u64, label: None, values };
+        sink.lock().unwrap_or_else(|p| p.into_inner()).push(TimedEvent {
+            at,
+            host: host.clone(),
+            event: TraceEvent::World(event),
+        });
+    }
 }

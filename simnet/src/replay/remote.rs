@@ -299,8 +299,10 @@ impl Remote {
     }
 
     fn rewrite_ies(&mut self, g: &mut FullFrame, instance: Option<usize>, notes: &mut Vec<String>) {
+        // In a dialog the switch opened, the remote party issues the tokens: they stay as captured.
+        let switch_opened = instance.is_some_and(|n| self.setup.plan.instances[n].by_switch);
         if let Some(token) = script::raw_ie(&g.payload, id::CALLTOKEN).map(<[u8]>::to_vec) {
-            if !token.is_empty() {
+            if !token.is_empty() && !switch_opened {
                 let ours = self.token.clone().unwrap_or_default();
                 g.payload = script::with_ie(&g.payload, id::CALLTOKEN, &ours, false);
                 notes.push(if ours.is_empty() {
@@ -385,11 +387,17 @@ impl Remote {
                 .map(|(n, i)| (n, i.r_call));
             if let Some((n, r_call)) = found {
                 self.inst[n].replay_s = Some(g.src_call);
+                // The opener is the switch's first sequenced frame in the dialog.
+                self.inst[n].iseq = g.oseqno.wrapping_add(1);
                 if let Some(r) = r_call {
                     self.by_rcall.insert(r, n);
                 }
             }
             self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None });
+            if let Some((n, _)) = found {
+                // A captured ACK of the opener (a NEW accepted without a call token).
+                self.acknowledge(now, n, &g);
+            }
             self.retry_waiting(now);
             return;
         }

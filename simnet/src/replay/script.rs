@@ -155,6 +155,13 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
             trigger: Trigger::At,
         };
         if let Frame::Full(f) = frame {
+            // A stateless answer (source call 0, e.g. CALLTOKEN) to a request of the switch
+            // belongs to the switch's dialog it is addressed to, not to an earlier one of call 0.
+            if f.src_call == 0 && f.dst_call != 0 && !is_opener(f) {
+                stimulus.instance = by_s.get(&f.dst_call).copied();
+                p.stimuli.push(stimulus);
+                continue;
+            }
             let current = by_r.get(&f.src_call).copied();
             let established = current.is_some_and(|n| p.instances[n].captured_s.is_some());
             let inst = if is_opener(f) && (current.is_none() || established) && !f.retransmitted {
@@ -264,6 +271,63 @@ pub(crate) fn is_random_ie(ie: u8) -> bool {
             | id::ENCKEY
     )
 }
+
+/// A call the captured requesting party placed (`--role client`): replayed
+/// with `originate` at its captured time.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientCall {
+    /// Capture time of its first NEW.
+    pub ts: Duration,
+    pub called: Option<String>,
+    pub username: Option<String>,
+    /// From the party's reaction to the remote party's ANSWER to its HANGUP, when both are captured.
+    pub hold: Option<Duration>,
+}
+
+/// The calls `party` placed in the capture: each NEW it sent that is not a
+/// retransmission nor the resend carrying a call token.
+pub(crate) fn client_calls(capture: &Capture, party: SocketAddr) -> Vec<ClientCall> {
+    let full = |m: &crate::capture::Message| match &m.proto {
+        Proto::Iax2(Frame::Full(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let mut calls = Vec::new();
+    for (i, m) in capture.messages.iter().enumerate() {
+        let Some(f) = full(m).filter(|_| m.src == party) else { continue };
+        if !is_opener(&f) || f.iax() != Some(IaxSubclass::New) || f.retransmitted {
+            continue;
+        }
+        if raw_ie(&f.payload, id::CALLTOKEN).is_some_and(|t| !t.is_empty()) {
+            continue;
+        }
+        let ies = f.ies().ok();
+        use switch::iax2::ie::IeLookup;
+        let called = ies.as_ref().and_then(|i| i.called_number().map(str::to_owned));
+        let username = ies.as_ref().and_then(|i| i.username().map(str::to_owned));
+        // The ANSWER that follows (to any call number of the party), then the party's HANGUP in that call.
+        let answer = capture.messages[i + 1..].iter().find_map(|a| {
+            let g = full(a).filter(|_| a.dst == party)?;
+            (g.frame_type == FrameType::Control && g.subclass == CONTROL_ANSWER).then_some((a.ts, g.dst_call))
+        });
+        // The party got the ANSWER when it reacted to it (its next datagram): the capture
+        // has the send times, and the hold time counts from the reception.
+        let answer = answer.map(|(at, call)| {
+            let got = capture.messages[i + 1..].iter().find(|r| r.src == party && r.ts >= at).map_or(at, |r| r.ts);
+            (got, call)
+        });
+        let hold = answer.and_then(|(at, call)| {
+            capture.messages[i + 1..].iter().find_map(|h| {
+                let g = full(h).filter(|_| h.src == party && h.ts >= at)?;
+                (g.src_call == call && g.iax() == Some(IaxSubclass::Hangup)).then(|| h.ts.saturating_sub(at))
+            })
+        });
+        calls.push(ClientCall { ts: m.ts, called, username, hold });
+    }
+    calls
+}
+
+/// Control subclass ANSWER (RFC 5456 8.3).
+const CONTROL_ANSWER: u32 = 4;
 
 #[cfg(test)]
 mod tests {
