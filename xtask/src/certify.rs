@@ -292,18 +292,7 @@ impl CaptureRecord {
 }
 
 fn read_capture_records(path: &Path) -> Result<Vec<CaptureRecord>, TaskError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(TaskError::io("cannot read", path, e)),
-    };
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: CaptureRecord = serde_json::from_str(line)
-            .map_err(|e| TaskError::new(format!("{}:{}: unreadable capture record: {e}", shown(path), i + 1)))?;
-        records.push(r);
-    }
-    Ok(records)
+    read_jsonl(path, "capture record")
 }
 
 /// One row per replayed capture.
@@ -481,18 +470,24 @@ fn remove_pinned_traces(dir: &Path) -> Result<(), TaskError> {
     Ok(())
 }
 
-fn read_records(path: &Path) -> Result<Vec<Record>, TaskError> {
+/// One JSON record per non-blank line; a missing file is no records.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Vec<T>, TaskError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(TaskError::io("cannot read", path, e)),
     };
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: Record = serde_json::from_str(line)
-            .map_err(|e| TaskError::new(format!("{}:{}: unreadable result record: {e}", shown(path), i + 1)))?;
-        records.push(r);
-    }
+    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    lines
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| TaskError::new(format!("{}:{}: unreadable {what}: {e}", shown(path), i + 1)))
+        })
+        .collect()
+}
+
+fn read_records(path: &Path) -> Result<Vec<Record>, TaskError> {
+    let mut records: Vec<Record> = read_jsonl(path, "result record")?;
     records.sort_by(|a, b| (&a.scenario, &a.network, a.seed).cmp(&(&b.scenario, &b.network, b.seed)));
     Ok(records)
 }
