@@ -39,6 +39,9 @@ struct Entry {
     file: String,
     #[serde(default)]
     config: Option<String>,
+    /// `server`, `client` or `auto` (the default): the part the switch plays.
+    #[serde(default)]
+    role: Option<String>,
     seed: u64,
     exchanges: usize,
     matched: usize,
@@ -56,10 +59,34 @@ impl Entry {
         )
     }
 
+    /// The run directory's name: the file's stem, plus the role when one is asked for.
     fn stem(&self) -> String {
         let name = Path::new(&self.file).file_name().map_or_else(|| self.file.clone(), |n| n.to_string_lossy().into());
         let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
-        stem.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+        let stem: String = stem
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+            .collect();
+        match &self.role {
+            Some(role) if role != "auto" => format!("{stem}-{role}"),
+            _ => stem,
+        }
+    }
+
+    /// How summaries name the entry: the file, and the role when one is asked for.
+    fn label(&self) -> String {
+        match &self.role {
+            Some(role) if role != "auto" => format!("{} (as {role})", self.file),
+            _ => self.file.clone(),
+        }
+    }
+
+    fn role_request(&self) -> capture::RoleRequest {
+        match self.role.as_deref() {
+            Some("client") => capture::RoleRequest::Client,
+            Some("server") => capture::RoleRequest::Server,
+            _ => capture::RoleRequest::Auto,
+        }
     }
 }
 
@@ -102,6 +129,11 @@ fn load_manifest(shown: &str, text: &str, dir: &Path) -> Result<Vec<Entry>, Stri
                 return err(format!("`config = {config:?}`: {} holds no iax.conf", dir.join(config).display()));
             }
         }
+        if let Some(role) = &entry.role {
+            if !matches!(role.as_str(), "auto" | "server" | "client") {
+                return err(format!("`role = {role:?}`: write \"server\", \"client\" or \"auto\""));
+            }
+        }
         if entry.why.trim().is_empty() {
             return err("`why` is empty: say in one sentence why this verdict is expected".into());
         }
@@ -109,8 +141,8 @@ fn load_manifest(shown: &str, text: &str, dir: &Path) -> Result<Vec<Entry>, Stri
         if sum != entry.exchanges {
             return err(format!("matched + diverged + missing + extra = {sum}, but exchanges = {}", entry.exchanges));
         }
-        if !seen.insert((entry.file.clone(), entry.seed)) {
-            return err(format!("{} with seed {} is listed twice", entry.file, entry.seed));
+        if !seen.insert((entry.label(), entry.seed)) {
+            return err(format!("{} with seed {} is listed twice", entry.label(), entry.seed));
         }
         out.push(entry);
     }
@@ -152,7 +184,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 fn certify_one(entry: &Entry, dir: &Path, out: Option<&Path>) -> (serde_json::Value, Option<String>) {
     let run_rel = format!("captures/{}/seed-{}", entry.stem(), entry.seed);
     let mut record = serde_json::json!({
-        "capture": entry.file,
+        "capture": entry.label(),
         "config": entry.config,
         "seed": entry.seed,
         "why": entry.why,
@@ -169,6 +201,7 @@ fn certify_one(entry: &Entry, dir: &Path, out: Option<&Path>) -> (serde_json::Va
             config: entry.config.as_ref().map(|d| read_config(&dir.join(d))),
             config_label: entry.config.as_ref().map(|d| format!("captures/{d}")),
             capture_name: entry.file.clone(),
+            role: entry.role_request(),
             ..ReplayOptions::default()
         };
         replay::replay(&c, &opts).map_err(|e| e.to_string())
@@ -178,12 +211,12 @@ fn certify_one(entry: &Entry, dir: &Path, out: Option<&Path>) -> (serde_json::Va
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             record["error"] = e.clone().into();
-            return (record, Some(format!("{}: cannot replay: {e}", entry.file)));
+            return (record, Some(format!("{}: cannot replay: {e}", entry.label())));
         }
         Err(p) => {
             let text = panic_text(&*p);
             record["error"] = format!("the replay panicked: {text}").into();
-            return (record, Some(format!("{}: panicked: {text}", entry.file)));
+            return (record, Some(format!("{}: panicked: {text}", entry.label())));
         }
     };
     if let Some(out) = out {
@@ -209,7 +242,7 @@ fn certify_one(entry: &Entry, dir: &Path, out: Option<&Path>) -> (serde_json::Va
     let failure = (!passed).then(|| {
         format!(
             "{} (seed {}): verdict changed: expected `{}`, got `{got}`",
-            entry.file,
+            entry.label(),
             entry.seed,
             entry.expected_line()
         )
@@ -255,7 +288,7 @@ fn certify_captures() {
             "[{}/{}] {} seed {}: {}",
             i + 1,
             entries.len(),
-            entry.file,
+            entry.label(),
             entry.seed,
             if failure.is_some() { "FAIL" } else { "ok" }
         );
@@ -285,8 +318,12 @@ fn malformed_manifests_are_errors_with_file_and_line() {
     let ok = "[[capture]]\nfile = \"ndpi__iax.pcap\"\nseed = 1\nexchanges = 2\nmatched = 1\ndiverged = 1\n\
               missing = 0\nextra = 0\nwhy = \"x\"\n";
     assert_eq!(load_manifest("m.toml", ok, &dir).unwrap().len(), 1);
+    // The same file and seed may be listed once per role the switch plays.
+    let as_client = ok.replace("seed = 1\n", "seed = 1\nrole = \"client\"\n");
+    let both = load_manifest("m.toml", &format!("{ok}\n{as_client}"), &dir).unwrap();
+    assert_eq!(both.iter().map(Entry::stem).collect::<Vec<_>>(), ["ndpi__iax", "ndpi__iax-client"]);
 
-    let cases: [(String, &str, &str); 8] = [
+    let cases: [(String, &str, &str); 9] = [
         (ok.replace("seed = 1", "seed = \"one\""), "m.toml:3:", "invalid type"),
         (ok.replace("seed = 1\n", "seed = 1\nseeds = 2\n"), "m.toml:", "unknown field `seeds`"),
         (ok.replace("why = \"x\"\n", ""), "m.toml:1:", "missing field `why`"),
@@ -295,6 +332,7 @@ fn malformed_manifests_are_errors_with_file_and_line() {
         (ok.replace("seed = 1\n", "seed = 1\nconfig = \"nope\"\n"), "m.toml:1:", "holds no iax.conf"),
         (ok.replace("exchanges = 2", "exchanges = 3"), "m.toml:1:", "exchanges = 3"),
         (format!("{ok}\n{ok}"), "m.toml:11:", "listed twice"),
+        (ok.replace("seed = 1\n", "seed = 1\nrole = \"callee\"\n"), "m.toml:1:", "`role = \"callee\"`"),
     ];
     for (text, at, what) in cases {
         let e = load_manifest("m.toml", &text, &dir).expect_err(&text);

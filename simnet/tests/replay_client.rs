@@ -11,19 +11,12 @@ use std::path::PathBuf;
 use simnet::capture::{self, RoleRequest};
 use simnet::replay::{self, ReplayOptions};
 
-/// The captured client's configuration (the `client` host of simnet/tests/replay_self.rs).
-const CLIENT_IAX: &str = "[general]
-bindaddr = 0.0.0.0
-register => client:s3cret@192.168.0.2
-
-[server]
-type = friend
-host = 192.168.0.2
-username = client
-secret = s3cret
-auth = md5
-context = inbound
-";
+/// The captured client's configuration (the `client` host of simnet/tests/replay_self.rs),
+/// as captures/manifest.toml replays it.
+fn client_config() -> BTreeMap<String, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures/simnet__register-md5-call-client/iax.conf");
+    BTreeMap::from([("iax.conf".to_string(), std::fs::read_to_string(path).unwrap())])
+}
 
 fn replay_it(seed: u64, config: Option<BTreeMap<String, String>>) -> replay::ReplayOutcome {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -67,7 +60,7 @@ fn the_kept_capture_replays_as_the_client_with_the_builtin_configuration() {
 /// With the client's own configuration (its secret) every exchange matches.
 #[test]
 fn the_kept_capture_replays_as_the_client_with_its_configuration() {
-    let config = BTreeMap::from([("iax.conf".to_string(), CLIENT_IAX.to_string())]);
+    let config = client_config();
     let r = replay_it(1, Some(config.clone()));
     assert!(r.report_md.contains("originate IAX2/server/600"), "{}", r.report_md);
     assert_eq!(r.counts.line(), "replay: exchanges=60 matched=60 diverged=0 missing=0 extra=0", "{}", r.report_md);

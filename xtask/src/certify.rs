@@ -126,7 +126,8 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
         );
     }
     let started = Instant::now();
-    let status = cmd.status().map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
+    let status = if progress { output::run_with_progress(&mut cmd, "scenarios") } else { cmd.status() }
+        .map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
 
     // The captures of captures/manifest.toml (simnet/tests/certify_captures.rs);
     // their expected verdicts are in the manifest, --bless does not touch them.
@@ -138,7 +139,8 @@ pub fn run(args: &CertifyArgs) -> Result<bool, TaskError> {
         cmd.arg("--nocapture");
         eprintln!("running: cargo test --release --workspace --test certify_captures -- --ignored");
     }
-    let captures_status = cmd.status().map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
+    let captures_status = if progress { output::run_with_progress(&mut cmd, "captures") } else { cmd.status() }
+        .map_err(|e| TaskError::new(format!("cannot run cargo: {e}")))?;
     let elapsed = started.elapsed();
 
     let records = read_records(&records_path)?;

@@ -183,3 +183,62 @@ mod tests {
         assert_eq!(secs(Duration::from_millis(62_500)), "62.500 s");
     }
 }
+
+/// Runs a test binary that prints `[n/total] what: verdict` per finished run,
+/// showing those lines as a progress bar on the terminal (indicatif draws on
+/// stderr and only when it is a terminal); every other line is passed through.
+pub fn run_with_progress(cmd: &mut std::process::Command, label: &str) -> std::io::Result<std::process::ExitStatus> {
+    use std::io::BufRead;
+
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    let bar = progress_bar(label, 0);
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            match progress_line(&line) {
+                Some((done, total, what)) => {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                    bar.set_message(what.to_string());
+                    if what.ends_with("FAIL") {
+                        bar.println(&line);
+                    }
+                }
+                None => bar.println(&line),
+            }
+        }
+    }
+    bar.finish_and_clear();
+    child.wait()
+}
+
+/// A progress bar on stderr: `LABEL [=====>    ] 3/66 00:00:41 what is running`.
+pub fn progress_bar(label: &str, total: u64) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bar = indicatif::ProgressBar::new(total).with_style(style);
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// `[3/66] trunk-800 v4 seed 1: ok` -> (3, 66, "trunk-800 v4 seed 1: ok").
+fn progress_line(line: &str) -> Option<(u64, u64, &str)> {
+    let rest = line.strip_prefix('[')?;
+    let (counts, what) = rest.split_once("] ")?;
+    let (done, total) = counts.split_once('/')?;
+    Some((done.parse().ok()?, total.parse().ok()?, what))
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::progress_line;
+
+    #[test]
+    fn progress_lines_are_recognised_and_others_are_not() {
+        assert_eq!(progress_line("[3/66] trunk-800 v4 seed 1: ok"), Some((3, 66, "trunk-800 v4 seed 1: ok")));
+        assert_eq!(progress_line("running 1 test"), None);
+        assert_eq!(progress_line("[a/66] x"), None);
+        assert_eq!(progress_line("[3/66]x"), None);
+    }
+}

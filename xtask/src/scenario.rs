@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use crate::sim::{self, RunOptions, Scenario};
 
+use indicatif::ProgressBar;
+
 use crate::html;
 use crate::output::{self, secs, shown, Table};
 use crate::{workspace_root, ScenarioArgs, TaskError};
@@ -49,10 +51,9 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
     let mut rows = Vec::new();
     let mut ladders = Vec::new();
     let mut plots = Vec::new();
-    for (i, (scenario, network)) in plan.iter().enumerate() {
-        if progress {
-            eprintln!("[{}/{}] {} over {network}, seed {} ...", i + 1, plan.len(), scenario.name, args.seed);
-        }
+    let bar = if progress { output::progress_bar("scenarios", plan.len() as u64) } else { ProgressBar::hidden() };
+    for (scenario, network) in &plan {
+        bar.set_message(format!("{} over {network}, seed {}", scenario.name, args.seed));
         let options = RunOptions { seed: args.seed, network: *network, pcap: true };
         let started = Instant::now();
         let result = sim::run(scenario, &options);
@@ -158,7 +159,9 @@ pub fn run(args: &ScenarioArgs) -> Result<bool, TaskError> {
                 failures.push(format!("ERROR {} over {network}, seed {}: {e}\n", scenario.name, args.seed));
             }
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
 
     print!("{}", table.render());
     let failed = failures.len();
