@@ -324,6 +324,15 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "call_rejected",
     "call_ended",
     "dtmf",
+    "sip_registered",
+    "sip_registration_refused",
+    "sip_auth_failed",
+    "sip_unregistered",
+    "sip_call_started",
+    "sip_call_answered",
+    "sip_call_rejected",
+    "sip_call_ended",
+    "sip_dtmf",
     "datagram_dropped",
     "call_token_required",
 ];
@@ -1483,6 +1492,25 @@ mod tests {
                 ts_irregular: 0,
             },
             Event::Dtmf { call: 1, digit: s() },
+            Event::SipRegistered { user: s(), contact: s(), addr, expires: 0 },
+            Event::SipRegistrationRefused { user: s(), addr, status: 0, reason: s() },
+            Event::SipAuthFailed { method: s(), user: s(), addr, status: 0 },
+            Event::SipUnregistered { user: s(), reason: s() },
+            Event::SipCallStarted { call: 1, user: s(), exten: s(), context: s(), caller: s() },
+            Event::SipCallAnswered { call: 1, codec: s() },
+            Event::SipCallRejected { call: 1, exten: s(), status: 0, reason: s() },
+            Event::SipCallEnded {
+                call: 1,
+                cause: s(),
+                duration_ms: 0,
+                packets_sent: 0,
+                packets_received: 0,
+                lost: 0,
+                duplicated: 0,
+                jitter_ms: 0,
+                pattern_lost: 0,
+            },
+            Event::SipDtmf { call: 1, digit: s() },
             Event::DatagramDropped { from: addr, reason: s() },
             Event::CallTokenRequired { from: addr },
         ];
@@ -1504,6 +1532,15 @@ mod tests {
                 | Event::CallRejected { .. }
                 | Event::CallEnded { .. }
                 | Event::Dtmf { .. }
+                | Event::SipRegistered { .. }
+                | Event::SipRegistrationRefused { .. }
+                | Event::SipAuthFailed { .. }
+                | Event::SipUnregistered { .. }
+                | Event::SipCallStarted { .. }
+                | Event::SipCallAnswered { .. }
+                | Event::SipCallRejected { .. }
+                | Event::SipCallEnded { .. }
+                | Event::SipDtmf { .. }
                 | Event::DatagramDropped { .. }
                 | Event::CallTokenRequired { .. } => {}
             }

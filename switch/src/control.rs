@@ -17,10 +17,12 @@ pub const HELP: &str = "commands:
   iax2 show peers      peers, their addresses and qualify state
   iax2 show registry   our registrations to other servers
   iax2 show channels   calls in progress with their media counters
+  sip show registrations  SIP users' registered contacts
+  sip show channels    SIP calls in progress with their RTP counters
   originate DIAL [app=APP] [count=N] [hold=SECONDS]
                        place calls, e.g. originate IAX2/b/9196 app=pattern count=10 hold=30
                        (APP: pattern, tone(HZ), music, echo; default pattern)
-  hangup all           hang up every call
+  hangup all           hang up every call (IAX2 and SIP)
   show stats           traffic and drop counters
   reload               re-read iax.conf and switch.toml (keeps running on errors)
   help                 this text
@@ -110,6 +112,8 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
         ["iax2", "show", "registry"] => ask(Command::ShowRegistry).await,
         ["show", "stats"] => ask(Command::ShowStats).await,
         ["iax2", "show", "channels"] => ask(Command::ShowChannels).await,
+        ["sip", "show", "registrations"] => ask(Command::ShowSipRegistrations).await,
+        ["sip", "show", "channels"] => ask(Command::ShowSipChannels).await,
         ["hangup", "all"] => ask(Command::HangupAll).await,
         ["originate", ..] => match parse_originate(line) {
             Ok((request, count)) => {

@@ -93,6 +93,38 @@ pub enum Event {
     /// A DTMF digit arrived on a call.
     Dtmf { call: u16, digit: String },
 
+    // SIP (`[sip]` in switch.toml).
+    /// A user's contact was bound (`expires` > 0) or removed (0).
+    SipRegistered { user: String, contact: String, addr: SocketAddr, expires: u32 },
+    /// A REGISTER was refused after authentication (status and reason as sent).
+    SipRegistrationRefused { user: String, addr: SocketAddr, status: u16, reason: String },
+    /// A request was challenged (401/407) or its credentials refused (403).
+    /// `user` is what the credentials named; unknown and wrong look the same on the wire.
+    SipAuthFailed { method: String, user: String, addr: SocketAddr, status: u16 },
+    /// Every binding of a user expired or was removed.
+    SipUnregistered { user: String, reason: String },
+    /// An authenticated INVITE was routed; `call` numbers SIP calls in order.
+    SipCallStarted { call: u32, user: String, exten: String, context: String, caller: String },
+    /// We answered with 200 OK; media flows in `codec`.
+    SipCallAnswered { call: u32, codec: String },
+    /// The INVITE got a final error response from us, or was cancelled.
+    SipCallRejected { call: u32, exten: String, status: u16, reason: String },
+    /// The call ended; `cause` says how; RTP figures are RFC 3550's.
+    SipCallEnded {
+        call: u32,
+        cause: String,
+        duration_ms: u64,
+        packets_sent: u64,
+        packets_received: u64,
+        lost: i64,
+        duplicated: u64,
+        jitter_ms: u64,
+        /// Test-pattern frames missing (the `pattern` application's own count).
+        pattern_lost: u64,
+    },
+    /// An RFC 4733 telephone-event ended on a SIP call.
+    SipDtmf { call: u32, digit: String },
+
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
     DatagramDropped { from: SocketAddr, reason: String },
@@ -120,6 +152,15 @@ impl Event {
             Event::CallRejected { .. } => "call_rejected",
             Event::CallEnded { .. } => "call_ended",
             Event::Dtmf { .. } => "dtmf",
+            Event::SipRegistered { .. } => "sip_registered",
+            Event::SipRegistrationRefused { .. } => "sip_registration_refused",
+            Event::SipAuthFailed { .. } => "sip_auth_failed",
+            Event::SipUnregistered { .. } => "sip_unregistered",
+            Event::SipCallStarted { .. } => "sip_call_started",
+            Event::SipCallAnswered { .. } => "sip_call_answered",
+            Event::SipCallRejected { .. } => "sip_call_rejected",
+            Event::SipCallEnded { .. } => "sip_call_ended",
+            Event::SipDtmf { .. } => "sip_dtmf",
             Event::DatagramDropped { .. } => "datagram_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
         }

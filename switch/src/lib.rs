@@ -14,4 +14,6 @@ pub mod iax2;
 pub mod jitterbuffer;
 pub mod media;
 pub mod net;
+pub mod rtp;
 pub mod runtime;
+pub mod sip;

@@ -4,6 +4,8 @@
 
 use std::f64::consts::TAU;
 
+use crate::dialplan::App;
+
 /// Samples per second of narrowband telephony.
 pub const SAMPLE_RATE: u32 = 8000;
 /// One 20 ms frame of G.711: 160 samples, one byte each.
@@ -150,6 +152,44 @@ pub fn parse_pattern(payload: &[u8]) -> Option<(u16, u32)> {
     let tag = u16::from_be_bytes([payload[2], payload[3]]);
     let seq = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
     Some((tag, seq))
+}
+
+/// What produces our side's audio.
+pub enum Source {
+    /// Nothing of our own: echo sends back what arrives, a bridge forwards the other leg.
+    None,
+    Tone(Tone),
+    Music(Music),
+    Pattern {
+        tag: u16,
+        seq: u32,
+    },
+}
+
+impl Source {
+    pub fn for_app(app: &App, tag: u16) -> Source {
+        match app {
+            App::Tone { freq_hz } => Source::Tone(Tone::new(*freq_hz)),
+            App::Music => Source::Music(Music::default()),
+            App::Pattern => Source::Pattern { tag, seq: 0 },
+            App::Echo | App::Dial { .. } | App::Hangup { .. } => Source::None,
+        }
+    }
+
+    /// The next 20 ms frame, or `None` when this source generates nothing.
+    pub fn next_frame(&mut self, codec: G711) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(FRAME_SAMPLES);
+        match self {
+            Source::None => return None,
+            Source::Tone(t) => t.next_frame(codec, &mut out),
+            Source::Music(m) => m.next_frame(codec, &mut out),
+            Source::Pattern { tag, seq } => {
+                pattern_frame(*tag, *seq, codec, &mut out);
+                *seq += 1;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Receive-side media statistics of one call (one direction).

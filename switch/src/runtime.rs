@@ -15,6 +15,7 @@ use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
 use crate::event::{Event, EventSink};
 use crate::iax2::endpoint::{Endpoint, Originate, ResolvedHosts};
 use crate::net::{DatagramSocket, Net};
+use crate::sip::endpoint::{SipEndpoint, SipSocket};
 
 /// Largest datagram we accept; anything longer is truncated by the socket and
 /// then rejected by the parser.
@@ -33,6 +34,10 @@ pub enum Command {
     ShowStats(oneshot::Sender<String>),
     /// `iax2 show channels`.
     ShowChannels(oneshot::Sender<String>),
+    /// `sip show registrations`.
+    ShowSipRegistrations(oneshot::Sender<String>),
+    /// `sip show channels`.
+    ShowSipChannels(oneshot::Sender<String>),
     /// Place `count` calls; the answer says how many went out.
     Originate { request: Originate, count: u32, reply: oneshot::Sender<String> },
     /// Hang up every call.
@@ -47,6 +52,8 @@ pub enum RunError {
     Config(Vec<Diagnostic>),
     #[error("cannot bind UDP {addr}: {source}. Is another process using the port? Set bindaddr/bindport in iax.conf.")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot bind UDP {addr} for SIP {what}: {source}. Is another process using the port? Set {what} in [sip] of switch.toml.")]
+    BindSip { addr: SocketAddr, what: &'static str, source: std::io::Error },
 }
 
 fn render(diags: &[Diagnostic]) -> String {
@@ -70,16 +77,51 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
     let socket = net.bind_udp(bind).await.map_err(|source| RunError::Bind { addr: bind, source })?;
     let resolved = resolve_hosts(&net, &loaded).await;
 
+    let sip = match &loaded.switch.sip {
+        None => None,
+        Some(settings) => {
+            let signalling = net.bind_udp(settings.listen).await.map_err(|source| RunError::BindSip {
+                addr: settings.listen,
+                what: "listen",
+                source,
+            })?;
+            let media = net.bind_udp(settings.rtp).await.map_err(|source| RunError::BindSip {
+                addr: settings.rtp,
+                what: "rtp",
+                source,
+            })?;
+            // Its own stream of the one seed: SIP traffic does not shift IAX2's random values.
+            let mut rng = ChaCha20Rng::seed_from_u64(setup.seed);
+            rng.set_stream(1);
+            let mut sip = SipEndpoint::new(Arc::new(settings.clone()), rng, Instant::now().into_std());
+            sip.set_dialplan(loaded.switch.dialplan.clone());
+            Some(Sip { endpoint: sip, signalling, media, listen: settings.listen, rtp: settings.rtp })
+        }
+    };
+    let mut sip = sip;
+
     let rng = ChaCha20Rng::seed_from_u64(setup.seed);
     let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
     endpoint.set_dialplan(loaded.switch.dialplan.clone());
     setup.events.emit(&Event::Started { bind });
+    if let Some(sip) = &sip {
+        setup.events.emit(&Event::Started { bind: sip.listen });
+    }
     setup.events.emit(&config_loaded(&loaded));
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut sip_buf = vec![0u8; MAX_DATAGRAM];
+    let mut rtp_buf = vec![0u8; MAX_DATAGRAM];
     loop {
         flush(&socket, &mut endpoint, &mut setup.events).await;
-        let deadline = endpoint.poll_timeout().map(Instant::from_std);
+        if let Some(sip) = &mut sip {
+            sip.flush(&mut setup.events).await;
+        }
+        let deadline = [endpoint.poll_timeout(), sip.as_ref().and_then(|s| s.endpoint.poll_timeout())]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Instant::from_std);
         tokio::select! {
             biased;
             cmd = setup.commands.recv() => match cmd {
@@ -89,16 +131,34 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         let resolved = resolve_hosts(&net, &loaded).await;
                         endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved);
                         endpoint.set_dialplan(loaded.switch.dialplan.clone());
+                        if let Some(sip) = &mut sip {
+                            sip.reconfigure(&loaded);
+                        } else if loaded.switch.sip.is_some() {
+                            tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP");
+                        }
                         setup.events.emit(&config_loaded(&loaded));
                     }
                     Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),
                 },
                 Some(Command::ShowPeers(tx)) => { let _ = tx.send(endpoint.show_peers()); }
                 Some(Command::ShowRegistry(tx)) => { let _ = tx.send(endpoint.show_registry(Instant::now().into_std())); }
-                Some(Command::ShowStats(tx)) => { let _ = tx.send(endpoint.show_stats()); }
+                Some(Command::ShowStats(tx)) => {
+                    let mut text = endpoint.show_stats();
+                    if let Some(sip) = &sip {
+                        text.push_str(&sip.endpoint.show_stats());
+                    }
+                    let _ = tx.send(text);
+                }
                 Some(Command::ShowChannels(tx)) => { let _ = tx.send(endpoint.show_channels()); }
+                Some(Command::ShowSipRegistrations(tx)) => {
+                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_registrations(Instant::now().into_std())));
+                }
+                Some(Command::ShowSipChannels(tx)) => {
+                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_channels(Instant::now().into_std())));
+                }
                 Some(Command::HangupAll(tx)) => {
-                    let n = endpoint.hangup_all(Instant::now().into_std());
+                    let now = Instant::now().into_std();
+                    let n = endpoint.hangup_all(now) + sip.as_mut().map_or(0, |s| s.endpoint.hangup_all(now));
                     let _ = tx.send(format!("{n} call(s) hung up"));
                 }
                 Some(Command::Originate { request, count, reply }) => {
@@ -124,8 +184,73 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 // protocol's own timers will not find out.
                 Err(e) => tracing::debug!("recv_from: {e}"),
             },
-            _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now().into_std()),
+            received = recv_from(sip.as_ref().map(|s| &s.signalling), &mut sip_buf) => match (received, &mut sip) {
+                (Ok((len, from)), Some(sip)) => sip.endpoint.handle_signalling(Instant::now().into_std(), from, &sip_buf[..len]),
+                (Err(e), _) => tracing::debug!("SIP recv_from: {e}"),
+                _ => {}
+            },
+            received = recv_from(sip.as_ref().map(|s| &s.media), &mut rtp_buf) => match (received, &mut sip) {
+                (Ok((len, from)), Some(sip)) => sip.endpoint.handle_media(Instant::now().into_std(), from, &rtp_buf[..len]),
+                (Err(e), _) => tracing::debug!("RTP recv_from: {e}"),
+                _ => {}
+            },
+            _ = sleep_until(deadline) => {
+                let now = Instant::now().into_std();
+                endpoint.handle_timeout(now);
+                if let Some(sip) = &mut sip {
+                    sip.endpoint.handle_timeout(now);
+                }
+            }
         }
+    }
+}
+
+const SIP_OFF: &str = "SIP is off: add a [sip] table to switch.toml\n";
+
+/// The SIP endpoint and its two sockets.
+struct Sip<S> {
+    endpoint: SipEndpoint,
+    signalling: S,
+    media: S,
+    listen: SocketAddr,
+    rtp: SocketAddr,
+}
+
+impl<S: DatagramSocket> Sip<S> {
+    async fn flush(&mut self, events: &mut impl EventSink) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let socket = match t.socket {
+                SipSocket::Signalling => &self.signalling,
+                SipSocket::Media => &self.media,
+            };
+            if let Err(e) = socket.send_to(&t.payload, t.destination).await {
+                tracing::debug!("SIP send_to {}: {e}", t.destination);
+            }
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            events.emit(&event);
+        }
+    }
+
+    fn reconfigure(&mut self, loaded: &LoadedConfig) {
+        match &loaded.switch.sip {
+            Some(settings) => {
+                if settings.listen != self.listen || settings.rtp != self.rtp {
+                    tracing::warn!("[sip] listen or rtp changed: restart the switch to rebind");
+                }
+                self.endpoint.reconfigure(Arc::new(settings.clone()));
+            }
+            None => tracing::warn!("[sip] was removed from switch.toml: SIP stays up until a restart"),
+        }
+        self.endpoint.set_dialplan(loaded.switch.dialplan.clone());
+    }
+}
+
+/// `recv_from` on a socket that may not exist (SIP off): then it never completes.
+async fn recv_from<S: DatagramSocket>(socket: Option<&S>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }
 

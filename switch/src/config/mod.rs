@@ -68,6 +68,42 @@ pub struct SwitchSettings {
     pub log: LogSettings,
     /// `[dialplan.CONTEXT]` tables: what calls into each context do (empty by default).
     pub dialplan: crate::dialplan::Dialplan,
+    /// `[sip]`: the SIP listener, its media socket and its users; `None` = SIP off.
+    pub sip: Option<SipSettings>,
+}
+
+/// `[sip]` and `[sip.users.NAME]` in `switch.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SipSettings {
+    /// `listen`: the UDP address SIP is served on (default `0.0.0.0:5060`).
+    pub listen: SocketAddr,
+    /// `rtp`: the one UDP socket all calls' RTP uses (default port 16384 on the listen address).
+    pub rtp: SocketAddr,
+    /// `external_ip`: the address written into Contact and SDP when the switch
+    /// sits behind NAT or listens on a wildcard address.
+    pub external_ip: Option<std::net::IpAddr>,
+    /// `realm`: the digest realm of challenges (default `switch`).
+    pub realm: String,
+    /// `context`: the dialplan context of calls from users without their own (default `default`).
+    pub context: String,
+    /// `min_expires` / `max_expires`: registration intervals granted (60 / 3600 s).
+    pub min_expires: u32,
+    pub max_expires: u32,
+    /// `max_calls`: SIP calls up at once; more get 503 (default 1000).
+    pub max_calls: usize,
+    /// `rtp_timeout`: seconds without RTP before an answered call is hung up (default 60, 0 = never).
+    pub rtp_timeout: u32,
+    /// `[sip.users.NAME]`: who may register and call, in file order.
+    pub users: Vec<SipUser>,
+}
+
+/// One `[sip.users.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipUser {
+    pub name: String,
+    pub password: String,
+    /// The dialplan context of this user's calls (default: `[sip] context`).
+    pub context: Option<String>,
 }
 
 impl Default for SwitchSettings {
@@ -76,6 +112,7 @@ impl Default for SwitchSettings {
             control: Some(SocketAddr::from(([127, 0, 0, 1], 5039))),
             log: LogSettings::default(),
             dialplan: crate::dialplan::Dialplan::default(),
+            sip: None,
         }
     }
 }

@@ -10,10 +10,27 @@
 //! [dialplan.iaxinbound]       # one table per context (see `crate::dialplan`)
 //! "9196" = "echo"
 //! "_1XXX" = "dial(IAX2/b/${EXTEN})"
+//!
+//! [sip]                       # SIP is off without this table
+//! listen = "0.0.0.0:5060"
+//! rtp = "0.0.0.0:16384"       # one media socket for every call
+//! external_ip = "203.0.113.5" # written in Contact and SDP (NAT, wildcard binds)
+//! realm = "switch"
+//! context = "default"         # dialplan context of users' calls
+//! min_expires = 60
+//! max_expires = 3600
+//! max_calls = 1000
+//! rtp_timeout = 60            # seconds without RTP before hanging up; 0 = never
+//!
+//! [sip.users.alice]
+//! password = "a long secret"
+//! context = "default"         # optional
 //! ```
 //!
 //! Every table and key is optional; unknown ones are errors. The control socket
-//! has no authentication, so it may only listen on a loopback address. Dialplan
+//! has no authentication, so it may only listen on a loopback address; a SIP
+//! user on a non-loopback listener may not keep FreeSWITCH's default password
+//! `1234` (nor an empty one), the first thing SIP scanners try. Dialplan
 //! entries keep their order in the file (among patterns, the first written wins).
 
 use std::marker::PhantomData;
@@ -24,7 +41,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::{Diagnostic, Location, LogLevel, SwitchSettings};
+use super::{Diagnostic, Location, LogLevel, SipSettings, SipUser, SwitchSettings};
 use crate::dialplan::App;
 
 /// The file's name.
@@ -36,7 +53,33 @@ struct File {
     control: Option<Control>,
     log: Option<Log>,
     dialplan: Option<Ordered<Spanned<String>, Extensions>>,
+    sip: Option<Sip>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sip {
+    listen: Option<Spanned<String>>,
+    rtp: Option<Spanned<String>>,
+    external_ip: Option<Spanned<String>>,
+    realm: Option<Spanned<String>>,
+    context: Option<Spanned<String>>,
+    min_expires: Option<Spanned<u32>>,
+    max_expires: Option<Spanned<u32>>,
+    max_calls: Option<Spanned<u32>>,
+    rtp_timeout: Option<Spanned<u32>>,
+    users: Option<Ordered<Spanned<String>, Spanned<SipUserTable>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipUserTable {
+    password: Spanned<String>,
+    context: Option<Spanned<String>>,
+}
+
+/// Passwords a SIP scanner tries first: FreeSWITCH's `default_password` and nothing at all.
+const DEFAULT_PASSWORDS: [&str; 2] = ["1234", ""];
 
 /// One `[dialplan.CONTEXT]` table: extension pattern -> application, in file order.
 type Extensions = Ordered<Spanned<String>, Spanned<String>>;
@@ -130,11 +173,138 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
             }
         }
     }
+    if let Some(sip) = parsed.sip {
+        settings.sip = sip_settings(file, text, sip, &mut errors);
+    }
     if errors.is_empty() {
         Ok(settings)
     } else {
         Err(errors)
     }
+}
+
+fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) -> Option<SipSettings> {
+    let mut bad = |offset: usize, key: &str, message: String, hint: &str| {
+        errors.push(diag(file, text, offset, key, message, hint.to_string()));
+    };
+    let listen = match &sip.listen {
+        None => SocketAddr::from(([0, 0, 0, 0], 5060)),
+        Some(v) => match SocketAddr::from_str(v.get_ref().trim()) {
+            Ok(addr) => addr,
+            Err(_) => {
+                bad(
+                    v.span().start,
+                    "listen",
+                    format!("expected \"address:port\", got {:?}", v.get_ref()),
+                    "write e.g. listen = \"0.0.0.0:5060\"",
+                );
+                return None;
+            }
+        },
+    };
+    let rtp = match &sip.rtp {
+        None => SocketAddr::new(listen.ip(), 16384),
+        Some(v) => match SocketAddr::from_str(v.get_ref().trim()) {
+            Ok(addr) if addr.port() != 0 && addr != listen => addr,
+            _ => {
+                bad(
+                    v.span().start,
+                    "rtp",
+                    format!("expected \"address:port\" other than listen, got {:?}", v.get_ref()),
+                    "write e.g. rtp = \"0.0.0.0:16384\"",
+                );
+                return None;
+            }
+        },
+    };
+    let external_ip = match &sip.external_ip {
+        None => None,
+        Some(v) => match v.get_ref().trim().parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                bad(
+                    v.span().start,
+                    "external_ip",
+                    format!("expected an IP address, got {:?}", v.get_ref()),
+                    "write e.g. external_ip = \"203.0.113.5\"",
+                );
+                return None;
+            }
+        },
+    };
+    let word = |v: &Option<Spanned<String>>, default: &str| {
+        v.as_ref().map_or(default.to_string(), |s| s.get_ref().trim().to_string())
+    };
+    let realm = word(&sip.realm, "switch");
+    let context = word(&sip.context, "default");
+    for (v, key) in [(&sip.realm, "realm"), (&sip.context, "context")] {
+        if let Some(v) = v {
+            let s = v.get_ref().trim();
+            if s.is_empty() || s.contains(|c: char| c == '"' || c == '\\' || c.is_control()) {
+                bad(
+                    v.span().start,
+                    key,
+                    format!("{s:?} must be non-empty text without quotes or control characters"),
+                    "write e.g. realm = \"switch\"",
+                );
+            }
+        }
+    }
+    let min_expires = sip.min_expires.as_ref().map_or(60, |v| *v.get_ref());
+    let max_expires = sip.max_expires.as_ref().map_or(3600, |v| *v.get_ref());
+    if min_expires == 0 || min_expires > max_expires {
+        let at = sip.min_expires.as_ref().or(sip.max_expires.as_ref()).map_or(0, |v| v.span().start);
+        bad(
+            at,
+            "min_expires",
+            format!("min_expires={min_expires} must be at least 1 and at most max_expires={max_expires}"),
+            "write e.g. min_expires = 60 and max_expires = 3600",
+        );
+    }
+    let max_calls = sip.max_calls.as_ref().map_or(1000, |v| *v.get_ref() as usize);
+    let rtp_timeout = sip.rtp_timeout.as_ref().map_or(60, |v| *v.get_ref());
+
+    let mut users = Vec::new();
+    for (name, table) in sip.users.map(|u| u.0).unwrap_or_default() {
+        let user = name.get_ref().trim();
+        if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c)) {
+            bad(
+                name.span().start,
+                user,
+                format!("user name {user:?} is empty or has characters a SIP URI user part cannot hold"),
+                "write e.g. [sip.users.alice]",
+            );
+            continue;
+        }
+        let table = table.into_inner();
+        let password = table.password.get_ref();
+        if !listen.ip().is_loopback() && DEFAULT_PASSWORDS.contains(&password.as_str()) {
+            bad(
+                table.password.span().start,
+                "password",
+                format!("user {user:?} has the well-known default password {password:?} on {listen}, which is not a loopback address; SIP scanners try it first"),
+                "set a long random password (e.g. `openssl rand -hex 16`), or listen on 127.0.0.1 for tests",
+            );
+            continue;
+        }
+        users.push(SipUser {
+            name: user.to_string(),
+            password: password.clone(),
+            context: table.context.map(|c| c.into_inner().trim().to_string()),
+        });
+    }
+    Some(SipSettings {
+        listen,
+        rtp,
+        external_ip,
+        realm,
+        context,
+        min_expires,
+        max_expires,
+        max_calls,
+        rtp_timeout,
+        users,
+    })
 }
 
 fn parse_listen(v: &str) -> Result<Option<SocketAddr>, (String, String)> {
@@ -188,7 +358,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT]"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -259,7 +429,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT])"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);
@@ -268,5 +438,51 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("switch.toml:2: `listen`: 0.0.0.0:5039 is not a loopback address"), "{e:?}");
         assert!(e[1].starts_with("switch.toml:4: `level`:"), "{e:?}");
+    }
+
+    #[test]
+    fn sip_settings_defaults_and_users() {
+        assert_eq!(parse("switch.toml", "").unwrap().sip, None, "SIP is off without [sip]");
+        let s = parse("switch.toml", "[sip]\n[sip.users.alice]\npassword = \"wonderland-42\"\n[sip.users.bob]\npassword = \"x9\"\ncontext = \"lab\"\n")
+            .unwrap()
+            .sip
+            .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(s.rtp, "0.0.0.0:16384".parse().unwrap());
+        assert_eq!(
+            (s.realm.as_str(), s.context.as_str(), s.min_expires, s.max_expires),
+            ("switch", "default", 60, 3600)
+        );
+        assert_eq!(s.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(s.users[1].context.as_deref(), Some("lab"));
+    }
+
+    #[test]
+    fn sip_refuses_default_passwords_on_public_listeners() {
+        let e = errs("[sip]\nlisten = \"0.0.0.0:5060\"\n[sip.users.1000]\npassword = \"1234\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("switch.toml:4: `password`: user \"1000\" has the well-known default password"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("openssl rand"), "{e:?}");
+        // On loopback (tests, a lab) it is allowed.
+        let s = parse("switch.toml", "[sip]\nlisten = \"127.0.0.1:5060\"\n[sip.users.1000]\npassword = \"1234\"\n")
+            .unwrap();
+        assert_eq!(s.sip.unwrap().users.len(), 1);
+    }
+
+    #[test]
+    fn sip_errors_have_lines() {
+        let e = errs("[sip]\nlisten = \"nowhere\"\n");
+        assert!(e[0].starts_with("switch.toml:2: `listen`: expected \"address:port\""), "{e:?}");
+        let e = errs("[sip]\nrtp = \"0.0.0.0:5060\"\n");
+        assert!(e[0].starts_with("switch.toml:2: `rtp`:"), "{e:?}");
+        let e = errs("[sip]\nmin_expires = 600\nmax_expires = 60\n");
+        assert!(e[0].starts_with("switch.toml:2: `min_expires`:"), "{e:?}");
+        let e = errs("[sip]\n[sip.users.alice]\npasword = \"x\"\n");
+        assert!(e[0].starts_with("switch.toml:3: `pasword`: unknown field"), "{e:?}");
+        let e = errs("[sip]\n[sip.users.\"a b\"]\npassword = \"secret-1\"\n");
+        assert!(e[0].starts_with("switch.toml:2: "), "{e:?}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::subclass::format;
 use crate::config::{CodecPrefs, CodecPriority};
 use crate::dialplan::App;
-use crate::media::{MediaStats, Music, Tone, G711};
+use crate::media::{MediaStats, G711};
 
 /// Q.850 cause codes the switch sends.
 pub mod cause {
@@ -153,43 +153,7 @@ pub fn negotiate(
     }
 }
 
-/// What produces our side's audio.
-pub enum Source {
-    /// Nothing of our own: echo sends back what arrives, a bridge forwards the other leg.
-    None,
-    Tone(Tone),
-    Music(Music),
-    Pattern {
-        tag: u16,
-        seq: u32,
-    },
-}
-
-impl Source {
-    pub fn for_app(app: &App, tag: u16) -> Source {
-        match app {
-            App::Tone { freq_hz } => Source::Tone(Tone::new(*freq_hz)),
-            App::Music => Source::Music(Music::default()),
-            App::Pattern => Source::Pattern { tag, seq: 0 },
-            App::Echo | App::Dial { .. } | App::Hangup { .. } => Source::None,
-        }
-    }
-
-    /// The next 20 ms frame, or `None` when this source generates nothing.
-    pub fn next_frame(&mut self, codec: G711) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(crate::media::FRAME_SAMPLES);
-        match self {
-            Source::None => return None,
-            Source::Tone(t) => t.next_frame(codec, &mut out),
-            Source::Music(m) => m.next_frame(codec, &mut out),
-            Source::Pattern { tag, seq } => {
-                crate::media::pattern_frame(*tag, *seq, codec, &mut out);
-                *seq += 1;
-            }
-        }
-        Some(out)
-    }
-}
+pub use crate::media::Source;
 
 pub struct Call {
     pub direction: Direction,

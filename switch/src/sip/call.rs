@@ -1,0 +1,151 @@
+//! One SIP call the switch answered: its dialog (RFC 3261 12) and its RTP
+//! media (RFC 3550) on the switch's one media socket.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use crate::dialplan::App;
+use crate::media::{MediaStats, Source, G711};
+use crate::rtp::{RtpPacket, RtpReceiverStats, RtpSender, TelephoneEvent};
+
+/// The dialog state a BYE of ours needs, and what identifies requests in it.
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our To tag, chosen when we answered.
+    pub local_tag: String,
+    /// The caller's From tag.
+    pub remote_tag: String,
+    /// The INVITE's To header without its tag: our side of the dialog.
+    pub local_uri: String,
+    /// The INVITE's From header without its tag: the caller's side.
+    pub remote_uri: String,
+    /// The caller's Contact: where in-dialog requests are addressed.
+    pub remote_target: String,
+    /// Where the INVITE came from; requests go back there (NAT).
+    pub signalling: SocketAddr,
+    /// The address we wrote in Contact and SDP.
+    pub local_ip: std::net::IpAddr,
+    pub local_cseq: u32,
+    pub remote_cseq: u32,
+}
+
+/// The call's media: one codec, an optional telephone-event type, and what we send.
+pub struct CallMedia {
+    pub codec: G711,
+    pub payload_type: u8,
+    pub dtmf_payload_type: Option<u8>,
+    /// Where the SDP offer said to send RTP.
+    pub offered: SocketAddr,
+    /// Where RTP actually comes from, once seen (symmetric RTP through NAT).
+    pub latched: Option<SocketAddr>,
+    pub echo: bool,
+    pub source: Source,
+    pub sender: RtpSender,
+    pub receiver: RtpReceiverStats,
+    pub pattern: MediaStats,
+    pub packets_sent: u64,
+    pub last_received: Instant,
+    /// Timestamp of the last telephone-event reported: its end packets repeat (RFC 4733 2.5.1.4).
+    last_dtmf: Option<u32>,
+}
+
+/// What one received RTP packet asks of the call.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MediaIn {
+    /// An RTP packet to send back (echo).
+    pub reply: Option<Vec<u8>>,
+    /// A telephone-event that ended.
+    pub digit: Option<char>,
+}
+
+/// What the SDP offer and our codecs agreed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub codec: G711,
+    pub payload_type: u8,
+    /// The offer's telephone-event payload type, if any.
+    pub dtmf: Option<u8>,
+    /// Where the offer asks for RTP.
+    pub remote: SocketAddr,
+}
+
+impl CallMedia {
+    /// Media for `app` (`tag` numbers its test pattern).
+    pub fn new(now: Instant, agreed: &Negotiated, app: &App, tag: u16, rng: &mut impl RngCore) -> Self {
+        CallMedia {
+            codec: agreed.codec,
+            payload_type: agreed.payload_type,
+            dtmf_payload_type: agreed.dtmf,
+            offered: agreed.remote,
+            latched: None,
+            echo: *app == App::Echo,
+            source: Source::for_app(app, tag),
+            sender: RtpSender::new(agreed.payload_type, rng),
+            receiver: RtpReceiverStats::new(crate::media::SAMPLE_RATE),
+            pattern: MediaStats::default(),
+            packets_sent: 0,
+            last_received: now,
+            last_dtmf: None,
+        }
+    }
+
+    /// Where our RTP goes: the latched source, else the offer's address.
+    pub fn destination(&self) -> SocketAddr {
+        self.latched.unwrap_or(self.offered)
+    }
+
+    /// Accounts a received packet; `since_epoch` is its arrival on the switch's clock.
+    pub fn on_rtp(&mut self, now: Instant, since_epoch: Duration, packet: &RtpPacket<'_>) -> MediaIn {
+        self.last_received = now;
+        self.receiver.on_packet(&packet.header, since_epoch);
+        let mut result = MediaIn::default();
+        if Some(packet.header.payload_type) == self.dtmf_payload_type {
+            if let Ok(event) = TelephoneEvent::parse(packet.payload) {
+                if event.end && self.last_dtmf != Some(packet.header.timestamp) {
+                    self.last_dtmf = Some(packet.header.timestamp);
+                    result.digit = event.digit();
+                }
+            }
+            return result;
+        }
+        if packet.header.payload_type != self.payload_type {
+            return result;
+        }
+        let media_ms = packet.header.timestamp / (crate::media::SAMPLE_RATE / 1000);
+        self.pattern.received(packet.payload, media_ms, since_epoch.as_micros() as i64);
+        if self.echo {
+            result.reply = Some(self.packet(packet.payload, packet.header.marker));
+        }
+        result
+    }
+
+    /// The next 20 ms of our own audio, as an RTP packet, if the application makes any.
+    pub fn tick(&mut self) -> Option<Vec<u8>> {
+        let frame = self.source.next_frame(self.codec)?;
+        Some(self.packet(&frame, false))
+    }
+
+    fn packet(&mut self, payload: &[u8], marker: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + payload.len());
+        self.sender.next(payload, payload.len() as u32, marker, &mut out);
+        self.packets_sent += 1;
+        out
+    }
+}
+
+/// A call the switch answered.
+pub struct SipCall {
+    pub id: u32,
+    pub dialog: Dialog,
+    pub media: CallMedia,
+    pub started: Instant,
+    /// The ACK for our 200 arrived.
+    pub confirmed: bool,
+    /// Key of the INVITE server transaction, while it lives.
+    pub invite: Option<String>,
+    /// Our 200's SDP, sent again for a re-INVITE.
+    pub local_sdp: Vec<u8>,
+}

@@ -1,0 +1,1092 @@
+//! The SIP endpoint: a registrar and a user agent server that answers calls
+//! into the dialplan, sans IO.
+//!
+//! Fed with `(now, datagram)` on the signalling socket and on the one media
+//! socket, and with timer expiries; polled for datagrams, events and its next
+//! deadline, exactly like the IAX2 [`Endpoint`](crate::iax2::endpoint::Endpoint).
+//!
+//! What a stranger can make it do is bounded: until a request carries valid
+//! digest credentials the switch answers it statelessly (a challenge no
+//! larger than a few hundred bytes, never retransmitted, so a spoofed source
+//! cannot be flooded), keeps nothing, and answers OPTIONS only to addresses
+//! with a registration. As FreeSWITCH's `internal` profile does, every
+//! REGISTER and INVITE is authenticated.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use rand_chacha::ChaCha20Rng;
+
+use super::call::{CallMedia, Dialog, Negotiated, SipCall};
+use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
+use super::header::{Contact, Method, NameAddr, Via};
+use super::message::{reason_phrase, Headers, Message, ParseError, Request, Response};
+use super::registrar::{ContactRequest, Refused, Registrar};
+use super::sdp::SessionDescription;
+use super::transaction::{
+    self, AckOutcome, InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, Timers,
+    TransactionEvent, Transport,
+};
+use super::uri::Uri;
+use crate::config::{SipSettings, SipUser};
+use crate::dialplan::{App, Dialplan};
+use crate::event::Event;
+use crate::media::G711;
+use crate::rtp::{self, RtpPacket};
+
+/// How long a nonce stays fresh; older ones get `stale=true`.
+const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+/// The 20 ms media clock.
+const FRAME: Duration = Duration::from_millis(20);
+/// Server transactions alive at once; beyond it new requests are dropped.
+const MAX_TRANSACTIONS: usize = 16_384;
+/// What we say we are.
+const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+
+/// Which of the two sockets a datagram belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipSocket {
+    Signalling,
+    Media,
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipTransmit {
+    pub socket: SipSocket,
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Traffic counters for `sip show stats`.
+#[derive(Clone, Debug, Default)]
+pub struct SipStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub challenges: u64,
+    pub dropped: BTreeMap<String, u64>,
+}
+
+enum ServerTxn {
+    Invite { txn: InviteServerTransaction, call: Option<u32> },
+    NonInvite(NonInviteServerTransaction),
+}
+
+struct Server {
+    txn: ServerTxn,
+    destination: SocketAddr,
+}
+
+struct Client {
+    txn: NonInviteClientTransaction,
+    destination: SocketAddr,
+}
+
+/// The outcome of checking a request's credentials.
+enum Auth {
+    Ok(SipUser),
+    /// Answered already (challenge or 403): nothing more to do.
+    Refused,
+}
+
+pub struct SipEndpoint {
+    settings: Arc<SipSettings>,
+    dialplan: Dialplan,
+    rng: ChaCha20Rng,
+    epoch: Instant,
+    timers: Timers,
+    nonces: NonceIssuer,
+    registrar: Registrar,
+    servers: BTreeMap<String, Server>,
+    clients: BTreeMap<String, Client>,
+    calls: BTreeMap<u32, SipCall>,
+    /// (Call-ID, our tag) -> call.
+    by_dialog: BTreeMap<(String, String), u32>,
+    /// Latched RTP source -> call.
+    by_media_source: BTreeMap<SocketAddr, u32>,
+    next_call: u32,
+    media_tick: Option<Instant>,
+    out: VecDeque<SipTransmit>,
+    events: VecDeque<Event>,
+    stats: SipStats,
+}
+
+impl SipEndpoint {
+    pub fn new(settings: Arc<SipSettings>, mut rng: ChaCha20Rng, now: Instant) -> Self {
+        let mut key = [0u8; 16];
+        rng.fill_bytes(&mut key);
+        SipEndpoint {
+            settings,
+            dialplan: Dialplan::default(),
+            rng,
+            epoch: now,
+            timers: Timers::default(),
+            nonces: NonceIssuer::new(key, NONCE_LIFETIME),
+            registrar: Registrar::default(),
+            servers: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            by_dialog: BTreeMap::new(),
+            by_media_source: BTreeMap::new(),
+            next_call: 1,
+            media_tick: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SipStats::default(),
+        }
+    }
+
+    /// Applies a reloaded `[sip]`: users removed lose their registrations;
+    /// calls in progress go on. The sockets are not rebound (restart for that).
+    pub fn reconfigure(&mut self, settings: Arc<SipSettings>) {
+        for user in self.registrar.retain_users(|u| settings.users.iter().any(|c| c.name == u)) {
+            self.events.push_back(Event::SipUnregistered { user, reason: "removed from configuration".into() });
+        }
+        self.settings = settings;
+    }
+
+    pub fn set_dialplan(&mut self, dialplan: Dialplan) {
+        self.dialplan = dialplan;
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn stats(&self) -> &SipStats {
+        &self.stats
+    }
+
+    /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let servers = self.servers.values().filter_map(|s| match &s.txn {
+            ServerTxn::Invite { txn, .. } => txn.poll_timeout(),
+            ServerTxn::NonInvite(txn) => txn.poll_timeout(),
+        });
+        let clients = self.clients.values().filter_map(|c| c.txn.poll_timeout());
+        servers.chain(clients).chain(self.media_tick).chain(self.registrar.next_expiry()).min()
+    }
+
+    /// A datagram on the signalling socket.
+    pub fn handle_signalling(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_in += 1;
+        match Message::parse(datagram) {
+            Ok(Message::Request(request)) => self.on_request(now, from, request),
+            Ok(Message::Response(response)) => self.on_response(now, response),
+            // CRLF keep-alives (RFC 5626 3.5.1 style) need no answer over UDP.
+            Err(ParseError::Keepalive) => {}
+            Err(e) => self.drop_datagram(from, format!("malformed SIP: {e}")),
+        }
+    }
+
+    /// A datagram on the media socket.
+    pub fn handle_media(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.rtp_in += 1;
+        if rtp::is_rtcp(datagram) {
+            // Reports are read for validity only; our figures come from the RTP itself.
+            if let Err(e) = rtp::parse_rtcp(datagram) {
+                self.drop_datagram(from, format!("malformed RTCP: {e}"));
+            }
+            return;
+        }
+        let packet = match RtpPacket::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => return self.drop_datagram(from, format!("malformed RTP: {e}")),
+        };
+        let Some(id) = self.media_call(from) else {
+            return self.drop_datagram(from, "RTP from no call's address".into());
+        };
+        let since = now.saturating_duration_since(self.epoch);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let result = call.media.on_rtp(now, since, &packet);
+        let destination = call.media.destination();
+        if let Some(digit) = result.digit {
+            self.events.push_back(Event::SipDtmf { call: id, digit: digit.to_string() });
+        }
+        if let Some(reply) = result.reply {
+            self.send(SipSocket::Media, destination, reply);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| {
+                match &s.txn {
+                    ServerTxn::Invite { txn, .. } => txn.poll_timeout(),
+                    ServerTxn::NonInvite(txn) => txn.poll_timeout(),
+                }
+                .is_some_and(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.server_timeout(now, &key);
+        }
+        let due: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.txn.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let Some(client) = self.clients.get_mut(&key) else { continue };
+            let destination = client.destination;
+            let resend = client.txn.handle_timeout(now);
+            let mut over = false;
+            while let Some(event) = client.txn.poll_event() {
+                over |= event == TransactionEvent::Terminated;
+            }
+            if over {
+                self.clients.remove(&key);
+            }
+            if let Some(bytes) = resend {
+                self.send(SipSocket::Signalling, destination, bytes);
+            }
+        }
+        if self.registrar.next_expiry().is_some_and(|t| t <= now) {
+            for user in self.registrar.expire(now) {
+                self.events.push_back(Event::SipUnregistered { user, reason: "expired".into() });
+            }
+        }
+        if self.media_tick.is_some_and(|t| t <= now) {
+            self.on_media_tick(now);
+        }
+    }
+
+    /// Hangs up every call with a BYE; returns how many.
+    pub fn hangup_all(&mut self, now: Instant) -> usize {
+        let ids: Vec<u32> = self.calls.keys().copied().collect();
+        for &id in &ids {
+            self.hang_up(now, id, "hangup all");
+        }
+        ids.len()
+    }
+
+    /// `sip show registrations`.
+    pub fn show_registrations(&self, now: Instant) -> String {
+        let mut out = format!("{:<16} {:<40} {:<24} {:>7}\n", "User", "Contact", "Source", "Expires");
+        let mut n = 0;
+        for (user, bindings) in self.registrar.iter() {
+            for b in bindings.iter().filter(|b| b.expires_at > now) {
+                n += 1;
+                let left = b.expires_at.saturating_duration_since(now).as_secs();
+                let _ = writeln!(out, "{user:<16} {:<40} {:<24} {left:>7}", b.contact, b.source.to_string());
+            }
+        }
+        let _ = writeln!(out, "{n} registration(s)");
+        out
+    }
+
+    /// `sip show channels`.
+    pub fn show_channels(&self, now: Instant) -> String {
+        let mut out = format!(
+            "{:>5} {:<16} {:<24} {:<6} {:>8} {:>8} {:>8}\n",
+            "Call", "Call-ID", "Media", "Codec", "Sent", "Recv", "Secs"
+        );
+        for call in self.calls.values() {
+            let id: String = call.dialog.call_id.chars().take(16).collect();
+            let _ = writeln!(
+                out,
+                "{:>5} {id:<16} {:<24} {:<6} {:>8} {:>8} {:>8}",
+                call.id,
+                call.media.destination().to_string(),
+                codec_name(call.media.codec),
+                call.media.packets_sent,
+                call.media.receiver.received(),
+                now.saturating_duration_since(call.started).as_secs()
+            );
+        }
+        let _ = writeln!(out, "{} active SIP call(s)", self.calls.len());
+        out
+    }
+
+    /// `sip show stats`.
+    pub fn show_stats(&self) -> String {
+        let s = &self.stats;
+        let mut out = format!(
+            "sip datagrams_in={} datagrams_out={} rtp_in={} rtp_out={} challenges={} transactions={} calls={}\n",
+            s.datagrams_in,
+            s.datagrams_out,
+            s.rtp_in,
+            s.rtp_out,
+            s.challenges,
+            self.servers.len() + self.clients.len(),
+            self.calls.len()
+        );
+        for (reason, n) in &s.dropped {
+            let _ = writeln!(out, "sip dropped {n:>8} {reason}");
+        }
+        out
+    }
+
+    // ---- requests ----
+
+    fn on_request(&mut self, now: Instant, from: SocketAddr, request: Request) {
+        if let Err(e) = request.validate_mandatory() {
+            // Without Via/From/To/Call-ID/CSeq there is nothing to answer to.
+            return self
+                .drop_datagram(from, format!("{} without what RFC 3261 8.1.1 requires: {e}", request.method.as_str()));
+        }
+        let Ok(via) = request.top_via() else {
+            return self.drop_datagram(from, "unreadable Via".into());
+        };
+        let key = transaction_key(
+            &request,
+            &via,
+            if request.method == Method::Ack || request.method == Method::Cancel {
+                Method::Invite
+            } else {
+                request.method.clone()
+            },
+        );
+        match request.method {
+            Method::Ack => return self.on_ack(now, &key, &request),
+            Method::Cancel => return self.on_cancel(from, &key, &request),
+            _ => {}
+        }
+        if let Some(server) = self.servers.get_mut(&key) {
+            let destination = server.destination;
+            let resend = match &mut server.txn {
+                ServerTxn::Invite { txn, .. } => txn.on_request_retransmission(now),
+                ServerTxn::NonInvite(txn) => txn.on_request_retransmission(now),
+            };
+            if let Some(bytes) = resend {
+                self.send(SipSocket::Signalling, destination, bytes);
+            }
+            return;
+        }
+        if request.to().ok().and_then(|t| t.tag().map(str::to_string)).is_some() {
+            return self.in_dialog(now, from, key, request);
+        }
+        match request.method {
+            Method::Register => self.on_register(now, from, key, &request),
+            Method::Invite => self.on_invite(now, from, key, &request),
+            Method::Options if self.registrar.is_registered_source(now, from) => {
+                let mut response = self.response(&request, from, 200);
+                response.headers.push("Allow", ALLOW);
+                response.headers.push("Accept", "application/sdp");
+                self.reply_stateless(from, &response);
+            }
+            // Scanners probe with OPTIONS first: strangers learn nothing.
+            Method::Options => self.drop_datagram(from, "OPTIONS from an address with no registration".into()),
+            _ if self.registrar.is_registered_source(now, from) => {
+                let mut response = self.response(&request, from, 405);
+                response.headers.push("Allow", ALLOW);
+                self.reply_stateless(from, &response);
+            }
+            _ => self.drop_datagram(from, format!("{} from an address with no registration", request.method.as_str())),
+        }
+    }
+
+    fn on_register(&mut self, now: Instant, from: SocketAddr, key: String, request: &Request) {
+        let Auth::Ok(user) = self.authenticate(now, from, request, false) else { return };
+        let to_user = request.to().ok().and_then(|t| t.uri.user_unescaped());
+        if to_user.as_deref() != Some(user.name.as_str()) {
+            return self.refuse_registration(now, from, key, request, &user.name, 403, "To names another user");
+        }
+        let (Ok(call_id), Ok(cseq)) = (request.call_id(), request.cseq()) else { return };
+        let contacts = match request.contact() {
+            Ok(c) => c,
+            Err(_) => return self.refuse_registration(now, from, key, request, &user.name, 400, "unreadable Contact"),
+        };
+        match contacts {
+            None => {}
+            Some(Contact::Star) => {
+                if request.expires() != Some(0) {
+                    return self.refuse_registration(
+                        now,
+                        from,
+                        key,
+                        request,
+                        &user.name,
+                        400,
+                        "Contact: * needs Expires: 0",
+                    );
+                }
+                if self.registrar.remove_all(&user.name) > 0 {
+                    self.events
+                        .push_back(Event::SipUnregistered { user: user.name.clone(), reason: "Contact: *".into() });
+                }
+            }
+            Some(Contact::Addrs(addrs)) => {
+                let mut wanted = Vec::new();
+                for addr in &addrs {
+                    let asked = addr.expires().or(request.expires()).unwrap_or(self.settings.max_expires);
+                    if asked > 0 && asked < self.settings.min_expires {
+                        let mut response = self.response(request, from, 423);
+                        response.headers.push("Min-Expires", self.settings.min_expires.to_string());
+                        self.events.push_back(Event::SipRegistrationRefused {
+                            user: user.name.clone(),
+                            addr: from,
+                            status: 423,
+                            reason: format!("asked {asked} s, below min_expires"),
+                        });
+                        return self.reply_in_transaction(now, from, key, &response);
+                    }
+                    wanted.push(ContactRequest {
+                        contact: addr.uri.to_string(),
+                        expires: asked.min(self.settings.max_expires),
+                    });
+                }
+                match self.registrar.update(now, &user.name, from, call_id, cseq.seq, &wanted) {
+                    Ok(()) => {
+                        for c in &wanted {
+                            self.events.push_back(Event::SipRegistered {
+                                user: user.name.clone(),
+                                contact: c.contact.clone(),
+                                addr: from,
+                                expires: c.expires,
+                            });
+                        }
+                    }
+                    Err(Refused::OutOfOrder) => {
+                        return self.refuse_registration(now, from, key, request, &user.name, 500, "out-of-order CSeq")
+                    }
+                    Err(Refused::TooMany) => {
+                        return self.refuse_registration(now, from, key, request, &user.name, 403, "too many contacts")
+                    }
+                }
+            }
+        }
+        let mut response = self.response(request, from, 200);
+        for b in self.registrar.bindings(now, &user.name) {
+            let left = b.expires_at.saturating_duration_since(now).as_secs();
+            response.headers.push("Contact", format!("<{}>;expires={left}", b.contact));
+        }
+        self.reply_in_transaction(now, from, key, &response);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_registration(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        key: String,
+        request: &Request,
+        user: &str,
+        status: u16,
+        reason: &str,
+    ) {
+        self.events.push_back(Event::SipRegistrationRefused {
+            user: user.to_string(),
+            addr: from,
+            status,
+            reason: reason.to_string(),
+        });
+        let response = self.response(request, from, status);
+        self.reply_in_transaction(now, from, key, &response);
+    }
+
+    fn on_invite(&mut self, now: Instant, from: SocketAddr, key: String, request: &Request) {
+        if request.max_forwards() == Some(0) {
+            let response = self.response(request, from, 483);
+            return self.reply_stateless(from, &response);
+        }
+        let Auth::Ok(user) = self.authenticate(now, from, request, true) else { return };
+        if self.calls.len() >= self.settings.max_calls || self.servers.len() >= MAX_TRANSACTIONS {
+            let mut response = self.response(request, from, 503);
+            response.headers.push("Retry-After", "5");
+            return self.reply_stateless(from, &response);
+        }
+        let id = self.next_call;
+        self.next_call = self.next_call.wrapping_add(1).max(1);
+        let exten = request.uri.user_unescaped().unwrap_or_else(|| "s".into());
+        let context = user.context.clone().unwrap_or_else(|| self.settings.context.clone());
+        let caller = request.from().map(|f| f.uri.user_unescaped().unwrap_or_default()).unwrap_or_default();
+        self.events.push_back(Event::SipCallStarted {
+            call: id,
+            user: user.name.clone(),
+            exten: exten.clone(),
+            context: context.clone(),
+            caller,
+        });
+
+        let txn = InviteServerTransaction::new(now, self.timers, Transport::Unreliable);
+        self.servers.insert(key.clone(), Server { txn: ServerTxn::Invite { txn, call: None }, destination: from });
+        let trying = self.response(request, from, 100);
+        self.respond(now, &key, &trying);
+
+        let app = self.dialplan.lookup(&context, &exten);
+        let refusal = match &app {
+            None => Some((404, format!("no extension {exten} in context {context}"))),
+            Some(App::Hangup { cause }) => Some((q850_to_sip(*cause), format!("hangup({cause})"))),
+            Some(App::Dial { target }) => Some((501, format!("dial({target}) from SIP is not supported"))),
+            Some(_) => None,
+        };
+        if let Some((status, reason)) = refusal {
+            return self.reject_invite(now, from, &key, request, id, &exten, status, &reason);
+        }
+        let Some(app) = app else { return };
+        let offer = match SessionDescription::parse(&request.body) {
+            Ok(sdp) if !request.body.is_empty() => sdp,
+            _ => return self.reject_invite(now, from, &key, request, id, &exten, 488, "no SDP offer"),
+        };
+        let Some(chosen) = negotiate(&offer) else {
+            return self.reject_invite(now, from, &key, request, id, &exten, 488, "no PCMU or PCMA in the offer");
+        };
+
+        let local_ip = self.advertised_ip(request, from);
+        let local_tag = transaction::new_tag(&mut self.rng);
+        let Ok(to) = request.to() else { return };
+        let Ok(caller) = request.from() else { return };
+        let remote_target = match request.contact() {
+            Ok(Some(Contact::Addrs(a))) if !a.is_empty() => a[0].uri.to_string(),
+            _ => caller.uri.to_string(),
+        };
+        let (Ok(call_id), Ok(cseq)) = (request.call_id(), request.cseq()) else { return };
+        let dialog = Dialog {
+            call_id: call_id.to_string(),
+            local_tag: local_tag.clone(),
+            remote_tag: caller.tag().unwrap_or_default().to_string(),
+            local_uri: without_tag(&to),
+            remote_uri: without_tag(&caller),
+            remote_target,
+            signalling: from,
+            local_ip,
+            local_cseq: self.rng.next_u32() & 0x7fff_ffff,
+            remote_cseq: cseq.seq,
+        };
+        let media = CallMedia::new(now, &chosen, &app, id as u16, &mut self.rng);
+        let local_sdp = self.answer_sdp(local_ip, &chosen);
+        let mut ok = self.response(request, from, 200);
+        set_to_tag(&mut ok, &local_tag);
+        ok.headers.push(
+            "Contact",
+            format!("<sip:{}@{}>", exten_for_uri(&exten), host_port(local_ip, self.settings.listen.port())),
+        );
+        ok.headers.push("Allow", ALLOW);
+        ok.headers.push("Content-Type", "application/sdp");
+        ok.body = local_sdp.clone();
+        self.respond(now, &key, &ok);
+        if let Some(Server { txn: ServerTxn::Invite { call, .. }, .. }) = self.servers.get_mut(&key) {
+            *call = Some(id);
+        }
+        self.by_dialog.insert((dialog.call_id.clone(), local_tag), id);
+        self.calls
+            .insert(id, SipCall { id, dialog, media, started: now, confirmed: false, invite: Some(key), local_sdp });
+        self.events.push_back(Event::SipCallAnswered { call: id, codec: codec_name(chosen.codec).into() });
+        self.media_tick.get_or_insert(now + FRAME);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reject_invite(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        key: &str,
+        request: &Request,
+        id: u32,
+        exten: &str,
+        status: u16,
+        reason: &str,
+    ) {
+        self.events.push_back(Event::SipCallRejected {
+            call: id,
+            exten: exten.to_string(),
+            status,
+            reason: reason.to_string(),
+        });
+        let mut response = self.response(request, from, status);
+        let tag = transaction::new_tag(&mut self.rng);
+        set_to_tag(&mut response, &tag);
+        self.respond(now, key, &response);
+    }
+
+    fn on_ack(&mut self, now: Instant, key: &str, request: &Request) {
+        // The ACK of a non-2xx shares the INVITE's branch; the ACK of our 2xx
+        // is a new transaction inside the dialog (RFC 3261 17.1.1.3, 13.2.2.4).
+        if let Some(Server { txn: ServerTxn::Invite { txn, .. }, .. }) = self.servers.get_mut(key) {
+            if txn.on_ack(now) != AckOutcome::Unexpected {
+                return;
+            }
+        }
+        let Some(id) = self.dialog_of(request) else { return };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.confirmed = true;
+        if let Some(invite) = call.invite.clone() {
+            if let Some(Server { txn: ServerTxn::Invite { txn, .. }, .. }) = self.servers.get_mut(&invite) {
+                txn.on_ack(now);
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, from: SocketAddr, invite_key: &str, request: &Request) {
+        let status = if self.servers.contains_key(invite_key) { 200 } else { 481 };
+        let response = self.response(request, from, status);
+        self.reply_stateless(from, &response);
+        // Every INVITE is answered at once, so there is no pending INVITE left
+        // to end with 487: the CANCEL is late and the caller will BYE (RFC 3261 9.2).
+    }
+
+    fn in_dialog(&mut self, now: Instant, from: SocketAddr, key: String, request: Request) {
+        let Some(id) = self.dialog_of(&request) else {
+            let response = self.response(&request, from, 481);
+            return self.reply_stateless(from, &response);
+        };
+        let cseq = request.cseq().map(|c| c.seq).unwrap_or(0);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if cseq <= call.dialog.remote_cseq && request.method != Method::Invite {
+            let response = self.response(&request, from, 500);
+            return self.reply_stateless(from, &response);
+        }
+        call.dialog.remote_cseq = call.dialog.remote_cseq.max(cseq);
+        match request.method {
+            Method::Bye => {
+                let response = self.response(&request, from, 200);
+                self.reply_in_transaction(now, from, key, &response);
+                self.end_call(now, id, "remote BYE");
+            }
+            Method::Invite => {
+                // A re-INVITE (session refresh, hold): keep our answer.
+                if let Ok(offer) = SessionDescription::parse(&request.body) {
+                    if let Some(chosen) = negotiate(&offer) {
+                        call.media.offered = chosen.remote;
+                    }
+                }
+                let mut ok = self.response(&request, from, 200);
+                if let Some(call) = self.calls.get(&id) {
+                    ok.headers.push("Content-Type", "application/sdp");
+                    ok.body = call.local_sdp.clone();
+                }
+                let txn = InviteServerTransaction::new(now, self.timers, Transport::Unreliable);
+                self.servers
+                    .insert(key.clone(), Server { txn: ServerTxn::Invite { txn, call: None }, destination: from });
+                self.respond(now, &key, &ok);
+            }
+            Method::Info | Method::Options => {
+                let response = self.response(&request, from, 200);
+                self.reply_in_transaction(now, from, key, &response);
+            }
+            _ => {
+                let mut response = self.response(&request, from, 501);
+                response.headers.push("Allow", ALLOW);
+                self.reply_in_transaction(now, from, key, &response);
+            }
+        }
+    }
+
+    // ---- responses (to our BYEs) ----
+
+    fn on_response(&mut self, now: Instant, response: Response) {
+        let Some(branch) = response.top_via().ok().and_then(|v| v.branch().map(str::to_string)) else { return };
+        let Some(client) = self.clients.get_mut(&branch) else { return };
+        client.txn.on_response(now, response.status);
+        while let Some(event) = client.txn.poll_event() {
+            if event == TransactionEvent::Terminated {
+                self.clients.remove(&branch);
+                break;
+            }
+        }
+    }
+
+    // ---- authentication ----
+
+    /// Checks digest credentials; when they are missing, stale or wrong it
+    /// answers statelessly and returns [`Auth::Refused`].
+    fn authenticate(&mut self, now: Instant, from: SocketAddr, request: &Request, proxy: bool) -> Auth {
+        let (header, challenge_header, challenge_status) = if proxy {
+            ("Proxy-Authorization", "Proxy-Authenticate", 407)
+        } else {
+            ("Authorization", "WWW-Authenticate", 401)
+        };
+        let since = now.saturating_duration_since(self.epoch);
+        let method = request.method.as_str().to_string();
+        let credentials = request
+            .headers
+            .get_all(header)
+            .filter_map(|v| Authorization::parse(v).ok())
+            .find(|a| a.realm == self.settings.realm);
+        let mut stale = false;
+        if let Some(auth) = credentials {
+            match self.nonces.check(&auth.nonce, since) {
+                NonceCheck::Valid => {
+                    let user = self.settings.users.iter().find(|u| u.name == auth.username).cloned();
+                    // Unknown users and wrong passwords get the same 403, so
+                    // scanners (svwar) cannot tell which names exist.
+                    return match user {
+                        Some(user) if auth.verify(&method, &user.password) => Auth::Ok(user),
+                        _ => {
+                            self.events.push_back(Event::SipAuthFailed {
+                                method,
+                                user: auth.username,
+                                addr: from,
+                                status: 403,
+                            });
+                            let response = self.response(request, from, 403);
+                            self.reply_stateless(from, &response);
+                            Auth::Refused
+                        }
+                    };
+                }
+                NonceCheck::Stale => stale = true,
+                NonceCheck::Invalid => {}
+            }
+        }
+        let nonce = self.nonces.issue(since, &mut self.rng);
+        let challenge = Challenge::new(&self.settings.realm, nonce, stale);
+        let mut response = self.response(request, from, challenge_status);
+        response.headers.push(challenge_header, challenge.to_string());
+        self.stats.challenges += 1;
+        let user = request.from().ok().and_then(|f| f.uri.user_unescaped()).unwrap_or_default();
+        self.events.push_back(Event::SipAuthFailed { method, user, addr: from, status: challenge_status });
+        self.reply_stateless(from, &response);
+        Auth::Refused
+    }
+
+    // ---- calls ----
+
+    fn dialog_of(&self, request: &Request) -> Option<u32> {
+        let call_id = request.call_id().ok()?;
+        let to = request.to().ok()?;
+        self.by_dialog.get(&(call_id.to_string(), to.tag()?.to_string())).copied()
+    }
+
+    /// The call an RTP packet from `from` belongs to, latching it on the first one.
+    fn media_call(&mut self, from: SocketAddr) -> Option<u32> {
+        if let Some(id) = self.by_media_source.get(&from) {
+            return Some(*id);
+        }
+        let id = self
+            .calls
+            .values()
+            .filter(|c| c.media.latched.is_none())
+            .find(|c| c.media.offered == from)
+            .or_else(|| {
+                self.calls
+                    .values()
+                    .filter(|c| c.media.latched.is_none())
+                    .find(|c| c.media.offered.ip() == from.ip() || c.dialog.signalling.ip() == from.ip())
+            })?
+            .id;
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.media.latched = Some(from);
+        }
+        self.by_media_source.insert(from, id);
+        Some(id)
+    }
+
+    fn on_media_tick(&mut self, now: Instant) {
+        let timeout = Duration::from_secs(u64::from(self.settings.rtp_timeout));
+        let mut silent = Vec::new();
+        let mut packets = Vec::new();
+        for call in self.calls.values_mut() {
+            if !timeout.is_zero() && now.saturating_duration_since(call.media.last_received) >= timeout {
+                silent.push(call.id);
+                continue;
+            }
+            if let Some(packet) = call.media.tick() {
+                packets.push((call.media.destination(), packet));
+            }
+        }
+        for (destination, packet) in packets {
+            self.send(SipSocket::Media, destination, packet);
+        }
+        for id in silent {
+            self.hang_up(now, id, "RTP timeout");
+        }
+        self.media_tick = if self.calls.is_empty() {
+            None
+        } else {
+            // Keep the 20 ms grid; after a stall, skip ahead rather than burst.
+            let next = self.media_tick.unwrap_or(now) + FRAME;
+            Some(if next <= now { now + FRAME } else { next })
+        };
+    }
+
+    /// Ends a call from our side: a BYE in its own client transaction.
+    fn hang_up(&mut self, now: Instant, id: u32, cause: &str) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.dialog.local_cseq = call.dialog.local_cseq.wrapping_add(1);
+        let d = call.dialog.clone();
+        let branch = transaction::new_branch(&mut self.rng);
+        let target = Uri::parse(&d.remote_target).unwrap_or_else(|_| Uri::sip(None, d.signalling.ip().to_string()));
+        let mut headers = Headers::default();
+        headers.push(
+            "Via",
+            format!("SIP/2.0/UDP {};branch={branch};rport", host_port(d.local_ip, self.settings.listen.port())),
+        );
+        headers.push("Max-Forwards", "70");
+        headers.push("From", format!("{};tag={}", d.local_uri, d.local_tag));
+        headers.push("To", format!("{};tag={}", d.remote_uri, d.remote_tag));
+        headers.push("Call-ID", &d.call_id);
+        headers.push("CSeq", format!("{} BYE", d.local_cseq));
+        headers.push("User-Agent", USER_AGENT);
+        let bye = Request { method: Method::Bye, uri: target, headers, body: Vec::new() };
+        let mut txn = NonInviteClientTransaction::new(now, self.timers, Transport::Unreliable, bye.encode());
+        if let Some(bytes) = txn.poll_transmit() {
+            self.send(SipSocket::Signalling, d.signalling, bytes);
+        }
+        self.clients.insert(branch, Client { txn, destination: d.signalling });
+        self.end_call(now, id, cause);
+    }
+
+    fn end_call(&mut self, now: Instant, id: u32, cause: &str) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        self.by_dialog.remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
+        if let Some(source) = call.media.latched {
+            self.by_media_source.remove(&source);
+        }
+        let m = &call.media;
+        self.events.push_back(Event::SipCallEnded {
+            call: id,
+            cause: cause.to_string(),
+            duration_ms: now.saturating_duration_since(call.started).as_millis() as u64,
+            packets_sent: m.packets_sent,
+            packets_received: m.receiver.received(),
+            lost: m.receiver.lost(),
+            duplicated: m.receiver.duplicates(),
+            jitter_ms: m.receiver.jitter_duration().as_millis() as u64,
+            pattern_lost: m.pattern.lost,
+        });
+        if self.calls.is_empty() {
+            self.media_tick = None;
+        }
+    }
+
+    // ---- transactions and sending ----
+
+    fn server_timeout(&mut self, now: Instant, key: &str) {
+        let Some(server) = self.servers.get_mut(key) else { return };
+        let destination = server.destination;
+        let (resend, events, call) = match &mut server.txn {
+            ServerTxn::Invite { txn, call } => {
+                let resend = txn.handle_timeout(now);
+                (resend, std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), *call)
+            }
+            ServerTxn::NonInvite(txn) => {
+                let resend = txn.handle_timeout(now);
+                (resend, std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), None)
+            }
+        };
+        if let Some(bytes) = resend {
+            self.send(SipSocket::Signalling, destination, bytes);
+        }
+        for event in events {
+            match event {
+                TransactionEvent::NoAckFor2xx => {
+                    if let Some(id) = call {
+                        self.hang_up(now, id, "no ACK for 200 OK");
+                    }
+                }
+                TransactionEvent::Terminated => {
+                    self.servers.remove(key);
+                    if let Some(c) = call.and_then(|id| self.calls.get_mut(&id)) {
+                        c.invite = None;
+                    }
+                }
+                TransactionEvent::TimedOut | TransactionEvent::TransportError => {}
+            }
+        }
+    }
+
+    /// Sends a response through the server transaction `key`.
+    fn respond(&mut self, now: Instant, key: &str, response: &Response) {
+        let Some(server) = self.servers.get_mut(key) else { return };
+        let destination = server.destination;
+        let bytes = response.encode();
+        let sent = match &mut server.txn {
+            ServerTxn::Invite { txn, .. } => txn.respond(now, response.status, bytes),
+            ServerTxn::NonInvite(txn) => txn.respond(now, response.status, bytes),
+        };
+        if let Some(bytes) = sent {
+            self.send(SipSocket::Signalling, destination, bytes);
+        }
+    }
+
+    /// Answers an authenticated non-INVITE request in a new server
+    /// transaction, so its retransmissions get the same answer.
+    fn reply_in_transaction(&mut self, now: Instant, from: SocketAddr, key: String, response: &Response) {
+        if self.servers.len() >= MAX_TRANSACTIONS {
+            return self.reply_stateless(from, response);
+        }
+        let txn = NonInviteServerTransaction::new(now, self.timers, Transport::Unreliable);
+        self.servers.insert(key.clone(), Server { txn: ServerTxn::NonInvite(txn), destination: from });
+        self.respond(now, &key, response);
+    }
+
+    fn reply_stateless(&mut self, to: SocketAddr, response: &Response) {
+        self.send(SipSocket::Signalling, to, response.encode());
+    }
+
+    /// A response to `request`, back to where it came from (RFC 3581 rport,
+    /// RFC 3261 18.2.2 received), with our User-Agent.
+    fn response(&self, request: &Request, from: SocketAddr, status: u16) -> Response {
+        let mut response = Response::to_request(request, status, reason_phrase(status));
+        if let Ok(mut vias) = request.vias() {
+            if let Some(top) = vias.first_mut() {
+                if top.host.trim_matches(|c| c == '[' || c == ']') != from.ip().to_string() {
+                    top.params.set("received", Some(from.ip().to_string()));
+                }
+                if top.rport().is_some() {
+                    top.params.set("rport", Some(from.port().to_string()));
+                }
+                response.headers.remove("Via");
+                for via in &vias {
+                    response.headers.push("Via", via.to_string());
+                }
+            }
+        }
+        response.headers.push("Server", USER_AGENT);
+        response
+    }
+
+    fn send(&mut self, socket: SipSocket, destination: SocketAddr, payload: Vec<u8>) {
+        match socket {
+            SipSocket::Signalling => self.stats.datagrams_out += 1,
+            SipSocket::Media => self.stats.rtp_out += 1,
+        }
+        self.out.push_back(SipTransmit { socket, destination, payload });
+    }
+
+    fn drop_datagram(&mut self, from: SocketAddr, reason: String) {
+        let key: String = reason.split(':').next().unwrap_or(&reason).to_string();
+        *self.stats.dropped.entry(key).or_default() += 1;
+        tracing::debug!(%from, "dropped SIP datagram: {reason}");
+        self.events.push_back(Event::DatagramDropped { from, reason });
+    }
+
+    // ---- SDP ----
+
+    /// The address written into Contact and SDP: `external_ip`, else a bound
+    /// address, else the one the caller used to reach us.
+    fn advertised_ip(&self, request: &Request, from: SocketAddr) -> IpAddr {
+        if let Some(ip) = self.settings.external_ip {
+            return ip;
+        }
+        for ip in [self.settings.rtp.ip(), self.settings.listen.ip()] {
+            if !ip.is_unspecified() {
+                return ip;
+            }
+        }
+        let host = request.uri.host.trim_matches(|c| c == '[' || c == ']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) if ip.is_ipv4() == from.is_ipv4() => ip,
+            _ if from.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            _ => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        }
+    }
+
+    fn answer_sdp(&mut self, ip: IpAddr, chosen: &Negotiated) -> Vec<u8> {
+        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let session = self.rng.next_u32();
+        let mut formats = chosen.payload_type.to_string();
+        let mut attributes = format!("a=rtpmap:{} {}/8000\r\n", chosen.payload_type, codec_name(chosen.codec));
+        if let Some(pt) = chosen.dtmf {
+            let _ = write!(formats, " {pt}");
+            let _ = write!(attributes, "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-16\r\n");
+        }
+        format!(
+            "v=0\r\no=switch {session} 1 IN {family} {ip}\r\ns=switch\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP {formats}\r\n{attributes}a=ptime:20\r\na=sendrecv\r\n",
+            self.settings.rtp.port()
+        )
+        .into_bytes()
+    }
+}
+
+/// The first audio stream with a port, its first PCMU/PCMA format (the
+/// offerer's preference order) and its telephone-event type.
+fn negotiate(offer: &SessionDescription) -> Option<Negotiated> {
+    let media = offer.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+    let ip = media.address(offer)?;
+    let mut codec = None;
+    let mut dtmf = None;
+    for pt in media.payload_types() {
+        let encoding =
+            media.rtpmaps.iter().find(|r| r.pt == pt).map(|r| r.encoding.to_ascii_uppercase()).or_else(|| match pt {
+                0 => Some("PCMU".into()),
+                8 => Some("PCMA".into()),
+                _ => None,
+            });
+        match encoding.as_deref() {
+            Some("PCMU") if codec.is_none() => codec = Some((G711::Ulaw, pt)),
+            Some("PCMA") if codec.is_none() => codec = Some((G711::Alaw, pt)),
+            Some("TELEPHONE-EVENT") if dtmf.is_none() => dtmf = Some(pt),
+            _ => {}
+        }
+    }
+    let (codec, payload_type) = codec?;
+    Some(Negotiated { codec, payload_type, dtmf, remote: SocketAddr::new(ip, media.port) })
+}
+
+fn codec_name(codec: G711) -> &'static str {
+    match codec {
+        G711::Ulaw => "PCMU",
+        G711::Alaw => "PCMA",
+    }
+}
+
+/// Q.850 cause to SIP status, after RFC 3398 section 7.2.4.1.
+fn q850_to_sip(cause: u8) -> u16 {
+    match cause {
+        1 | 3 => 404,
+        17 => 486,
+        18 | 19 => 480,
+        21 => 403,
+        22 => 410,
+        27 => 502,
+        28 => 484,
+        29 => 501,
+        31 => 480,
+        34 | 38 | 41 | 42 | 47 => 503,
+        55 | 57 => 403,
+        58 | 65 | 79 => 488,
+        88 => 488,
+        102 => 504,
+        _ => 500,
+    }
+}
+
+/// Transaction key (RFC 3261 17.2.3): branch, sent-by and method for RFC 3261
+/// peers; for RFC 2543 ones, what identifies the request without a magic branch.
+fn transaction_key(request: &Request, via: &Via, method: Method) -> String {
+    match via.branch().filter(|b| transaction::is_rfc3261_branch(b)) {
+        Some(branch) => format!("{branch}|{}|{}", via.sent_by(), method.as_str()),
+        None => format!(
+            "2543|{}|{}|{}|{}",
+            request.call_id().unwrap_or_default(),
+            request.cseq().map(|c| c.seq).unwrap_or(0),
+            request.from().ok().and_then(|f| f.tag().map(str::to_string)).unwrap_or_default(),
+            method.as_str()
+        ),
+    }
+}
+
+fn set_to_tag(response: &mut Response, tag: &str) {
+    if let Some(to) = response.headers.get("To").map(str::to_string) {
+        if let Ok(mut to) = NameAddr::parse(&to) {
+            if to.tag().is_none() {
+                to.params.set("tag", Some(tag.to_string()));
+                response.headers.set("To", to.to_string());
+            }
+        }
+    }
+}
+
+fn without_tag(addr: &NameAddr) -> String {
+    let mut addr = addr.clone();
+    addr.params.remove("tag");
+    addr.to_string()
+}
+
+fn host_port(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// An extension as a URI user part: only characters that need no escaping.
+fn exten_for_uri(exten: &str) -> String {
+    exten.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.!~*+".contains(*c)).collect()
+}

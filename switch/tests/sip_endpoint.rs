@@ -1,0 +1,277 @@
+//! The SIP endpoint, sans IO: a scripted phone registers with digest
+//! authentication, calls the echo extension, sends RTP and hangs up; and the
+//! ways strangers are kept out (challenges, identical 403s, silence to OPTIONS).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use switch::config::{SipSettings, SipUser};
+use switch::dialplan::{App, Dialplan};
+use switch::event::Event;
+use switch::rtp::{write_rtp, RtpHeader, RtpPacket};
+use switch::sip::digest::{Authorization, Challenge};
+use switch::sip::endpoint::{SipEndpoint, SipSocket, SipTransmit};
+use switch::sip::message::{Message, Response};
+
+const PHONE: &str = "192.0.2.10:5060";
+const PHONE_RTP: &str = "192.0.2.10:40000";
+
+fn settings() -> SipSettings {
+    SipSettings {
+        listen: "192.0.2.1:5060".parse().unwrap(),
+        rtp: "192.0.2.1:16384".parse().unwrap(),
+        external_ip: None,
+        realm: "switch".into(),
+        context: "default".into(),
+        min_expires: 60,
+        max_expires: 3600,
+        max_calls: 2,
+        rtp_timeout: 10,
+        users: vec![SipUser { name: "alice".into(), password: "wonderland".into(), context: None }],
+    }
+}
+
+struct Bench {
+    sip: SipEndpoint,
+    now: Instant,
+    phone: SocketAddr,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let now = Instant::now();
+        let mut sip = SipEndpoint::new(Arc::new(settings()), ChaCha20Rng::seed_from_u64(7), now);
+        let mut plan = Dialplan::default();
+        plan.add("default", "9196", App::Echo);
+        plan.add("default", "9664", App::Music);
+        plan.add("default", "17", App::Hangup { cause: 17 });
+        sip.set_dialplan(plan);
+        Bench { sip, now, phone: PHONE.parse().unwrap() }
+    }
+
+    fn send(&mut self, text: &str) -> Vec<SipTransmit> {
+        let from = self.phone;
+        // Written with \n for readability; the wire wants CRLF.
+        let wire = if text.contains("\r\n") { text.to_string() } else { text.replace('\n', "\r\n") };
+        self.sip.handle_signalling(self.now, from, wire.as_bytes());
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<SipTransmit> {
+        std::iter::from_fn(|| self.sip.poll_transmit()).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.sip.poll_event()).collect()
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<SipTransmit> {
+        let until = self.now + by;
+        let mut out = Vec::new();
+        while let Some(t) = self.sip.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            self.sip.handle_timeout(self.now);
+            out.extend(self.drain());
+        }
+        self.now = until;
+        out
+    }
+}
+
+fn responses(out: &[SipTransmit]) -> Vec<Response> {
+    out.iter()
+        .filter(|t| t.socket == SipSocket::Signalling)
+        .map(|t| match Message::parse(&t.payload).unwrap() {
+            Message::Response(r) => r,
+            Message::Request(r) => panic!("expected a response, got {:?}", r.method),
+        })
+        .collect()
+}
+
+fn register(branch: &str, cseq: u32, auth: Option<&str>) -> String {
+    format!(
+        "REGISTER sip:192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK{branch};rport\n\
+         Max-Forwards: 70\nFrom: <sip:alice@192.0.2.1>;tag=a1\nTo: <sip:alice@192.0.2.1>\nCall-ID: reg-1@phone\n\
+         CSeq: {cseq} REGISTER\nContact: <sip:alice@192.0.2.10:5060>\nExpires: 120\n{}Content-Length: 0\n\n",
+        auth.map(|a| format!("Authorization: {a}\n")).unwrap_or_default()
+    )
+}
+
+fn invite(exten: &str, branch: &str, cseq: u32, auth: Option<&str>) -> String {
+    let sdp = "v=0\no=- 1 1 IN IP4 192.0.2.10\ns=-\nc=IN IP4 192.0.2.10\nt=0 0\nm=audio 40000 RTP/AVP 8 0 101\n\
+               a=rtpmap:8 PCMA/8000\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n"
+        .replace('\n', "\r\n");
+    let head = format!(
+        "INVITE sip:{exten}@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK{branch}\n\
+         Max-Forwards: 70\nFrom: \"Alice\" <sip:alice@192.0.2.1>;tag=c1\nTo: <sip:{exten}@192.0.2.1>\n\
+         Call-ID: call-{branch}@phone\nCSeq: {cseq} INVITE\nContact: <sip:alice@192.0.2.10:5060>\n{}\
+         Content-Type: application/sdp\nContent-Length: {}\n\n",
+        auth.map(|a| format!("Proxy-Authorization: {a}\n")).unwrap_or_default(),
+        sdp.len()
+    );
+    head.replace('\n', "\r\n") + &sdp
+}
+
+fn answer(challenge: &str, method: &str, uri: &str, password: &str) -> String {
+    let challenge = Challenge::parse(challenge).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    Authorization::answer(&challenge, ("alice", password), method, uri, 1, &mut rng).unwrap().to_string()
+}
+
+#[test]
+fn a_phone_registers_calls_echo_and_hangs_up() {
+    let mut b = Bench::new();
+
+    // REGISTER is challenged statelessly, then accepted.
+    let out = responses(&b.send(&register("r1", 1, None)));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, 401);
+    let challenge = out[0].headers.get("WWW-Authenticate").unwrap().to_string();
+    assert!(out[0].top_via().unwrap().rport() == Some(Some(5060)), "rport filled in (RFC 3581)");
+    let auth = answer(&challenge, "REGISTER", "sip:192.0.2.1", "wonderland");
+    let out = responses(&b.send(&register("r2", 2, Some(&auth))));
+    assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+    assert_eq!(out[0].headers.get("Contact"), Some("<sip:alice@192.0.2.10:5060>;expires=120"));
+    assert!(b.events().iter().any(|e| matches!(e, Event::SipRegistered { user, expires: 120, .. } if user == "alice")));
+    // A retransmission of the accepted REGISTER gets the same answer from its transaction.
+    let again = responses(&b.send(&register("r2", 2, Some(&auth))));
+    assert_eq!(again[0].encode(), out[0].encode());
+
+    // INVITE: 407, then 100 and 200 with an SDP answer choosing the caller's first codec.
+    let out = responses(&b.send(&invite("9196", "i1", 1, None)));
+    assert_eq!(out[0].status, 407);
+    let challenge = out[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+    let auth = answer(&challenge, "INVITE", "sip:9196@192.0.2.1", "wonderland");
+    let out = responses(&b.send(&invite("9196", "i2", 2, Some(&auth))));
+    assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 200]);
+    let ok = &out[1];
+    let to_tag = ok.to().unwrap().tag().unwrap().to_string();
+    let sdp = String::from_utf8(ok.body.clone()).unwrap();
+    assert!(sdp.contains("m=audio 16384 RTP/AVP 8 101\r\n"), "{sdp}");
+    assert!(sdp.contains("c=IN IP4 192.0.2.1\r\n"), "{sdp}");
+    let events = b.events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::SipCallAnswered { call: 1, codec } if codec == "PCMA")),
+        "{events:?}"
+    );
+
+    // Without an ACK the 200 is retransmitted at T1, 2*T1 ...
+    let re = responses(&b.advance(Duration::from_millis(600)));
+    assert_eq!(re.iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+    let ack = format!(
+        "ACK sip:9196@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKack1\nMax-Forwards: 70\n\
+         From: \"Alice\" <sip:alice@192.0.2.1>;tag=c1\nTo: <sip:9196@192.0.2.1>;tag={to_tag}\nCall-ID: call-i2@phone\n\
+         CSeq: 2 ACK\nContent-Length: 0\n\n"
+    );
+    assert!(b.send(&ack).is_empty(), "ACK is never answered");
+    assert!(responses(&b.advance(Duration::from_secs(2))).is_empty(), "no 200 after the ACK");
+
+    // RTP from the phone is echoed back to where it came from.
+    let rtp_from: SocketAddr = PHONE_RTP.parse().unwrap();
+    for seq in 0..5u16 {
+        let mut packet = Vec::new();
+        write_rtp(&RtpHeader::new(8, 1000 + seq, 160 * u32::from(seq), 0xfeed), &[0xd5; 160], &mut packet);
+        b.sip.handle_media(b.now, rtp_from, &packet);
+    }
+    let echoed = b.drain();
+    assert_eq!(echoed.len(), 5);
+    for t in &echoed {
+        assert_eq!((t.socket, t.destination), (SipSocket::Media, rtp_from));
+        let p = RtpPacket::parse(&t.payload).unwrap();
+        assert_eq!((p.header.payload_type, p.payload.len()), (8, 160));
+        assert_ne!(p.header.ssrc, 0xfeed, "our own SSRC");
+    }
+
+    // BYE from the phone: 200 and the call's figures.
+    let bye = format!(
+        "BYE sip:9196@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbye1\nMax-Forwards: 70\n\
+         From: \"Alice\" <sip:alice@192.0.2.1>;tag=c1\nTo: <sip:9196@192.0.2.1>;tag={to_tag}\nCall-ID: call-i2@phone\n\
+         CSeq: 3 BYE\nContent-Length: 0\n\n"
+    );
+    assert_eq!(responses(&b.send(&bye)).iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+    let ended = b.events().into_iter().find_map(|e| match e {
+        Event::SipCallEnded { call, cause, packets_received, packets_sent, lost, .. } => {
+            Some((call, cause, packets_received, packets_sent, lost))
+        }
+        _ => None,
+    });
+    assert_eq!(ended, Some((1, "remote BYE".to_string(), 5, 5, 0)));
+    // A BYE for a dialog that is gone: 481.
+    assert_eq!(responses(&b.send(&bye.replace("bye1", "bye2").replace("3 BYE", "4 BYE")))[0].status, 481);
+}
+
+#[test]
+fn strangers_get_challenges_and_identical_refusals_but_no_state() {
+    let mut b = Bench::new();
+    // OPTIONS from an address with no registration: silence (svmap finds nothing).
+    let options = "OPTIONS sip:100@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKo1\n\
+                   Max-Forwards: 70\nFrom: <sip:scan@x>;tag=s\nTo: <sip:100@192.0.2.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\n\
+                   Content-Length: 0\n\n";
+    assert!(b.send(options).is_empty());
+
+    // Wrong password and unknown user look the same (svwar cannot enumerate).
+    let challenge =
+        responses(&b.send(&register("s1", 1, None)))[0].headers.get("WWW-Authenticate").unwrap().to_string();
+    let wrong = answer(&challenge, "REGISTER", "sip:192.0.2.1", "guess");
+    let unknown = answer(&challenge, "REGISTER", "sip:192.0.2.1", "guess").replace("\"alice\"", "\"bob\"");
+    let a = responses(&b.send(&register("s2", 2, Some(&wrong))));
+    let c = responses(&b.send(&register("s3", 3, Some(&unknown))));
+    assert_eq!((a[0].status, c[0].status), (403, 403));
+    assert_eq!(a[0].headers.iter().count(), c[0].headers.iter().count());
+    assert!(b.sip.poll_timeout().is_none(), "nothing was kept: no transaction, no timer");
+
+    // An INVITE with a bad password gets no call, and unparseable bytes are dropped and counted.
+    let challenge =
+        responses(&b.send(&invite("9196", "x1", 1, None)))[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+    let wrong = answer(&challenge, "INVITE", "sip:9196@192.0.2.1", "guess");
+    assert_eq!(responses(&b.send(&invite("9196", "x2", 2, Some(&wrong))))[0].status, 403);
+    assert!(b.send("INVITE sip:x SIP/2.0\nVia: nonsense\n\n").is_empty());
+    assert!(b.sip.stats().dropped.values().sum::<u64>() >= 2, "{:?}", b.sip.stats().dropped);
+    assert!(b.sip.poll_timeout().is_none());
+}
+
+#[test]
+fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
+    let mut b = Bench::new();
+    let call = |b: &mut Bench, exten: &str, n: u32| {
+        let branch = format!("{exten}n{n}");
+        let challenge = responses(&b.send(&invite(exten, &branch, 1, None)))[0]
+            .headers
+            .get("Proxy-Authenticate")
+            .unwrap()
+            .to_string();
+        let auth = answer(&challenge, "INVITE", &format!("sip:{exten}@192.0.2.1"), "wonderland");
+        let out = responses(&b.send(&invite(exten, &format!("{branch}b"), 2, Some(&auth))));
+        out.iter().map(|r| r.status).collect::<Vec<_>>()
+    };
+    assert_eq!(call(&mut b, "555", 1), [100, 404], "no such extension");
+    assert_eq!(call(&mut b, "17", 1), [100, 486], "hangup(17) is user busy");
+    assert_eq!(call(&mut b, "9664", 1), [100, 200]);
+    assert_eq!(call(&mut b, "9664", 2), [100, 200]);
+    assert_eq!(call(&mut b, "9664", 3), [503], "max_calls = 2");
+
+    // Music flows every 20 ms to the offered address until RTP silence ends the calls.
+    let out = b.advance(Duration::from_millis(100));
+    let media: Vec<_> = out.iter().filter(|t| t.socket == SipSocket::Media).collect();
+    assert_eq!(media.len(), 10, "2 calls x 5 frames");
+    assert!(media.iter().all(|t| t.destination == PHONE_RTP.parse().unwrap()));
+    let out = b.advance(Duration::from_secs(11));
+    let byes = out
+        .iter()
+        .filter(|t| t.socket == SipSocket::Signalling)
+        .filter(|t| matches!(Message::parse(&t.payload), Ok(Message::Request(r)) if r.method.as_str() == "BYE"))
+        .count();
+    assert!(byes >= 2, "an RTP timeout sends BYE (and retransmits it unanswered)");
+    let causes: Vec<String> = b
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SipCallEnded { cause, .. } => Some(cause),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(causes, ["RTP timeout", "RTP timeout"]);
+}
