@@ -275,3 +275,50 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
         .collect();
     assert_eq!(causes, ["RTP timeout", "RTP timeout"]);
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Valid messages of every kind the endpoint handles, to mutate.
+    fn seeds() -> Vec<Vec<u8>> {
+        let bye = "BYE sip:9196@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKb\r\n\
+                   Max-Forwards: 70\r\nFrom: <sip:alice@192.0.2.1>;tag=c1\r\nTo: <sip:9196@192.0.2.1>;tag=x\r\n\
+                   Call-ID: c\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+        vec![
+            register("h1", 1, None).replace('\n', "\r\n").into_bytes(),
+            invite("9196", "h2", 1, None).into_bytes(),
+            bye.as_bytes().to_vec(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Any sequence of mutated requests and arbitrary RTP: no panic, and
+        /// never more answers than requests (no amplification).
+        #[test]
+        fn mutated_traffic_never_panics_or_amplifies(
+            edits in proptest::collection::vec((0usize..3, any::<prop::sample::Index>(), any::<u8>()), 1..40),
+            rtp in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..20),
+        ) {
+            let mut b = Bench::new();
+            let seeds = seeds();
+            let mut requests = 0usize;
+            let mut answers = 0usize;
+            for (which, at, byte) in edits {
+                let mut msg = seeds[which].clone();
+                let i = at.index(msg.len());
+                msg[i] = byte;
+                b.sip.handle_signalling(b.now, b.phone, &msg);
+                requests += 1;
+                answers += b.drain().iter().filter(|t| t.socket == SipSocket::Signalling).count();
+            }
+            for datagram in &rtp {
+                b.sip.handle_media(b.now, PHONE_RTP.parse().unwrap(), datagram);
+            }
+            let _ = b.advance(Duration::from_secs(70));
+            prop_assert!(answers <= 2 * requests, "{answers} answers to {requests} requests");
+        }
+    }
+}
