@@ -27,7 +27,8 @@ pub enum App {
     Music,
     /// Answer and send a numbered test pattern (for load and loss measurement).
     Pattern,
-    /// Place a second call and bridge the two (`IAX2/peer/exten`, `${EXTEN}` expanded).
+    /// Place a second call and bridge the two (`IAX2/peer/exten` from IAX2 calls,
+    /// `SIP/user` from SIP calls to a registered user; `${EXTEN}` expanded).
     Dial { target: String },
     /// Refuse with this Q.850 cause code.
     Hangup { cause: u8 },
@@ -54,10 +55,14 @@ impl App {
                 Ok(f) if (20.0..=3900.0).contains(&f) => Ok(App::Tone { freq_hz: f }),
                 _ => Err(format!("`{text}`: tone frequency must be 20-3900 Hz, e.g. tone(1000)")),
             },
-            ("dial", Some(target)) if target.to_ascii_uppercase().starts_with("IAX2/") => {
+            ("dial", Some(target))
+                if target.to_ascii_uppercase().starts_with("IAX2/") || target.to_ascii_uppercase().starts_with("SIP/") =>
+            {
                 Ok(App::Dial { target: target.to_string() })
             }
-            ("dial", _) => Err(format!("`{text}`: dial needs an IAX2 target, e.g. dial(IAX2/b/${{EXTEN}})")),
+            ("dial", _) => Err(format!(
+                "`{text}`: dial needs an IAX2 or SIP target, e.g. dial(IAX2/b/${{EXTEN}}) or dial(SIP/${{EXTEN}})"
+            )),
             ("hangup", Some(code)) => match code.parse::<u8>() {
                 Ok(cause) if cause > 0 && cause < 128 => Ok(App::Hangup { cause }),
                 _ => Err(format!("`{text}`: hangup needs a Q.850 cause 1-127, e.g. hangup(17)")),
@@ -180,7 +185,8 @@ mod tests {
     #[test]
     fn app_errors_say_what_to_write() {
         assert!(App::parse("tone(99999)").unwrap_err().contains("20-3900"));
-        assert!(App::parse("dial(SIP/x)").unwrap_err().contains("IAX2"));
+        assert_eq!(App::parse("dial(SIP/x)"), Ok(App::Dial { target: "SIP/x".into() }));
+        assert!(App::parse("dial(H323/x)").unwrap_err().contains("IAX2 or SIP"));
         assert!(App::parse("playback").unwrap_err().contains("unknown application"));
         assert_eq!(App::parse(" Echo ").unwrap(), App::Echo);
         assert_eq!(App::parse("hangup(17)").unwrap(), App::Hangup { cause: 17 });

@@ -30,7 +30,10 @@ fn settings() -> SipSettings {
         max_expires: 3600,
         max_calls: 2,
         rtp_timeout: 10,
-        users: vec![SipUser { name: "alice".into(), password: "wonderland".into(), context: None }],
+        users: vec![
+            SipUser { name: "alice".into(), password: "wonderland".into(), context: None },
+            SipUser { name: "bob".into(), password: "builder".into(), context: None },
+        ],
     }
 }
 
@@ -48,12 +51,18 @@ impl Bench {
         plan.add("default", "9196", App::Echo);
         plan.add("default", "9664", App::Music);
         plan.add("default", "17", App::Hangup { cause: 17 });
+        plan.add("default", "bob", App::Dial { target: "SIP/bob".into() });
+        plan.add("default", "carol", App::Dial { target: "SIP/carol".into() });
         sip.set_dialplan(plan);
         Bench { sip, now, phone: PHONE.parse().unwrap() }
     }
 
     fn send(&mut self, text: &str) -> Vec<SipTransmit> {
         let from = self.phone;
+        self.send_from(from, text)
+    }
+
+    fn send_from(&mut self, from: SocketAddr, text: &str) -> Vec<SipTransmit> {
         // Written with \n for readability; the wire wants CRLF.
         let wire = if text.contains("\r\n") { text.to_string() } else { text.replace('\n', "\r\n") };
         self.sip.handle_signalling(self.now, from, wire.as_bytes());
@@ -116,9 +125,13 @@ fn invite(exten: &str, branch: &str, cseq: u32, auth: Option<&str>) -> String {
 }
 
 fn answer(challenge: &str, method: &str, uri: &str, password: &str) -> String {
+    answer_as("alice", challenge, method, uri, password)
+}
+
+fn answer_as(user: &str, challenge: &str, method: &str, uri: &str, password: &str) -> String {
     let challenge = Challenge::parse(challenge).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(99);
-    Authorization::answer(&challenge, ("alice", password), method, uri, 1, &mut rng).unwrap().to_string()
+    Authorization::answer(&challenge, (user, password), method, uri, 1, &mut rng).unwrap().to_string()
 }
 
 #[test]
@@ -274,6 +287,162 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
         })
         .collect();
     assert_eq!(causes, ["RTP timeout", "RTP timeout"]);
+}
+
+/// Calls between registered users go through the switch as a back-to-back
+/// user agent; an unregistered one is USER_NOT_REGISTERED (480).
+#[test]
+fn a_call_to_a_registered_user_is_bridged() {
+    let mut b = Bench::new();
+    let bob: SocketAddr = "192.0.2.11:5060".parse().unwrap();
+    let bob_register = |branch: &str, cseq: u32, auth: Option<&str>| {
+        register(branch, cseq, auth)
+            .replace("alice@", "bob@")
+            .replace("192.0.2.10:5060", "192.0.2.11:5060")
+            .replace("reg-1@phone", "reg-2@phone")
+    };
+    let challenge = responses(&b.send_from(bob, &bob_register("b1", 1, None)))[0]
+        .headers
+        .get("WWW-Authenticate")
+        .unwrap()
+        .to_string();
+    let auth = answer_as("bob", &challenge, "REGISTER", "sip:192.0.2.1", "builder");
+    assert_eq!(responses(&b.send_from(bob, &bob_register("b2", 2, Some(&auth))))[0].status, 200);
+
+    // carol never registered.
+    let invite_to = |b: &mut Bench, exten: &str, branch: &str| {
+        let challenge = responses(&b.send(&invite(exten, &format!("{branch}x"), 1, None)))[0]
+            .headers
+            .get("Proxy-Authenticate")
+            .unwrap()
+            .to_string();
+        let auth = answer(&challenge, "INVITE", &format!("sip:{exten}@192.0.2.1"), "wonderland");
+        b.send(&invite(exten, branch, 2, Some(&auth)))
+    };
+    let out = responses(&invite_to(&mut b, "carol", "c1"));
+    assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 480]);
+    assert!(b
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::SipCallRejected { reason, .. } if reason == "USER_NOT_REGISTERED")));
+
+    // alice calls bob: 100 to alice, an INVITE from the switch to bob's contact.
+    let out = invite_to(&mut b, "bob", "a1");
+    assert_eq!(responses(&out[..1]).iter().map(|r| r.status).collect::<Vec<_>>(), [100]);
+    let to_bob = &out[1];
+    assert_eq!(to_bob.destination, bob);
+    let Ok(Message::Request(invite_b)) = Message::parse(&to_bob.payload) else { panic!("an INVITE to bob") };
+    assert_eq!(invite_b.uri.to_string(), "sip:alice@192.0.2.11:5060".replace("alice", "bob"));
+    assert!(String::from_utf8_lossy(&invite_b.body).contains("m=audio 16384 RTP/AVP 8 101"), "the caller's codec");
+
+    // bob rings and answers; the switch ACKs bob and relays 180 and 200 to alice.
+    let reply = |status: u16, tag: bool, sdp: bool| {
+        let mut r = Response::to_request(&invite_b, status, if status == 180 { "Ringing" } else { "OK" });
+        if tag {
+            let to = r.headers.get("To").unwrap().to_string();
+            r.headers.set("To", format!("{to};tag=bobtag"));
+            r.headers.push("Contact", "<sip:bob@192.0.2.11:5060>");
+        }
+        if sdp {
+            r.headers.push("Content-Type", "application/sdp");
+            r.body = b"v=0\r\no=- 2 2 IN IP4 192.0.2.11\r\ns=-\r\nc=IN IP4 192.0.2.11\r\nt=0 0\r\n\
+                       m=audio 41000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+                .to_vec();
+        }
+        String::from_utf8(r.encode()).unwrap()
+    };
+    let out = b.send_from(bob, &reply(180, true, false));
+    assert_eq!(responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(), [180]);
+    assert_eq!(out[0].destination, b.phone);
+    let out = b.send_from(bob, &reply(200, true, true));
+    let ack = out.iter().find(|t| t.destination == bob).expect("an ACK to bob");
+    let Ok(Message::Request(ack)) = Message::parse(&ack.payload) else { panic!("ACK") };
+    assert_eq!((ack.method.as_str(), ack.cseq().unwrap().seq), ("ACK", 1));
+    assert_eq!(ack.to().unwrap().tag(), Some("bobtag"));
+    let ok: Vec<Response> = responses(&out.iter().filter(|t| t.destination == b.phone).cloned().collect::<Vec<_>>());
+    assert_eq!(ok.iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+    let alice_tag = ok[0].to().unwrap().tag().unwrap().to_string();
+
+    // RTP is relayed both ways, as it came.
+    let mut packet = Vec::new();
+    write_rtp(&RtpHeader::new(8, 7, 160, 0xa11ce), &[0x55; 160], &mut packet);
+    b.sip.handle_media(b.now, PHONE_RTP.parse().unwrap(), &packet);
+    let relayed = b.drain();
+    assert_eq!(relayed.len(), 1);
+    assert_eq!((relayed[0].destination, &relayed[0].payload), ("192.0.2.11:41000".parse().unwrap(), &packet));
+    b.sip.handle_media(b.now, "192.0.2.11:41000".parse().unwrap(), &packet);
+    assert_eq!(b.drain()[0].destination, PHONE_RTP.parse().unwrap());
+
+    // alice hangs up: 200 to her, BYE to bob.
+    let bye = format!(
+        "BYE sip:bob@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbyeA\nMax-Forwards: 70\n\
+         From: \"Alice\" <sip:alice@192.0.2.1>;tag=c1\nTo: <sip:bob@192.0.2.1>;tag={alice_tag}\nCall-ID: call-a1@phone\n\
+         CSeq: 3 BYE\nContent-Length: 0\n\n"
+    );
+    let out = b.send(&bye);
+    assert_eq!(responses(&out[..1])[0].status, 200);
+    let Ok(Message::Request(bye_b)) = Message::parse(&out[1].payload) else { panic!("a BYE to bob") };
+    assert_eq!((bye_b.method.as_str(), out[1].destination), ("BYE", bob));
+    assert_eq!(bye_b.to().unwrap().tag(), Some("bobtag"));
+    let ended: Vec<String> = b
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SipCallEnded { cause, .. } => Some(cause),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, ["remote BYE", "other leg ended: remote BYE"]);
+}
+
+/// A caller's CANCEL while the callee rings: 200 to the CANCEL, 487 to the
+/// INVITE, and a CANCEL of our INVITE to the callee.
+#[test]
+fn a_cancel_while_the_callee_rings_is_passed_on() {
+    let mut b = Bench::new();
+    let bob: SocketAddr = "192.0.2.11:5060".parse().unwrap();
+    let reg = register("b1", 1, None).replace("alice@", "bob@").replace("192.0.2.10", "192.0.2.11");
+    let challenge = responses(&b.send_from(bob, &reg))[0].headers.get("WWW-Authenticate").unwrap().to_string();
+    let auth = answer_as("bob", &challenge, "REGISTER", "sip:192.0.2.1", "builder");
+    let reg = register("b2", 2, Some(&auth)).replace("alice@", "bob@").replace("192.0.2.10", "192.0.2.11");
+    assert_eq!(responses(&b.send_from(bob, &reg))[0].status, 200);
+
+    let challenge =
+        responses(&b.send(&invite("bob", "k0", 1, None)))[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+    let auth = answer(&challenge, "INVITE", "sip:bob@192.0.2.1", "wonderland");
+    let out = b.send(&invite("bob", "k1", 2, Some(&auth)));
+    let Ok(Message::Request(invite_b)) = Message::parse(&out[1].payload) else { panic!("an INVITE to bob") };
+    let mut ringing = Response::to_request(&invite_b, 180, "Ringing");
+    let to = ringing.headers.get("To").unwrap().to_string();
+    ringing.headers.set("To", format!("{to};tag=bobtag"));
+    b.send_from(bob, &String::from_utf8(ringing.encode()).unwrap());
+
+    let cancel = "CANCEL sip:bob@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKk1\n\
+                  Max-Forwards: 70\nFrom: \"Alice\" <sip:alice@192.0.2.1>;tag=c1\nTo: <sip:bob@192.0.2.1>\n\
+                  Call-ID: call-k1@phone\nCSeq: 2 CANCEL\nContent-Length: 0\n\n";
+    let out = b.send(cancel);
+    let to_alice = responses(&out.iter().filter(|t| t.destination == b.phone).cloned().collect::<Vec<_>>());
+    assert_eq!(
+        to_alice.iter().map(|r| (r.status, r.cseq().unwrap().method.as_str().to_string())).collect::<Vec<_>>(),
+        [(200, "CANCEL".to_string()), (487, "INVITE".to_string())]
+    );
+    let to_bob: Vec<_> = out.iter().filter(|t| t.destination == bob).collect();
+    let Ok(Message::Request(cancel_b)) = Message::parse(&to_bob[0].payload) else { panic!("a CANCEL to bob") };
+    assert_eq!(cancel_b.method.as_str(), "CANCEL");
+    assert_eq!(
+        cancel_b.top_via().unwrap().branch(),
+        invite_b.top_via().unwrap().branch(),
+        "same branch (RFC 3261 9.1)"
+    );
+
+    // bob's 487 to the INVITE is ACKed by the client transaction (RFC 3261 17.1.1.3).
+    let mut terminated = Response::to_request(&invite_b, 487, "Request Terminated");
+    terminated.headers.set("To", format!("{to};tag=bobtag"));
+    let out = b.send_from(bob, &String::from_utf8(terminated.encode()).unwrap());
+    assert_eq!(out.len(), 1);
+    let Ok(Message::Request(ack)) = Message::parse(&out[0].payload) else { panic!("an ACK to bob") };
+    assert_eq!((ack.method.as_str(), ack.cseq().unwrap().seq, out[0].destination), ("ACK", 1, bob));
+    assert_eq!(ack.top_via().unwrap().branch(), invite_b.top_via().unwrap().branch());
 }
 
 mod hostile {

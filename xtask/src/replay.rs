@@ -22,7 +22,9 @@ remote party sends the captured datagrams at their captured times, adapting\n\
 what depends on the switch's own answers (call\n\
 numbers, sequence numbers, timestamps, call tokens, MD5 answers recomputed with\n\
 the secrets of --config). The switch's answers are compared exchange by exchange\n\
-with the captured ones. SIP is summarised but not replayed (no SIP stack yet).\n\n\
+with the captured ones. A capture with SIP and no IAX2 is replayed as SIP (server\n\
+role; To tags, digest credentials with --config's [sip.users] passwords, addresses,\n\
+RTP to the switch's SDP answer; TCP replayed over UDP).\n\n\
 Files written (same capture + same seed = byte-identical files):\n  \
 DIR/report.md      verdict per exchange; last line:\n                     \
 replay: exchanges=N matched=N diverged=N missing=N extra=N\n  \
@@ -185,7 +187,7 @@ pub fn run(args: &ReplayArgs) -> Result<bool, TaskError> {
     write(&dir, "ladder.svg", outcome.ladder_svg.as_bytes())?;
     print!("{}", outcome.summary);
     if outcome.sip_skipped > 0 {
-        println!("SIP skipped: {} message(s), not replayed (no SIP stack yet)", outcome.sip_skipped);
+        println!("SIP skipped: {} message(s), not replayed (the capture also holds IAX2)", outcome.sip_skipped);
     }
     println!("written: {}", dir.display());
     println!("{}", outcome.counts.line());

@@ -111,8 +111,12 @@ pub struct Tolerance {
     pub timestamp: Duration,
 }
 
-/// The label of an IAX2 datagram: `ACCEPT`, `CONTROL ANSWER`, `mini ts 84`.
+/// The label of an IAX2 datagram (`ACCEPT`, `CONTROL ANSWER`, `mini ts 84`) or
+/// of a SIP message (`INVITE`, `407 INVITE`).
 pub fn label(bytes: &[u8]) -> String {
+    if let Some(sip) = super::sip::label(bytes) {
+        return sip;
+    }
     match frame::decode(bytes) {
         Ok(Frame::Full(f)) => full_name(&f),
         Ok(Frame::Mini(m)) => format!("mini ts {}", m.timestamp),
@@ -122,8 +126,11 @@ pub fn label(bytes: &[u8]) -> String {
     }
 }
 
-/// The header fields of an IAX2 datagram, for tables.
+/// The header fields of an IAX2 datagram (or a SIP message's Call-ID and CSeq), for tables.
 pub fn header(bytes: &[u8]) -> String {
+    if let Some(sip) = super::sip::header(bytes) {
+        return sip;
+    }
     match frame::decode(bytes) {
         Ok(Frame::Full(f)) => format!(
             "{}→{} ts {} seq {}/{}{}",

@@ -89,6 +89,79 @@ pub fn builtin_client(
     BTreeMap::from([("iax.conf".to_string(), iax), ("switch.toml".to_string(), toml)])
 }
 
+/// The password of every user of the built-in SIP configuration; the remote
+/// party does not know it (it sends [`super::sip::PLACEHOLDER_PASSWORD`]).
+pub const BUILTIN_SIP_PASSWORD: &str = "replay-unknown-password";
+
+/// The dialplan context of the built-in SIP configuration.
+pub const BUILTIN_SIP_CONTEXT: &str = "sip-replay";
+
+/// Characters `[sip.users.NAME]` accepts in a user name (the switch's check).
+fn sip_user_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c))
+}
+
+/// Extensions written as TOML keys: no quotes, escapes, spaces or patterns.
+fn exten_ok(exten: &str) -> bool {
+    !exten.is_empty()
+        && exten.len() <= 64
+        && !exten.starts_with('_')
+        && exten.chars().all(|c| c.is_ascii_alphanumeric() || "-.+*#!~".contains(c))
+}
+
+/// The SIP media port of the built-in configuration: the captured one, unless
+/// it collides with signalling or the IAX2 port.
+fn sip_rtp_port(listen: SocketAddr, captured: Option<u16>) -> u16 {
+    [captured.unwrap_or(16384), 16384, 16386]
+        .into_iter()
+        .find(|p| *p != 0 && *p != listen.port() && *p != 4569)
+        .unwrap_or(16388)
+}
+
+/// The `iax.conf` of a SIP replay: IAX2 is unused, on a port SIP does not take.
+pub fn builtin_sip_iax(listen: SocketAddr, media: Option<u16>) -> String {
+    let rtp = sip_rtp_port(listen, media);
+    let port = [4569u16, 4570, 4571].into_iter().find(|p| *p != listen.port() && *p != rtp).unwrap_or(4572);
+    let any = if listen.is_ipv4() { "0.0.0.0" } else { "::" };
+    format!("; Built-in replay configuration (docs/replay.md): IAX2 unused.\n[general]\nbindaddr = {any}\nbindport = {port}\n")
+}
+
+/// The built-in `[sip]` of a SIP replay (switch.toml text): the switch
+/// listens where the captured party did, challenges with the captured realm,
+/// knows every captured user with a placeholder password (the capture does
+/// not hold passwords), and answers every captured INVITE's Request-URI user
+/// with echo.
+pub fn builtin_sip(
+    listen: SocketAddr,
+    media: Option<u16>,
+    realm: Option<&str>,
+    users: &BTreeSet<String>,
+    extens: &BTreeSet<String>,
+) -> String {
+    let realm = realm
+        .filter(|r| !r.trim().is_empty() && !r.contains(|c: char| c == '"' || c == '\\' || c.is_control()))
+        .unwrap_or("switch");
+    let rtp = SocketAddr::new(listen.ip(), sip_rtp_port(listen, media));
+    let mut t = format!(
+        "\n# Built-in SIP replay configuration (docs/replay.md).\n[sip]\nlisten = \"{listen}\"\nrtp = \"{rtp}\"\n\
+         realm = \"{realm}\"\ncontext = \"{BUILTIN_SIP_CONTEXT}\"\n"
+    );
+    for u in users.iter().filter(|u| sip_user_ok(u)) {
+        t.push_str(&format!(
+            "\n[sip.users.\"{u}\"]\npassword = \"{BUILTIN_SIP_PASSWORD}\"   # the capture does not hold the real one\n"
+        ));
+    }
+    t.push_str(&format!(
+        "\n# Every captured INVITE's Request-URI user is answered with echo.\n[dialplan.{BUILTIN_SIP_CONTEXT}]\n"
+    ));
+    for e in extens.iter().filter(|e| exten_ok(e)) {
+        t.push_str(&format!("\"{e}\" = \"echo\"\n"));
+    }
+    t
+}
+
 /// Loads the files as the switch will, to learn its bind address and secrets.
 pub fn load(files: &BTreeMap<String, String>) -> Result<LoadedConfig, String> {
     let loader = MapLoader::from_files(files.clone());
@@ -125,6 +198,21 @@ mod tests {
         assert!(loaded.switch.dialplan.lookup(BUILTIN_CONTEXT, "s").is_some());
         let v6 = builtin("[2001:db8::1]:4569".parse().unwrap(), &BTreeSet::new());
         assert!(load(&v6).unwrap().iax.general.bind.is_ipv6());
+    }
+
+    #[test]
+    fn builtin_sip_config_loads() {
+        let listen: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let users = BTreeSet::from(["alice".to_string(), "bad\"name".to_string()]);
+        let extens = BTreeSet::from(["echo".to_string(), "4321".to_string(), "s p".to_string()]);
+        let mut files = BTreeMap::from([("iax.conf".to_string(), builtin_sip_iax(listen, Some(4569)))]);
+        files.insert("switch.toml".into(), builtin_sip(listen, Some(4569), Some("Huawei"), &users, &extens));
+        let loaded = load(&files).unwrap();
+        let sip = loaded.switch.sip.unwrap();
+        assert_eq!((sip.listen, sip.rtp.port(), sip.realm.as_str()), (listen, 16384, "Huawei"));
+        assert_eq!(sip.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice"]);
+        assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "4321").is_some());
+        assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "1234").is_none());
     }
 
     #[test]

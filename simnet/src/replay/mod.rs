@@ -18,8 +18,12 @@
 //! captured calls (`originate` at the captured NEW times), and the remote
 //! parties play the captured answers; its requests are compared the same way.
 //!
-//! SIP is found and summarised but not replayed: the switch has no SIP
-//! stack yet, and its exchanges are listed as skipped, outside the counts.
+//! A capture with SIP and no IAX2 is replayed by [`sip`]: the switch (with
+//! its `[sip]` from `--config`, or a built-in one) plays the party that
+//! answered REGISTER/INVITE, and a scripted remote party sends the captured
+//! requests and RTP, adapting tags, digest credentials, addresses and
+//! transport; exchanges are SIP transactions. SIP in a capture that also
+//! holds IAX2 is summarised but not replayed (listed as skipped).
 
 pub mod compare;
 pub mod config;
@@ -27,6 +31,7 @@ mod ladder;
 mod remote;
 mod report;
 mod script;
+pub mod sip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -118,7 +123,7 @@ pub enum ReplayError {
 }
 
 /// The address a simulated host gets: the captured one where possible.
-fn sim_ips(switch: IpAddr, remotes: &[SocketAddr]) -> Option<(IpAddr, Vec<IpAddr>)> {
+pub(super) fn sim_ips(switch: IpAddr, remotes: &[SocketAddr]) -> Option<(IpAddr, Vec<IpAddr>)> {
     let mut seen = BTreeSet::from([switch]);
     let usable = |ip: &IpAddr| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast();
     if !usable(&switch) {
@@ -153,7 +158,23 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
     let summary = capture::summarize(capture, &flows, &[iax_role.clone(), sip_role.clone()]).text;
     let sip_skipped = capture.count("SIP");
 
+    // SIP alone: the switch answers REGISTER/INVITE (server role only).
+    if capture.count("IAX2") == 0 && sip_skipped > 0 && opts.role != RoleRequest::Client {
+        let role = sip_role.clone().ok().or_else(|| sip::fallback_role(capture));
+        if let Some(role) = role {
+            let summary = match &sip_role {
+                Ok(_) => summary,
+                Err(_) => capture::summarize(capture, &flows, &[iax_role, Ok(role.clone())]).text,
+            };
+            return sip::replay(capture, opts, &summary, role);
+        }
+    }
     if capture.count("IAX2") == 0 {
+        let note = if sip_skipped > 0 && opts.role == RoleRequest::Client {
+            "The capture holds no IAX2, and SIP is replayed in the server role only (not with --role client)."
+        } else {
+            "The capture holds no IAX2: there is nothing this switch can be driven with."
+        };
         let outcome = report::Inputs {
             capture,
             opts,
@@ -166,7 +187,8 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
             logs: &[],
             remotes: &[],
             sim_duration: Duration::ZERO,
-            note: Some("The capture holds no IAX2: there is nothing this switch can be driven with.".into()),
+            note: Some(note.into()),
+            sip_section: None,
         };
         return Ok(outcome.finish(Vec::new(), sip_skipped));
     }
@@ -354,6 +376,7 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         remotes: &remote_names,
         sim_duration,
         note: None,
+        sip_section: None,
     };
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;

@@ -28,6 +28,9 @@ pub(crate) struct Inputs<'a> {
     pub remotes: &'a [String],
     pub sim_duration: Duration,
     pub note: Option<String>,
+    /// The SIP replay's own section (transport, shortened gaps, passwords,
+    /// RTP); `None` when SIP was not replayed.
+    pub sip_section: Option<String>,
 }
 
 fn ms(d: Duration) -> String {
@@ -157,11 +160,18 @@ impl Inputs<'_> {
             (None, None) => "built-in".into(),
         };
         let _ = writeln!(s, "| configuration | {config} |");
-        let _ = writeln!(
-            s,
-            "| comparison | switch timestamps within {} ms; call numbers, challenges, call tokens and the remote's apparent address normalised |",
-            o.tolerance.timestamp.as_millis()
-        );
+        if self.sip_section.is_some() {
+            let _ = writeln!(
+                s,
+                "| comparison | per SIP transaction: status codes, challenge kind, Content-Type and SDP media (kind, first payload type); tags, nonces, branches, Server/User-Agent, Contact, Via received/rport, SDP origin/addresses/ports, 100 Trying and retransmissions normalised |"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "| comparison | switch timestamps within {} ms; call numbers, challenges, call tokens and the remote's apparent address normalised |",
+                o.tolerance.timestamp.as_millis()
+            );
+        }
         let _ = writeln!(
             s,
             "| simulation | captured time 0 at {} s; {} ms one way; {} simulated |",
@@ -181,13 +191,24 @@ impl Inputs<'_> {
         let _ = writeln!(s, "## What the capture holds\n\n```text\n{}```\n", self.summary);
 
         if !self.exchanges.is_empty() {
-            let _ = writeln!(s, "## Exchanges (IAX2)\n");
-            let _ = writeln!(
-                s,
-                "Each exchange is one datagram of the remote party (captured frame number) and what the switch \
-                 sent until the remote party's next one. Times are seconds from the conversation's first \
-                 captured datagram. `ladder.svg` draws them side by side.\n"
-            );
+            if self.sip_section.is_some() {
+                let _ = writeln!(s, "## Exchanges (SIP)\n");
+                let _ = writeln!(
+                    s,
+                    "Each exchange is one SIP transaction: a request of the remote party (captured frame number; \
+                     its retransmissions included) and the switch's responses to it, or a request of the switch. \
+                     Times are seconds from the conversation's first captured message. `ladder.svg` draws them \
+                     side by side.\n"
+                );
+            } else {
+                let _ = writeln!(s, "## Exchanges (IAX2)\n");
+                let _ = writeln!(
+                    s,
+                    "Each exchange is one datagram of the remote party (captured frame number) and what the switch \
+                     sent until the remote party's next one. Times are seconds from the conversation's first \
+                     captured datagram. `ladder.svg` draws them side by side.\n"
+                );
+            }
             let _ = writeln!(s, "| # | time | remote party sent | captured answers | replayed answers | verdict |");
             let _ = writeln!(s, "|---:|---:|---|---|---|---|");
             for x in self.exchanges {
@@ -200,8 +221,12 @@ impl Inputs<'_> {
                         (ms(st.captured_at), format!("#{} {}{sent}", st.frame_no, st.label))
                     }
                     None => (
-                        x.captured.first().map_or(String::new(), |a| ms(a.at)),
-                        "(nothing yet: the switch spoke first)".into(),
+                        x.captured.first().or(x.replayed.first()).map_or(String::new(), |a| ms(a.at)),
+                        if self.sip_section.is_some() {
+                            "(a request of the switch)".into()
+                        } else {
+                            "(nothing yet: the switch spoke first)".into()
+                        },
                     ),
                 };
                 let list = |l: &[super::compare::Answer]| {
@@ -266,14 +291,21 @@ impl Inputs<'_> {
         }
 
         let _ = writeln!(s, "## SIP\n");
-        if sip_skipped == 0 {
+        if let Some(section) = &self.sip_section {
+            s.push_str(section);
+        } else if sip_skipped == 0 {
             let _ = writeln!(s, "The capture holds no SIP.\n");
         } else {
             let who = self.sip_role.map_or(String::new(), |r| format!(" (the answering party is {})", r.switch));
+            let why = if self.capture.count("IAX2") > 0 {
+                "the capture also holds IAX2, which is what is replayed"
+            } else {
+                "SIP is replayed in the server role only"
+            };
             let _ = writeln!(
                 s,
-                "SIP skipped: {sip_skipped} SIP message(s) were found{who} and not replayed, because this switch has \
-                 no SIP stack yet. They are not counted in the verdicts below.\n"
+                "SIP skipped: {sip_skipped} SIP message(s) were found{who} and not replayed, because {why}. They are \
+                 not counted in the verdicts below.\n"
             );
         }
 

@@ -47,6 +47,9 @@ pub struct CallMedia {
     pub receiver: RtpReceiverStats,
     pub pattern: MediaStats,
     pub packets_sent: u64,
+    /// Every RTP packet of the call, whatever its SSRC (the RFC 3550
+    /// statistics restart when a source changes, e.g. for DTMF).
+    pub packets_received: u64,
     pub last_received: Instant,
     /// Timestamp of the last telephone-event reported: its end packets repeat (RFC 4733 2.5.1.4).
     last_dtmf: Option<u32>,
@@ -87,6 +90,7 @@ impl CallMedia {
             receiver: RtpReceiverStats::new(crate::media::SAMPLE_RATE),
             pattern: MediaStats::default(),
             packets_sent: 0,
+            packets_received: 0,
             last_received: now,
             last_dtmf: None,
         }
@@ -100,6 +104,7 @@ impl CallMedia {
     /// Accounts a received packet; `since_epoch` is its arrival on the switch's clock.
     pub fn on_rtp(&mut self, now: Instant, since_epoch: Duration, packet: &RtpPacket<'_>) -> MediaIn {
         self.last_received = now;
+        self.packets_received += 1;
         self.receiver.on_packet(&packet.header, since_epoch);
         let mut result = MediaIn::default();
         if Some(packet.header.payload_type) == self.dtmf_payload_type {
@@ -136,16 +141,34 @@ impl CallMedia {
     }
 }
 
-/// A call the switch answered.
+/// Our INVITE to a registered user (the callee leg of a bridge).
+pub struct Outbound {
+    /// Its client transaction's key in the endpoint (which keeps the INVITE for CANCEL and ACK).
+    pub branch: String,
+    /// The ACK we sent for the callee's 2xx, sent again if the 2xx is.
+    pub ack: Option<Vec<u8>>,
+}
+
+/// One leg of a call: a caller's INVITE we answered (or will), or our INVITE to a callee.
 pub struct SipCall {
     pub id: u32,
+    pub exten: String,
     pub dialog: Dialog,
     pub media: CallMedia,
     pub started: Instant,
+    /// Answered: a 2xx went out (inbound) or came in (outbound).
+    pub answered: bool,
     /// The ACK for our 200 arrived.
     pub confirmed: bool,
     /// Key of the INVITE server transaction, while it lives.
     pub invite: Option<String>,
-    /// Our 200's SDP, sent again for a re-INVITE.
+    /// An inbound INVITE not answered yet (its callee is ringing): what the
+    /// final response is built from.
+    pub pending: Option<crate::sip::message::Request>,
+    /// Set on the callee leg of a bridge.
+    pub outbound: Option<Outbound>,
+    /// The other leg of a bridge: RTP is relayed to it, and a BYE ends both.
+    pub peer: Option<u32>,
+    /// Our SDP (answer inbound, offer outbound), sent again for a re-INVITE.
     pub local_sdp: Vec<u8>,
 }

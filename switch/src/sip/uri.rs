@@ -338,6 +338,8 @@ pub(crate) fn parse_host_port(s: &str) -> Result<(String, Option<u16>), UriError
             _ => Some(after.strip_prefix(':').ok_or(UriError::BadHost)?),
         };
         (s.get(..address.len() + 2).ok_or(UriError::BadHost)?, port)
+    } else if s.bytes().filter(|b| *b == b':').count() >= 2 {
+        return unbracketed_ipv6(s);
     } else {
         match s.split_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -361,6 +363,21 @@ pub(crate) fn parse_host_port(s: &str) -> Result<(String, Option<u16>), UriError
         Some(port) => Some(parse_port(port).ok_or(UriError::BadPort)?),
     };
     Ok((host.to_string(), port))
+}
+
+/// An IPv6 address written without the brackets RFC 3261 requires, as some
+/// phones do (`sip:4321@fec0::216:d3ff:fe0d:22c:5060` in a public capture).
+/// RFC 5118 4.10 lets a parser recover: the whole is the address if it parses
+/// as one, else the part after the last colon is the port. Kept bracketed.
+fn unbracketed_ipv6(s: &str) -> Result<(String, Option<u16>), UriError> {
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Ok((format!("[{s}]"), None));
+    }
+    let (address, port) = s.rsplit_once(':').ok_or(UriError::BadHost)?;
+    if address.parse::<Ipv6Addr>().is_err() {
+        return Err(UriError::BadHost);
+    }
+    Ok((format!("[{address}]"), Some(parse_port(port).ok_or(UriError::BadPort)?)))
 }
 
 pub(crate) fn parse_port(s: &str) -> Option<u16> {
@@ -593,5 +610,14 @@ pub(crate) mod tests {
             let _ = Uri::parse(&s);
             let _ = unescape(&s);
         }
+    }
+
+    #[test]
+    fn unbracketed_ipv6_is_recovered() {
+        let u = Uri::parse("sip:4321@fec0:0:0:0:216:d3ff:fe0d:22c:5060").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("[fec0:0:0:0:216:d3ff:fe0d:22c]", Some(5060)));
+        let u = Uri::parse("sip:4321@2001:db8::1").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("[2001:db8::1]", None));
+        assert!(Uri::parse("sip:4321@a:b:c").is_err());
     }
 }

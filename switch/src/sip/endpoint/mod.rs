@@ -18,8 +18,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use md5::{Digest, Md5};
 use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
+
+mod dial;
 
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
 use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
@@ -28,8 +31,8 @@ use super::message::{reason_phrase, Headers, Message, ParseError, Request, Respo
 use super::registrar::{ContactRequest, Refused, Registrar};
 use super::sdp::SessionDescription;
 use super::transaction::{
-    self, AckOutcome, InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, Timers,
-    TransactionEvent, Transport,
+    self, AckOutcome, InviteClientTransaction, InviteServerTransaction, NonInviteClientTransaction,
+    NonInviteServerTransaction, Timers, TransactionEvent, Transport,
 };
 use super::uri::Uri;
 use crate::config::{SipSettings, SipUser};
@@ -84,9 +87,28 @@ struct Server {
     destination: SocketAddr,
 }
 
+enum ClientTxn {
+    /// Our INVITE to the callee leg `call`, kept for its ACK and CANCEL.
+    Invite {
+        txn: InviteClientTransaction,
+        call: u32,
+        invite: Box<Request>,
+    },
+    NonInvite(NonInviteClientTransaction),
+}
+
 struct Client {
-    txn: NonInviteClientTransaction,
+    txn: ClientTxn,
     destination: SocketAddr,
+}
+
+impl ClientTxn {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ClientTxn::Invite { txn, .. } => txn.poll_timeout(),
+            ClientTxn::NonInvite(txn) => txn.poll_timeout(),
+        }
+    }
 }
 
 /// The outcome of checking a request's credentials.
@@ -103,6 +125,8 @@ pub struct SipEndpoint {
     epoch: Instant,
     timers: Timers,
     nonces: NonceIssuer,
+    /// Key of the To tags derived by [`Self::to_tag`].
+    tag_key: [u8; 16],
     registrar: Registrar,
     servers: BTreeMap<String, Server>,
     clients: BTreeMap<String, Client>,
@@ -122,7 +146,10 @@ impl SipEndpoint {
     pub fn new(settings: Arc<SipSettings>, mut rng: ChaCha20Rng, now: Instant) -> Self {
         let mut key = [0u8; 16];
         rng.fill_bytes(&mut key);
+        let mut tag_key = [0u8; 16];
+        rng.fill_bytes(&mut tag_key);
         SipEndpoint {
+            tag_key,
             settings,
             dialplan: Dialplan::default(),
             rng,
@@ -211,6 +238,14 @@ impl SipEndpoint {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let result = call.media.on_rtp(now, since, &packet);
         let destination = call.media.destination();
+        // A bridge relays the packet as it came, so DTMF and timing pass untouched.
+        if let Some(peer) = call.peer.and_then(|p| self.calls.get_mut(&p)) {
+            if peer.answered && peer.media.offered.port() != 0 {
+                peer.media.packets_sent += 1;
+                let to = peer.media.destination();
+                self.send(SipSocket::Media, to, datagram.to_vec());
+            }
+        }
         if let Some(digit) = result.digit {
             self.events.push_back(Event::SipDtmf { call: id, digit: digit.to_string() });
         }
@@ -244,16 +279,22 @@ impl SipEndpoint {
         for key in due {
             let Some(client) = self.clients.get_mut(&key) else { continue };
             let destination = client.destination;
-            let resend = client.txn.handle_timeout(now);
-            let mut over = false;
-            while let Some(event) = client.txn.poll_event() {
-                over |= event == TransactionEvent::Terminated;
-            }
-            if over {
+            let (resend, events, call) = match &mut client.txn {
+                ClientTxn::Invite { txn, call, .. } => {
+                    (txn.handle_timeout(now), std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), Some(*call))
+                }
+                ClientTxn::NonInvite(txn) => {
+                    (txn.handle_timeout(now), std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), None)
+                }
+            };
+            if events.contains(&TransactionEvent::Terminated) {
                 self.clients.remove(&key);
             }
             if let Some(bytes) = resend {
                 self.send(SipSocket::Signalling, destination, bytes);
+            }
+            if let (true, Some(id)) = (events.contains(&TransactionEvent::TimedOut), call) {
+                self.callee_failed(now, id, 408, "the callee did not answer (timer B)");
             }
         }
         if self.registrar.next_expiry().is_some_and(|t| t <= now) {
@@ -305,7 +346,7 @@ impl SipEndpoint {
                 call.media.destination().to_string(),
                 codec_name(call.media.codec),
                 call.media.packets_sent,
-                call.media.receiver.received(),
+                call.media.packets_received,
                 now.saturating_duration_since(call.started).as_secs()
             );
         }
@@ -336,9 +377,20 @@ impl SipEndpoint {
 
     fn on_request(&mut self, now: Instant, from: SocketAddr, request: Request) {
         if let Err(e) = request.validate_mandatory() {
-            // Without Via/From/To/Call-ID/CSeq there is nothing to answer to.
-            return self
-                .drop_datagram(from, format!("{} without what RFC 3261 8.1.1 requires: {e}", request.method.as_str()));
+            let reason = format!("{} without what RFC 3261 8.1.1 requires: {e}", request.method.as_str());
+            // A 400 needs the headers that route it back and match it to the
+            // request (RFC 3261 8.2.6); without them there is nothing to answer.
+            let answerable = request.top_via().is_ok()
+                && request.call_id().is_ok()
+                && request.cseq().is_ok()
+                && request.from().is_ok()
+                && request.to().is_ok();
+            if answerable && request.method != Method::Ack {
+                let mut response = self.response(&request, from, 400);
+                response.reason = format!("Bad Request ({})", e.reason());
+                self.reply_stateless(from, &response);
+            }
+            return self.drop_datagram(from, reason);
         }
         let Ok(via) = request.top_via() else {
             return self.drop_datagram(from, "unreadable Via".into());
@@ -354,7 +406,7 @@ impl SipEndpoint {
         );
         match request.method {
             Method::Ack => return self.on_ack(now, &key, &request),
-            Method::Cancel => return self.on_cancel(from, &key, &request),
+            Method::Cancel => return self.on_cancel(now, from, &key, &request),
             _ => {}
         }
         if let Some(server) = self.servers.get_mut(&key) {
@@ -523,7 +575,9 @@ impl SipEndpoint {
         let refusal = match &app {
             None => Some((404, format!("no extension {exten} in context {context}"))),
             Some(App::Hangup { cause }) => Some((q850_to_sip(*cause), format!("hangup({cause})"))),
-            Some(App::Dial { target }) => Some((501, format!("dial({target}) from SIP is not supported"))),
+            Some(App::Dial { target }) if dial::sip_user(target).is_none() => {
+                Some((501, format!("dial({target}) from SIP: only SIP/user targets are supported")))
+            }
             Some(_) => None,
         };
         if let Some((status, reason)) = refusal {
@@ -539,7 +593,7 @@ impl SipEndpoint {
         };
 
         let local_ip = self.advertised_ip(request, from);
-        let local_tag = transaction::new_tag(&mut self.rng);
+        let local_tag = self.to_tag(request);
         let Ok(to) = request.to() else { return };
         let Ok(caller) = request.from() else { return };
         let remote_target = match request.contact() {
@@ -560,25 +614,63 @@ impl SipEndpoint {
             remote_cseq: cseq.seq,
         };
         let media = CallMedia::new(now, &chosen, &app, id as u16, &mut self.rng);
-        let local_sdp = self.answer_sdp(local_ip, &chosen);
-        let mut ok = self.response(request, from, 200);
-        set_to_tag(&mut ok, &local_tag);
-        ok.headers.push(
-            "Contact",
-            format!("<sip:{}@{}>", exten_for_uri(&exten), host_port(local_ip, self.settings.listen.port())),
-        );
-        ok.headers.push("Allow", ALLOW);
-        ok.headers.push("Content-Type", "application/sdp");
-        ok.body = local_sdp.clone();
-        self.respond(now, &key, &ok);
+        let local_sdp = self.sdp(local_ip, &chosen);
         if let Some(Server { txn: ServerTxn::Invite { call, .. }, .. }) = self.servers.get_mut(&key) {
             *call = Some(id);
         }
         self.by_dialog.insert((dialog.call_id.clone(), local_tag), id);
-        self.calls
-            .insert(id, SipCall { id, dialog, media, started: now, confirmed: false, invite: Some(key), local_sdp });
-        self.events.push_back(Event::SipCallAnswered { call: id, codec: codec_name(chosen.codec).into() });
+        let call = SipCall {
+            id,
+            exten,
+            dialog,
+            media,
+            started: now,
+            answered: false,
+            confirmed: false,
+            invite: Some(key),
+            pending: Some(request.clone()),
+            outbound: None,
+            peer: None,
+            local_sdp,
+        };
+        self.calls.insert(id, call);
+        match &app {
+            App::Dial { target } => self.dial(now, id, target, &chosen),
+            _ => self.answer_inbound(now, id),
+        }
+    }
+
+    /// Sends the 200 with our SDP for a pending inbound call.
+    fn answer_inbound(&mut self, now: Instant, id: u32) {
+        let port = self.settings.listen.port();
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(request) = call.pending.take() else { return };
+        call.answered = true;
+        let (from, key) = (call.dialog.signalling, call.invite.clone().unwrap_or_default());
+        let contact = format!("<sip:{}@{}>", exten_for_uri(&call.exten), host_port(call.dialog.local_ip, port));
+        let (tag, sdp, codec) = (call.dialog.local_tag.clone(), call.local_sdp.clone(), codec_name(call.media.codec));
+        let mut ok = self.response(&request, from, 200);
+        set_to_tag(&mut ok, &tag);
+        ok.headers.push("Contact", contact);
+        ok.headers.push("Allow", ALLOW);
+        ok.headers.push("Content-Type", "application/sdp");
+        ok.body = sdp;
+        self.respond(now, &key, &ok);
+        self.events.push_back(Event::SipCallAnswered { call: id, codec: codec.into() });
+        self.expect_media(id);
         self.media_tick.get_or_insert(now + FRAME);
+    }
+
+    /// Ends a pending inbound call with a final error response.
+    fn reject_inbound(&mut self, now: Instant, id: u32, status: u16, reason: &str) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(request) = call.pending.take() else { return };
+        let (from, key, exten) = (call.dialog.signalling, call.invite.clone().unwrap_or_default(), call.exten.clone());
+        let peer = self.forget(id).and_then(|c| c.peer);
+        self.reject_invite(now, from, &key, &request, id, &exten, status, reason);
+        if let Some(peer) = peer {
+            self.hang_up(now, peer, reason);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -599,9 +691,7 @@ impl SipEndpoint {
             status,
             reason: reason.to_string(),
         });
-        let mut response = self.response(request, from, status);
-        let tag = transaction::new_tag(&mut self.rng);
-        set_to_tag(&mut response, &tag);
+        let response = self.response(request, from, status);
         self.respond(now, key, &response);
     }
 
@@ -623,12 +713,19 @@ impl SipEndpoint {
         }
     }
 
-    fn on_cancel(&mut self, from: SocketAddr, invite_key: &str, request: &Request) {
+    fn on_cancel(&mut self, now: Instant, from: SocketAddr, invite_key: &str, request: &Request) {
+        let call = match self.servers.get(invite_key) {
+            Some(Server { txn: ServerTxn::Invite { call, .. }, .. }) => *call,
+            _ => None,
+        };
         let status = if self.servers.contains_key(invite_key) { 200 } else { 481 };
         let response = self.response(request, from, status);
         self.reply_stateless(from, &response);
-        // Every INVITE is answered at once, so there is no pending INVITE left
-        // to end with 487: the CANCEL is late and the caller will BYE (RFC 3261 9.2).
+        // Only a call still ringing its callee can be cancelled; an answered
+        // one is ended by the caller's BYE (RFC 3261 9.2).
+        if let Some(id) = call.filter(|id| self.calls.get(id).is_some_and(|c| c.pending.is_some())) {
+            self.reject_inbound(now, id, 487, "cancelled by the caller");
+        }
     }
 
     fn in_dialog(&mut self, now: Instant, from: SocketAddr, key: String, request: Request) {
@@ -654,8 +751,10 @@ impl SipEndpoint {
                 if let Ok(offer) = SessionDescription::parse(&request.body) {
                     if let Some(chosen) = negotiate(&offer) {
                         call.media.offered = chosen.remote;
+                        call.media.latched = None;
                     }
                 }
+                self.expect_media(id);
                 let mut ok = self.response(&request, from, 200);
                 if let Some(call) = self.calls.get(&id) {
                     ok.headers.push("Content-Type", "application/sdp");
@@ -681,14 +780,42 @@ impl SipEndpoint {
     // ---- responses (to our BYEs) ----
 
     fn on_response(&mut self, now: Instant, response: Response) {
-        let Some(branch) = response.top_via().ok().and_then(|v| v.branch().map(str::to_string)) else { return };
-        let Some(client) = self.clients.get_mut(&branch) else { return };
-        client.txn.on_response(now, response.status);
-        while let Some(event) = client.txn.poll_event() {
-            if event == TransactionEvent::Terminated {
-                self.clients.remove(&branch);
-                break;
+        let Ok(via) = response.top_via() else { return };
+        let Some(branch) = via.branch() else { return };
+        let Ok(cseq) = response.cseq() else { return };
+        let key = format!("{branch}|{}", cseq.method.as_str());
+        let Some(client) = self.clients.get_mut(&key) else {
+            // A 2xx to our INVITE after its transaction ended: our ACK was lost.
+            if cseq.method == Method::Invite && (200..300).contains(&response.status) {
+                self.resend_ack(&response);
             }
+            return;
+        };
+        let destination = client.destination;
+        let (new, send, events, call) = match &mut client.txn {
+            ClientTxn::Invite { txn, call, invite } => {
+                let ack = || dial::ack_for_failure(invite, &response);
+                let outcome = txn.on_response(now, response.status, ack);
+                (
+                    outcome.pass_up,
+                    outcome.send,
+                    std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(),
+                    Some(*call),
+                )
+            }
+            ClientTxn::NonInvite(txn) => {
+                let new = txn.on_response(now, response.status);
+                (new, None, std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), None)
+            }
+        };
+        if events.contains(&TransactionEvent::Terminated) {
+            self.clients.remove(&key);
+        }
+        if let Some(bytes) = send {
+            self.send(SipSocket::Signalling, destination, bytes);
+        }
+        if let (true, Some(id)) = (new, call) {
+            self.on_callee_response(now, id, &response);
         }
     }
 
@@ -756,26 +883,38 @@ impl SipEndpoint {
 
     /// The call an RTP packet from `from` belongs to, latching it on the first one.
     fn media_call(&mut self, from: SocketAddr) -> Option<u32> {
-        if let Some(id) = self.by_media_source.get(&from) {
-            return Some(*id);
-        }
-        let id = self
-            .calls
-            .values()
-            .filter(|c| c.media.latched.is_none())
-            .find(|c| c.media.offered == from)
-            .or_else(|| {
-                self.calls
+        let id = match self.by_media_source.get(&from) {
+            Some(id) => *id,
+            // Not where any SDP said: a phone behind NAT sends from another
+            // port (or address) than it offered. Latch the first call still
+            // waiting for media from that host.
+            None => {
+                let id = self
+                    .calls
                     .values()
                     .filter(|c| c.media.latched.is_none())
-                    .find(|c| c.media.offered.ip() == from.ip() || c.dialog.signalling.ip() == from.ip())
-            })?
-            .id;
+                    .find(|c| c.media.offered.ip() == from.ip() || c.dialog.signalling.ip() == from.ip())?
+                    .id;
+                self.by_media_source.insert(from, id);
+                id
+            }
+        };
         if let Some(call) = self.calls.get_mut(&id) {
-            call.media.latched = Some(from);
+            call.media.latched.get_or_insert(from);
         }
-        self.by_media_source.insert(from, id);
         Some(id)
+    }
+
+    /// Routes RTP from the address call `id`'s SDP named to it. A newer offer
+    /// of the same address wins over an older call's latch: that phone has
+    /// moved on (RFC 3264: the offer says where the offerer receives).
+    fn expect_media(&mut self, id: u32) {
+        let Some(offered) = self.calls.get(&id).map(|c| c.media.offered).filter(|a| a.port() != 0) else { return };
+        if let Some(old) = self.by_media_source.insert(offered, id).filter(|old| *old != id) {
+            if let Some(call) = self.calls.get_mut(&old) {
+                call.media.latched = None;
+            }
+        }
     }
 
     fn on_media_tick(&mut self, now: Instant) {
@@ -806,53 +945,98 @@ impl SipEndpoint {
         };
     }
 
-    /// Ends a call from our side: a BYE in its own client transaction.
+    /// Ends a call from our side: a BYE in its own client transaction (or a
+    /// CANCEL, or a final error, for a leg not answered yet).
     fn hang_up(&mut self, now: Instant, id: u32, cause: &str) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        call.dialog.local_cseq = call.dialog.local_cseq.wrapping_add(1);
-        let d = call.dialog.clone();
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.pending.is_some() {
+            return self.reject_inbound(now, id, 480, cause);
+        }
+        if !call.answered && call.outbound.is_some() {
+            self.cancel(now, id);
+            return self.end_call(now, id, cause);
+        }
+        let (bye, destination) = self.in_dialog_request(id, Method::Bye, true);
+        if let Some(bye) = bye {
+            self.start_client(now, bye, destination, None);
+        }
+        self.end_call(now, id, cause);
+    }
+
+    /// A request inside call `id`'s dialog: BYE (a new CSeq) or the ACK of a 2xx (the INVITE's CSeq).
+    fn in_dialog_request(&mut self, id: u32, method: Method, next_cseq: bool) -> (Option<Request>, SocketAddr) {
+        let port = self.settings.listen.port();
         let branch = transaction::new_branch(&mut self.rng);
+        let Some(call) = self.calls.get_mut(&id) else { return (None, SocketAddr::from(([0, 0, 0, 0], 0))) };
+        if next_cseq {
+            call.dialog.local_cseq = call.dialog.local_cseq.wrapping_add(1);
+        }
+        let d = &call.dialog;
         let target = Uri::parse(&d.remote_target).unwrap_or_else(|_| Uri::sip(None, d.signalling.ip().to_string()));
         let mut headers = Headers::default();
-        headers.push(
-            "Via",
-            format!("SIP/2.0/UDP {};branch={branch};rport", host_port(d.local_ip, self.settings.listen.port())),
-        );
+        headers.push("Via", format!("SIP/2.0/UDP {};branch={branch};rport", host_port(d.local_ip, port)));
         headers.push("Max-Forwards", "70");
         headers.push("From", format!("{};tag={}", d.local_uri, d.local_tag));
         headers.push("To", format!("{};tag={}", d.remote_uri, d.remote_tag));
         headers.push("Call-ID", &d.call_id);
-        headers.push("CSeq", format!("{} BYE", d.local_cseq));
+        headers.push("CSeq", format!("{} {}", d.local_cseq, method.as_str()));
         headers.push("User-Agent", USER_AGENT);
-        let bye = Request { method: Method::Bye, uri: target, headers, body: Vec::new() };
-        let mut txn = NonInviteClientTransaction::new(now, self.timers, Transport::Unreliable, bye.encode());
-        if let Some(bytes) = txn.poll_transmit() {
-            self.send(SipSocket::Signalling, d.signalling, bytes);
-        }
-        self.clients.insert(branch, Client { txn, destination: d.signalling });
-        self.end_call(now, id, cause);
+        (Some(Request { method, uri: target, headers, body: Vec::new() }), d.signalling)
     }
 
-    fn end_call(&mut self, now: Instant, id: u32, cause: &str) {
-        let Some(call) = self.calls.remove(&id) else { return };
-        self.by_dialog.remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
-        if let Some(source) = call.media.latched {
-            self.by_media_source.remove(&source);
+    /// Sends `request` in a new client transaction; `call` is set for an INVITE to a callee leg.
+    fn start_client(&mut self, now: Instant, request: Request, destination: SocketAddr, call: Option<u32>) {
+        let Some(branch) = request.top_via().ok().and_then(|v| v.branch().map(str::to_string)) else { return };
+        let key = format!("{branch}|{}", request.method.as_str());
+        let bytes = request.encode();
+        let txn = match call {
+            Some(call) => {
+                let mut txn = InviteClientTransaction::new(now, self.timers, Transport::Unreliable, bytes);
+                let first = txn.poll_transmit();
+                let invite = Box::new(request);
+                self.clients.insert(key, Client { txn: ClientTxn::Invite { txn, call, invite }, destination });
+                first
+            }
+            None => {
+                let mut txn = NonInviteClientTransaction::new(now, self.timers, Transport::Unreliable, bytes);
+                let first = txn.poll_transmit();
+                self.clients.insert(key, Client { txn: ClientTxn::NonInvite(txn), destination });
+                first
+            }
+        };
+        if let Some(bytes) = txn {
+            self.send(SipSocket::Signalling, destination, bytes);
         }
+    }
+
+    /// Removes a call from every index, reporting nothing.
+    fn forget(&mut self, id: u32) -> Option<SipCall> {
+        let call = self.calls.remove(&id)?;
+        self.by_dialog.remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
+        self.by_media_source.retain(|_, owner| *owner != id);
+        if self.calls.is_empty() {
+            self.media_tick = None;
+        }
+        Some(call)
+    }
+
+    /// The call is over: its figures are reported, and a bridged other leg is hung up too.
+    fn end_call(&mut self, now: Instant, id: u32, cause: &str) {
+        let Some(call) = self.forget(id) else { return };
         let m = &call.media;
         self.events.push_back(Event::SipCallEnded {
             call: id,
             cause: cause.to_string(),
             duration_ms: now.saturating_duration_since(call.started).as_millis() as u64,
             packets_sent: m.packets_sent,
-            packets_received: m.receiver.received(),
+            packets_received: m.packets_received,
             lost: m.receiver.lost(),
             duplicated: m.receiver.duplicates(),
             jitter_ms: m.receiver.jitter_duration().as_millis() as u64,
             pattern_lost: m.pattern.lost,
         });
-        if self.calls.is_empty() {
-            self.media_tick = None;
+        if let Some(peer) = call.peer {
+            self.hang_up(now, peer, &format!("other leg ended: {cause}"));
         }
     }
 
@@ -939,8 +1123,30 @@ impl SipEndpoint {
                 }
             }
         }
+        if status > 100 {
+            set_to_tag(&mut response, &self.to_tag(request));
+        }
         response.headers.push("Server", USER_AGENT);
         response
+    }
+
+    /// Our To tag for a request's dialog (RFC 3261 8.2.6.2: every response but
+    /// 100 carries one). Derived from Call-ID and From tag under a key, so a
+    /// stateless answer to a retransmission carries the same tag and nothing
+    /// needs storing, yet strangers cannot predict it.
+    fn to_tag(&self, request: &Request) -> String {
+        let call_id = request.call_id().unwrap_or_default();
+        let from_tag = request.from().ok().and_then(|f| f.tag().map(str::to_string)).unwrap_or_default();
+        let digest = Md5::new()
+            .chain_update(self.tag_key)
+            .chain_update(call_id)
+            .chain_update([0])
+            .chain_update(from_tag)
+            .finalize();
+        digest.iter().take(8).fold(String::with_capacity(16), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
     }
 
     fn send(&mut self, socket: SipSocket, destination: SocketAddr, payload: Vec<u8>) {
@@ -979,7 +1185,7 @@ impl SipEndpoint {
         }
     }
 
-    fn answer_sdp(&mut self, ip: IpAddr, chosen: &Negotiated) -> Vec<u8> {
+    fn sdp(&mut self, ip: IpAddr, chosen: &Negotiated) -> Vec<u8> {
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let session = self.rng.next_u32();
         let mut formats = chosen.payload_type.to_string();
