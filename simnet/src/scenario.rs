@@ -333,6 +333,9 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "sip_call_rejected",
     "sip_call_ended",
     "sip_dtmf",
+    "sip_gateway_registered",
+    "sip_gateway_refused",
+    "sip_gateway_timeout",
     "datagram_dropped",
     "call_token_required",
 ];
@@ -1511,6 +1514,9 @@ mod tests {
                 pattern_lost: 0,
             },
             Event::SipDtmf { call: 1, digit: s() },
+            Event::SipGatewayRegistered { gateway: s(), expires: 0 },
+            Event::SipGatewayRefused { gateway: s(), status: 0, retry_in_ms: 0 },
+            Event::SipGatewayTimeout { gateway: s(), retry_in_ms: 0 },
             Event::DatagramDropped { from: addr, reason: s() },
             Event::CallTokenRequired { from: addr },
         ];
@@ -1541,6 +1547,9 @@ mod tests {
                 | Event::SipCallRejected { .. }
                 | Event::SipCallEnded { .. }
                 | Event::SipDtmf { .. }
+                | Event::SipGatewayRegistered { .. }
+                | Event::SipGatewayRefused { .. }
+                | Event::SipGatewayTimeout { .. }
                 | Event::DatagramDropped { .. }
                 | Event::CallTokenRequired { .. } => {}
             }

@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use switch::config::{SipSettings, SipUser};
+use switch::iax2::endpoint::ResolvedHosts;
 use switch::rtp::{write_rtp, RtpHeader, RtpPacket};
 use switch::sip::digest::{Authorization, Challenge};
 use switch::sip::endpoint::SipEndpoint;
@@ -76,10 +77,11 @@ fn challenges(c: &mut Criterion) {
         max_expires: 3600,
         max_calls: 1000,
         rtp_timeout: 60,
+        gateways: Vec::new(),
         users: vec![SipUser { name: "1000".into(), password: "secret".into(), context: None }],
     };
     let now = Instant::now();
-    let mut sip = SipEndpoint::new(Arc::new(settings), ChaCha20Rng::seed_from_u64(1), now);
+    let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
     let register = "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-scan\r\n\
                     Max-Forwards: 70\r\nFrom: <sip:100@192.0.2.1>;tag=1\r\nTo: <sip:100@192.0.2.1>\r\n\
                     Call-ID: scan\r\nCSeq: 1 REGISTER\r\nContact: <sip:100@198.51.100.7>\r\nContent-Length: 0\r\n\r\n";

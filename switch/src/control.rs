@@ -19,6 +19,7 @@ pub const HELP: &str = "commands:
   iax2 show channels   calls in progress with their media counters
   sip show registrations  SIP users' registered contacts
   sip show channels    SIP calls in progress with their RTP counters
+  sip show gateways    our registrations to upstream SIP servers
   originate DIAL [app=APP] [count=N] [hold=SECONDS]
                        place calls, e.g. originate IAX2/b/9196 app=pattern count=10 hold=30
                        (APP: pattern, tone(HZ), music, echo; default pattern)
@@ -114,6 +115,7 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
         ["iax2", "show", "channels"] => ask(Command::ShowChannels).await,
         ["sip", "show", "registrations"] => ask(Command::ShowSipRegistrations).await,
         ["sip", "show", "channels"] => ask(Command::ShowSipChannels).await,
+        ["sip", "show", "gateways"] => ask(Command::ShowSipGateways).await,
         ["hangup", "all"] => ask(Command::HangupAll).await,
         ["originate", ..] => match parse_originate(line) {
             Ok((request, count)) => {

@@ -124,6 +124,12 @@ pub enum Event {
     },
     /// An RFC 4733 telephone-event ended on a SIP call.
     SipDtmf { call: u32, digit: String },
+    /// Our registration to `[sip.gateways.NAME]` succeeded for `expires` seconds.
+    SipGatewayRegistered { gateway: String, expires: u32 },
+    /// The gateway refused our REGISTER (or challenged credentials it then refused).
+    SipGatewayRefused { gateway: String, status: u16, retry_in_ms: u64 },
+    /// The gateway did not answer our REGISTER.
+    SipGatewayTimeout { gateway: String, retry_in_ms: u64 },
 
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
@@ -161,6 +167,9 @@ impl Event {
             Event::SipCallRejected { .. } => "sip_call_rejected",
             Event::SipCallEnded { .. } => "sip_call_ended",
             Event::SipDtmf { .. } => "sip_dtmf",
+            Event::SipGatewayRegistered { .. } => "sip_gateway_registered",
+            Event::SipGatewayRefused { .. } => "sip_gateway_refused",
+            Event::SipGatewayTimeout { .. } => "sip_gateway_timeout",
             Event::DatagramDropped { .. } => "datagram_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
         }

@@ -38,6 +38,8 @@ pub enum Command {
     ShowSipRegistrations(oneshot::Sender<String>),
     /// `sip show channels`.
     ShowSipChannels(oneshot::Sender<String>),
+    /// `sip show gateways`.
+    ShowSipGateways(oneshot::Sender<String>),
     /// Place `count` calls; the answer says how many went out.
     Originate { request: Originate, count: u32, reply: oneshot::Sender<String> },
     /// Hang up every call.
@@ -93,7 +95,7 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
             // Its own stream of the one seed: SIP traffic does not shift IAX2's random values.
             let mut rng = ChaCha20Rng::seed_from_u64(setup.seed);
             rng.set_stream(1);
-            let mut sip = SipEndpoint::new(Arc::new(settings.clone()), rng, Instant::now().into_std());
+            let mut sip = SipEndpoint::new(Arc::new(settings.clone()), &resolved, rng, Instant::now().into_std());
             sip.set_dialplan(loaded.switch.dialplan.clone());
             Some(Sip { endpoint: sip, signalling, media, listen: settings.listen, rtp: settings.rtp })
         }
@@ -129,10 +131,10 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 Some(Command::Reload) => match config::load(&setup.loader) {
                     Ok(loaded) => {
                         let resolved = resolve_hosts(&net, &loaded).await;
-                        endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved);
+                        endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved.clone());
                         endpoint.set_dialplan(loaded.switch.dialplan.clone());
                         if let Some(sip) = &mut sip {
-                            sip.reconfigure(&loaded);
+                            sip.reconfigure(&loaded, &resolved);
                         } else if loaded.switch.sip.is_some() {
                             tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP");
                         }
@@ -152,6 +154,9 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 Some(Command::ShowChannels(tx)) => { let _ = tx.send(endpoint.show_channels()); }
                 Some(Command::ShowSipRegistrations(tx)) => {
                     let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_registrations(Instant::now().into_std())));
+                }
+                Some(Command::ShowSipGateways(tx)) => {
+                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_gateways(Instant::now().into_std())));
                 }
                 Some(Command::ShowSipChannels(tx)) => {
                     let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_channels(Instant::now().into_std())));
@@ -232,13 +237,13 @@ impl<S: DatagramSocket> Sip<S> {
         }
     }
 
-    fn reconfigure(&mut self, loaded: &LoadedConfig) {
+    fn reconfigure(&mut self, loaded: &LoadedConfig, resolved: &ResolvedHosts) {
         match &loaded.switch.sip {
             Some(settings) => {
                 if settings.listen != self.listen || settings.rtp != self.rtp {
                     tracing::warn!("[sip] listen or rtp changed: restart the switch to rebind");
                 }
-                self.endpoint.reconfigure(Arc::new(settings.clone()));
+                self.endpoint.reconfigure(Instant::now().into_std(), Arc::new(settings.clone()), resolved);
             }
             None => tracing::warn!("[sip] was removed from switch.toml: SIP stays up until a restart"),
         }
@@ -291,6 +296,7 @@ async fn resolve_hosts<N: Net>(net: &N, loaded: &LoadedConfig) -> ResolvedHosts 
         Host::Static(h) => Some(h.as_str()),
         Host::Dynamic { .. } => None,
     }));
+    names.extend(loaded.switch.sip.iter().flat_map(|s| s.gateways.iter().map(|g| g.host.as_str())));
     let mut map: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for name in names {
         if map.contains_key(name) {

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha20Rng;
 use switch::config::{SipSettings, SipUser};
 use switch::dialplan::{App, Dialplan};
 use switch::event::Event;
+use switch::iax2::endpoint::ResolvedHosts;
 use switch::rtp::{write_rtp, RtpHeader, RtpPacket};
 use switch::sip::digest::{Authorization, Challenge};
 use switch::sip::endpoint::{SipEndpoint, SipSocket, SipTransmit};
@@ -30,6 +31,7 @@ fn settings() -> SipSettings {
         max_expires: 3600,
         max_calls: 2,
         rtp_timeout: 10,
+        gateways: Vec::new(),
         users: vec![
             SipUser { name: "alice".into(), password: "wonderland".into(), context: None },
             SipUser { name: "bob".into(), password: "builder".into(), context: None },
@@ -46,7 +48,8 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         let now = Instant::now();
-        let mut sip = SipEndpoint::new(Arc::new(settings()), ChaCha20Rng::seed_from_u64(7), now);
+        let mut sip =
+            SipEndpoint::new(Arc::new(settings()), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(7), now);
         let mut plan = Dialplan::default();
         plan.add("default", "9196", App::Echo);
         plan.add("default", "9664", App::Music);
@@ -490,4 +493,61 @@ mod hostile {
             prop_assert!(answers <= 2 * requests, "{answers} answers to {requests} requests");
         }
     }
+}
+
+/// `[sip.gateways.NAME]`: the switch registers upstream, answers the
+/// provider's challenge, refreshes, and reports a refusal.
+#[test]
+fn the_switch_registers_to_a_gateway() {
+    let mut s = settings();
+    s.gateways.push(switch::config::SipGateway {
+        name: "provider".into(),
+        host: "198.51.100.5".into(),
+        port: 5060,
+        username: "4411".into(),
+        password: "upstream".into(),
+        expires: 300,
+    });
+    let resolved = ResolvedHosts([("198.51.100.5".to_string(), vec!["198.51.100.5".parse().unwrap()])].into());
+    let now = Instant::now();
+    let mut sip = SipEndpoint::new(Arc::new(s), &resolved, ChaCha20Rng::seed_from_u64(3), now);
+    let provider: SocketAddr = "198.51.100.5:5060".parse().unwrap();
+    assert_eq!(sip.poll_timeout(), Some(now), "the first REGISTER goes out at once");
+    sip.handle_timeout(now);
+    let sent: Vec<SipTransmit> = std::iter::from_fn(|| sip.poll_transmit()).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].destination, provider);
+    let Ok(Message::Request(first)) = Message::parse(&sent[0].payload) else { panic!("a REGISTER") };
+    assert_eq!(first.uri.to_string(), "sip:198.51.100.5");
+    assert_eq!(first.headers.get("Contact"), Some("<sip:4411@192.0.2.1:5060>"));
+
+    let mut challenge = Response::to_request(&first, 401, "Unauthorized");
+    challenge.headers.push("WWW-Authenticate", "Digest realm=\"up\", nonce=\"n1\", algorithm=MD5");
+    sip.handle_signalling(now, provider, &challenge.encode());
+    let Some(Ok(Message::Request(second))) = sip.poll_transmit().map(|t| Message::parse(&t.payload)) else {
+        panic!("a REGISTER with credentials")
+    };
+    let auth = Authorization::parse(second.headers.get("Authorization").unwrap()).unwrap();
+    assert!(auth.verify("REGISTER", "upstream"));
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+
+    let mut ok = Response::to_request(&second, 200, "OK");
+    ok.headers.push("Contact", "<sip:4411@192.0.2.1:5060>;expires=240");
+    sip.handle_signalling(now, provider, &ok.encode());
+    let events: Vec<Event> = std::iter::from_fn(|| sip.poll_event()).collect();
+    assert!(events.contains(&Event::SipGatewayRegistered { gateway: "provider".into(), expires: 240 }), "{events:?}");
+    assert!(sip.show_gateways(now).contains("Registered"), "{}", sip.show_gateways(now));
+    // The refresh is due at 5/6 of what was granted (200 s), not before.
+    let mut refreshed_at = None;
+    while let Some(t) = sip.poll_timeout().filter(|t| t.duration_since(now) <= Duration::from_secs(300)) {
+        sip.handle_timeout(t);
+        if let Some(sent) = sip.poll_transmit() {
+            assert!(
+                matches!(Message::parse(&sent.payload), Ok(Message::Request(r)) if r.method.as_str() == "REGISTER")
+            );
+            refreshed_at = Some(t.duration_since(now));
+            break;
+        }
+    }
+    assert_eq!(refreshed_at, Some(Duration::from_secs(200)));
 }

@@ -95,6 +95,22 @@ pub struct SipSettings {
     pub rtp_timeout: u32,
     /// `[sip.users.NAME]`: who may register and call, in file order.
     pub users: Vec<SipUser>,
+    /// `[sip.gateways.NAME]`: upstream servers the switch registers to, in file order.
+    pub gateways: Vec<SipGateway>,
+}
+
+/// One `[sip.gateways.NAME]` table: a registration of ours to an upstream
+/// server, as a FreeSWITCH gateway or an Asterisk `register =>` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipGateway {
+    pub name: String,
+    /// `proxy`: host name or address, and port (default 5060).
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    /// `expires`: the registration interval asked for (default 600 s).
+    pub expires: u32,
 }
 
 /// One `[sip.users.NAME]` table.

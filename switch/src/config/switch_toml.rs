@@ -25,6 +25,12 @@
 //! [sip.users.alice]
 //! password = "a long secret"
 //! context = "default"         # optional
+//!
+//! [sip.gateways.provider]     # register to an upstream SIP server
+//! proxy = "sip.example.net:5060"
+//! username = "441234567"
+//! password = "from the provider"
+//! expires = 600               # seconds asked for (60-86400)
 //! ```
 //!
 //! Every table and key is optional; unknown ones are errors. The control socket
@@ -41,7 +47,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::{Diagnostic, Location, LogLevel, SipSettings, SipUser, SwitchSettings};
+use super::{Diagnostic, Location, LogLevel, SipGateway, SipSettings, SipUser, SwitchSettings};
 use crate::dialplan::App;
 
 /// The file's name.
@@ -69,6 +75,16 @@ struct Sip {
     max_calls: Option<Spanned<u32>>,
     rtp_timeout: Option<Spanned<u32>>,
     users: Option<Ordered<Spanned<String>, Spanned<SipUserTable>>>,
+    gateways: Option<Ordered<Spanned<String>, Spanned<SipGatewayTable>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipGatewayTable {
+    proxy: Spanned<String>,
+    username: Spanned<String>,
+    password: Spanned<String>,
+    expires: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,7 +309,60 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
             context: table.context.map(|c| c.into_inner().trim().to_string()),
         });
     }
+    let mut gateways = Vec::new();
+    for (name, table) in sip.gateways.map(|g| g.0).unwrap_or_default() {
+        let gw = name.get_ref().trim().to_string();
+        let table = table.into_inner();
+        let proxy = table.proxy.get_ref().trim();
+        let (host, port) = match proxy.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') => match p.parse::<u16>() {
+                Ok(port) if port > 0 => (h.trim_matches(|c| c == '[' || c == ']').to_string(), port),
+                _ => (String::new(), 0),
+            },
+            _ => (proxy.trim_matches(|c| c == '[' || c == ']').to_string(), 5060),
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            bad(
+                table.proxy.span().start,
+                "proxy",
+                format!("gateway {gw:?}: expected \"host[:port]\", got {proxy:?}"),
+                "write e.g. proxy = \"sip.example.net:5060\"",
+            );
+            continue;
+        }
+        let expires = table.expires.as_ref().map_or(600, |v| *v.get_ref());
+        if !(60..=86_400).contains(&expires) {
+            let at = table.expires.as_ref().map_or(0, |v| v.span().start);
+            bad(
+                at,
+                "expires",
+                format!("gateway {gw:?}: expires={expires} is outside 60-86400 seconds"),
+                "write e.g. expires = 600",
+            );
+            continue;
+        }
+        if listen.ip().is_unspecified() && external_ip.is_none() {
+            bad(
+                name.span().start,
+                &gw,
+                format!(
+                    "gateway {gw:?}: the switch listens on {listen}, so it cannot tell the provider where to reach it"
+                ),
+                "set [sip] external_ip to the address the provider reaches, or listen on a specific address",
+            );
+            continue;
+        }
+        gateways.push(SipGateway {
+            name: gw,
+            host,
+            port,
+            username: table.username.get_ref().trim().to_string(),
+            password: table.password.into_inner(),
+            expires,
+        });
+    }
     Some(SipSettings {
+        gateways,
         listen,
         rtp,
         external_ip,
@@ -358,7 +427,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -429,7 +498,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context)"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);

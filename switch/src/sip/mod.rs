@@ -4,6 +4,7 @@
 pub mod call;
 pub mod digest;
 pub mod endpoint;
+pub mod gateway;
 pub mod header;
 pub mod message;
 pub mod registrar;

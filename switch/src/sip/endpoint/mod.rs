@@ -26,6 +26,7 @@ mod dial;
 
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
 use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
+use super::gateway::{GatewayRegistration, GatewayState, Outcome as GatewayOutcome};
 use super::header::{Contact, Method, NameAddr, Via};
 use super::message::{reason_phrase, Headers, Message, ParseError, Request, Response};
 use super::registrar::{ContactRequest, Refused, Registrar};
@@ -38,6 +39,7 @@ use super::uri::Uri;
 use crate::config::{SipSettings, SipUser};
 use crate::dialplan::{App, Dialplan};
 use crate::event::Event;
+use crate::iax2::endpoint::ResolvedHosts;
 use crate::media::G711;
 use crate::rtp::{self, RtpPacket};
 
@@ -48,7 +50,7 @@ const FRAME: Duration = Duration::from_millis(20);
 /// Server transactions alive at once; beyond it new requests are dropped.
 const MAX_TRANSACTIONS: usize = 16_384;
 /// What we say we are.
-const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
 
 /// Which of the two sockets a datagram belongs to.
@@ -128,6 +130,8 @@ pub struct SipEndpoint {
     /// Key of the To tags derived by [`Self::to_tag`].
     tag_key: [u8; 16],
     registrar: Registrar,
+    /// `[sip.gateways.NAME]`: our registrations upstream.
+    gateways: Vec<GatewayRegistration>,
     servers: BTreeMap<String, Server>,
     clients: BTreeMap<String, Client>,
     calls: BTreeMap<u32, SipCall>,
@@ -143,20 +147,21 @@ pub struct SipEndpoint {
 }
 
 impl SipEndpoint {
-    pub fn new(settings: Arc<SipSettings>, mut rng: ChaCha20Rng, now: Instant) -> Self {
+    pub fn new(settings: Arc<SipSettings>, resolved: &ResolvedHosts, mut rng: ChaCha20Rng, now: Instant) -> Self {
         let mut key = [0u8; 16];
         rng.fill_bytes(&mut key);
         let mut tag_key = [0u8; 16];
         rng.fill_bytes(&mut tag_key);
-        SipEndpoint {
+        let mut endpoint = SipEndpoint {
             tag_key,
-            settings,
+            settings: settings.clone(),
             dialplan: Dialplan::default(),
             rng,
             epoch: now,
             timers: Timers::default(),
             nonces: NonceIssuer::new(key, NONCE_LIFETIME),
             registrar: Registrar::default(),
+            gateways: Vec::new(),
             servers: BTreeMap::new(),
             clients: BTreeMap::new(),
             calls: BTreeMap::new(),
@@ -167,16 +172,98 @@ impl SipEndpoint {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: SipStats::default(),
-        }
+        };
+        endpoint.reconfigure(now, settings, resolved);
+        endpoint
     }
 
     /// Applies a reloaded `[sip]`: users removed lose their registrations;
     /// calls in progress go on. The sockets are not rebound (restart for that).
-    pub fn reconfigure(&mut self, settings: Arc<SipSettings>) {
+    /// Gateways whose settings and address are unchanged keep their registration.
+    pub fn reconfigure(&mut self, now: Instant, settings: Arc<SipSettings>, resolved: &ResolvedHosts) {
         for user in self.registrar.retain_users(|u| settings.users.iter().any(|c| c.name == u)) {
             self.events.push_back(Event::SipUnregistered { user, reason: "removed from configuration".into() });
         }
+        let mut old = std::mem::take(&mut self.gateways);
+        for gateway in &settings.gateways {
+            let server =
+                resolved.0.get(&gateway.host).and_then(|ips| ips.first()).map(|ip| SocketAddr::new(*ip, gateway.port));
+            match old.iter().position(|g| &g.gateway == gateway && g.server == server) {
+                Some(i) => self.gateways.push(old.remove(i)),
+                None => self.gateways.push(GatewayRegistration::new(gateway.clone(), server, now, &mut self.rng)),
+            }
+        }
         self.settings = settings;
+    }
+
+    /// `sip show gateways`.
+    pub fn show_gateways(&self, now: Instant) -> String {
+        let mut out =
+            format!("{:<16} {:<28} {:<16} {:<12} {:>8}\n", "Gateway", "Proxy", "Username", "State", "Expires");
+        for g in &self.gateways {
+            let proxy = g.server.map_or_else(|| format!("{} (unresolved)", g.gateway.host), |a| a.to_string());
+            let left = match &g.state {
+                GatewayState::Registered { until } => until.saturating_duration_since(now).as_secs().to_string(),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {proxy:<28} {:<16} {:<12} {left:>8}",
+                g.gateway.name,
+                g.gateway.username,
+                g.state.name()
+            );
+        }
+        let _ = writeln!(out, "{} gateway(s)", self.gateways.len());
+        out
+    }
+
+    /// The address written in Via and Contact of our own REGISTERs.
+    fn gateway_local_ip(&self) -> IpAddr {
+        self.settings.external_ip.unwrap_or(self.settings.listen.ip())
+    }
+
+    /// Sends the REGISTERs that are due.
+    fn poll_gateways(&mut self, now: Instant) {
+        let (local, port) = (self.gateway_local_ip(), self.settings.listen.port());
+        for i in 0..self.gateways.len() {
+            let Some(request) = self.gateways[i].poll_request(now, local, port, &mut self.rng) else { continue };
+            self.send_gateway_request(now, i, request);
+        }
+    }
+
+    fn send_gateway_request(&mut self, now: Instant, i: usize, request: Request) {
+        let Some(server) = self.gateways[i].server else { return };
+        let Some(branch) = request.top_via().ok().and_then(|v| v.branch().map(str::to_string)) else { return };
+        self.gateways[i].sent(format!("{branch}|REGISTER"));
+        self.start_client(now, request, server, None);
+    }
+
+    /// A new response (or a timeout, `None`) for a client transaction: a gateway's, if `key` is one.
+    fn on_gateway_answer(&mut self, now: Instant, key: &str, response: Option<&Response>) {
+        let Some(i) = self.gateways.iter().position(|g| g.state == GatewayState::Trying { key: key.to_string() })
+        else {
+            return;
+        };
+        let name = self.gateways[i].gateway.name.clone();
+        let Some(response) = response else {
+            let wait = self.gateways[i].on_timeout(now, &mut self.rng);
+            self.events.push_back(Event::SipGatewayTimeout { gateway: name, retry_in_ms: wait.as_millis() as u64 });
+            return;
+        };
+        let (local, port) = (self.gateway_local_ip(), self.settings.listen.port());
+        match self.gateways[i].on_response(now, response, local, port, &mut self.rng) {
+            GatewayOutcome::Registered { expires } => {
+                self.events.push_back(Event::SipGatewayRegistered { gateway: name, expires })
+            }
+            GatewayOutcome::Retry(request) => self.send_gateway_request(now, i, *request),
+            GatewayOutcome::Refused { status, retry_in } => self.events.push_back(Event::SipGatewayRefused {
+                gateway: name,
+                status,
+                retry_in_ms: retry_in.as_millis() as u64,
+            }),
+            GatewayOutcome::Nothing => {}
+        }
     }
 
     pub fn set_dialplan(&mut self, dialplan: Dialplan) {
@@ -202,7 +289,8 @@ impl SipEndpoint {
             ServerTxn::NonInvite(txn) => txn.poll_timeout(),
         });
         let clients = self.clients.values().filter_map(|c| c.txn.poll_timeout());
-        servers.chain(clients).chain(self.media_tick).chain(self.registrar.next_expiry()).min()
+        let gateways = self.gateways.iter().filter_map(|g| g.next_attempt);
+        servers.chain(clients).chain(gateways).chain(self.media_tick).chain(self.registrar.next_expiry()).min()
     }
 
     /// A datagram on the signalling socket.
@@ -293,10 +381,14 @@ impl SipEndpoint {
             if let Some(bytes) = resend {
                 self.send(SipSocket::Signalling, destination, bytes);
             }
-            if let (true, Some(id)) = (events.contains(&TransactionEvent::TimedOut), call) {
-                self.callee_failed(now, id, 408, "the callee did not answer (timer B)");
+            if events.contains(&TransactionEvent::TimedOut) {
+                match call {
+                    Some(id) => self.callee_failed(now, id, 408, "the callee did not answer (timer B)"),
+                    None => self.on_gateway_answer(now, &key, None),
+                }
             }
         }
+        self.poll_gateways(now);
         if self.registrar.next_expiry().is_some_and(|t| t <= now) {
             for user in self.registrar.expire(now) {
                 self.events.push_back(Event::SipUnregistered { user, reason: "expired".into() });
@@ -814,8 +906,10 @@ impl SipEndpoint {
         if let Some(bytes) = send {
             self.send(SipSocket::Signalling, destination, bytes);
         }
-        if let (true, Some(id)) = (new, call) {
-            self.on_callee_response(now, id, &response);
+        match (new, call) {
+            (true, Some(id)) => self.on_callee_response(now, id, &response),
+            (true, None) => self.on_gateway_answer(now, &key, Some(&response)),
+            _ => {}
         }
     }
 
