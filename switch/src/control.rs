@@ -21,7 +21,8 @@ pub const HELP: &str = "commands:
   sip show channels    SIP calls in progress with their RTP counters
   sip show gateways    our registrations to upstream SIP servers
   originate DIAL [app=APP] [count=N] [hold=SECONDS]
-                       place calls, e.g. originate IAX2/b/9196 app=pattern count=10 hold=30
+                       place calls, e.g. originate IAX2/b/9196 app=pattern count=10 hold=30,
+                       originate SIP/1000 (a registered user), SIP/provider/4412345 (a gateway)
                        (APP: pattern, tone(HZ), music, echo; default pattern)
   hangup all           hang up every call (IAX2 and SIP)
   show stats           traffic and drop counters
@@ -90,7 +91,11 @@ pub fn parse_originate(line: &str) -> Result<(Originate, u32), String> {
             _ => return Err(format!("`{word}`: unknown option (app, count, hold)")),
         }
     }
-    crate::iax2::call::DialString::parse(&dial)?;
+    if dial.get(..4).is_some_and(|t| t.eq_ignore_ascii_case("SIP/")) {
+        crate::sip::endpoint::SipTarget::parse(&dial)?;
+    } else {
+        crate::iax2::call::DialString::parse(&dial)?;
+    }
     Ok((Originate { dial, app, hold, calling: (None, None) }, count))
 }
 
@@ -125,7 +130,7 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
                 }
                 rx.await.unwrap_or_else(|_| "no answer".to_string())
             }
-            Err(e) => format!("{e}\nusage: originate IAX2/peer/exten [app=pattern] [count=N] [hold=SECONDS]"),
+            Err(e) => format!("{e}\nusage: originate IAX2/peer/exten|SIP/user|SIP/gateway/exten [app=pattern] [count=N] [hold=SECONDS]"),
         },
         ["reload"] | ["iax2", "reload"] => match commands.send(Command::Reload).await {
             Ok(()) => "reload requested; see the log for the outcome".to_string(),

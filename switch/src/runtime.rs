@@ -170,8 +170,14 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                     let now = Instant::now().into_std();
                     let mut placed = 0;
                     let mut first_error = None;
+                    let sip_call = request.dial.get(..4).is_some_and(|t| t.eq_ignore_ascii_case("SIP/"));
                     for _ in 0..count {
-                        match endpoint.originate(now, &request) {
+                        let placed_call = match (&mut sip, sip_call) {
+                            (_, false) => endpoint.originate(now, &request).map(|_| ()),
+                            (Some(sip), true) => sip.endpoint.originate(now, &request).map(|_| ()),
+                            (None, true) => Err(SIP_OFF.trim_end().to_string()),
+                        };
+                        match placed_call {
                             Ok(_) => placed += 1,
                             Err(e) => { first_error.get_or_insert(e); }
                         }

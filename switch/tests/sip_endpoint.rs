@@ -551,3 +551,74 @@ fn the_switch_registers_to_a_gateway() {
     }
     assert_eq!(refreshed_at, Some(Duration::from_secs(200)));
 }
+
+/// `originate SIP/gateway/exten`: the INVITE goes to the gateway's proxy, its
+/// 407 is answered with the gateway's credentials, the answer's address gets
+/// our pattern, and the hold time ends the call with a BYE.
+#[test]
+fn originate_through_a_gateway_answers_its_challenge_and_holds() {
+    let mut s = settings();
+    s.gateways.push(switch::config::SipGateway {
+        name: "provider".into(),
+        host: "198.51.100.5".into(),
+        port: 5060,
+        username: "4411".into(),
+        password: "upstream".into(),
+        expires: 300,
+    });
+    let resolved = ResolvedHosts([("198.51.100.5".to_string(), vec!["198.51.100.5".parse().unwrap()])].into());
+    let mut b = Bench::new();
+    b.sip = SipEndpoint::new(Arc::new(s), &resolved, ChaCha20Rng::seed_from_u64(5), b.now);
+    b.phone = "198.51.100.5:5060".parse().unwrap();
+    let _ = b.advance(Duration::from_millis(1)); // the gateway's REGISTER
+    let request = switch::iax2::endpoint::Originate {
+        dial: "SIP/provider/4412345".into(),
+        app: App::Pattern,
+        hold: Some(Duration::from_secs(1)),
+        calling: (None, None),
+    };
+    b.sip.originate(b.now, &request).unwrap();
+    let out = b.drain();
+    let Ok(Message::Request(invite)) = Message::parse(&out[0].payload) else { panic!("an INVITE") };
+    assert_eq!((invite.method.as_str(), invite.uri.to_string()), ("INVITE", "sip:4412345@198.51.100.5".to_string()));
+
+    let mut challenge = Response::to_request(&invite, 407, "Proxy Authentication Required");
+    let to = challenge.headers.get("To").unwrap().to_string();
+    challenge.headers.set("To", format!("{to};tag=p1"));
+    challenge.headers.push("Proxy-Authenticate", "Digest realm=\"up\", nonce=\"n2\"");
+    let out = b.send(&String::from_utf8(challenge.encode()).unwrap());
+    let methods: Vec<String> = out
+        .iter()
+        .filter_map(|t| match Message::parse(&t.payload) {
+            Ok(Message::Request(r)) => Some(r.method.as_str().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(methods, ["ACK", "INVITE"]);
+    let Ok(Message::Request(second)) = Message::parse(&out[1].payload) else { panic!() };
+    let auth = Authorization::parse(second.headers.get("Proxy-Authorization").unwrap()).unwrap();
+    assert!(auth.verify("INVITE", "upstream"));
+    assert_eq!(second.cseq().unwrap().seq, invite.cseq().unwrap().seq + 1);
+
+    let mut ok = Response::to_request(&second, 200, "OK");
+    ok.headers.set("To", format!("{to};tag=p2"));
+    ok.headers.push("Contact", "<sip:4412345@198.51.100.5>");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body =
+        b"v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n"
+            .to_vec();
+    let out = b.send(&String::from_utf8(ok.encode()).unwrap());
+    assert!(matches!(Message::parse(&out[0].payload), Ok(Message::Request(r)) if r.method.as_str() == "ACK"));
+    let out = b.advance(Duration::from_millis(1100));
+    let media = out.iter().filter(|t| t.socket == SipSocket::Media).count();
+    assert!((49..=51).contains(&media), "{media} pattern frames in the 1 s hold");
+    assert!(out
+        .iter()
+        .all(|t| t.socket == SipSocket::Signalling || t.destination == "198.51.100.9:30000".parse().unwrap()));
+    let bye = out.iter().find_map(|t| match Message::parse(&t.payload) {
+        Ok(Message::Request(r)) if r.method.as_str() == "BYE" => Some(r),
+        _ => None,
+    });
+    assert_eq!(bye.map(|r| r.to().unwrap().tag().map(str::to_string)), Some(Some("p2".into())));
+    assert!(b.events().iter().any(|e| matches!(e, Event::SipCallEnded { cause, .. } if cause == "hold time over")));
+}

@@ -147,6 +147,14 @@ pub struct Outbound {
     pub branch: String,
     /// The ACK we sent for the callee's 2xx, sent again if the 2xx is.
     pub ack: Option<Vec<u8>>,
+    /// A gateway's username and password, to answer its challenge.
+    pub credentials: Option<(String, String)>,
+    /// Credentials were sent once already: a second challenge is a refusal.
+    pub challenged: bool,
+    /// Placed by `originate` (no caller leg): our side plays its application.
+    pub originated: bool,
+    /// Hang up this long after the answer (`originate ... hold=S`).
+    pub hold: Option<std::time::Duration>,
 }
 
 /// One leg of a call: a caller's INVITE we answered (or will), or our INVITE to a callee.
@@ -171,4 +179,6 @@ pub struct SipCall {
     pub peer: Option<u32>,
     /// Our SDP (answer inbound, offer outbound), sent again for a re-INVITE.
     pub local_sdp: Vec<u8>,
+    /// When `originate`'s hold time ends.
+    pub hangup_at: Option<Instant>,
 }

@@ -24,6 +24,8 @@ use rand_chacha::ChaCha20Rng;
 
 mod dial;
 
+pub use dial::SipTarget;
+
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
 use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
 use super::gateway::{GatewayRegistration, GatewayState, Outcome as GatewayOutcome};
@@ -724,6 +726,7 @@ impl SipEndpoint {
             outbound: None,
             peer: None,
             local_sdp,
+            hangup_at: None,
         };
         self.calls.insert(id, call);
         match &app {
@@ -738,6 +741,7 @@ impl SipEndpoint {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let Some(request) = call.pending.take() else { return };
         call.answered = true;
+        call.media.last_received = now;
         let (from, key) = (call.dialog.signalling, call.invite.clone().unwrap_or_default());
         let contact = format!("<sip:{}@{}>", exten_for_uri(&call.exten), host_port(call.dialog.local_ip, port));
         let (tag, sdp, codec) = (call.dialog.local_tag.clone(), call.local_sdp.clone(), codec_name(call.media.codec));
@@ -750,6 +754,11 @@ impl SipEndpoint {
         self.respond(now, &key, &ok);
         self.events.push_back(Event::SipCallAnswered { call: id, codec: codec.into() });
         self.expect_media(id);
+        self.media_tick_from(now);
+    }
+
+    /// Starts the 20 ms media clock if it is not running.
+    fn media_tick_from(&mut self, now: Instant) {
         self.media_tick.get_or_insert(now + FRAME);
     }
 
@@ -1015,7 +1024,13 @@ impl SipEndpoint {
         let timeout = Duration::from_secs(u64::from(self.settings.rtp_timeout));
         let mut silent = Vec::new();
         let mut packets = Vec::new();
-        for call in self.calls.values_mut() {
+        let mut held = Vec::new();
+        // Legs still ringing have no media yet, and no RTP to miss.
+        for call in self.calls.values_mut().filter(|c| c.answered) {
+            if call.hangup_at.is_some_and(|t| t <= now) {
+                held.push(call.id);
+                continue;
+            }
             if !timeout.is_zero() && now.saturating_duration_since(call.media.last_received) >= timeout {
                 silent.push(call.id);
                 continue;
@@ -1029,6 +1044,9 @@ impl SipEndpoint {
         }
         for id in silent {
             self.hang_up(now, id, "RTP timeout");
+        }
+        for id in held {
+            self.hang_up(now, id, "hold time over");
         }
         self.media_tick = if self.calls.is_empty() {
             None
