@@ -80,6 +80,36 @@ impl Bench {
         std::iter::from_fn(|| self.sip.poll_event()).collect()
     }
 
+    /// The causes of the calls that ended since the last look at the events.
+    fn ended_causes(&mut self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::SipCallEnded { cause, .. } => Some(cause),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Registers bob from 192.0.2.11:5060; returns that address.
+    fn register_bob(&mut self) -> SocketAddr {
+        let bob: SocketAddr = "192.0.2.11:5060".parse().unwrap();
+        let reg = |branch: &str, cseq: u32, auth: Option<&str>| {
+            register(branch, cseq, auth)
+                .replace("alice@", "bob@")
+                .replace("192.0.2.10:5060", "192.0.2.11:5060")
+                .replace("reg-1@phone", "reg-2@phone")
+        };
+        let challenge = responses(&self.send_from(bob, &reg("b1", 1, None)))[0]
+            .headers
+            .get("WWW-Authenticate")
+            .unwrap()
+            .to_string();
+        let auth = answer_as("bob", &challenge, "REGISTER", "sip:192.0.2.1", "builder");
+        assert_eq!(responses(&self.send_from(bob, &reg("b2", 2, Some(&auth))))[0].status, 200);
+        bob
+    }
+
     fn advance(&mut self, by: Duration) -> Vec<SipTransmit> {
         let until = self.now + by;
         let mut out = Vec::new();
@@ -281,15 +311,7 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
         .filter(|t| matches!(Message::parse(&t.payload), Ok(Message::Request(r)) if r.method.as_str() == "BYE"))
         .count();
     assert!(byes >= 2, "an RTP timeout sends BYE (and retransmits it unanswered)");
-    let causes: Vec<String> = b
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::SipCallEnded { cause, .. } => Some(cause),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(causes, ["RTP timeout", "RTP timeout"]);
+    assert_eq!(b.ended_causes(), ["RTP timeout", "RTP timeout"]);
 }
 
 /// Calls between registered users go through the switch as a back-to-back
@@ -297,20 +319,7 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
 #[test]
 fn a_call_to_a_registered_user_is_bridged() {
     let mut b = Bench::new();
-    let bob: SocketAddr = "192.0.2.11:5060".parse().unwrap();
-    let bob_register = |branch: &str, cseq: u32, auth: Option<&str>| {
-        register(branch, cseq, auth)
-            .replace("alice@", "bob@")
-            .replace("192.0.2.10:5060", "192.0.2.11:5060")
-            .replace("reg-1@phone", "reg-2@phone")
-    };
-    let challenge = responses(&b.send_from(bob, &bob_register("b1", 1, None)))[0]
-        .headers
-        .get("WWW-Authenticate")
-        .unwrap()
-        .to_string();
-    let auth = answer_as("bob", &challenge, "REGISTER", "sip:192.0.2.1", "builder");
-    assert_eq!(responses(&b.send_from(bob, &bob_register("b2", 2, Some(&auth))))[0].status, 200);
+    let bob = b.register_bob();
 
     // carol never registered.
     let invite_to = |b: &mut Bench, exten: &str, branch: &str| {
@@ -387,15 +396,7 @@ fn a_call_to_a_registered_user_is_bridged() {
     let Ok(Message::Request(bye_b)) = Message::parse(&out[1].payload) else { panic!("a BYE to bob") };
     assert_eq!((bye_b.method.as_str(), out[1].destination), ("BYE", bob));
     assert_eq!(bye_b.to().unwrap().tag(), Some("bobtag"));
-    let ended: Vec<String> = b
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::SipCallEnded { cause, .. } => Some(cause),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ended, ["remote BYE", "other leg ended: remote BYE"]);
+    assert_eq!(b.ended_causes(), ["remote BYE", "other leg ended: remote BYE"]);
 }
 
 /// A caller's CANCEL while the callee rings: 200 to the CANCEL, 487 to the
@@ -403,13 +404,7 @@ fn a_call_to_a_registered_user_is_bridged() {
 #[test]
 fn a_cancel_while_the_callee_rings_is_passed_on() {
     let mut b = Bench::new();
-    let bob: SocketAddr = "192.0.2.11:5060".parse().unwrap();
-    let reg = register("b1", 1, None).replace("alice@", "bob@").replace("192.0.2.10", "192.0.2.11");
-    let challenge = responses(&b.send_from(bob, &reg))[0].headers.get("WWW-Authenticate").unwrap().to_string();
-    let auth = answer_as("bob", &challenge, "REGISTER", "sip:192.0.2.1", "builder");
-    let reg = register("b2", 2, Some(&auth)).replace("alice@", "bob@").replace("192.0.2.10", "192.0.2.11");
-    assert_eq!(responses(&b.send_from(bob, &reg))[0].status, 200);
-
+    let bob = b.register_bob();
     let challenge =
         responses(&b.send(&invite("bob", "k0", 1, None)))[0].headers.get("Proxy-Authenticate").unwrap().to_string();
     let auth = answer(&challenge, "INVITE", "sip:bob@192.0.2.1", "wonderland");
