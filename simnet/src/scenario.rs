@@ -1164,18 +1164,6 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
     })
 }
 
-/// Operator commands a `command` action may run (what `switch::control::execute` knows).
-const COMMANDS: &[&str] = &[
-    "iax2 show peers",
-    "iax2 show registry",
-    "iax2 show channels",
-    "show stats",
-    "hangup all",
-    "reload",
-    "iax2 reload",
-    "help",
-];
-
 /// Refuses command lines the control socket would not understand, so a typo
 /// fails at load time; `originate` lines without placeholders are parsed.
 fn check_command(line: &str) -> Result<(), (String, String)> {
@@ -1192,12 +1180,15 @@ fn check_command(line: &str) -> Result<(), (String, String)> {
             )
         });
     }
-    if COMMANDS.contains(&joined.as_str()) {
+    if switch::control::COMMANDS.contains(&joined.as_str()) {
         return Ok(());
     }
     Err((
         format!("unknown operator command `{}`", line.trim()),
-        format!("commands: originate DIAL [app=APP] [count=N] [hold=SECONDS], {}", COMMANDS.join(", ")),
+        format!(
+            "commands: originate DIAL [app=APP] [count=N] [hold=SECONDS], {}",
+            switch::control::COMMANDS.join(", ")
+        ),
     ))
 }
 

@@ -30,6 +30,22 @@ pub const HELP: &str = "commands:
   help                 this text
   quit                 close this connection";
 
+/// The commands without arguments [`execute`] knows (besides `originate`,
+/// `help` and `quit`), as scenario files may name them.
+pub const COMMANDS: &[&str] = &[
+    "iax2 show peers",
+    "iax2 show registry",
+    "iax2 show channels",
+    "sip show registrations",
+    "sip show channels",
+    "sip show gateways",
+    "show stats",
+    "hangup all",
+    "reload",
+    "iax2 reload",
+    "help",
+];
+
 /// Longest command line accepted; a longer one closes the connection.
 const MAX_LINE: usize = 1024;
 
@@ -138,4 +154,23 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
         },
         _ => format!("unknown command {line:?}\n{HELP}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command a scenario may name is one `execute` knows.
+    #[test]
+    fn every_listed_command_is_understood() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        for line in COMMANDS {
+            let answer = runtime.block_on(execute(line, &tx)).unwrap();
+            assert!(!answer.starts_with("unknown command"), "{line}: {answer}");
+        }
+        let answer = runtime.block_on(execute("sip show everything", &tx)).unwrap();
+        assert!(answer.starts_with("unknown command"), "{answer}");
+    }
 }
