@@ -24,6 +24,11 @@
 //! requests and RTP, adapting tags, digest credentials, addresses and
 //! transport; exchanges are SIP transactions. SIP in a capture that also
 //! holds IAX2 is summarised but not replayed (listed as skipped).
+//!
+//! With [`RoleRequest::Client`] a SIP-only capture is replayed by
+//! `sip_client`: the switch sends the captured client's REGISTERs (a
+//! `[sip.gateways]` entry per captured server) and INVITEs (`originate` at
+//! their captured times), the remote parties play the captured servers.
 
 pub mod compare;
 pub mod config;
@@ -32,6 +37,7 @@ mod remote;
 mod report;
 mod script;
 pub mod sip;
+mod sip_client;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -158,7 +164,7 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
     let summary = capture::summarize(capture, &flows, &[iax_role.clone(), sip_role.clone()]).text;
     let sip_skipped = capture.count("SIP");
 
-    // SIP alone: the switch answers REGISTER/INVITE (server role only).
+    // SIP alone: the switch answers REGISTER/INVITE (server role; `--role client` below).
     if capture.count("IAX2") == 0 && sip_skipped > 0 && opts.role != RoleRequest::Client {
         let role = sip_role.clone().ok().or_else(|| sip::fallback_role(capture));
         if let Some(role) = role {
@@ -169,9 +175,15 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
             return sip::replay(capture, opts, &summary, role);
         }
     }
+    // SIP alone, `--role client`: the switch sends the captured REGISTERs/INVITEs.
+    if capture.count("IAX2") == 0 && sip_skipped > 0 && opts.role == RoleRequest::Client {
+        if let Ok(role) = sip_role.clone() {
+            return sip_client::replay(capture, opts, &summary, role);
+        }
+    }
     if capture.count("IAX2") == 0 {
         let note = if sip_skipped > 0 && opts.role == RoleRequest::Client {
-            "The capture holds no IAX2, and SIP is replayed in the server role only (not with --role client)."
+            "The capture holds no IAX2, and no SIP REGISTER or INVITE was answered: there is no client whose place the switch could take."
         } else {
             "The capture holds no IAX2: there is nothing this switch can be driven with."
         };

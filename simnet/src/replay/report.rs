@@ -160,7 +160,13 @@ impl Inputs<'_> {
             (None, None) => "built-in".into(),
         };
         let _ = writeln!(s, "| configuration | {config} |");
-        if self.sip_section.is_some() {
+        let sip_client = self.sip_section.is_some() && o.role == crate::capture::RoleRequest::Client;
+        if sip_client {
+            let _ = writeln!(
+                s,
+                "| comparison | per SIP transaction of the switch: method, Request-URI user, credentials (presence only), SDP media (kind, first payload type); tags, branches, Call-IDs, nonces, cnonce/response, Contact, User-Agent, addresses, CSeq numbers and retransmissions normalised; the switch's responses to the server's requests as in the server role |"
+            );
+        } else if self.sip_section.is_some() {
             let _ = writeln!(
                 s,
                 "| comparison | per SIP transaction: status codes, challenge kind, Content-Type and SDP media (kind, first payload type); tags, nonces, branches, Server/User-Agent, Contact, Via received/rport, SDP origin/addresses/ports, 100 Trying and retransmissions normalised |"
@@ -196,7 +202,8 @@ impl Inputs<'_> {
                 let _ = writeln!(
                     s,
                     "Each exchange is one SIP transaction: a request of the remote party (captured frame number; \
-                     its retransmissions included) and the switch's responses to it, or a request of the switch. \
+                     its retransmissions included) and the switch's responses to it, or a request of the switch \
+                     (with --role client: compared with the captured client's request). \
                      Times are seconds from the conversation's first captured message. `ladder.svg` draws them \
                      side by side.\n"
                 );
@@ -300,7 +307,7 @@ impl Inputs<'_> {
             let why = if self.capture.count("IAX2") > 0 {
                 "the capture also holds IAX2, which is what is replayed"
             } else {
-                "SIP is replayed in the server role only"
+                "no SIP REGISTER or INVITE was answered, so there is no party to take the place of"
             };
             let _ = writeln!(
                 s,

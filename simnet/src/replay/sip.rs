@@ -161,7 +161,7 @@ pub(crate) struct Timeline {
 }
 
 impl Timeline {
-    fn new(mut times: Vec<Duration>) -> Timeline {
+    pub(crate) fn new(mut times: Vec<Duration>) -> Timeline {
         times.sort();
         let t0 = times.first().copied().unwrap_or_default();
         let mut removed = Duration::ZERO;
@@ -181,12 +181,16 @@ impl Timeline {
         ts.saturating_sub(self.t0).saturating_sub(removed)
     }
 
-    fn removed(&self) -> Duration {
+    pub(crate) fn removed(&self) -> Duration {
         self.cuts.last().map_or(Duration::ZERO, |c| c.1)
+    }
+
+    pub(crate) fn cuts_empty(&self) -> bool {
+        self.cuts.is_empty()
     }
 }
 
-fn sip_info(m: &capture::Message) -> Option<&SipInfo> {
+pub(crate) fn sip_info(m: &capture::Message) -> Option<&SipInfo> {
     match &m.proto {
         Proto::Sip(s) => Some(s),
         _ => None,
@@ -805,7 +809,7 @@ fn sdp_media(body: &[u8]) -> Option<SocketAddr> {
 }
 
 /// `SIP/2.0/TCP` becomes `SIP/2.0/UDP` in the remote party's Via headers.
-fn via_to_udp(headers: &mut Headers, notes: &mut Vec<String>) -> bool {
+pub(crate) fn via_to_udp(headers: &mut Headers, notes: &mut Vec<String>) -> bool {
     let vias: Vec<String> = headers.get_all("Via").map(str::to_string).collect();
     if !vias.iter().any(|v| v.to_ascii_uppercase().contains("SIP/2.0/TCP")) {
         return false;
@@ -1075,15 +1079,15 @@ fn of_remote(capture: &Capture, plan: &Plan, log: &[Entry], lead: Duration) -> V
 
 /// What of a SIP message is compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Shape {
+pub(crate) struct Shape {
     /// `407` for a response, `BYE` for a request.
     what: String,
     challenge: Option<&'static str>,
     content_type: Option<String>,
-    sdp: Option<String>,
+    pub(crate) sdp: Option<String>,
 }
 
-fn shape(bytes: &[u8]) -> Shape {
+pub(crate) fn shape(bytes: &[u8]) -> Shape {
     let msg = Message::parse(bytes).ok();
     let what = match (&msg, capture::sip::parse(bytes)) {
         (Some(Message::Response(r)), _) => r.status.to_string(),
@@ -1185,7 +1189,7 @@ fn judge_shapes(captured: &[Answer], replayed: &[Answer], notes: &mut Vec<String
     Verdict::Matched
 }
 
-fn judge(captured: &[Answer], replayed: &[Answer], notes: &mut Vec<String>) -> Verdict {
+pub(crate) fn judge(captured: &[Answer], replayed: &[Answer], notes: &mut Vec<String>) -> Verdict {
     let v = judge_shapes(captured, replayed, notes);
     notes.dedup();
     v
