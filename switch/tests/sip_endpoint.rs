@@ -502,6 +502,7 @@ fn the_switch_registers_to_a_gateway() {
         username: "4411".into(),
         password: "upstream".into(),
         expires: 300,
+        register: true,
     });
     let resolved = ResolvedHosts([("198.51.100.5".to_string(), vec!["198.51.100.5".parse().unwrap()])].into());
     let now = Instant::now();
@@ -560,6 +561,7 @@ fn originate_through_a_gateway_answers_its_challenge_and_holds() {
         username: "4411".into(),
         password: "upstream".into(),
         expires: 300,
+        register: true,
     });
     let resolved = ResolvedHosts([("198.51.100.5".to_string(), vec!["198.51.100.5".parse().unwrap()])].into());
     let mut b = Bench::new();

@@ -174,6 +174,8 @@ pub(crate) struct Plan {
     pub username: Option<String>,
     pub expires: Option<u32>,
     pub used: bool,
+    /// The client REGISTERed to this server (else it only called it).
+    pub registers: bool,
     pub calls: Vec<Call>,
 }
 
@@ -192,6 +194,7 @@ pub(crate) fn plan(capture: &Capture, client: SocketAddr, remote: SocketAddr, ti
         tcp: false,
         username: None,
         expires: None,
+        registers: false,
         used: false,
         calls: Vec::new(),
     };
@@ -227,6 +230,9 @@ pub(crate) fn plan(capture: &Capture, client: SocketAddr, remote: SocketAddr, ti
                                 from_user.get_or_insert(u);
                             }
                         }
+                    }
+                    if method == "REGISTER" {
+                        p.registers = true;
                     }
                     if method == "REGISTER" && p.expires.is_none() {
                         p.expires = r.expires().or_else(|| match r.contact() {
@@ -922,7 +928,7 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The built-in configuration of the client role (switch.toml text).
-fn builtin(listen: SocketAddr, media: Option<u16>, gateways: &[(String, SocketAddr, String, u32)]) -> String {
+fn builtin(listen: SocketAddr, media: Option<u16>, gateways: &[(String, SocketAddr, String, u32, bool)]) -> String {
     let rtp = [media.unwrap_or(16384), 16384, 16386]
         .into_iter()
         .find(|p| *p != 0 && *p != listen.port() && *p != 4569)
@@ -933,13 +939,14 @@ fn builtin(listen: SocketAddr, media: Option<u16>, gateways: &[(String, SocketAd
         SocketAddr::new(listen.ip(), rtp),
         config::BUILTIN_SIP_CONTEXT
     );
-    for (name, proxy, user, expires) in gateways {
+    for (name, proxy, user, expires, registers) in gateways {
         let _ = write!(
             t,
             "\n# A captured server the client registered to or called.\n[sip.gateways.{name}]\nproxy = \"{proxy}\"\n\
              username = {}\npassword = \"{PLACEHOLDER_GATEWAY_PASSWORD}\"   # the capture does not hold the real one\n\
-             expires = {expires}\n",
-            toml_str(user)
+             expires = {expires}\n{}",
+            toml_str(user),
+            if *registers { "" } else { "register = false   # the client only called it\n" }
         );
     }
     let _ = write!(t, "\n[dialplan.{}]\n\"_.\" = \"echo\"\n", config::BUILTIN_SIP_CONTEXT);
@@ -999,7 +1006,7 @@ pub(crate) fn replay(
         .filter(|m| m.src == role.switch)
         .filter_map(sip_info)
         .find_map(|s| s.sdp_media.iter().find(|a| a.ip() == role.switch.ip()).map(|a| a.port()));
-    let gateways: Vec<(String, SocketAddr, String, u32)> = plans
+    let gateways: Vec<(String, SocketAddr, String, u32, bool)> = plans
         .iter()
         .enumerate()
         .filter(|(_, p)| p.used)
@@ -1010,6 +1017,7 @@ pub(crate) fn replay(
                 replay_remotes[k],
                 user.unwrap_or_else(|| "replay".into()),
                 p.expires.unwrap_or(3600).clamp(60, 86_400),
+                p.registers,
             )
         })
         .collect();

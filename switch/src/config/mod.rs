@@ -111,6 +111,9 @@ pub struct SipGateway {
     pub password: String,
     /// `expires`: the registration interval asked for (default 600 s).
     pub expires: u32,
+    /// `register`: whether to register at all (default true); a gateway that
+    /// does not is still used for calls out, as FreeSWITCH's `register=false`.
+    pub register: bool,
 }
 
 /// One `[sip.users.NAME]` table.

@@ -31,6 +31,7 @@
 //! username = "441234567"
 //! password = "from the provider"
 //! expires = 600               # seconds asked for (60-86400)
+//! register = true             # false: only for calls out (`originate SIP/provider/EXTEN`)
 //! ```
 //!
 //! Every table and key is optional; unknown ones are errors. The control socket
@@ -85,6 +86,7 @@ struct SipGatewayTable {
     username: Spanned<String>,
     password: Spanned<String>,
     expires: Option<Spanned<u32>>,
+    register: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +361,7 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
             username: table.username.get_ref().trim().to_string(),
             password: table.password.into_inner(),
             expires,
+            register: table.register.unwrap_or(true),
         });
     }
     Some(SipSettings {
@@ -427,7 +430,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -498,7 +501,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires)"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);

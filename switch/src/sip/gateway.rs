@@ -45,6 +45,8 @@ pub enum GatewayState {
     TimedOut,
     /// The proxy's host name did not resolve.
     Unresolved,
+    /// `register = false`: used for calls only.
+    NoRegister,
 }
 
 impl GatewayState {
@@ -56,6 +58,7 @@ impl GatewayState {
             GatewayState::Refused { .. } => "Refused",
             GatewayState::TimedOut => "Timeout",
             GatewayState::Unresolved => "Unresolved",
+            GatewayState::NoRegister => "NOREG",
         }
     }
 }
@@ -88,12 +91,16 @@ pub struct GatewayRegistration {
 
 impl GatewayRegistration {
     pub fn new(gateway: SipGateway, server: Option<SocketAddr>, now: Instant, rng: &mut impl RngCore) -> Self {
-        let state = if server.is_some() { GatewayState::Idle } else { GatewayState::Unresolved };
+        let state = match (server, gateway.register) {
+            (None, _) => GatewayState::Unresolved,
+            (Some(_), false) => GatewayState::NoRegister,
+            (Some(_), true) => GatewayState::Idle,
+        };
         GatewayRegistration {
             call_id: transaction::new_call_id(rng, ""),
             tag: transaction::new_tag(rng),
             cseq: 0,
-            next_attempt: server.map(|_| now),
+            next_attempt: server.filter(|_| gateway.register).map(|_| now),
             gateway,
             server,
             state,
@@ -233,6 +240,7 @@ mod tests {
             username: "4411".into(),
             password: "pw".into(),
             expires: 600,
+            register: true,
         }
     }
 
@@ -295,5 +303,9 @@ mod tests {
         assert!(g.next_attempt.is_some());
         let unresolved = GatewayRegistration::new(gateway(), None, t0, &mut rng);
         assert_eq!(unresolved.state, GatewayState::Unresolved);
+        let calls_only = SipGateway { register: false, ..gateway() };
+        let mut g = GatewayRegistration::new(calls_only, Some("192.0.2.50:5060".parse().unwrap()), t0, &mut rng);
+        assert_eq!((g.state.name(), g.next_attempt), ("NOREG", None));
+        assert!(g.poll_request(t0, "192.0.2.1".parse().unwrap(), 5060, &mut rng).is_none());
     }
 }
