@@ -287,59 +287,13 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
 
     let switch_addr = SocketAddr::new(switch_ip, bind_port);
 
-    let mut builder = turmoil::Builder::new();
-    builder
-        .simulation_duration(end + Duration::from_secs(60))
-        .tick_duration(TICK)
-        .epoch(epoch())
-        .rng_seed(opts.seed)
-        .ip_version(if v4 { turmoil::IpVersion::V4 } else { turmoil::IpVersion::V6 })
-        .min_message_latency(LATENCY)
-        .max_message_latency(LATENCY)
-        .udp_capacity(4096);
-    let mut sim = builder.build();
-    let link = LinkConditions { latency: LATENCY, ..LinkConditions::default() };
-    let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), link);
-    world.enable_capture(CaptureOptions::default());
+    let (mut sim, world) = replay_world(opts.seed, v4, end);
 
-    // The switch, unchanged.
+    // The switch, unchanged; `--role client`: it starts at captured time 0
+    // with the control lines.
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
-    world.add_host(&switch_name);
-    {
-        let (world, trace, name, files) = (world.clone(), trace.clone(), switch_name.clone(), files.clone());
-        let seed = derive_seed(opts.seed, "switch", 0);
-        let commands: Arc<Mutex<Option<mpsc::Sender<switch::runtime::Command>>>> = Arc::new(Mutex::new(None));
-        let originates = originates.clone();
-        sim.host(switch_name.as_str(), move || {
-            let (tx, rx) = mpsc::channel(8);
-            // `--role client`: the control lines at their captured times.
-            let lines = originates.clone();
-            let (control, cmd_sink, cmd_host) = (tx.clone(), trace.clone(), name.clone());
-            // Keep the sender alive: a closed command channel stops the switch.
-            *commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-            let net = world.net(&name);
-            let (sink, host) = (trace.clone(), name.clone());
-            let events = move |event: &Event| {
-                let at = turmoil::sim_elapsed().unwrap_or_default();
-                let e = TimedEvent { at, host: host.clone(), event: TraceEvent::Switch(event.clone()) };
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-            };
-            let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
-            async move {
-                if client {
-                    // Captured time 0 is the requesting party's first datagram: start then.
-                    tokio::time::sleep(LEAD).await;
-                    tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
-                }
-                let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
-                let at = turmoil::sim_elapsed().unwrap_or_default();
-                let error = result.err().map(|e| e.to_string());
-                let e = TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) };
-                trace.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-                Ok(())
-            }
-        });
-    }
+    let lines = client.then(|| originates.clone());
+    spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, lines);
 
     // The remote parties.
     let logs: Vec<remote::Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
@@ -393,6 +347,71 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;
     Ok(outcome)
+}
+
+/// The simulated world of a replay: one latency on every link, a capture of
+/// every datagram, and room to run `end` plus a minute.
+fn replay_world(seed: u64, v4: bool, end: Duration) -> (turmoil::Sim<'static>, SimWorld) {
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(end + Duration::from_secs(60))
+        .tick_duration(TICK)
+        .epoch(epoch())
+        .rng_seed(seed)
+        .ip_version(if v4 { turmoil::IpVersion::V4 } else { turmoil::IpVersion::V6 })
+        .min_message_latency(LATENCY)
+        .max_message_latency(LATENCY)
+        .udp_capacity(4096);
+    let sim = builder.build();
+    let link = LinkConditions { latency: LATENCY, ..LinkConditions::default() };
+    let world = SimWorld::new(derive_seed(seed, "link-model", 0), link);
+    world.enable_capture(CaptureOptions::default());
+    (sim, world)
+}
+
+/// Starts the unchanged switch on host `name`, its events stamped into
+/// `trace`. With `client_lines` (`--role client`) it starts at captured time
+/// 0 (`LEAD`) and runs those control lines at their times.
+fn spawn_switch(
+    sim: &mut turmoil::Sim<'_>,
+    world: &SimWorld,
+    name: &str,
+    files: &BTreeMap<String, String>,
+    seed: u64,
+    trace: &Arc<Mutex<Vec<TimedEvent>>>,
+    client_lines: Option<Vec<(Duration, String)>>,
+) {
+    world.add_host(name);
+    let (world, trace, name, files) = (world.clone(), trace.clone(), name.to_string(), files.clone());
+    let host = name.clone();
+    let commands: Arc<Mutex<Option<mpsc::Sender<switch::runtime::Command>>>> = Arc::new(Mutex::new(None));
+    sim.host(host.as_str(), move || {
+        let (tx, rx) = mpsc::channel(8);
+        let (control, cmd_sink, cmd_host, lines) = (tx.clone(), trace.clone(), name.clone(), client_lines.clone());
+        // Keep the sender alive: a closed command channel stops the switch.
+        *commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let net = world.net(&name);
+        let (sink, host) = (trace.clone(), name.clone());
+        let events = move |event: &Event| {
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            let e = TimedEvent { at, host: host.clone(), event: TraceEvent::Switch(event.clone()) };
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        };
+        let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
+        async move {
+            if let Some(lines) = lines {
+                // Captured time 0 is the requesting party's first message: start then.
+                tokio::time::sleep(LEAD).await;
+                tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
+            }
+            let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            let error = result.err().map(|e| e.to_string());
+            let e = TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) };
+            trace.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+            Ok(())
+        }
+    });
 }
 
 /// The peer `originate` dials in `--role client`: the built-in one, else the

@@ -39,10 +39,7 @@ use std::time::Duration;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use switch::config::MapLoader;
-use switch::event::Event;
 use switch::net::{DatagramSocket, Net};
-use switch::runtime::SwitchSetup;
 use switch::sip::digest::{Authorization, Challenge};
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
@@ -51,12 +48,10 @@ use switch::sip::uri::Uri;
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
-use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LATENCY, LEAD, TAIL};
+use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, SipInfo, Transport};
-use crate::net::SimWorld;
-use crate::pcap::{epoch, CaptureOptions};
-use crate::trace::{TimedEvent, TraceEvent, WorldEvent};
-use crate::{derive_seed, LinkConditions, SimNet, TICK};
+use crate::trace::TimedEvent;
+use crate::{derive_seed, SimNet};
 
 /// Captured gaps longer than this are shortened to it: longer than every
 /// SIP transaction timer of the switch (64·T1 = 32 s), so each transaction
@@ -1340,24 +1335,11 @@ pub(crate) fn replay(
         .unwrap_or_default();
     let end = LEAD + last + DEPENDENCY_WAIT + TAIL;
 
-    let mut builder = turmoil::Builder::new();
-    builder
-        .simulation_duration(end + Duration::from_secs(60))
-        .tick_duration(TICK)
-        .epoch(epoch())
-        .rng_seed(opts.seed)
-        .ip_version(if v4 { turmoil::IpVersion::V4 } else { turmoil::IpVersion::V6 })
-        .min_message_latency(LATENCY)
-        .max_message_latency(LATENCY)
-        .udp_capacity(4096);
-    let mut sim = builder.build();
-    let link = LinkConditions { latency: LATENCY, ..LinkConditions::default() };
-    let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), link);
-    world.enable_capture(CaptureOptions::default());
+    let (mut sim, world) = super::replay_world(opts.seed, v4, end);
 
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
     let switch_name = switch_ip.to_string();
-    spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace);
+    super::spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, None);
 
     let logs: Vec<Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     let rtp: Vec<Arc<Mutex<RtpStats>>> = plans
@@ -1430,41 +1412,6 @@ pub(crate) fn replay(
     outcome.counts = Counts::of(&exchanges);
     outcome.exchanges = exchanges;
     Ok(outcome)
-}
-
-/// Starts the unchanged switch on its host.
-fn spawn_switch(
-    sim: &mut turmoil::Sim<'_>,
-    world: &SimWorld,
-    name: &str,
-    files: &BTreeMap<String, String>,
-    seed: u64,
-    trace: &Arc<Mutex<Vec<TimedEvent>>>,
-) {
-    world.add_host(name);
-    let (world, trace, name, files) = (world.clone(), trace.clone(), name.to_string(), files.clone());
-    let host = name.clone();
-    sim.host(host.as_str(), move || {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let net = world.net(&name);
-        let (sink, host) = (trace.clone(), name.clone());
-        let events = move |event: &Event| {
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            let e = TimedEvent { at, host: host.clone(), event: TraceEvent::Switch(event.clone()) };
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-        };
-        let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
-        async move {
-            // Keep the sender alive: a closed command channel stops the switch.
-            let _commands = tx;
-            let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            let error = result.err().map(|e| e.to_string());
-            let e = TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) };
-            trace.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-            Ok(())
-        }
-    });
 }
 
 /// The report's SIP section: what was adapted for the whole replay.

@@ -29,23 +29,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switch::config::MapLoader;
-use switch::event::Event;
 use switch::net::{DatagramSocket, Net};
-use switch::runtime::SwitchSetup;
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
-use tokio::sync::mpsc;
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::sip::{judge, label, shape, sip_info, via_to_udp, Timeline};
-use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LATENCY, LEAD, TAIL};
+use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, Transport};
-use crate::net::SimWorld;
-use crate::pcap::{epoch, CaptureOptions};
-use crate::trace::{TimedEvent, TraceEvent, WorldEvent};
-use crate::{derive_seed, LinkConditions, SimNet, TICK};
+use crate::trace::TimedEvent;
+use crate::{derive_seed, SimNet};
 
 /// The password of the built-in gateways: the capture does not hold it.
 pub const PLACEHOLDER_GATEWAY_PASSWORD: &str = "replay-unknown-password";
@@ -1070,24 +1064,12 @@ pub(crate) fn replay(
         .unwrap_or_default();
     let end = LEAD + last + DEPENDENCY_WAIT + TAIL;
 
-    let mut builder = turmoil::Builder::new();
-    builder
-        .simulation_duration(end + Duration::from_secs(60))
-        .tick_duration(TICK)
-        .epoch(epoch())
-        .rng_seed(opts.seed)
-        .ip_version(if v4 { turmoil::IpVersion::V4 } else { turmoil::IpVersion::V6 })
-        .min_message_latency(LATENCY)
-        .max_message_latency(LATENCY)
-        .udp_capacity(4096);
-    let mut sim = builder.build();
-    let link = LinkConditions { latency: LATENCY, ..LinkConditions::default() };
-    let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), link);
-    world.enable_capture(CaptureOptions::default());
+    let (mut sim, world) = super::replay_world(opts.seed, v4, end);
 
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
     let switch_name = switch_ip.to_string();
-    spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, originates);
+    let lines = Some(originates);
+    super::spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, lines);
 
     let logs: Vec<Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     let rtp: Vec<Arc<Mutex<usize>>> = plans.iter().map(|_| Arc::new(Mutex::new(0))).collect();
@@ -1145,47 +1127,6 @@ pub(crate) fn replay(
     outcome.counts = Counts::of(&exchanges);
     outcome.exchanges = exchanges;
     Ok(outcome)
-}
-
-/// Starts the unchanged switch at captured time 0 (`LEAD`), with the control lines.
-fn spawn_switch(
-    sim: &mut turmoil::Sim<'_>,
-    world: &SimWorld,
-    name: &str,
-    files: &BTreeMap<String, String>,
-    seed: u64,
-    trace: &Arc<Mutex<Vec<TimedEvent>>>,
-    originates: Vec<(Duration, String)>,
-) {
-    world.add_host(name);
-    let (world, trace, name, files) = (world.clone(), trace.clone(), name.to_string(), files.clone());
-    let host = name.clone();
-    let commands: Arc<Mutex<Option<mpsc::Sender<switch::runtime::Command>>>> = Arc::new(Mutex::new(None));
-    sim.host(host.as_str(), move || {
-        let (tx, rx) = mpsc::channel(8);
-        let (control, cmd_sink, cmd_host, lines) = (tx.clone(), trace.clone(), name.clone(), originates.clone());
-        // Keep the sender alive: a closed command channel stops the switch.
-        *commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        let net = world.net(&name);
-        let (sink, host) = (trace.clone(), name.clone());
-        let events = move |event: &Event| {
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            let e = TimedEvent { at, host: host.clone(), event: TraceEvent::Switch(event.clone()) };
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-        };
-        let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
-        async move {
-            // Captured time 0 is the client's first message: the switch starts then.
-            tokio::time::sleep(LEAD).await;
-            tokio::spawn(super::control_lines(lines, control, cmd_sink, cmd_host));
-            let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            let error = result.err().map(|e| e.to_string());
-            let e = TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) };
-            trace.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-            Ok(())
-        }
-    });
 }
 
 /// The report's SIP section for the client role.

@@ -628,39 +628,47 @@ impl Dissected {
     }
 }
 
+/// Starts dumpcap on lo with `filter`, writing `pcap`, for at most `seconds`;
+/// returns it once it captures, and where tshark is. `None`, with a NOTE on
+/// stderr, when capturing is impossible here (no root, no dumpcap/tshark).
+pub fn start_dumpcap(pcap: &Path, filter: &str, seconds: u32) -> Option<(Proc, PathBuf)> {
+    let (Some(dumpcap), Some(tshark)) = (find_in_path("dumpcap"), find_in_path("tshark")) else {
+        eprintln!("NOTE: no capture: dumpcap/tshark not installed (apt-get install tshark)");
+        return None;
+    };
+    if !is_root() {
+        eprintln!("NOTE: no capture: capturing on lo needs root");
+        return None;
+    }
+    let mut child = Command::new(dumpcap)
+        .args(["-i", "lo", "-f", filter, "-a", &format!("duration:{seconds}"), "-w"])
+        .arg(pcap)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    pump(child.stderr.take().unwrap(), log.clone(), None);
+    let proc = Proc { child };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().iter().any(|l| l.contains("Capturing on")) {
+        if Instant::now() >= deadline {
+            eprintln!("NOTE: no capture: dumpcap could not capture on lo:\n{}", log.lock().unwrap().join("\n"));
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // "Capturing on" comes just before the capture is live; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    Some((proc, tshark))
+}
+
 impl Capture {
     /// Starts capturing, or says why not and returns `None` (needs root, dumpcap and tshark).
     pub fn start(dir: &Path, port: u16) -> Option<Capture> {
-        let (Some(dumpcap), Some(tshark)) = (find_in_path("dumpcap"), find_in_path("tshark")) else {
-            eprintln!("NOTE: no capture: dumpcap/tshark not installed (apt-get install tshark)");
-            return None;
-        };
-        if !is_root() {
-            eprintln!("NOTE: no capture: capturing on lo needs root");
-            return None;
-        }
         let pcap = dir.join("capture.pcapng");
-        let mut child = Command::new(dumpcap)
-            .args(["-i", "lo", "-f", &format!("udp port {port}"), "-a", "duration:30", "-w"])
-            .arg(&pcap)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .ok()?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        pump(child.stderr.take().unwrap(), log.clone(), None);
-        let proc = Proc { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log.lock().unwrap().iter().any(|l| l.contains("Capturing on")) {
-            if Instant::now() >= deadline {
-                eprintln!("NOTE: no capture: dumpcap could not capture on lo:\n{}", log.lock().unwrap().join("\n"));
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // "Capturing on" comes just before the capture is live; give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        let (proc, tshark) = start_dumpcap(&pcap, &format!("udp port {port}"), 30)?;
         Some(Capture { proc, pcap, port, tshark })
     }
 

@@ -14,7 +14,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::common::{find_in_path, is_root, pump, Proc};
+use super::common::{find_in_path, pump, start_dumpcap, Proc};
 
 /// The first of `names` found in PATH, or `None` after saying the test is skipped.
 pub fn program(names: &[&str], package: &str) -> Option<PathBuf> {
@@ -255,37 +255,9 @@ impl SipCapture {
     /// Starts capturing `udp port P or ...` on lo, or says why not and returns
     /// `None` (capturing needs root, dumpcap and tshark).
     pub fn start(dir: &Path, ports: &[u16]) -> Option<SipCapture> {
-        let (Some(dumpcap), Some(tshark)) = (find_in_path("dumpcap"), find_in_path("tshark")) else {
-            eprintln!("NOTE: no capture: dumpcap/tshark not installed (apt-get install tshark)");
-            return None;
-        };
-        if !is_root() {
-            eprintln!("NOTE: no capture: capturing on lo needs root");
-            return None;
-        }
         let pcap = dir.join("sip.pcapng");
         let filter = ports.iter().map(|p| format!("udp port {p}")).collect::<Vec<_>>().join(" or ");
-        let mut child = Command::new(dumpcap)
-            .args(["-i", "lo", "-f", &filter, "-a", "duration:60", "-w"])
-            .arg(&pcap)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .ok()?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        pump(child.stderr.take().unwrap(), log.clone(), None);
-        let proc = Proc { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log.lock().unwrap().iter().any(|l| l.contains("Capturing on")) {
-            if Instant::now() >= deadline {
-                eprintln!("NOTE: no capture: dumpcap could not capture on lo:\n{}", log.lock().unwrap().join("\n"));
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // "Capturing on" comes just before the capture is live; give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        let (proc, tshark) = start_dumpcap(&pcap, &filter, 60)?;
         Some(SipCapture { proc, pcap, tshark })
     }
 
