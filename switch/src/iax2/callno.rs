@@ -13,6 +13,17 @@ use crate::config::{canonical, IaxConfig};
 /// Highest call number: 15 bits on the wire.
 pub const MAX_CALL_NUMBER: u16 = 0x7fff;
 
+/// The source call number of stateless answers (CALLTOKEN, REJECT and REGREJ
+/// to a dialog we keep no state for), as chan_iax2's `send_apathetic_reply`
+/// uses. It must not be 0: chan_iax2 only matches an answer to the dialog it
+/// opened when the answer's source call number is non-zero, and drops the
+/// rest ("Silently dropping frame without existent call number: 0"). It is
+/// never allocated, so an ACK to it is known to belong to no call.
+pub const STATELESS_CALL_NUMBER: u16 = 1;
+
+/// Call numbers handed to dialogs: everything but 0 (no call) and the stateless one.
+const FIRST_DIALOG_CALL_NUMBER: u16 = STATELESS_CALL_NUMBER + 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validation {
     /// The source proved its address with a call token (or it is us calling out).
@@ -80,13 +91,13 @@ impl CallNumbers {
     /// A random free number, so numbers are not predictable to an off-path attacker.
     fn pick(&self, rng: &mut impl Rng) -> Option<u16> {
         for _ in 0..32 {
-            let n = rng.gen_range(1..=MAX_CALL_NUMBER);
+            let n = rng.gen_range(FIRST_DIALOG_CALL_NUMBER..=MAX_CALL_NUMBER);
             if !self.in_use.contains_key(&n) {
                 return Some(n);
             }
         }
         let used: BTreeSet<u16> = self.in_use.keys().copied().collect();
-        (1..=MAX_CALL_NUMBER).find(|n| !used.contains(n))
+        (FIRST_DIALOG_CALL_NUMBER..=MAX_CALL_NUMBER).find(|n| !used.contains(n))
     }
 }
 

@@ -219,10 +219,25 @@ impl Endpoint {
     /// The user a NEW is from: named by USERNAME, else the first secret-less
     /// user whose ACL admits the source (Asterisk's "guest").
     fn find_user(&self, username: Option<&str>, from: SocketAddr) -> Option<&PeerConfig> {
-        let users = self.config.peers.iter().filter(|p| p.kind.is_user() && p.acl.permits(from.ip()));
+        let mut users = self.config.peers.iter().filter(|p| p.kind.is_user() && p.acl.permits(from.ip()));
         match username {
-            Some(name) => users.clone().find(|p| p.name.eq_ignore_ascii_case(name)),
-            None => users.clone().find(|p| p.secrets.is_empty()),
+            Some(name) => users.find(|p| p.name.eq_ignore_ascii_case(name)),
+            // A NEW without a username (chan_iax2 sends none for a peer
+            // without `username=`) takes the best user the source may be, by
+            // chan_iax2's ranking: no secret beats a secret, an ACL that
+            // admitted the source beats none; the first in the file on a tie.
+            None => users
+                .enumerate()
+                .max_by_key(|(i, p)| {
+                    let rank = match (p.secrets.is_empty(), p.acl.rules.is_empty()) {
+                        (true, false) => 4,
+                        (true, true) => 3,
+                        (false, false) => 2,
+                        (false, true) => 1,
+                    };
+                    (rank, std::cmp::Reverse(*i))
+                })
+                .map(|(_, p)| p),
         }
     }
 

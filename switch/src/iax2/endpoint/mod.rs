@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
 
 mod calls;
@@ -22,7 +22,7 @@ pub use calls::Originate;
 
 use super::auth;
 use super::call::{self, Call};
-use super::callno::{CallNumbers, Validation};
+use super::callno::{CallNumbers, Validation, STATELESS_CALL_NUMBER};
 use super::calltoken::CallTokens;
 use super::dialog::{Dialog, GaveUp, Receipt};
 use super::frame::{self, Frame, FullFrame};
@@ -286,9 +286,8 @@ impl Endpoint {
     /// expects. The PONG is no larger than the POKE and is never retransmitted,
     /// so a spoofed POKE cannot be turned into amplified traffic.
     fn pong(&mut self, to: SocketAddr, poke: &FullFrame) {
-        let src = self.rng.gen_range(1..=super::callno::MAX_CALL_NUMBER);
         let pong = FullFrame::new_iax(
-            src,
+            STATELESS_CALL_NUMBER,
             poke.src_call,
             poke.timestamp,
             0,
@@ -319,7 +318,7 @@ impl Endpoint {
             Some(t) if t.is_empty() => {
                 let token = self.tokens.issue(from, now - self.epoch);
                 let reply = FullFrame::new_iax(
-                    0,
+                    STATELESS_CALL_NUMBER,
                     f.src_call,
                     f.timestamp,
                     0,
@@ -353,7 +352,7 @@ impl Endpoint {
                         IaxSubclass::RegRej
                     };
                     let rej = FullFrame::new_iax(
-                        0,
+                        STATELESS_CALL_NUMBER,
                         f.src_call,
                         f.timestamp,
                         0,
