@@ -296,6 +296,9 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
 
+/// Civil time at the start of every simulation (2026-01-01T00:00:00Z).
+pub const SIM_EPOCH_UNIX: u64 = 1_767_225_600;
+
 /// The simulated network's shared state: link model, RNG, counters, capture.
 ///
 /// Cheap to clone; all clones are the same world.
@@ -703,6 +706,14 @@ impl SimNet {
 
 impl switch::net::Net for SimNet {
     type Socket = SimUdpSocket;
+
+    /// The simulated world's civil time: [`SIM_EPOCH_UNIX`] at the start of the
+    /// simulation plus the simulated time elapsed, so DATETIME IEs are the same on every run.
+    fn unix_time(&self) -> u64 {
+        let elapsed =
+            if turmoil::in_simulation() { turmoil::sim_elapsed().unwrap_or_default() } else { Default::default() };
+        SIM_EPOCH_UNIX + elapsed.as_secs()
+    }
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<SimUdpSocket> {
         let host_ip = self.host_ip()?;

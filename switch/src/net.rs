@@ -19,6 +19,10 @@ pub trait Net: Send + Sync + 'static {
     fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send;
     /// Resolves a host name or address literal to its addresses, in a stable order.
     fn resolve(&self, host: &str) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
+    /// Seconds since the UNIX epoch, now: the civil time the world tells the
+    /// switch (DATETIME IEs). The protocol cores never read a system clock;
+    /// a simulated world answers from its own clock, so runs stay reproducible.
+    fn unix_time(&self) -> u64;
 }
 
 impl DatagramSocket for tokio::net::UdpSocket {
@@ -41,6 +45,10 @@ pub struct TokioNet;
 
 impl Net for TokioNet {
     type Socket = tokio::net::UdpSocket;
+
+    fn unix_time(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Socket> {
         let socket = tokio::net::UdpSocket::bind(addr).await?;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
 use crate::event::{Event, EventSink};
-use crate::iax2::endpoint::{Endpoint, Originate, ResolvedHosts};
+use crate::iax2::endpoint::{Endpoint, Originate, Placement, ResolvedHosts, MAX_AUTHENTICATING};
 use crate::net::{DatagramSocket, Net};
 use crate::sip::endpoint::{SipEndpoint, SipSocket};
 
@@ -104,6 +104,7 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
 
     let rng = ChaCha20Rng::seed_from_u64(setup.seed);
     let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
+    endpoint.set_unix_time(Instant::now().into_std(), net.unix_time());
     endpoint.set_dialplan(loaded.switch.dialplan.clone());
     setup.events.emit(&Event::Started { bind });
     if let Some(sip) = &sip {
@@ -168,23 +169,28 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 }
                 Some(Command::Originate { request, count, reply }) => {
                     let now = Instant::now().into_std();
-                    let mut placed = 0;
+                    let (mut placed, mut queued) = (0, 0);
                     let mut first_error = None;
                     let sip_call = request.dial.get(..4).is_some_and(|t| t.eq_ignore_ascii_case("SIP/"));
                     for _ in 0..count {
                         let placed_call = match (&mut sip, sip_call) {
-                            (_, false) => endpoint.originate(now, &request).map(|_| ()),
-                            (Some(sip), true) => sip.endpoint.originate(now, &request).map(|_| ()),
+                            (_, false) => endpoint.originate_paced(now, &request).map(|p| p == Placement::Queued),
+                            (Some(sip), true) => sip.endpoint.originate(now, &request).map(|_| false),
                             (None, true) => Err(SIP_OFF.trim_end().to_string()),
                         };
                         match placed_call {
-                            Ok(_) => placed += 1,
+                            Ok(was_queued) => { placed += 1; queued += usize::from(was_queued); }
                             Err(e) => { first_error.get_or_insert(e); }
                         }
                     }
+                    let paced = if queued > 0 {
+                        format!(" ({queued} paced: at most {MAX_AUTHENTICATING} in setup at once, as chan_iax2's maxauthreq allows)")
+                    } else {
+                        String::new()
+                    };
                     let answer = match first_error {
-                        None => format!("{placed} call(s) placed to {}", request.dial),
-                        Some(e) => format!("{placed} of {count} call(s) placed to {}; refused: {e}", request.dial),
+                        None => format!("{placed} call(s) placed to {}{paced}", request.dial),
+                        Some(e) => format!("{placed} of {count} call(s) placed to {}{paced}; refused: {e}", request.dial),
                     };
                     let _ = reply.send(answer);
                 }

@@ -155,6 +155,10 @@ pub fn negotiate(
 
 pub use crate::media::Source;
 
+/// How often an accepted call sends PING and LAGRQ (chan_iax2's defaults, 21 s and 10 s).
+pub const PING_INTERVAL: Duration = Duration::from_secs(21);
+pub const LAGRQ_INTERVAL: Duration = Duration::from_secs(10);
+
 pub struct Call {
     pub direction: Direction,
     pub state: CallState,
@@ -179,6 +183,18 @@ pub struct Call {
     pub secret: Option<String>,
     pub challenge: Option<String>,
     pub token_sent: bool,
+    /// Next PING and LAGRQ of our own, once the call is accepted (chan_iax2's
+    /// `ping_time` and `lagrq_time`): they keep NAT bindings open and measure the path.
+    pub ping_at: Option<Instant>,
+    pub lagrq_at: Option<Instant>,
+    /// Round trip of the last PING answered, and of the last LAGRQ, in ms.
+    pub rtt_ms: Option<u32>,
+    pub lag_ms: Option<u32>,
+    /// This side rotates its transmit key (KEYROTATE negotiated), and when next.
+    pub rotate_keys: bool,
+    pub rotate_at: Option<Instant>,
+    /// The DATETIME our NEW carries (kept so its resend with a call token is the same NEW).
+    pub datetime: Option<u32>,
     /// Peer asked us to stop sending audio.
     pub quelched: bool,
     /// Timestamp of the last voice frame we sent, and whether the peer has had a full one.
@@ -205,6 +221,12 @@ pub struct Call {
 }
 
 impl Call {
+    /// Starts the PING and LAGRQ clocks when the call is accepted (once).
+    pub fn start_keepalive(&mut self, now: Instant) {
+        self.ping_at.get_or_insert(now + PING_INTERVAL);
+        self.lagrq_at.get_or_insert(now + LAGRQ_INTERVAL);
+    }
+
     pub fn new(direction: Direction, now: Instant, exten: String, context: String, app: App, tag: u16) -> Call {
         Call {
             direction,
@@ -227,6 +249,13 @@ impl Call {
             secret: None,
             challenge: None,
             token_sent: false,
+            datetime: None,
+            rotate_keys: false,
+            rotate_at: None,
+            ping_at: None,
+            lagrq_at: None,
+            rtt_ms: None,
+            lag_ms: None,
             quelched: false,
             tx_last_ts: None,
             rx_last_ts: None,

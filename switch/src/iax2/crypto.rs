@@ -133,7 +133,7 @@ const MAX_PADDING: usize = 31;
 const PAD_NIBBLE_INDEX: usize = 15;
 /// The IE carrying an RTKEY's new key.
 const IE_CHALLENGE: u8 = 0x0f;
-const KEY_LEN: usize = 16;
+pub const KEY_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CryptoError {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::crypto::IaxCipher;
+use super::crypto::{self, IaxCipher};
 use super::frame::FullFrame;
 use super::ie::Ie;
 use super::subclass::{FrameType, IaxSubclass};
@@ -42,15 +42,9 @@ pub enum Receipt {
     OutOfOrder,
 }
 
-/// An encrypting direction: the key and the source of padding bytes.
-pub struct TxCipher {
-    cipher: IaxCipher,
-    pad: ChaCha8Rng,
-}
-
-fn seal(cipher: &mut Option<TxCipher>, datagram: Vec<u8>) -> Vec<u8> {
-    match cipher {
-        Some(TxCipher { cipher, pad }) => cipher.encrypt_datagram(&datagram, pad),
+fn seal(key: Option<&IaxCipher>, pad: &mut ChaCha8Rng, datagram: Vec<u8>) -> Vec<u8> {
+    match key {
+        Some(key) => key.encrypt_datagram(&datagram, pad),
         None => datagram,
     }
 }
@@ -61,10 +55,16 @@ pub struct GaveUp;
 
 struct Outstanding {
     frame: FullFrame,
+    /// The transmit key when the frame was first sent: a retransmission
+    /// after a key rotation must still be readable under the old key.
+    key: Option<IaxCipher>,
     next_retry: Instant,
     interval: Duration,
     retries: u8,
 }
+
+/// How far past the last stamp a clock stamp that would not advance is moved (chan_iax2's 3 ms).
+const STAMP_STEP: u32 = 3;
 
 pub struct Dialog {
     pub local_call: u16,
@@ -79,7 +79,9 @@ pub struct Dialog {
     last_received: Option<u32>,
     outstanding: VecDeque<Outstanding>,
     /// Encrypts what this dialog sends (an encrypted call, once keyed).
-    tx_cipher: Option<TxCipher>,
+    tx_key: Option<IaxCipher>,
+    /// Padding bytes for encryption, seeded from the endpoint's RNG.
+    pad: ChaCha8Rng,
     /// Decrypts what arrives on this dialog.
     pub rx_cipher: Option<IaxCipher>,
     /// Set once the exchange has ended; the dialog lingers to re-ACK
@@ -100,7 +102,8 @@ impl Dialog {
             last_received: None,
             outstanding: VecDeque::new(),
             linger_until: None,
-            tx_cipher: None,
+            tx_key: None,
+            pad: ChaCha8Rng::seed_from_u64(0),
             rx_cipher: None,
         }
     }
@@ -108,22 +111,44 @@ impl Dialog {
     /// Encrypts everything sent from now on (retransmissions included) with
     /// `cipher`; padding comes from an RNG seeded by the endpoint's.
     pub fn encrypt_with(&mut self, cipher: IaxCipher, pad_seed: u64) {
-        self.tx_cipher = Some(TxCipher { cipher, pad: ChaCha8Rng::seed_from_u64(pad_seed) });
+        self.tx_key = Some(cipher);
+        self.pad = ChaCha8Rng::seed_from_u64(pad_seed);
     }
 
     pub fn is_encrypting(&self) -> bool {
-        self.tx_cipher.is_some()
+        self.tx_key.is_some()
+    }
+
+    /// Rotates the transmit key as chan_iax2's `iax2_key_rotate` does: an
+    /// RTKEY carrying `new_key` goes out under the current key (and is
+    /// retransmitted under it), and everything sent after it uses `new_key`.
+    pub fn rotate_tx_key(&mut self, now: Instant, new_key: [u8; crypto::KEY_LEN], out: &mut VecDeque<Transmit>) {
+        if self.tx_key.is_none() {
+            return;
+        }
+        let payload = crypto::rtkey_payload(&new_key);
+        self.send_full(now, FrameType::Iax, IaxSubclass::RtKey.as_u32(), payload, None, out);
+        self.tx_key = Some(IaxCipher::from_key(new_key));
     }
 
     /// Encrypts a datagram built outside the dialog (a mini frame) if the dialog encrypts.
     pub fn seal(&mut self, datagram: Vec<u8>) -> Vec<u8> {
-        seal(&mut self.tx_cipher, datagram)
+        seal(self.tx_key.as_ref(), &mut self.pad, datagram)
     }
 
-    /// Milliseconds since the dialog began, never going backwards.
+    /// Milliseconds since the dialog began, on the clock its timestamps use.
+    pub fn elapsed_ms(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.created).as_millis().min(u32::MAX as u128) as u32
+    }
+
+    /// Milliseconds since the dialog began, and always later than the last
+    /// stamp sent: like chan_iax2's `calc_timestamp`, a stamp that would
+    /// repeat or go back is moved 3 ms past the last one, so no two full
+    /// frames of a dialog share a timestamp and the first is never 0.
     fn timestamp(&mut self, now: Instant) -> u32 {
-        let ms = now.saturating_duration_since(self.created).as_millis().min(u32::MAX as u128) as u32;
-        self.last_timestamp = self.last_timestamp.max(ms);
+        let ms = self.elapsed_ms(now);
+        self.last_timestamp =
+            if ms <= self.last_timestamp { self.last_timestamp.saturating_add(STAMP_STEP) } else { ms };
         self.last_timestamp
     }
 
@@ -168,9 +193,10 @@ impl Dialog {
 
     fn send_frame(&mut self, now: Instant, frame: FullFrame, out: &mut VecDeque<Transmit>) {
         self.oseqno = self.oseqno.wrapping_add(1);
-        emit(&frame, self.remote_addr, &mut self.tx_cipher, out);
+        emit(&frame, self.remote_addr, self.tx_key.as_ref(), &mut self.pad, out);
         self.outstanding.push_back(Outstanding {
             frame,
+            key: self.tx_key.clone(),
             next_retry: now + FIRST_RETRY,
             interval: FIRST_RETRY,
             retries: 0,
@@ -194,7 +220,7 @@ impl Dialog {
     fn unsequenced(&mut self, subclass: IaxSubclass, timestamp: u32, out: &mut VecDeque<Transmit>) {
         let frame =
             FullFrame::new_iax(self.local_call, self.remote_call, timestamp, self.oseqno, self.iseqno, subclass, &[]);
-        emit(&frame, self.remote_addr, &mut self.tx_cipher, out);
+        emit(&frame, self.remote_addr, self.tx_key.as_ref(), &mut self.pad, out);
     }
 
     /// Applies sequencing to an inbound full frame addressed to this dialog.
@@ -237,7 +263,7 @@ impl Dialog {
         for o in &mut self.outstanding {
             o.frame.retransmitted = true;
             o.frame.iseqno = self.iseqno;
-            emit(&o.frame, self.remote_addr, &mut self.tx_cipher, out);
+            emit(&o.frame, self.remote_addr, o.key.as_ref(), &mut self.pad, out);
             o.next_retry = now + o.interval;
         }
     }
@@ -257,7 +283,7 @@ impl Dialog {
             o.next_retry = now + o.interval;
             o.frame.retransmitted = true;
             o.frame.iseqno = iseqno;
-            emit(&o.frame, self.remote_addr, &mut self.tx_cipher, out);
+            emit(&o.frame, self.remote_addr, o.key.as_ref(), &mut self.pad, out);
         }
         Ok(())
     }
@@ -302,10 +328,16 @@ impl Dialog {
     }
 }
 
-fn emit(frame: &FullFrame, destination: SocketAddr, cipher: &mut Option<TxCipher>, out: &mut VecDeque<Transmit>) {
+fn emit(
+    frame: &FullFrame,
+    destination: SocketAddr,
+    key: Option<&IaxCipher>,
+    pad: &mut ChaCha8Rng,
+    out: &mut VecDeque<Transmit>,
+) {
     let mut payload = Vec::with_capacity(12 + frame.payload.len());
     match frame.encode(&mut payload) {
-        Ok(()) => out.push_back(Transmit { destination, payload: seal(cipher, payload) }),
+        Ok(()) => out.push_back(Transmit { destination, payload: seal(key, pad, payload) }),
         // Only frames we build reach here; failing to encode one is a bug, not input.
         Err(e) => tracing::error!("cannot encode {:?}: {e}", frame.iax()),
     }

@@ -559,6 +559,33 @@ fn decode_value(ie: u8, v: &[u8]) -> Result<Ie, IeError> {
 }
 
 /// Decodes a whole IE list (a full frame's payload). Never panics.
+/// The DATETIME IE's value for a UNIX time (RFC 5456 section 8.6.28): seconds/2
+/// in bits 0-4, minutes 5-10, hours 11-15, day 16-20, month 21-24, years since
+/// 2000 in 25-31. UTC, as the RFC names no zone; chan_iax2 sends its local
+/// time, which is UTC on most servers.
+pub fn datetime(unix_secs: u64) -> u32 {
+    let (year, month, day) = civil_from_days(unix_secs / 86_400);
+    let secs = (unix_secs % 86_400) as u32;
+    let year = year.saturating_sub(2000).min(127) as u32;
+    let (hour, minute, second) = (secs / 3600, secs / 60 % 60, secs % 60);
+    second / 2 | minute << 5 | hour << 11 | day << 16 | month << 21 | year << 25
+}
+
+/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01, after
+/// Howard Hinnant's `civil_from_days` (proleptic Gregorian calendar).
+fn civil_from_days(days: u64) -> (u64, u32, u32) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 pub fn decode_ies(buf: &[u8]) -> Result<Vec<Ie>, IeError> {
     let mut ies = Vec::new();
     let mut rest = buf;
@@ -651,6 +678,18 @@ pub fn canonical_ip(addr: &SocketAddr) -> IpAddr {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn datetime_packs_utc_fields_as_the_rfc_says() {
+        // 2026-12-06T07:17:04Z, for which Asterisk 20 (on UTC) sent 897989154.
+        let v = datetime(1_796_541_424);
+        assert_eq!(
+            (v >> 25, v >> 21 & 0xf, v >> 16 & 0x1f, v >> 11 & 0x1f, v >> 5 & 0x3f, v & 0x1f),
+            (26, 12, 6, 7, 17, 2)
+        );
+        assert_eq!(v, 897_989_154);
+        assert_eq!(datetime(951_782_400) >> 16 & 0x1ff, 2 << 5 | 29, "2000-02-29 is a leap day");
+    }
 
     /// One of every variant, with values that exercise byte order.
     pub(crate) fn every_ie() -> Vec<Ie> {

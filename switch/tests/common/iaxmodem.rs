@@ -239,6 +239,12 @@ impl Switch {
         switch
     }
 
+    /// Stops the process now (as a crash or `kill -9` would), keeping what it logged.
+    pub fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
     /// Waits until an event satisfies `pred`; every event seen is kept in `seen`.
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         if let Some(e) = self.seen.iter().find(|e| pred(e)) {
@@ -503,6 +509,7 @@ pub struct Packet {
     pub number: u32,
     pub time: f64,
     pub src_port: u16,
+    pub src_ip: String,
     /// 1 full frame, 0 mini frame.
     pub full: bool,
     /// Frame type (2 voice, 4 control, 6 IAX).
@@ -622,6 +629,11 @@ impl Dissected {
         self.signalling().map(|p| p.describe(switch_port)).collect::<Vec<_>>().join("\n")
     }
 
+    /// Voice packets (full, mini and trunk) sent from `ip`.
+    pub fn voice_from_ip(&self, ip: &str) -> usize {
+        self.packets.iter().filter(|p| p.src_ip == ip && (!p.full || p.ftype == Some(2))).count()
+    }
+
     /// Voice packets (full and mini) sent from `src_port`.
     pub fn voice_from(&self, src_port: u16) -> usize {
         self.packets.iter().filter(|p| p.src_port == src_port && (!p.full || p.ftype == Some(2))).count()
@@ -711,6 +723,7 @@ impl Capture {
             "iax2.iax.causecode",
             "iax2.ie_id",
             "iax2.retransmission",
+            "ip.src",
         ];
         let mut args = vec!["-T", "fields", "-E", "separator=/t", "-E", "aggregator=,"];
         for f in &fields {
@@ -718,7 +731,12 @@ impl Capture {
         }
         let table = read(&args);
         let packets = table.lines().filter_map(parse_packet).collect();
-        let malformed = read(&["-Y", "_ws.malformed || _ws.expert.severity >= error"]);
+        // Wireshark's dissector throws on trunk packets without per-call
+        // timestamps, chan_iax2's own default ones as much as ours.
+        let malformed = read(&[
+            "-Y",
+            "(_ws.malformed || _ws.expert.severity >= error) && !(iax2.packet_type == 3 && iax2.trunk.cmddata.ts == 0)",
+        ]);
         Dissected { packets, malformed }
     }
 }
@@ -733,7 +751,7 @@ fn number(s: &str) -> Option<u64> {
 
 fn parse_packet(line: &str) -> Option<Packet> {
     let f: Vec<&str> = line.split('\t').collect();
-    if f.len() < 17 {
+    if f.len() < 18 {
         return None;
     }
     let n32 = |s: &str| number(s).map(|v| v as u32);
@@ -755,5 +773,6 @@ fn parse_packet(line: &str) -> Option<Packet> {
         causecode: n32(f[14]),
         ies: f[15].split(',').filter_map(n32).collect(),
         retransmitted: n32(f[16]) == Some(1),
+        src_ip: f[17].trim().to_string(),
     })
 }

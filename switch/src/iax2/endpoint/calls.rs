@@ -36,16 +36,7 @@ impl Endpoint {
     pub fn originate(&mut self, now: Instant, req: &Originate) -> Result<u16, String> {
         let dial = DialString::parse(&req.dial)?;
         let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
-        let addr = match peer {
-            Some(p) => self
-                .peer_addr(&p.name)
-                .ok_or_else(|| format!("peer {} has no known address (not registered?)", p.name))?,
-            None => match dial.peer.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, 4569),
-                Err(_) => self.resolved.addr(&dial.peer, 4569).ok_or_else(|| format!("unknown peer {}", dial.peer))?,
-            },
-        };
-        let addr = dial.port.map_or(addr, |port| SocketAddr::new(addr.ip(), port));
+        let addr = self.dial_addr(&dial)?;
         // Who we are to that peer: the dial string; else the peer's `username=`
         // with its secret; else the credentials we register to that host with.
         let reg = self.registrations.iter().find(|r| r.server.map(|s| s.ip()) == Some(addr.ip()));
@@ -89,11 +80,13 @@ impl Endpoint {
         c.trunk = trunk;
         c.format = preferred;
         c.offered = (preferred, capability);
-        c.encryption_offered = if encryption { crypto::method::AES128 } else { 0 };
+        // AES-128 with key rotation, as chan_iax2 offers for encryption=yes.
+        c.encryption_offered = if encryption { crypto::method::ASTERISK_DEFAULT } else { 0 };
         c.force_encryption = force_encryption;
         c.hangup_at = req.hold.map(|h| now + h); // moved to answer time once answered
         c.autokill_at = self.config.general.autokill.map(|d| now + d);
         c.jitter = self.jitter_buffer(peer);
+        c.datetime = self.datetime(now);
         let ies = new_ies(&c, Some(Vec::new()));
         let mut dialog = Dialog::new(local, 0, addr, now);
         dialog.send(now, IaxSubclass::New, &ies, &mut self.out);
@@ -127,8 +120,24 @@ impl Endpoint {
         })
     }
 
-    fn check_trunk_capacity(&self, addr: SocketAddr) -> Result<(), String> {
-        let calls = self.trunks.get(&addr).map_or(0, |t| t.calls) as u32;
+    /// Where a dial string's calls go: a peer's known address, else an address or resolved name.
+    pub(super) fn dial_addr(&self, dial: &DialString) -> Result<SocketAddr, String> {
+        let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
+        let addr = match peer {
+            Some(p) => self
+                .peer_addr(&p.name)
+                .ok_or_else(|| format!("peer {} has no known address (not registered?)", p.name))?,
+            None => match dial.peer.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, 4569),
+                Err(_) => self.resolved.addr(&dial.peer, 4569).ok_or_else(|| format!("unknown peer {}", dial.peer))?,
+            },
+        };
+        Ok(dial.port.map_or(addr, |port| SocketAddr::new(addr.ip(), port)))
+    }
+
+    /// Whether one more trunked call to `addr` fits `trunkmaxsize`, counting calls queued for it.
+    pub(super) fn check_trunk_capacity(&self, addr: SocketAddr) -> Result<(), String> {
+        let calls = (self.trunks.get(&addr).map_or(0, |t| t.calls) + self.queued_to(addr)) as u32;
         let max = self.config.general.trunkmaxsize;
         if (calls + 1) * FRAME_BYTES > max {
             return Err(format!(
@@ -182,9 +191,11 @@ impl Endpoint {
         let Some(user) = user else {
             return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no user matches");
         };
-        let ours = if user.encryption || user.forceencryption { crypto::method::AES128 } else { 0 };
-        let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
-        let encrypt = crypto::negotiate(ours, c.encryption_offered).encrypt && !user.secrets.is_empty();
+        let ours = if user.encryption || user.forceencryption { crypto::method::ASTERISK_DEFAULT } else { 0 };
+        let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get_mut(&local) else { return };
+        let negotiated = crypto::negotiate(ours, c.encryption_offered);
+        let encrypt = negotiated.encrypt && !user.secrets.is_empty();
+        c.rotate_keys = encrypt && negotiated.rotate_keys;
         if user.forceencryption && !encrypt {
             let why = "forceencryption=yes and the caller offered no AES-128 (or the user has no secret)";
             return self.reject(now, local, "Encryption required", cause::FACILITY_REJECTED, why);
@@ -204,6 +215,8 @@ impl Endpoint {
         }
         let mut ies = vec![Ie::AuthMethods(methods), Ie::Challenge(challenge.clone()), Ie::Username(user.name.clone())];
         if encrypt {
+            // What chan_iax2's `merge_encryption` leaves: the one method, without the
+            // KEYROTATE bit, so the caller does not rotate its key while we rotate ours.
             ies.push(Ie::Encryption(crypto::method::AES128));
         }
         entry.dialog.send(now, IaxSubclass::AuthReq, &ies, &mut self.out);
@@ -280,7 +293,9 @@ impl Endpoint {
         c.source = call::Source::for_app(&app, local);
         c.app = app.clone();
         c.state = CallState::Accepted;
-        entry.dialog.send(now, IaxSubclass::Accept, &[Ie::Format(chosen)], &mut self.out);
+        c.start_keepalive(now);
+        // FORMAT2 repeats the format in 64 bits, as chan_iax2 sends and prefers since 1.8.
+        entry.dialog.send(now, IaxSubclass::Accept, &[Ie::Format(chosen), Ie::Format2(chosen.into())], &mut self.out);
         match app {
             App::Dial { target } => {
                 let req = Originate { dial: target, app: App::Echo, hold: None, calling: c.calling.clone() };
@@ -472,6 +487,7 @@ impl Endpoint {
                 if c.state != CallState::Up {
                     c.state = CallState::Accepted;
                 }
+                c.start_keepalive(now);
             }
             Some(IaxSubclass::AuthReq) => {
                 let ies = ies();
@@ -486,7 +502,9 @@ impl Endpoint {
                     }
                 };
                 let theirs = ies.encryption();
-                let encrypt = crypto::negotiate(c.encryption_offered, theirs.unwrap_or(0)).encrypt;
+                let negotiated = crypto::negotiate(c.encryption_offered, theirs.unwrap_or(0));
+                let encrypt = negotiated.encrypt;
+                c.rotate_keys = negotiated.rotate_keys;
                 if c.force_encryption && !encrypt {
                     entry.dialog.ack(f, &mut self.out);
                     let text = "Encryption required: the peer did not agree to AES-128";
@@ -532,6 +550,27 @@ impl Endpoint {
             // PONG and LAGRP answer with the request's timestamp, so the asker can time the round trip.
             Some(IaxSubclass::Ping) => reply_with_ts(&mut entry.dialog, now, IaxSubclass::Pong, f, &mut self.out),
             Some(IaxSubclass::LagRq) => reply_with_ts(&mut entry.dialog, now, IaxSubclass::LagRp, f, &mut self.out),
+            // The peer's new transmit key; ours is untouched (chan_iax2's RTKEY).
+            Some(IaxSubclass::RtKey) => {
+                entry.dialog.ack(f, &mut self.out);
+                match crypto::rtkey_key(&f.payload) {
+                    Ok(key) if entry.dialog.rx_cipher.is_some() => {
+                        entry.dialog.rx_cipher = Some(IaxCipher::from_key(key));
+                    }
+                    _ => {
+                        self.count_drop("RTKEY without a key, or on a call in clear");
+                    }
+                }
+            }
+            // Answers to our own PING and LAGRQ carry their timestamps back.
+            Some(IaxSubclass::Pong) => {
+                c.rtt_ms = Some(entry.dialog.elapsed_ms(now).saturating_sub(f.timestamp));
+                entry.dialog.ack(f, &mut self.out);
+            }
+            Some(IaxSubclass::LagRp) => {
+                c.lag_ms = Some(entry.dialog.elapsed_ms(now).saturating_sub(f.timestamp));
+                entry.dialog.ack(f, &mut self.out);
+            }
             Some(IaxSubclass::Quelch) => {
                 c.quelched = true;
                 entry.dialog.ack(f, &mut self.out);
@@ -624,6 +663,12 @@ impl Endpoint {
         if c.quelched || c.state != CallState::Up || dialog.is_finished() {
             return;
         }
+        if c.rotate_keys && c.rotate_at.is_none() {
+            // chan_iax2 rotates its key first with its first voice frame, then every 2 to 5 minutes.
+            let key = crypto::new_rotation_key(&mut self.rng);
+            dialog.rotate_tx_key(now, key, &mut self.out);
+            c.rotate_at = Some(now + next_rotation(&mut self.rng));
+        }
         let previous = c.tx_last_ts;
         let ts = c.next_voice_ts(now);
         c.stats.frames_sent += 1;
@@ -711,6 +756,26 @@ impl Endpoint {
             }
         } else if c.state == CallState::Up && c.hangup_at.is_some_and(|at| at <= now) {
             self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+        } else {
+            self.keepalive(now, local);
+        }
+    }
+
+    /// Sends the call's PING and LAGRQ when due (see [`Call::ping_at`]).
+    fn keepalive(&mut self, now: Instant, local: u16) {
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
+        if c.ping_at.is_some_and(|at| at <= now) {
+            c.ping_at = Some(now + call::PING_INTERVAL);
+            dialog.send(now, IaxSubclass::Ping, &[], &mut self.out);
+        }
+        if c.lagrq_at.is_some_and(|at| at <= now) {
+            c.lagrq_at = Some(now + call::LAGRQ_INTERVAL);
+            dialog.send(now, IaxSubclass::LagRq, &[], &mut self.out);
+        }
+        if c.rotate_at.is_some_and(|at| at <= now) {
+            let key = crypto::new_rotation_key(&mut self.rng);
+            dialog.rotate_tx_key(now, key, &mut self.out);
+            c.rotate_at = Some(now + next_rotation(&mut self.rng));
         }
     }
 
@@ -747,6 +812,11 @@ impl Endpoint {
     }
 }
 
+/// When the next key rotation is due: 120 to 300 s on, as `iax2_key_rotate` schedules.
+fn next_rotation(rng: &mut impl rand::Rng) -> Duration {
+    Duration::from_millis(120_000 + rng.gen_range(0..=180_000))
+}
+
 fn reply_with_ts(
     dialog: &mut Dialog,
     now: Instant,
@@ -770,7 +840,10 @@ fn new_ies(c: &Call, token: Option<Vec<u8>>) -> Vec<Ie> {
     ies.extend(c.calling.0.clone().map(Ie::CallingNumber));
     ies.extend(c.calling.1.clone().map(Ie::CallingName));
     ies.push(Ie::Format(c.offered.0));
+    ies.push(Ie::Format2(c.offered.0.into()));
     ies.push(Ie::Capability(c.offered.1));
+    ies.push(Ie::Capability2(c.offered.1.into()));
+    ies.extend(c.datetime.map(Ie::DateTime));
     if c.encryption_offered != 0 {
         ies.push(Ie::Encryption(c.encryption_offered));
     }

@@ -16,9 +16,11 @@ use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
 
 mod calls;
+mod pacing;
 mod table;
 
 pub use calls::Originate;
+pub use pacing::{Placement, MAX_AUTHENTICATING};
 
 use super::auth;
 use super::call::{self, Call};
@@ -26,7 +28,7 @@ use super::callno::{CallNumbers, Validation, STATELESS_CALL_NUMBER};
 use super::calltoken::CallTokens;
 use super::dialog::{Dialog, GaveUp, Receipt};
 use super::frame::{self, Frame, FullFrame};
-use super::ie::{Ie, IeLookup};
+use super::ie::{self, Ie, IeLookup};
 use super::qualify::PeerQualify;
 use super::registrar::{self, Refusal, Registrar};
 use super::registration::{RegState, Registration};
@@ -95,6 +97,8 @@ pub struct Endpoint {
     resolved: ResolvedHosts,
     rng: ChaCha20Rng,
     epoch: Instant,
+    /// UNIX time at `epoch`, when the runtime has told us (DATETIME IEs).
+    unix_at_epoch: Option<u64>,
     tokens: CallTokens,
     callnos: CallNumbers,
     dialogs: table::DialogTable,
@@ -112,6 +116,8 @@ pub struct Endpoint {
     media_tick: Option<Instant>,
     /// Next `trunkfreq` tick, while any trunk carries calls.
     trunk_tick: Option<Instant>,
+    /// Originated calls waiting for their peer to have room (see [`pacing`]).
+    queued: VecDeque<(SocketAddr, Originate)>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -131,6 +137,7 @@ impl Endpoint {
             resolved: ResolvedHosts::default(),
             rng,
             epoch: now,
+            unix_at_epoch: None,
             tokens: CallTokens::new(key),
             callnos: CallNumbers::default(),
             dialogs: table::DialogTable::default(),
@@ -143,6 +150,7 @@ impl Endpoint {
             trunks: BTreeMap::new(),
             media_tick: None,
             trunk_tick: None,
+            queued: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -199,6 +207,19 @@ impl Endpoint {
         self.dialogs.reschedule();
     }
 
+    /// Tells the endpoint the civil time at `now` (from the runtime's world),
+    /// which it sends in DATETIME IEs as chan_iax2 does in REGACK and NEW.
+    pub fn set_unix_time(&mut self, now: Instant, unix_secs: u64) {
+        let since_epoch = now.saturating_duration_since(self.epoch).as_secs();
+        self.unix_at_epoch = Some(unix_secs.saturating_sub(since_epoch));
+    }
+
+    /// The DATETIME IE value for `now`, if the civil time is known.
+    fn datetime(&self, now: Instant) -> Option<u32> {
+        let unix = self.unix_at_epoch? + now.saturating_duration_since(self.epoch).as_secs();
+        Some(ie::datetime(unix))
+    }
+
     /// Replaces the dialplan (from `switch.toml`); calls in progress keep their application.
     pub fn set_dialplan(&mut self, dialplan: Dialplan) {
         self.dialplan = dialplan;
@@ -206,6 +227,7 @@ impl Endpoint {
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.datagram(now, from, data);
+        self.start_queued(now);
         self.dialogs.reschedule();
     }
 
@@ -477,7 +499,10 @@ impl Endpoint {
         }
 
         let expiry = if release { 0 } else { registrar::granted_expiry(&self.config.general, refresh) };
-        let ies = [Ie::Username(username), Ie::ApparentAddr(from), Ie::Refresh(expiry)];
+        // chan_iax2's order: username, date and time, refresh, apparent address.
+        let mut ies = vec![Ie::Username(username)];
+        ies.extend(self.datetime(now).map(Ie::DateTime));
+        ies.extend([Ie::Refresh(expiry), Ie::ApparentAddr(from)]);
         if let Some(entry) = self.dialogs.get_mut(&local) {
             entry.dialog.send(now, IaxSubclass::RegAck, &ies, &mut self.out);
             entry.dialog.finish(now, LINGER);
@@ -642,6 +667,7 @@ impl Endpoint {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.timeout(now);
+        self.start_queued(now);
         self.dialogs.reschedule();
     }
 

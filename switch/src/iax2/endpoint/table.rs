@@ -78,13 +78,13 @@ impl DialogTable {
 }
 
 /// When a dialog next needs attention: retransmission or linger end, a held
-/// REGREJ, or a call's autokill or scheduled hangup.
+/// REGREJ, or a call's autokill, scheduled hangup, PING, LAGRQ or key rotation.
 fn deadline(e: &Entry) -> Option<Instant> {
     let own = match &e.role {
         Role::Registrar(x) => x.reject_at,
         Role::Call(c) if !e.dialog.is_finished() => {
             let hangup = c.hangup_at.filter(|_| c.state == CallState::Up);
-            [c.autokill_at, hangup].into_iter().flatten().min()
+            [c.autokill_at, hangup, c.ping_at, c.lagrq_at, c.rotate_at].into_iter().flatten().min()
         }
         _ => None,
     };
