@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
 use crate::event::{Event, EventSink};
-use crate::iax2::endpoint::{Endpoint, Originate, Placement, ResolvedHosts, MAX_AUTHENTICATING};
+use crate::iax2::endpoint::{Endpoint, Originate, Placement, ResolvedHosts};
 use crate::net::{DatagramSocket, Net};
 use crate::sip::endpoint::{SipEndpoint, SipSocket};
 
@@ -184,7 +184,7 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         }
                     }
                     let paced = if queued > 0 {
-                        format!(" ({queued} paced: at most {MAX_AUTHENTICATING} in setup at once, as chan_iax2's maxauthreq allows)")
+                        format!(" ({queued} queued: the peer's maxauthreq caps the calls awaiting authentication)")
                     } else {
                         String::new()
                     };

@@ -831,6 +831,10 @@ impl Interp {
             }
             "context" => set(&mut g.defaults.context, self.context(e)),
             "trunk" => set(&mut g.defaults.trunk, self.boolean(e, spec)),
+            "maxauthreq" => set(
+                &mut g.defaults.maxauthreq,
+                self.int(e, spec, 0, MAX_CALLNO, "a number of calls (0: no limit)", "3").map(to_u16),
+            ),
             "requirecalltoken" => set(&mut g.defaults.requirecalltoken, self.calltoken(e)),
             "qualify" => set(&mut g.defaults.qualify, self.qualify(e)),
             "qualifysmoothing" => set(&mut g.defaults.qualifysmoothing, self.boolean(e, spec)),
@@ -1126,6 +1130,11 @@ impl Interp {
             "maxcallnumbers" => {
                 if let Some(n) = self.int(e, spec, 1, MAX_CALLNO, "a number of call numbers", "16") {
                     p.maxcallnumbers = Some(to_u16(n));
+                }
+            }
+            "maxauthreq" => {
+                if let Some(n) = self.int(e, spec, 0, MAX_CALLNO, "a number of calls (0: no limit)", "3") {
+                    p.maxauthreq = to_u16(n);
                 }
             }
             "allow" | "disallow" => {

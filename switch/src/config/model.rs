@@ -108,6 +108,8 @@ pub struct PeerDefaults {
     pub qualifyfreqnotok: Duration,
     pub context: String,
     pub trunk: bool,
+    /// `maxauthreq`: calls of one user waiting for authentication at once (0: no limit).
+    pub maxauthreq: u16,
 }
 
 impl Default for PeerDefaults {
@@ -120,6 +122,7 @@ impl Default for PeerDefaults {
             qualifyfreqnotok: Duration::from_millis(10_000),
             context: "default".to_string(),
             trunk: false,
+            maxauthreq: 3,
         }
     }
 }
@@ -230,6 +233,10 @@ pub struct PeerConfig {
     pub language: Option<String>,
     /// `maxcallnumbers` for this peer's address, overriding `[general]`'s.
     pub maxcallnumbers: Option<u16>,
+    /// `maxauthreq`: as a user, calls of this user waiting for authentication
+    /// at once (more are rejected, as chan_iax2 does); as a peer, how many of
+    /// our calls to it may be in setup at once (the rest wait). 0: no limit.
+    pub maxauthreq: u16,
 }
 
 impl PeerConfig {
@@ -267,6 +274,7 @@ impl PeerConfig {
             codecpriority: general.codecpriority,
             language: general.language.clone(),
             maxcallnumbers: None,
+            maxauthreq: d.maxauthreq,
         }
     }
 }

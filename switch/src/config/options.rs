@@ -149,7 +149,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt("mohsuggest", Both, Unsupported, "no music on hold; hold is relayed as signalling"),
     opt("parkinglot", Both, Unsupported, "no call parking"),
     opt("transfer", Both, Unsupported, "native IAX2 transfer (TXREQ) is not initiated; media stays through the switch"),
-    opt("maxauthreq", Both, Unsupported, "outstanding AUTHREQs are not capped per user"),
+    opt("maxauthreq", Both, Supported, "calls awaiting authentication at once: inbound per user (REJECT beyond), outbound per peer (paced); 0: no limit"),
     opt("connectedline", Both, Unsupported, "connected-line updates are not sent or acted on"),
     // --- user/peer/friend -------------------------------------------------------------------
     opt("type", Peer, Supported, "user|peer|friend"),

@@ -207,6 +207,10 @@ impl Endpoint {
         if methods == 0 {
             return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no auth method");
         }
+        if user.maxauthreq > 0 && self.unauthenticated_from(&user.name) >= usize::from(user.maxauthreq) {
+            let why = format!("maxauthreq={} calls of {} already await authentication", user.maxauthreq, user.name);
+            return self.reject(now, local, "Unauthenticated call limit reached", cause::CALL_REJECTED, &why);
+        }
         let challenge = auth::new_challenge(&mut self.rng);
         let Some(entry) = self.dialogs.get_mut(&local) else { return };
         if let Role::Call(c) = &mut entry.role {

@@ -20,7 +20,7 @@ mod pacing;
 mod table;
 
 pub use calls::Originate;
-pub use pacing::{Placement, MAX_AUTHENTICATING};
+pub use pacing::Placement;
 
 use super::auth;
 use super::call::{self, Call};
@@ -117,7 +117,7 @@ pub struct Endpoint {
     /// Next `trunkfreq` tick, while any trunk carries calls.
     trunk_tick: Option<Instant>,
     /// Originated calls waiting for their peer to have room (see [`pacing`]).
-    queued: VecDeque<(SocketAddr, Originate)>,
+    queued: VecDeque<pacing::Queued>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
