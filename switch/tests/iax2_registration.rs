@@ -407,7 +407,7 @@ fn unvalidated_sources_share_a_bounded_pool() {
 mod calls {
     use super::*;
     use switch::dialplan::{App, Dialplan};
-    use switch::iax2::endpoint::Originate;
+    use switch::iax2::endpoint::{Originate, Placement};
 
     fn echo_plan() -> Dialplan {
         let mut plan = Dialplan::default();
@@ -459,6 +459,39 @@ mod calls {
         assert!(p.b.show_channels().contains("0 active"));
     }
 
+    /// chan_iax2's `maxauthreq` (3 by default): a burst of NEWs beyond it is
+    /// refused by the callee; paced, every call gets through.
+    #[test]
+    fn maxauthreq_refuses_a_burst_and_pacing_gets_every_call_through() {
+        let req = Originate {
+            dial: "IAX2/B/600".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(2)),
+            calling: (None, None),
+        };
+        let mut p = pair(false);
+        for _ in 0..8 {
+            p.a.originate(p.now, &req).unwrap();
+        }
+        p.run_until(Duration::from_secs(10));
+        let refused: Vec<_> = p
+            .events
+            .iter()
+            .filter(|(_, h, e)| {
+                *h == "b" && matches!(e, Event::CallRejected { cause, code: 21, .. } if cause.contains("Unauthenticated call limit reached"))
+            })
+            .collect();
+        assert_eq!(refused.len(), 5, "B challenges 3 at once and refuses the rest: {:#?}", p.events);
+
+        let mut p = pair(false);
+        let placed: Vec<_> = (0..8).map(|_| p.a.originate_paced(p.now, &req).unwrap()).collect();
+        assert_eq!(placed.iter().filter(|pl| **pl == Placement::Queued).count(), 5, "{placed:?}");
+        p.run_until(Duration::from_secs(15));
+        let ends = ended(&p, "a");
+        assert_eq!(ends.len(), 8, "{:#?}", p.events);
+        assert!(ends.iter().all(|e| matches!(e, Event::CallEnded { code: 16, .. })), "{ends:#?}");
+    }
+
     #[test]
     fn jitter_buffer_absorbs_jitter_and_counts_loss() {
         let mut a = config("B", "bsecret", "A", "asecret", "b");
@@ -479,7 +512,7 @@ mod calls {
             calling: (None, None),
         };
         for _ in 0..10 {
-            p.a.originate(p.now, &req).unwrap();
+            p.a.originate_paced(p.now, &req).unwrap();
         }
         p.run_until(Duration::from_secs(70));
         let ends = ended(&p, "a");
@@ -607,7 +640,7 @@ mod calls {
                 hold: Some(Duration::from_secs(10)),
                 calling: (None, None),
             };
-            p.a.originate(p.now, &req).unwrap();
+            p.a.originate_paced(p.now, &req).unwrap();
         }
         p.run_until(Duration::from_secs(20));
         let ends = ended(&p, "a");
@@ -704,7 +737,7 @@ mod calls {
             calling: (None, None),
         };
         for _ in 0..3 {
-            p.a.originate(p.now, &req).unwrap();
+            p.a.originate_paced(p.now, &req).unwrap();
         }
         let err = p.a.originate(p.now, &req).unwrap_err();
         assert!(err.contains("trunkmaxsize=480"), "{err}");

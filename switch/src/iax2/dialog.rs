@@ -366,6 +366,46 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_never_repeat_and_never_start_at_zero() {
+        let start = Instant::now();
+        let mut d = dialog(start);
+        let mut out = VecDeque::new();
+        for ms in [0, 0, 1, 2, 40, 40] {
+            d.send(start + Duration::from_millis(ms), IaxSubclass::LagRq, &[], &mut out);
+        }
+        let stamps: Vec<u32> = frames(&mut out).iter().map(|f| f.timestamp).collect();
+        // chan_iax2's calc_timestamp: 3 ms past the last when the clock would not advance.
+        assert_eq!(stamps, vec![3, 6, 9, 12, 40, 43]);
+    }
+
+    #[test]
+    fn a_frame_sent_before_a_key_rotation_is_retransmitted_under_the_old_key() {
+        let start = Instant::now();
+        let mut d = dialog(start);
+        let old = IaxCipher::from_challenge("1234", "secret");
+        d.encrypt_with(old.clone(), 7);
+        let mut out = VecDeque::new();
+        d.send(start, IaxSubclass::Ping, &[], &mut out);
+        d.rotate_tx_key(start, [9; crypto::KEY_LEN], &mut out);
+        let new = IaxCipher::from_key([9; crypto::KEY_LEN]);
+        let sent: Vec<_> = out.drain(..).collect();
+        let rtkey = old.decrypt_datagram(&sent[1].payload).expect("the RTKEY goes under the old key");
+        let Ok(Frame::Full(rtkey)) = decode(&rtkey) else { panic!("RTKEY") };
+        assert_eq!(rtkey.iax(), Some(IaxSubclass::RtKey));
+        assert_eq!(crypto::rtkey_key(&rtkey.payload).unwrap(), [9; crypto::KEY_LEN]);
+        d.send(start, IaxSubclass::Pong, &[], &mut out);
+        assert!(new.decrypt_datagram(&out.pop_front().unwrap().payload).is_ok(), "what follows uses the new key");
+        // No ACK came: the PING and the RTKEY go again, still under the old key.
+        d.handle_timeout(start + Duration::from_secs(3), &mut out).unwrap();
+        let again: Vec<_> = out.drain(..).collect();
+        assert!(again.len() >= 2);
+        for t in &again[..2] {
+            let plain = old.decrypt_datagram(&t.payload).expect("old key");
+            assert!(matches!(decode(&plain), Ok(Frame::Full(_))));
+        }
+    }
+
+    #[test]
     fn numbers_frames_and_acknowledges_implicitly_by_iseqno() {
         let now = Instant::now();
         let mut d = dialog(now);

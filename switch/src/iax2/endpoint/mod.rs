@@ -546,11 +546,13 @@ impl Endpoint {
         if self.config.general.authdebug {
             tracing::info!("registration of {username:?} from {} refused: {reason}", entry.dialog.remote_addr);
         }
+        // chan_iax2 acknowledges the refused REGREQ before its REGREJ, at once or
+        // after `delayreject`'s pause; the peer stops retransmitting meanwhile.
+        entry.dialog.ack_latest(now, &mut self.out);
         if may_delay && self.config.general.delayreject {
             if let Role::Registrar(exchange) = &mut entry.role {
                 exchange.reject_at = Some(now + DELAY_REJECT);
-                // Acknowledge now so the peer does not retransmit while we wait.
-                return entry.dialog.ack_latest(now, &mut self.out);
+                return;
             }
         }
         send_regrej(now, &mut entry.dialog, &mut self.out);
