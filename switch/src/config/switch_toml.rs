@@ -399,7 +399,7 @@ fn parse_listen(v: &str) -> Result<Option<SocketAddr>, (String, String)> {
 }
 
 /// An extension (`9196`, `s`, `h`) or an Asterisk pattern (`_1XXX`, `_9.`, `_[1-3]XX`).
-fn check_pattern(p: &str) -> Result<(), String> {
+pub(crate) fn check_pattern(p: &str) -> Result<(), String> {
     if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
         return Err(format!("extension {p:?} is empty or contains spaces"));
     }
