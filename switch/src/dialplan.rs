@@ -169,10 +169,8 @@ pub fn reduce(steps: &[Step]) -> (Route, Vec<Unhonoured>) {
     let skip = |unhonoured: &mut Vec<Unhonoured>, from: usize, after: &str| {
         for (i, step) in steps.iter().enumerate().skip(from) {
             if !matches!(step, Step::NoOp | Step::Hangup { .. } | Step::Answer) {
-                unhonoured.push(Unhonoured {
-                    step: i,
-                    why: format!("never reached here: {after} runs until the call ends"),
-                });
+                unhonoured
+                    .push(Unhonoured { step: i, why: format!("never reached here: {after} runs until the call ends") });
             }
         }
     };
@@ -209,7 +207,15 @@ pub fn reduce(steps: &[Step]) -> (Route, Vec<Unhonoured>) {
                     unhonoured.push(Unhonoured { step: *p, why: "replaced at once by the next one".into() });
                     playing = Some((i, app.clone()));
                 }
-                None => playing = Some((i, app.clone())),
+                None => {
+                    if waited > 0.0 {
+                        unhonoured.push(Unhonoured {
+                            step: i,
+                            why: "the switch starts it at the answer, not after the Wait before it".into(),
+                        });
+                    }
+                    playing = Some((i, app.clone()));
+                }
             },
             Step::Wait { secs } => {
                 first_wait.get_or_insert(i);
@@ -485,5 +491,67 @@ mod tests {
         assert!(App::parse("playback").unwrap_err().contains("unknown application"));
         assert_eq!(App::parse(" Echo ").unwrap(), App::Echo);
         assert_eq!(App::parse("hangup(17)").unwrap(), App::Hangup { cause: 17 });
+    }
+    #[test]
+    fn includes_are_searched_after_the_context_in_order_and_loops_end() {
+        let mut plan = Dialplan::default();
+        plan.add("a", "1", App::Echo);
+        plan.include("a", "b");
+        plan.include("a", "c");
+        plan.add("b", "_X", App::Music);
+        plan.add("c", "_XX", App::Pattern);
+        plan.add("c", "2", App::Silence);
+        plan.include("b", "a"); // a loop
+        assert_eq!(plan.lookup("a", "1"), Some(App::Echo));
+        assert_eq!(plan.lookup("a", "2"), Some(App::Music), "b comes before c");
+        assert_eq!(plan.lookup("a", "22"), Some(App::Pattern));
+        assert_eq!(plan.lookup("b", "1"), Some(App::Music));
+        assert_eq!(plan.lookup("b", "333"), None);
+        assert_eq!(plan.missing_includes(), Vec::<(String, String)>::new());
+        plan.include("c", "nowhere");
+        assert_eq!(plan.missing_includes(), vec![("c".to_string(), "nowhere".to_string())]);
+    }
+
+    #[test]
+    fn exten_substrings() {
+        assert_eq!(expand_exten("SIP/${EXTEN}", "91234"), "SIP/91234");
+        assert_eq!(expand_exten("SIP/${EXTEN:1}", "91234"), "SIP/1234");
+        assert_eq!(expand_exten("${EXTEN:-4}", "91234"), "1234");
+        assert_eq!(expand_exten("${EXTEN:1:2}", "91234"), "12");
+        assert_eq!(expand_exten("${EXTEN:0:-1}", "91234"), "9123");
+        assert_eq!(expand_exten("${EXTEN:9}", "91234"), "");
+        assert_eq!(expand_exten("${EXTENSION}/${EXTEN", "1"), "${EXTENSION}/${EXTEN");
+        assert_eq!(expand_exten("${EXTEN:x}", "1"), "${EXTEN:x}");
+    }
+
+    #[test]
+    fn programs_reduce_to_one_route() {
+        let tone = App::Tone { freq_hz: 1000.0 };
+        let timed =
+            |app, secs, cause| Route { app, hangup: Some(TimedHangup { after: Duration::from_secs(secs), cause }) };
+        let r = |steps: &[Step]| reduce(steps).0;
+        assert_eq!(r(&[Step::Answer, Step::Run(App::Echo)]), Route::from(App::Echo));
+        assert_eq!(
+            r(&[Step::Answer, Step::Play(tone.clone()), Step::Wait { secs: 10.0 }, Step::Hangup { cause: 16 }]),
+            timed(tone.clone(), 10, 16)
+        );
+        assert_eq!(r(&[Step::Hangup { cause: 17 }, Step::Run(App::Echo)]), Route::from(App::Hangup { cause: 17 }));
+        assert_eq!(r(&[Step::NoOp]), Route::from(App::Hangup { cause: 16 }));
+        assert_eq!(r(&[Step::Wait { secs: 5.0 }]), timed(App::Silence, 5, 16));
+        let (route, unhonoured) = reduce(&[Step::Play(App::Music), Step::Play(tone.clone()), Step::Wait { secs: 1.0 }]);
+        assert_eq!(route, timed(tone, 1, 16));
+        assert_eq!(unhonoured, vec![Unhonoured { step: 0, why: "replaced at once by the next one".into() }]);
+    }
+
+    #[test]
+    fn toml_steps() {
+        assert_eq!(Step::parse("answer"), Ok(Step::Answer));
+        assert_eq!(Step::parse("Wait(2.5)"), Ok(Step::Wait { secs: 2.5 }));
+        assert_eq!(Step::parse("hangup"), Ok(Step::Hangup { cause: 16 }));
+        assert_eq!(Step::parse("hangup(34)"), Ok(Step::Hangup { cause: 34 }));
+        assert_eq!(Step::parse("tone(440)"), Ok(Step::Play(App::Tone { freq_hz: 440.0 })));
+        assert_eq!(Step::parse("echo"), Ok(Step::Run(App::Echo)));
+        assert!(Step::parse("wait(-1)").unwrap_err().contains("wait needs seconds"));
+        assert!(Step::parse("voicemail").is_err());
     }
 }

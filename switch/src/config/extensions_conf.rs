@@ -136,7 +136,12 @@ struct Interp {
 impl Interp {
     /// A note on one line.
     fn note(&mut self, e: (&Location, u64), key: Option<&str>, message: String, hint: &str) {
-        self.notes.push(NoteAcc { id: None, seq: e.1, diag: Diagnostic::new(e.0.clone(), key, message, hint), also: Vec::new() });
+        self.notes.push(NoteAcc {
+            id: None,
+            seq: e.1,
+            diag: Diagnostic::new(e.0.clone(), key, message, hint),
+            also: Vec::new(),
+        });
     }
 
     /// A note reported once for every line with the same `id`; later lines are listed in the hint.
@@ -208,7 +213,8 @@ impl Interp {
             "autofallthrough" => self.note(
                 at,
                 Some(&e.key),
-                "autofallthrough=no is not supported: when the priorities run out the call is hung up, as with yes".into(),
+                "autofallthrough=no is not supported: when the priorities run out the call is hung up, as with yes"
+                    .into(),
                 "end extensions with Hangup() to make it explicit",
             ),
             _ => self.note(
@@ -238,7 +244,12 @@ impl Interp {
                     let mut parts = e.value.splitn(2, [',', '|']);
                     let name = parts.next().unwrap_or("").trim();
                     if name.is_empty() {
-                        self.note(at, Some("include"), "include => needs a context name".into(), "write e.g. include => lab");
+                        self.note(
+                            at,
+                            Some("include"),
+                            "include => needs a context name".into(),
+                            "write e.g. include => lab",
+                        );
                         continue;
                     }
                     if parts.next().is_some() {
@@ -269,7 +280,12 @@ impl Interp {
     }
 
     /// One `exten =>` or `same =>` line; returns (extension index, priority).
-    fn exten_line(&mut self, ctx: &mut ContextAcc, e: &Entry, last: Option<(usize, u32)>) -> Result<(usize, u32), LineError> {
+    fn exten_line(
+        &mut self,
+        ctx: &mut ContextAcc,
+        e: &Entry,
+        last: Option<(usize, u32)>,
+    ) -> Result<(usize, u32), LineError> {
         let same = e.key.eq_ignore_ascii_case("same");
         let (exten_i, rest) = if same {
             let Some((i, _)) = last else { return Err(LineError::SameWithoutExten) };
@@ -311,7 +327,11 @@ impl Interp {
                 Ok(n) if n >= 1 => n,
                 _ => existing
                     .and_then(|i| {
-                        ctx.extensions[i].priorities.iter().find(|(_, p)| p.label.as_deref() == Some(base)).map(|(n, _)| *n)
+                        ctx.extensions[i]
+                            .priorities
+                            .iter()
+                            .find(|(_, p)| p.label.as_deref() == Some(base))
+                            .map(|(n, _)| *n)
                     })
                     .ok_or_else(|| LineError::BadPriority(prio_text.to_string()))?,
             },
@@ -438,7 +458,13 @@ impl Interp {
                 Err(err @ apps::AppError::Unsupported(_)) => {
                     skipped += 1;
                     let hint = err.hint();
-                    self.note_once(&format!("app:{}", p.app.to_ascii_lowercase()), at, Some(&p.app), err.to_string(), &hint);
+                    self.note_once(
+                        &format!("app:{}", p.app.to_ascii_lowercase()),
+                        at,
+                        Some(&p.app),
+                        err.to_string(),
+                        &hint,
+                    );
                 }
                 Err(err) => {
                     skipped += 1;

@@ -108,12 +108,7 @@ impl<L: SourceLoader> Reader<'_, L> {
         }
         if comment_depth > 0 {
             let loc = Location { file: display.to_string(), line: comment_start };
-            self.error(
-                self.seq,
-                &loc,
-                "block comment `;--` is never closed".to_string(),
-                "close it with `--;`",
-            );
+            self.error(self.seq, &loc, "block comment `;--` is never closed".to_string(), "close it with `--;`");
         }
     }
 
@@ -195,7 +190,12 @@ impl<L: SourceLoader> Reader<'_, L> {
         };
         let arg = dequote(arg);
         if arg.is_empty() {
-            return self.error(seq, loc, format!("#{word} needs a file name"), "write e.g. #include \"extensions-lab.conf\"");
+            return self.error(
+                seq,
+                loc,
+                format!("#{word} needs a file name"),
+                "write e.g. #include \"extensions-lab.conf\"",
+            );
         }
         if let Err(why) = check_include_name(arg) {
             return self.error(
@@ -283,12 +283,7 @@ impl<L: SourceLoader> Reader<'_, L> {
             );
         };
         if let Some(section) = self.out.sections.get_mut(current) {
-            section.entries.push(Entry {
-                key: key.to_string(),
-                value: value.to_string(),
-                location: loc.clone(),
-                seq,
-            });
+            section.entries.push(Entry { key: key.to_string(), value: value.to_string(), location: loc.clone(), seq });
         }
     }
 }

@@ -292,7 +292,8 @@ impl Endpoint {
             }
             _ => {
                 self.answer(now, local);
-                if let (Some(h), Some(Entry { role: Role::Call(c), .. })) = (route.hangup, self.dialogs.get_mut(&local)) {
+                if let (Some(h), Some(Entry { role: Role::Call(c), .. })) = (route.hangup, self.dialogs.get_mut(&local))
+                {
                     c.hangup_at = Some(now + h.after);
                     c.hangup_cause = h.cause;
                 }
