@@ -178,22 +178,23 @@ pub fn reduce(steps: &[Step]) -> (Route, Vec<Unhonoured>) {
         match step {
             Step::Answer | Step::NoOp => {}
             Step::Run(app) => {
+                let name = match app {
+                    App::Dial { .. } => "Dial",
+                    App::Echo => "Echo",
+                    _ => "Playback",
+                };
                 if let Some(w) = first_wait {
                     unhonoured.push(Unhonoured {
                         step: w,
-                        why: "a Wait before Echo or Dial is skipped: the switch starts it at once".into(),
+                        why: format!("a Wait before {name} is skipped: the switch starts {name} at the answer"),
                     });
                 }
                 if let Some((p, _)) = playing {
                     unhonoured.push(Unhonoured {
                         step: p,
-                        why: "what plays before Echo or Dial is not played: the switch starts it at once".into(),
+                        why: format!("not played: the switch starts {name} at the answer instead"),
                     });
                 }
-                let name = match app {
-                    App::Dial { .. } => "Dial",
-                    _ => "Echo",
-                };
                 skip(&mut unhonoured, i + 1, name);
                 return (Route::from(app.clone()), unhonoured);
             }

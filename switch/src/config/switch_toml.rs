@@ -544,10 +544,7 @@ mod tests {
         let e =
             errs("[dialplan.in]\n\"1\" = [\"wait(2)\", \"echo\"]\n\"2\" = []\n\"3\" = [\"answer\", \"voicemail\"]\n");
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(
-            e[0].starts_with("switch.toml:2: `1`: step 1 `wait(2)`: a Wait before Echo or Dial is skipped"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("switch.toml:2: `1`: step 1 `wait(2)`: a Wait before Echo is skipped"), "{e:?}");
         assert!(e[1].starts_with("switch.toml:3: `2`: empty list of steps"), "{e:?}");
         assert!(e[2].starts_with("switch.toml:4: `3`: `voicemail`: unknown application"), "{e:?}");
     }

@@ -113,7 +113,7 @@ fn sequences_the_switch_cannot_honour_are_reported_with_lines() {
          exten => 3,1,Playtones(1000)\n");
     let n = notes(&o);
     assert_eq!(n.len(), 3, "{n:?}");
-    assert!(n[0].starts_with("extensions.conf:3: `Wait`: a Wait before Echo or Dial is skipped"), "{n:?}");
+    assert!(n[0].starts_with("extensions.conf:3: `Wait`: a Wait before Echo is skipped"), "{n:?}");
     assert!(
         n[1].starts_with("extensions.conf:6: `Playback`: never reached here: Dial runs until the call ends"),
         "{n:?}"
