@@ -406,7 +406,7 @@ fn asterisk_folder_with_extensions_conf_loads() {
 
     // Each thing not honoured is reported once, with file:line and a hint.
     let notes: Vec<String> = c.notes.iter().map(ToString::to_string).collect();
-    assert_eq!(notes.len(), 4, "{notes:#?}");
+    assert_eq!(notes.len(), 5, "{notes:#?}");
     let dir = data_dir("asterisk-A").0.display().to_string();
     assert_eq!(
         notes[0],
@@ -422,7 +422,12 @@ fn asterisk_folder_with_extensions_conf_loads() {
         "{notes:#?}"
     );
     assert!(
-        notes[3].starts_with(&format!("{dir}/extensions-demo.conf:8: `Wait`: a Wait before Playback is skipped")),
+        notes[3]
+            .starts_with(&format!("{dir}/extensions-demo.conf:5: `Hangup`: not timed: the switch has no sound files")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[4].starts_with(&format!("{dir}/extensions-demo.conf:8: `Wait`: a Wait before Playback is skipped")),
         "{notes:#?}"
     );
 }
