@@ -154,7 +154,8 @@ pub struct Unhonoured {
     pub why: String,
 }
 
-/// Longest `Wait` honoured: a day (a longer one is most likely a typo).
+/// Longest `Wait` honoured, and longest time a program runs before its
+/// hangup: a day (longer is most likely a typo).
 pub const MAX_WAIT_SECS: f64 = 86_400.0;
 
 /// Reduces a program to the one [`Route`] the switch runs, and the steps it
@@ -230,7 +231,10 @@ pub fn reduce(steps: &[Step]) -> (Route, Vec<Unhonoured>) {
             },
             Step::Wait { secs } => {
                 first_wait.get_or_insert(i);
-                waited += secs.clamp(0.0, MAX_WAIT_SECS);
+                // NaN and negative waits count as none; the total is capped so
+                // that `now + after` can never overflow, whatever the input.
+                let secs = if secs.is_finite() { secs.clamp(0.0, MAX_WAIT_SECS) } else { 0.0 };
+                waited = (waited + secs).min(MAX_WAIT_SECS);
             }
             Step::Hangup { cause } => {
                 let cause = *cause;
@@ -407,10 +411,10 @@ fn substring(exten: &str, spec: &str) -> Option<String> {
     if parts.next().is_some() {
         return None;
     }
-    let start = if offset < 0 { (n + offset).max(0) } else { offset.min(n) };
+    let start = if offset < 0 { n.saturating_add(offset).max(0) } else { offset.min(n) };
     let end = match length {
         None => n,
-        Some(l) if l < 0 => (n + l).max(start),
+        Some(l) if l < 0 => n.saturating_add(l).max(start),
         Some(l) => start.saturating_add(l).min(n),
     };
     Some(chars[start as usize..end.max(start) as usize].iter().collect())
@@ -533,6 +537,8 @@ mod tests {
         assert_eq!(expand_exten("${EXTEN:9}", "91234"), "");
         assert_eq!(expand_exten("${EXTENSION}/${EXTEN", "1"), "${EXTENSION}/${EXTEN");
         assert_eq!(expand_exten("${EXTEN:x}", "1"), "${EXTEN:x}");
+        assert_eq!(expand_exten("${EXTEN:-9223372036854775808:-9223372036854775808}", "12"), "");
+        assert_eq!(expand_exten("${EXTEN:9223372036854775807:9223372036854775807}", "12"), "");
     }
 
     #[test]
@@ -549,6 +555,8 @@ mod tests {
         assert_eq!(r(&[Step::Hangup { cause: 17 }, Step::Run(App::Echo)]), Route::from(App::Hangup { cause: 17 }));
         assert_eq!(r(&[Step::NoOp]), Route::from(App::Hangup { cause: 16 }));
         assert_eq!(r(&[Step::Wait { secs: 5.0 }]), timed(App::Silence, 5, 16));
+        let hostile = [Step::Wait { secs: f64::NAN }, Step::Wait { secs: f64::INFINITY }, Step::Wait { secs: 1e300 }];
+        assert_eq!(r(&hostile), timed(App::Silence, 86_400, 16), "never more than a day, never a panic");
         let (route, unhonoured) = reduce(&[Step::Play(App::Music), Step::Play(tone.clone()), Step::Wait { secs: 1.0 }]);
         assert_eq!(route, timed(tone, 1, 16));
         assert_eq!(unhonoured, vec![Unhonoured { step: 0, why: "replaced at once by the next one".into() }]);
