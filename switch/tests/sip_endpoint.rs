@@ -333,11 +333,12 @@ fn extensions_conf_wait_then_hangup_sends_bye() {
     assert!((98..=100).contains(&media), "two seconds of tone: {media}");
     assert!(b.ended_causes().is_empty());
     let out = b.advance(Duration::from_millis(40));
-    let bye = out
-        .iter()
-        .filter(|t| t.socket == SipSocket::Signalling)
-        .any(|t| matches!(Message::parse(&t.payload), Ok(Message::Request(r)) if r.method.as_str() == "BYE"));
-    assert!(bye, "the switch hangs up after the Wait");
+    let bye = out.iter().filter(|t| t.socket == SipSocket::Signalling).find_map(|t| match Message::parse(&t.payload) {
+        Ok(Message::Request(r)) if r.method.as_str() == "BYE" => Some(r),
+        _ => None,
+    });
+    let bye = bye.expect("the switch hangs up after the Wait");
+    assert_eq!(bye.headers.get("Reason"), Some("Q.850;cause=16"), "Hangup()'s cause, RFC 3326");
     assert_eq!(b.ended_causes(), ["dialplan hangup"]);
 }
 

@@ -35,7 +35,8 @@ impl SipEndpoint {
 
         let route = self.dialplan.route(&context, &exten);
         // The dialplan's own hangup (`Wait` then `Hangup`) counts from the answer, which is now.
-        let hangup_at = route.as_ref().and_then(|r| r.hangup).map(|h| now + h.after);
+        let hangup = route.as_ref().and_then(|r| r.hangup);
+        let (hangup_at, hangup_cause) = (hangup.map(|h| now + h.after), hangup.map(|h| h.cause));
         let app = route.map(|r| r.app);
         let refusal = match &app {
             None => Some((404, format!("no extension {exten} in context {context}"))),
@@ -98,6 +99,7 @@ impl SipEndpoint {
             peer: None,
             local_sdp,
             hangup_at,
+            hangup_cause,
         };
         self.calls.insert(id, call);
         match &app {

@@ -88,7 +88,7 @@ impl SipEndpoint {
             if call.hangup_at.is_some_and(|t| t <= now) {
                 // Our own originate's hold time, or the dialplan's Wait before Hangup.
                 let why = if call.outbound.is_some() { "hold time over" } else { "dialplan hangup" };
-                held.push((call.id, why));
+                held.push((call.id, why, call.hangup_cause));
                 continue;
             }
             if !timeout.is_zero() && now.saturating_duration_since(call.media.last_received) >= timeout {
@@ -105,8 +105,11 @@ impl SipEndpoint {
         for id in silent {
             self.hang_up(now, id, "RTP timeout");
         }
-        for (id, why) in held {
-            self.hang_up(now, id, why);
+        for (id, why, cause) in held {
+            match cause {
+                Some(cause) => self.bye_with_cause(now, id, why, cause),
+                None => self.hang_up(now, id, why),
+            }
         }
         self.media_tick = if self.calls.is_empty() {
             None
