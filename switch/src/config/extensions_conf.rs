@@ -234,7 +234,8 @@ impl Interp {
             let at = (&e.location, e.seq);
             match e.key.to_ascii_lowercase().as_str() {
                 "exten" | "same" => match self.exten_line(ctx, e, last) {
-                    Ok(pos) => last = Some(pos),
+                    Ok(Some(pos)) => last = Some(pos),
+                    Ok(None) => {}
                     Err(err) => {
                         let hint = err.hint();
                         self.note(at, Some(&e.key), err.to_string(), hint);
@@ -279,13 +280,14 @@ impl Interp {
         }
     }
 
-    /// One `exten =>` or `same =>` line; returns (extension index, priority).
+    /// One `exten =>` or `same =>` line; returns (extension index, priority),
+    /// or `None` for a hint line, which `n` and `same` do not count.
     fn exten_line(
         &mut self,
         ctx: &mut ContextAcc,
         e: &Entry,
         last: Option<(usize, u32)>,
-    ) -> Result<(usize, u32), LineError> {
+    ) -> Result<Option<(usize, u32)>, LineError> {
         let same = e.key.eq_ignore_ascii_case("same");
         let (exten_i, rest) = if same {
             let Some((i, _)) = last else { return Err(LineError::SameWithoutExten) };
@@ -316,8 +318,7 @@ impl Interp {
                 "hints (device state for BLF) are not supported; hint lines have no effect".into(),
                 "remove them",
             );
-            // A hint line still names the extension for later `same =>` lines.
-            return Ok((exten_i.unwrap_or(usize::MAX), last.map_or(0, |l| l.1)));
+            return Ok(None);
         }
         let existing = exten_i.filter(|i| *i < ctx.extensions.len());
         let mut priority = match base.to_ascii_lowercase().as_str() {
@@ -370,7 +371,7 @@ impl Interp {
             return Err(LineError::Duplicate { exten: ext.name.clone(), priority, first: first.location.clone() });
         }
         ext.priorities.insert(priority, Priority { location: e.location.clone(), seq: e.seq, label, app, args });
-        Ok((i, priority))
+        Ok(Some((i, priority)))
     }
 
     /// `${NAME}` of `[globals]` in application arguments (`${EXTEN...}` is left for the call).

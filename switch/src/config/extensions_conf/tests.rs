@@ -196,6 +196,14 @@ fn line_errors_have_file_and_line() {
 }
 
 #[test]
+fn hint_lines_do_not_count_for_n() {
+    let o =
+        one("[x]\nexten => 100,hint,SIP/100\nexten => 100,1,Answer()\nexten => 100,hint,SIP/100\nsame => n,Echo()\n");
+    assert_eq!(route(&o, "x", "100"), Some(Route::from(App::Echo)));
+    assert_eq!(notes(&o).len(), 1, "{:?}", notes(&o));
+}
+
+#[test]
 fn general_options_that_change_nothing_are_quiet() {
     let o = one("[general]\nstatic=yes\nautofallthrough=no\nuserscontext=default\n");
     let n = notes(&o);
