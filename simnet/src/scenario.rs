@@ -398,6 +398,7 @@ struct RawCapture {
 #[serde(deny_unknown_fields)]
 struct RawHost {
     iax_conf: Option<Spanned<String>>,
+    extensions_conf: Option<Spanned<String>>,
     switch_toml: Option<Spanned<String>>,
     config_dir: Option<Spanned<String>>,
     #[serde(default)]
@@ -419,6 +420,7 @@ struct RawAction {
     loss: Option<Prob>,
     duplicate: Option<Prob>,
     iax_conf: Option<Spanned<String>>,
+    extensions_conf: Option<Spanned<String>>,
     switch_toml: Option<Spanned<String>>,
     files: Option<BTreeMap<String, Spanned<String>>>,
     line: Option<Spanned<String>>,
@@ -696,6 +698,9 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
         if let Some(v) = &h.iax_conf {
             inline("iax.conf", v)?;
         }
+        if let Some(v) = &h.extensions_conf {
+            inline("extensions.conf", v)?;
+        }
         if let Some(v) = &h.switch_toml {
             inline("switch.toml", v)?;
         }
@@ -761,7 +766,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             "partition" | "heal" => &["between", "from", "to"],
             "crash" | "restart" | "reload" => &["host"],
             "set_link" => &["between", "latency", "jitter", "loss", "duplicate"],
-            "set_config" => &["host", "iax_conf", "switch_toml", "files"],
+            "set_config" => &["host", "iax_conf", "extensions_conf", "switch_toml", "files"],
             "command" => &["host", "line"],
             other => {
                 return Err(src.at(
@@ -771,7 +776,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 ))
             }
         };
-        let present: [(&str, bool); 12] = [
+        let present: [(&str, bool); 13] = [
             ("between", a.between.is_some()),
             ("from", a.from.is_some()),
             ("to", a.to.is_some()),
@@ -781,6 +786,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             ("loss", a.loss.is_some()),
             ("duplicate", a.duplicate.is_some()),
             ("iax_conf", a.iax_conf.is_some()),
+            ("extensions_conf", a.extensions_conf.is_some()),
             ("switch_toml", a.switch_toml.is_some()),
             ("files", a.files.is_some()),
             ("line", a.line.is_some()),
@@ -889,6 +895,9 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 if let Some(v) = &a.iax_conf {
                     add("iax.conf", v)?;
                 }
+                if let Some(v) = &a.extensions_conf {
+                    add("extensions.conf", v)?;
+                }
                 if let Some(v) = &a.switch_toml {
                     add("switch.toml", v)?;
                 }
@@ -896,7 +905,11 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                     add(fname, v)?;
                 }
                 if files.is_empty() {
-                    return Err(src.at(spanned, "`set_config` sets no file", "set iax_conf, switch_toml and/or files"));
+                    return Err(src.at(
+                        spanned,
+                        "`set_config` sets no file",
+                        "set iax_conf, extensions_conf, switch_toml and/or files",
+                    ));
                 }
                 Action::SetConfig { host, files }
             }

@@ -226,3 +226,102 @@ fn trunk_800_passes_and_simulates_fast() {
         }
     }
 }
+
+/// A host's dialplan in `extensions_conf`, as an Asterisk operator writes it:
+/// the tone plays until `Wait` runs out and `Hangup(17)` ends the call; after
+/// `set_config` and `reload`, the same extension is `Busy()`.
+const EXTENSIONS_CONF_SCENARIO: &str = r#"name = "extensions-conf"
+description = "B's dialplan is an extensions.conf"
+duration = "30s"
+
+[hosts.a]
+iax_conf = """
+[general]
+bindaddr = ${any}
+register => A:secretA@${[b]}
+
+[B]
+type = friend
+host = dynamic
+secret = secretB
+context = iaxinbound
+"""
+
+[hosts.b]
+iax_conf = """
+[general]
+bindaddr = ${any}
+register => B:secretB@${[a]}
+
+[A]
+type = friend
+host = dynamic
+secret = secretA
+context = iaxinbound
+"""
+extensions_conf = """
+[iaxinbound]
+exten => 1000,1,Answer()
+ same => n,Playtones(1000)
+ same => n,Wait(3)
+ same => n,Hangup(17)
+"""
+
+[[timeline]]
+at = "2s"
+action = "command"
+host = "a"
+line = "originate IAX2/B/1000 app=pattern"
+label = "call"
+
+[[timeline]]
+at = "10s"
+action = "set_config"
+host = "b"
+extensions_conf = """
+[iaxinbound]
+exten => 1000,1,Busy()
+"""
+
+[[timeline]]
+at = "11s"
+action = "reload"
+host = "b"
+
+[[timeline]]
+at = "12s"
+action = "command"
+host = "a"
+line = "originate IAX2/B/1000 app=pattern"
+label = "busy"
+
+[[expect]]
+description = "B's Wait(3) then Hangup(17) ends the call"
+host = "a"
+event = "call_ended"
+where = { code = 17, direction = "outbound" }
+after = "call"
+within = "4s"
+
+[[expect]]
+description = "After the reload, Busy() refuses with 17"
+host = "a"
+event = "call_rejected"
+where = { code = 17, direction = "outbound" }
+after = "busy"
+within = "1s"
+"#;
+
+#[test]
+fn extensions_conf_in_a_scenario_runs_and_reloads() {
+    let s =
+        Scenario::parse(Path::new("extensions-conf.toml"), EXTENSIONS_CONF_SCENARIO).unwrap_or_else(|e| panic!("{e}"));
+    for network in [Network::V4, Network::V6] {
+        let o = go(&s, network, 1);
+        assert_passed(&o);
+        let ended: Vec<&str> =
+            o.events_jsonl.lines().filter(|l| l.contains("\"call_ended\"") && l.contains("\"host\":\"a\"")).collect();
+        assert_eq!(ended.len(), 1, "{}", o.events_jsonl);
+        assert!(ended[0].contains("\"code\":17"), "{}", ended[0]);
+    }
+}

@@ -15,6 +15,7 @@
 //! more. Exact extensions win over patterns; among patterns the first written wins.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What the switch does with a call routed to an extension.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +28,8 @@ pub enum App {
     Music,
     /// Answer and send a numbered test pattern (for load and loss measurement).
     Pattern,
+    /// Answer and send nothing (Asterisk's `Answer()` then `Wait(SECS)`).
+    Silence,
     /// Place a second call and bridge the two (`IAX2/peer/exten` from IAX2 calls,
     /// `SIP/user` from SIP calls to a registered user; `${EXTEN}` expanded).
     Dial { target: String },
@@ -51,6 +54,7 @@ impl App {
             ("echo", None) => Ok(App::Echo),
             ("music", None) => Ok(App::Music),
             ("pattern", None) => Ok(App::Pattern),
+            ("silence", None) => Ok(App::Silence),
             ("tone", Some(hz)) => match hz.parse::<f64>() {
                 Ok(f) if (20.0..=3900.0).contains(&f) => Ok(App::Tone { freq_hz: f }),
                 _ => Err(format!("`{text}`: tone frequency must be 20-3900 Hz, e.g. tone(1000)")),
@@ -68,24 +72,265 @@ impl App {
                 _ => Err(format!("`{text}`: hangup needs a Q.850 cause 1-127, e.g. hangup(17)")),
             },
             _ => Err(format!(
-                "`{text}`: unknown application; use echo, music, pattern, tone(HZ), dial(IAX2/peer/exten) or hangup(CAUSE)"
+                "`{text}`: unknown application; use echo, music, pattern, silence, tone(HZ), dial(IAX2/peer/exten) or hangup(CAUSE)"
             )),
         }
     }
 }
 
+impl Step {
+    /// One step of a `switch.toml` list: `answer`, `noop`, `wait(SECS)`,
+    /// `hangup` or `hangup(CAUSE)`, or an application as [`App::parse`] reads it.
+    pub fn parse(text: &str) -> Result<Step, String> {
+        let t = text.trim();
+        let lower = t.to_ascii_lowercase();
+        match lower.as_str() {
+            "answer" => return Ok(Step::Answer),
+            "noop" => return Ok(Step::NoOp),
+            "hangup" => return Ok(Step::Hangup { cause: 16 }),
+            _ => {}
+        }
+        if let Some(arg) = lower.strip_prefix("wait(").and_then(|a| a.strip_suffix(')')) {
+            return match arg.trim().parse::<f64>() {
+                Ok(secs) if (0.0..=MAX_WAIT_SECS).contains(&secs) => Ok(Step::Wait { secs }),
+                _ => Err(format!("`{t}`: wait needs seconds 0-{MAX_WAIT_SECS}, e.g. wait(10)")),
+            };
+        }
+        Ok(match App::parse(t)? {
+            App::Hangup { cause } => Step::Hangup { cause },
+            app @ (App::Echo | App::Dial { .. }) => Step::Run(app),
+            app => Step::Play(app),
+        })
+    }
+}
+
+/// When the dialplan itself ends an answered call: Asterisk's `Wait(SECS)`
+/// then `Hangup(CAUSE)`, or falling off the end of the priorities.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimedHangup {
+    /// Counted from the answer.
+    pub after: Duration,
+    /// Q.850 cause of the hangup (16 = normal clearing).
+    pub cause: u8,
+}
+
+/// What a call routed to an extension gets: the application, and when the
+/// switch hangs up by itself (never, if `None`: the caller does).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub app: App,
+    pub hangup: Option<TimedHangup>,
+}
+
+impl From<App> for Route {
+    fn from(app: App) -> Route {
+        Route { app, hangup: None }
+    }
+}
+
+/// One step of an extension's program, in the order Asterisk runs priorities.
+/// Both syntaxes come down to these: `switch.toml` writes one application or
+/// a list of them, `extensions.conf` one application per priority.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Answer the call (every application of the switch answers anyway).
+    Answer,
+    /// Nothing: `NoOp`, `Progress`, `Ringing`.
+    NoOp,
+    /// Start playing (tone, music, pattern, silence) and go on to the next step.
+    Play(App),
+    /// Echo or Dial: run until the call ends.
+    Run(App),
+    /// Wait this many seconds, playing whatever plays.
+    Wait { secs: f64 },
+    /// End the call with this Q.850 cause.
+    Hangup { cause: u8 },
+}
+
+/// A step the switch cannot honour as written, by its index in the program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unhonoured {
+    pub step: usize,
+    pub why: String,
+}
+
+/// Longest `Wait` honoured, and longest time a program runs before its
+/// hangup: a day (longer is most likely a typo).
+pub const MAX_WAIT_SECS: f64 = 86_400.0;
+
+/// Reduces a program to the one [`Route`] the switch runs, and the steps it
+/// cannot honour. The switch's calls have one application from answer to
+/// hangup, so a program must be "set up, play, wait, hang up" or "run
+/// Echo/Dial"; what does not fit is reported, never silently changed.
+pub fn reduce(steps: &[Step]) -> (Route, Vec<Unhonoured>) {
+    let mut unhonoured = Vec::new();
+    let mut playing: Option<(usize, App)> = None;
+    let mut waited = 0.0f64;
+    let mut first_wait: Option<usize> = None;
+    let skip = |unhonoured: &mut Vec<Unhonoured>, from: usize, after: &str| {
+        for (i, step) in steps.iter().enumerate().skip(from) {
+            match step {
+                Step::NoOp | Step::Answer => {}
+                // After Echo or Dial a Hangup changes nothing: the call is over
+                // when they return. Playback's sound has an end in Asterisk,
+                // the switch's music has none: that Hangup is not honoured.
+                Step::Hangup { .. } if after != "Playback" => {}
+                Step::Hangup { .. } => unhonoured.push(Unhonoured {
+                    step: i,
+                    why: "not timed: the switch has no sound files, so Playback plays music until the caller hangs up"
+                        .into(),
+                }),
+                _ => unhonoured
+                    .push(Unhonoured { step: i, why: format!("never reached here: {after} runs until the call ends") }),
+            }
+        }
+    };
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Answer | Step::NoOp => {}
+            Step::Run(app) => {
+                let name = match app {
+                    App::Dial { .. } => "Dial",
+                    App::Echo => "Echo",
+                    _ => "Playback",
+                };
+                if let Some(w) = first_wait {
+                    unhonoured.push(Unhonoured {
+                        step: w,
+                        why: format!("a Wait before {name} is skipped: the switch starts {name} at the answer"),
+                    });
+                }
+                if let Some((p, _)) = playing {
+                    unhonoured.push(Unhonoured {
+                        step: p,
+                        why: format!("not played: the switch starts {name} at the answer instead"),
+                    });
+                }
+                skip(&mut unhonoured, i + 1, name);
+                return (Route::from(app.clone()), unhonoured);
+            }
+            Step::Play(app) => match &playing {
+                Some(_) if waited > 0.0 => unhonoured.push(Unhonoured {
+                    step: i,
+                    why: "a call plays one thing from answer to hangup here; this second one is not played".into(),
+                }),
+                Some((p, _)) => {
+                    // Replaced before any time passed: only the second is ever heard.
+                    unhonoured.push(Unhonoured { step: *p, why: "replaced at once by the next one".into() });
+                    playing = Some((i, app.clone()));
+                }
+                None => {
+                    if waited > 0.0 {
+                        unhonoured.push(Unhonoured {
+                            step: i,
+                            why: "the switch starts it at the answer, not after the Wait before it".into(),
+                        });
+                    }
+                    playing = Some((i, app.clone()));
+                }
+            },
+            Step::Wait { secs } => {
+                first_wait.get_or_insert(i);
+                // NaN and negative waits count as none; the total is capped so
+                // that `now + after` can never overflow, whatever the input.
+                let secs = if secs.is_finite() { secs.clamp(0.0, MAX_WAIT_SECS) } else { 0.0 };
+                waited = (waited + secs).min(MAX_WAIT_SECS);
+            }
+            Step::Hangup { cause } => {
+                let cause = *cause;
+                if playing.is_none() && waited == 0.0 {
+                    return (Route::from(App::Hangup { cause }), unhonoured);
+                }
+                let app = playing.map_or(App::Silence, |(_, app)| app);
+                let hangup = TimedHangup { after: Duration::from_secs_f64(waited), cause };
+                return (Route { app, hangup: Some(hangup) }, unhonoured);
+            }
+        }
+    }
+    // Falling off the end: Asterisk (autofallthrough) hangs up normally.
+    let hangup = TimedHangup { after: Duration::from_secs_f64(waited), cause: 16 };
+    match playing {
+        None if waited == 0.0 => (Route::from(App::Hangup { cause: 16 }), unhonoured),
+        None => (Route { app: App::Silence, hangup: Some(hangup) }, unhonoured),
+        Some((_, app)) if waited > 0.0 => (Route { app, hangup: Some(hangup) }, unhonoured),
+        Some((p, app)) => {
+            // Asterisk would hang up the moment the tone starts; what was
+            // meant is surely the tone until the caller hangs up.
+            unhonoured.push(Unhonoured {
+                step: p,
+                why: "the priorities end right after this: Asterisk would hang up at once; the switch plays it until the caller hangs up (add Wait(SECS) and Hangup() to limit it)".into(),
+            });
+            (Route::from(app), unhonoured)
+        }
+    }
+}
+
+/// One context: its extensions in file order, and the contexts it includes.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Context {
+    extensions: Vec<(String, Route)>,
+    includes: Vec<String>,
+}
+
+/// `include =>` chains deeper than this are not followed (Asterisk stops at
+/// a similar depth); loops are cut by remembering visited contexts.
+pub const MAX_INCLUDE_DEPTH: usize = 32;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dialplan {
-    contexts: BTreeMap<String, Vec<(String, App)>>,
+    contexts: BTreeMap<String, Context>,
 }
 
 impl Dialplan {
     pub fn add(&mut self, context: &str, pattern: &str, app: App) {
-        self.contexts.entry(context.to_string()).or_default().push((pattern.to_string(), app));
+        self.add_route(context, pattern, Route::from(app));
+    }
+
+    pub fn add_route(&mut self, context: &str, pattern: &str, route: Route) {
+        self.contexts.entry(context.to_string()).or_default().extensions.push((pattern.to_string(), route));
+    }
+
+    /// `include => other` in `context`: lookups not answered by `context`'s own
+    /// extensions go through the included contexts, in the order included.
+    pub fn include(&mut self, context: &str, other: &str) {
+        self.contexts.entry(context.to_string()).or_default().includes.push(other.to_string());
+    }
+
+    /// Creates `context` with nothing in it (a context all of whose lines were left out still exists).
+    pub fn ensure_context(&mut self, context: &str) {
+        self.contexts.entry(context.to_string()).or_default();
     }
 
     pub fn has_context(&self, context: &str) -> bool {
         self.contexts.contains_key(context)
+    }
+
+    /// The names of the contexts, sorted.
+    pub fn context_names(&self) -> impl Iterator<Item = &str> {
+        self.contexts.keys().map(String::as_str)
+    }
+
+    /// Contexts named in an `include` that no file defines: (context, included).
+    pub fn missing_includes(&self) -> Vec<(String, String)> {
+        let mut missing = Vec::new();
+        for (name, ctx) in &self.contexts {
+            for inc in ctx.includes.iter().filter(|i| !self.contexts.contains_key(*i)) {
+                missing.push((name.clone(), inc.clone()));
+            }
+        }
+        missing
+    }
+
+    /// Moves every context of `other` into this plan, replacing a context of
+    /// the same name whole. Returns the names replaced.
+    pub fn overlay(&mut self, other: Dialplan) -> Vec<String> {
+        let mut replaced = Vec::new();
+        for (name, ctx) in other.contexts {
+            if self.contexts.insert(name.clone(), ctx).is_some() {
+                replaced.push(name);
+            }
+        }
+        replaced
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,14 +339,85 @@ impl Dialplan {
 
     /// The application for `exten` in `context`, with `${EXTEN}` expanded.
     pub fn lookup(&self, context: &str, exten: &str) -> Option<App> {
-        let entries = self.contexts.get(context)?;
+        self.route(context, exten).map(|r| r.app)
+    }
+
+    /// The route for `exten` in `context` (through its includes), with
+    /// `${EXTEN}` and `${EXTEN:offset[:length]}` expanded in Dial targets.
+    pub fn route(&self, context: &str, exten: &str) -> Option<Route> {
+        let mut visited = Vec::new();
+        let found = self.find(context, exten, &mut visited)?;
+        let mut route = found.clone();
+        if let App::Dial { target } = &route.app {
+            route.app = App::Dial { target: expand_exten(target, exten) };
+        }
+        Some(route)
+    }
+
+    fn find<'a>(&'a self, context: &str, exten: &str, visited: &mut Vec<&'a str>) -> Option<&'a Route> {
+        let (name, ctx) = self.contexts.get_key_value(context)?;
+        if visited.len() >= MAX_INCLUDE_DEPTH || visited.contains(&name.as_str()) {
+            return None;
+        }
+        visited.push(name);
+        let entries = &ctx.extensions;
         let exact = entries.iter().find(|(p, _)| !p.starts_with('_') && p == exten);
         let found = exact.or_else(|| entries.iter().find(|(p, _)| p.starts_with('_') && matches(&p[1..], exten)));
-        found.map(|(_, app)| match app {
-            App::Dial { target } => App::Dial { target: target.replace("${EXTEN}", exten) },
-            other => other.clone(),
-        })
+        if let Some((_, route)) = found {
+            return Some(route);
+        }
+        ctx.includes.iter().find_map(|inc| self.find(inc, exten, visited))
     }
+}
+
+/// Expands `${EXTEN}`, `${EXTEN:offset}` and `${EXTEN:offset:length}` (as
+/// Asterisk's substring syntax: a negative offset counts from the end, a
+/// negative length leaves that many characters off the end).
+pub fn expand_exten(text: &str, exten: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${EXTEN") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "${EXTEN".len()..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let spec = &after[..close];
+        match substring(exten, spec) {
+            Some(sub) => out.push_str(&sub),
+            // `${EXTENSION}` or anything else: not ours, left as written.
+            None => out.push_str(&rest[start..start + "${EXTEN".len() + close + 1]),
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `""` → the whole extension; `":1"`, `":-4"`, `":1:3"`, `":0:-1"` → a part.
+fn substring(exten: &str, spec: &str) -> Option<String> {
+    if spec.is_empty() {
+        return Some(exten.to_string());
+    }
+    let mut parts = spec.strip_prefix(':')?.split(':');
+    let chars: Vec<char> = exten.chars().collect();
+    let n = chars.len() as i64;
+    let offset: i64 = parts.next()?.trim().parse().ok()?;
+    let length: Option<i64> = match parts.next() {
+        Some(l) => Some(l.trim().parse().ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    let start = if offset < 0 { n.saturating_add(offset).max(0) } else { offset.min(n) };
+    let end = match length {
+        None => n,
+        Some(l) if l < 0 => n.saturating_add(l).max(start),
+        Some(l) => start.saturating_add(l).min(n),
+    };
+    Some(chars[start as usize..end.max(start) as usize].iter().collect())
 }
 
 /// Whether `exten` matches an Asterisk pattern (without its leading `_`).
@@ -190,5 +506,71 @@ mod tests {
         assert!(App::parse("playback").unwrap_err().contains("unknown application"));
         assert_eq!(App::parse(" Echo ").unwrap(), App::Echo);
         assert_eq!(App::parse("hangup(17)").unwrap(), App::Hangup { cause: 17 });
+    }
+    #[test]
+    fn includes_are_searched_after_the_context_in_order_and_loops_end() {
+        let mut plan = Dialplan::default();
+        plan.add("a", "1", App::Echo);
+        plan.include("a", "b");
+        plan.include("a", "c");
+        plan.add("b", "_X", App::Music);
+        plan.add("c", "_XX", App::Pattern);
+        plan.add("c", "2", App::Silence);
+        plan.include("b", "a"); // a loop
+        assert_eq!(plan.lookup("a", "1"), Some(App::Echo));
+        assert_eq!(plan.lookup("a", "2"), Some(App::Music), "b comes before c");
+        assert_eq!(plan.lookup("a", "22"), Some(App::Pattern));
+        assert_eq!(plan.lookup("b", "1"), Some(App::Music));
+        assert_eq!(plan.lookup("b", "333"), None);
+        assert_eq!(plan.missing_includes(), Vec::<(String, String)>::new());
+        plan.include("c", "nowhere");
+        assert_eq!(plan.missing_includes(), vec![("c".to_string(), "nowhere".to_string())]);
+    }
+
+    #[test]
+    fn exten_substrings() {
+        assert_eq!(expand_exten("SIP/${EXTEN}", "91234"), "SIP/91234");
+        assert_eq!(expand_exten("SIP/${EXTEN:1}", "91234"), "SIP/1234");
+        assert_eq!(expand_exten("${EXTEN:-4}", "91234"), "1234");
+        assert_eq!(expand_exten("${EXTEN:1:2}", "91234"), "12");
+        assert_eq!(expand_exten("${EXTEN:0:-1}", "91234"), "9123");
+        assert_eq!(expand_exten("${EXTEN:9}", "91234"), "");
+        assert_eq!(expand_exten("${EXTENSION}/${EXTEN", "1"), "${EXTENSION}/${EXTEN");
+        assert_eq!(expand_exten("${EXTEN:x}", "1"), "${EXTEN:x}");
+        assert_eq!(expand_exten("${EXTEN:-9223372036854775808:-9223372036854775808}", "12"), "");
+        assert_eq!(expand_exten("${EXTEN:9223372036854775807:9223372036854775807}", "12"), "");
+    }
+
+    #[test]
+    fn programs_reduce_to_one_route() {
+        let tone = App::Tone { freq_hz: 1000.0 };
+        let timed =
+            |app, secs, cause| Route { app, hangup: Some(TimedHangup { after: Duration::from_secs(secs), cause }) };
+        let r = |steps: &[Step]| reduce(steps).0;
+        assert_eq!(r(&[Step::Answer, Step::Run(App::Echo)]), Route::from(App::Echo));
+        assert_eq!(
+            r(&[Step::Answer, Step::Play(tone.clone()), Step::Wait { secs: 10.0 }, Step::Hangup { cause: 16 }]),
+            timed(tone.clone(), 10, 16)
+        );
+        assert_eq!(r(&[Step::Hangup { cause: 17 }, Step::Run(App::Echo)]), Route::from(App::Hangup { cause: 17 }));
+        assert_eq!(r(&[Step::NoOp]), Route::from(App::Hangup { cause: 16 }));
+        assert_eq!(r(&[Step::Wait { secs: 5.0 }]), timed(App::Silence, 5, 16));
+        let hostile = [Step::Wait { secs: f64::NAN }, Step::Wait { secs: f64::INFINITY }, Step::Wait { secs: 1e300 }];
+        assert_eq!(r(&hostile), timed(App::Silence, 86_400, 16), "never more than a day, never a panic");
+        let (route, unhonoured) = reduce(&[Step::Play(App::Music), Step::Play(tone.clone()), Step::Wait { secs: 1.0 }]);
+        assert_eq!(route, timed(tone, 1, 16));
+        assert_eq!(unhonoured, vec![Unhonoured { step: 0, why: "replaced at once by the next one".into() }]);
+    }
+
+    #[test]
+    fn toml_steps() {
+        assert_eq!(Step::parse("answer"), Ok(Step::Answer));
+        assert_eq!(Step::parse("Wait(2.5)"), Ok(Step::Wait { secs: 2.5 }));
+        assert_eq!(Step::parse("hangup"), Ok(Step::Hangup { cause: 16 }));
+        assert_eq!(Step::parse("hangup(34)"), Ok(Step::Hangup { cause: 34 }));
+        assert_eq!(Step::parse("tone(440)"), Ok(Step::Play(App::Tone { freq_hz: 440.0 })));
+        assert_eq!(Step::parse("echo"), Ok(Step::Run(App::Echo)));
+        assert!(Step::parse("wait(-1)").unwrap_err().contains("wait needs seconds"));
+        assert!(Step::parse("voicemail").is_err());
     }
 }

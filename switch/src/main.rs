@@ -21,7 +21,7 @@ const BUILTIN_IAX_CONF: &str = "[general]\nbindaddr=127.0.0.1\nbindport=4569\n";
 
 #[derive(Parser)]
 #[command(name = "switch", version, about = "An IAX2 softswitch with a deterministic simulator twin")]
-#[command(long_about = "An IAX2 softswitch (RFC 5456, configured with Asterisk's iax.conf).\n\n\
+#[command(long_about = "An IAX2 softswitch (RFC 5456, configured with Asterisk's iax.conf and extensions.conf).\n\n\
     The same switch code runs here on real sockets and inside the simulator\n\
     (`cargo xtask scenario`). See README.md and docs/operations.md.")]
 struct Cli {
@@ -33,8 +33,9 @@ struct Cli {
 enum Cmd {
     /// Run the switch on this host's network.
     Run {
-        /// Directory holding iax.conf (Asterisk syntax) and switch.toml; a missing file means
-        /// built-in defaults. Without --config the switch binds 127.0.0.1:4569 with no peers.
+        /// Directory holding iax.conf and extensions.conf (Asterisk syntax) and switch.toml; a
+        /// missing file means built-in defaults. Without --config the switch binds 127.0.0.1:4569
+        /// with no peers.
         #[arg(long, value_name = "DIR")]
         config: Option<PathBuf>,
         /// Seed for the protocol RNG (call numbers, challenges). Default: from the OS.
@@ -157,10 +158,11 @@ fn check_config(dir: PathBuf) -> ExitCode {
                 println!("note: {note}");
             }
             println!(
-                "{}: OK ({} peers, {} registrations, {} notes)",
+                "{}: OK ({} peers, {} registrations, {} dialplan contexts, {} notes)",
                 dir.display(),
                 loaded.iax.peers.len(),
                 loaded.iax.registrations.len(),
+                loaded.switch.dialplan.context_names().count(),
                 loaded.notes.len()
             );
             ExitCode::SUCCESS

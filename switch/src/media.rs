@@ -172,7 +172,7 @@ impl Source {
             App::Tone { freq_hz } => Source::Tone(Tone::new(*freq_hz)),
             App::Music => Source::Music(Music::default()),
             App::Pattern => Source::Pattern { tag, seq: 0 },
-            App::Echo | App::Dial { .. } | App::Hangup { .. } => Source::None,
+            App::Echo | App::Silence | App::Dial { .. } | App::Hangup { .. } => Source::None,
         }
     }
 

@@ -139,6 +139,10 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         } else if loaded.switch.sip.is_some() {
                             tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP");
                         }
+                        // As at start: what is not honoured (extensions.conf's notes among them) is logged.
+                        for note in &loaded.notes {
+                            tracing::warn!("{note}");
+                        }
                         setup.events.emit(&config_loaded(&loaded));
                     }
                     Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),

@@ -375,6 +375,95 @@ fn trunk_example_loads_on_both_sides() {
 }
 
 // ---------------------------------------------------------------------------------
+// An Asterisk folder: iax.conf and extensions.conf as Asterisk reads them
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn asterisk_folder_with_extensions_conf_loads() {
+    use switch::dialplan::{App, Route, TimedHangup};
+    let c = match load(&data_dir("asterisk-A")) {
+        Ok(c) => c,
+        Err(e) => panic!("asterisk-A:\n{}", render(&e)),
+    };
+    assert_eq!(c.iax.peers[0].context, "iaxinbound");
+    let plan = &c.switch.dialplan;
+    assert_eq!(plan.route("iaxinbound", "9196"), Some(Route::from(App::Echo)));
+    let ten_seconds = Some(TimedHangup { after: Duration::from_secs(10), cause: 16 });
+    assert_eq!(
+        plan.route("iaxinbound", "1000"),
+        Some(Route { app: App::Tone { freq_hz: 1000.0 }, hangup: ten_seconds })
+    );
+    // [globals] TRUNK and the called extension are filled in.
+    assert_eq!(plan.lookup("iaxinbound", "1234"), Some(App::Dial { target: "IAX2/B/1234".into() }));
+    assert_eq!(plan.lookup("iaxinbound", "2000"), Some(App::Hangup { cause: 17 }));
+    assert_eq!(plan.lookup("iaxinbound", "8000"), Some(App::Dial { target: "IAX2/B/8000".into() }));
+    assert_eq!(plan.lookup("iaxinbound", "8500"), None, "nothing it does is supported");
+    assert_eq!(plan.lookup("iaxinbound", "h"), None);
+    // [demo] comes from the #included file, through `include => demo`.
+    assert_eq!(plan.lookup("iaxinbound", "9664"), Some(App::Music));
+    assert_eq!(plan.lookup("iaxinbound", "s"), Some(App::Music));
+    assert_eq!(plan.lookup("iaxinbound", "5555"), None);
+
+    // Each thing not honoured is reported once, with file:line and a hint.
+    let notes: Vec<String> = c.notes.iter().map(ToString::to_string).collect();
+    assert_eq!(notes.len(), 5, "{notes:#?}");
+    let dir = data_dir("asterisk-A").0.display().to_string();
+    assert_eq!(
+        notes[0],
+        format!("{dir}/extensions.conf:34: `VoiceMail`: `VoiceMail` is not an application this switch runs; the step is skipped (the switch runs Answer, Echo, Playtones, Wait, Hangup, Busy, Congestion, Dial(IAX2/...|SIP/...), Playback, MusicOnHold, NoOp, Progress and Ringing)")
+    );
+    assert!(
+        notes[1].starts_with(&format!("{dir}/extensions.conf:37: `8500`: extension 8500 in [iaxinbound] is left out")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[2]
+            .starts_with(&format!("{dir}/extensions.conf:38: `VoiceMailMain`: `VoiceMailMain` is not an application")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[3]
+            .starts_with(&format!("{dir}/extensions-demo.conf:5: `Hangup`: not timed: the switch has no sound files")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[4].starts_with(&format!("{dir}/extensions-demo.conf:8: `Wait`: a Wait before Playback is skipped")),
+        "{notes:#?}"
+    );
+}
+
+#[test]
+fn switch_toml_wins_over_extensions_conf_for_the_same_context() {
+    let loader = MapLoader::from_files([
+        ("extensions.conf", "[in]\nexten => 1,1,Echo()\n[lab]\nexten => 2,1,Echo()\ninclude => in\ninclude => gone\n"),
+        ("switch.toml", "[dialplan.in]\n\"1\" = \"music\"\n"),
+    ]);
+    let c = load(&loader).unwrap_or_else(|e| panic!("{}", render(&e)));
+    let plan = &c.switch.dialplan;
+    assert_eq!(plan.lookup("in", "1"), Some(switch::dialplan::App::Music));
+    assert_eq!(plan.lookup("lab", "2"), Some(switch::dialplan::App::Echo));
+    assert_eq!(plan.lookup("lab", "1"), Some(switch::dialplan::App::Music), "the include sees switch.toml's context");
+    let notes: Vec<String> = c.notes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        notes,
+        [
+            "extensions.conf:1: context [in] is also defined in switch.toml; [dialplan.in] there wins and this one is not used (keep each context in one file)",
+            "extensions.conf:3: `include`: [lab] includes [gone], which no file defines; the include finds nothing (define the context, or remove the include)",
+        ]
+    );
+}
+
+#[test]
+fn extensions_conf_include_problems_are_errors() {
+    let loader = MapLoader::from_files([
+        ("iax.conf", "[general]\nbindport=4569\n"),
+        ("extensions.conf", "[in]\nexten => 1,1,Echo()\n#include \"nowhere.conf\"\n"),
+    ]);
+    let e = must_fail(&loader);
+    assert_eq!(render(&e), "  extensions.conf:3: #include nowhere.conf: no such file (create it, correct the name, or write #tryinclude for an optional file)\n");
+}
+
+// ---------------------------------------------------------------------------------
 // Errors: each names the file, the line and the option
 // ---------------------------------------------------------------------------------
 

@@ -688,6 +688,56 @@ mod calls {
         assert!(p.a.show_channels().contains("0 active"));
     }
 
+    /// Calls into a context read from extensions.conf do what its priorities say.
+    #[test]
+    fn extensions_conf_priorities_run_on_calls() {
+        let mut p = pair(false);
+        let ext = "[iaxinbound]\n\
+                   exten => 1000,1,Answer()\n same => n,Playtones(1000)\n same => n,Wait(10)\n same => n,Hangup(17)\n\
+                   exten => 2000,1,Busy()\n\
+                   exten => 9196,1,Answer()\n same => n,Echo()\n";
+        let loaded = load(&MapLoader::from_files([("extensions.conf", ext)])).expect("loads");
+        assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
+        p.b.set_dialplan(loaded.switch.dialplan);
+
+        // 1000: ten seconds of tone, then B hangs up with cause 17.
+        let start = p.now - p.start;
+        let quiet = Originate { dial: "IAX2/B/1000".into(), app: App::Silence, hold: None, calling: (None, None) };
+        p.a.originate(p.now, &quiet).unwrap();
+        p.run_until(start + Duration::from_secs(20));
+        let answered = p.find("a", |e| matches!(e, Event::CallAnswered { .. }));
+        let ended_at = p.find("a", |e| matches!(e, Event::CallEnded { code: 17, .. }));
+        assert_eq!((answered.len(), ended_at.len()), (1, 1), "{:#?}", p.events);
+        let held = ended_at[0] - answered[0];
+        assert!(held >= Duration::from_secs(10) && held <= Duration::from_millis(10_100), "{held:?}");
+        let Event::CallEnded { frames_received, frames_sent, .. } = ended(&p, "a")[0] else { unreachable!() };
+        assert!((490..=502).contains(&frames_received), "ten seconds of tone: {frames_received}");
+        assert_eq!(frames_sent, 0, "the caller was silent");
+
+        // 2000: Busy() refuses with cause 17 before answering.
+        let start = p.now - p.start;
+        p.a.originate(p.now, &Originate { dial: "IAX2/B/2000".into(), ..quiet.clone() }).unwrap();
+        p.run_until(start + Duration::from_secs(5));
+        let busy = p.find("a", |e| matches!(e, Event::CallRejected { code: 17, .. }));
+        assert_eq!(busy.len(), 1, "{:#?}", p.events);
+
+        // 9196: Answer() then Echo(): every frame comes back until the caller hangs up.
+        let start = p.now - p.start;
+        let echo = Originate {
+            dial: "IAX2/B/9196".into(),
+            app: App::Pattern,
+            hold: Some(Duration::from_secs(5)),
+            calling: (None, None),
+        };
+        p.a.originate(p.now, &echo).unwrap();
+        p.run_until(start + Duration::from_secs(10));
+        let ends = ended(&p, "a");
+        let Event::CallEnded { code, frames_sent, frames_received, lost, .. } = ends[1] else { unreachable!() };
+        assert_eq!(code, 16);
+        assert!(frames_sent >= 245 && frames_sent - frames_received <= 2, "{frames_sent} {frames_received}");
+        assert_eq!(lost, 0);
+    }
+
     #[test]
     fn unknown_extension_is_rejected_with_no_route() {
         let mut p = pair(false);

@@ -314,6 +314,34 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
     assert_eq!(b.ended_causes(), ["RTP timeout", "RTP timeout"]);
 }
 
+/// A context read from extensions.conf: the tone plays, and the Wait before
+/// Hangup ends the call with a BYE when it runs out.
+#[test]
+fn extensions_conf_wait_then_hangup_sends_bye() {
+    let mut b = Bench::new();
+    let ext =
+        "[default]\nexten => 1000,1,Answer()\n same => n,Playtones(1000)\n same => n,Wait(2)\n same => n,Hangup()\n";
+    let loaded = switch::config::load(&switch::config::MapLoader::from_files([("extensions.conf", ext)])).unwrap();
+    b.sip.set_dialplan(loaded.switch.dialplan);
+    let challenge =
+        responses(&b.send(&invite("1000", "t1", 1, None)))[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+    let auth = answer(&challenge, "INVITE", "sip:1000@192.0.2.1", "wonderland");
+    let out = responses(&b.send(&invite("1000", "t2", 2, Some(&auth))));
+    assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 200]);
+    let out = b.advance(Duration::from_millis(1990));
+    let media = out.iter().filter(|t| t.socket == SipSocket::Media).count();
+    assert!((98..=100).contains(&media), "two seconds of tone: {media}");
+    assert!(b.ended_causes().is_empty());
+    let out = b.advance(Duration::from_millis(40));
+    let bye = out.iter().filter(|t| t.socket == SipSocket::Signalling).find_map(|t| match Message::parse(&t.payload) {
+        Ok(Message::Request(r)) if r.method.as_str() == "BYE" => Some(r),
+        _ => None,
+    });
+    let bye = bye.expect("the switch hangs up after the Wait");
+    assert_eq!(bye.headers.get("Reason"), Some("Q.850;cause=16"), "Hangup()'s cause, RFC 3326");
+    assert_eq!(b.ended_causes(), ["dialplan hangup"]);
+}
+
 /// Calls between registered users go through the switch as a back-to-back
 /// user agent; an unregistered one is USER_NOT_REGISTERED (480).
 #[test]

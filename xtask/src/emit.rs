@@ -110,6 +110,9 @@ pub fn skeleton(c: &Capture, capture_name: &str, config: Option<&BTreeMap<String
             "switch.toml" => {
                 let _ = writeln!(s, "switch_toml = {}", toml_string(&text));
             }
+            "extensions.conf" => {
+                let _ = writeln!(s, "extensions_conf = {}", toml_string(&text));
+            }
             _ => extra.push((file.clone(), text)),
         }
     }

@@ -1,4 +1,5 @@
-//! The switch's configuration in a replay: the files of `--config DIR`, or
+//! The switch's configuration in a replay: the files of `--config DIR`
+//! (`iax.conf`, `extensions.conf`, `switch.toml` and what they include), or
 //! the permissive built-in one, and the secrets the remote party needs to
 //! recompute MD5 answers.
 
@@ -213,6 +214,18 @@ mod tests {
         assert_eq!(sip.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice"]);
         assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "4321").is_some());
         assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "1234").is_none());
+    }
+
+    #[test]
+    fn a_config_dir_with_extensions_conf_gives_its_dialplan() {
+        // What `cargo xtask replay --config DIR` passes: every file of DIR.
+        let files = BTreeMap::from([
+            ("iax.conf".to_string(), "[general]\nbindport = 4569\n[guest]\ntype = user\ncontext = in\n".to_string()),
+            ("extensions.conf".to_string(), "[in]\nexten => _X.,1,Answer()\n same => n,Echo()\n".to_string()),
+        ]);
+        let loaded = load(&files).unwrap();
+        assert_eq!(loaded.switch.dialplan.lookup("in", "4321"), Some(switch::dialplan::App::Echo));
+        assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
     }
 
     #[test]

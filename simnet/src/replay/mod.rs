@@ -324,6 +324,9 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
     let exchanges = compare::exchanges(capture, &plans, &logs, LEAD, &replay_remotes, &opts.tolerance);
     let config_text = files.get("iax.conf").map(|iax| {
         let mut s = format!("iax.conf:\n{iax}");
+        if let Some(t) = files.get("extensions.conf") {
+            s.push_str(&format!("\nextensions.conf:\n{t}"));
+        }
         if let Some(t) = files.get("switch.toml") {
             s.push_str(&format!("\nswitch.toml:\n{t}"));
         }

@@ -479,7 +479,7 @@ impl<L: SourceLoader> Reader<'_, L> {
 }
 
 /// Removes `;` comments (keeping `\;` as a literal `;`) and tracks `;-- --;` blocks.
-fn strip_comment(line: &str, depth: &mut u32) -> String {
+pub(super) fn strip_comment(line: &str, depth: &mut u32) -> String {
     let chars: Vec<char> = line.chars().collect();
     let mut out = String::with_capacity(line.len());
     let mut i = 0;
@@ -554,7 +554,7 @@ fn split_header(line: &str) -> Result<(String, Vec<String>), Problem> {
     Ok((name.to_string(), opts))
 }
 
-fn dequote(arg: &str) -> &str {
+pub(super) fn dequote(arg: &str) -> &str {
     let arg = arg.trim();
     for (open, close) in [('"', '"'), ('<', '>')] {
         if arg.len() >= 2 && arg.starts_with(open) && arg.ends_with(close) {
@@ -564,7 +564,7 @@ fn dequote(arg: &str) -> &str {
     arg
 }
 
-fn check_include_name(name: &str) -> Result<(), &'static str> {
+pub(super) fn check_include_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with('/') || name.starts_with('\\') || name.contains(":\\") || name.contains(":/") {
         return Err("only names relative to the configuration directory are supported");
     }

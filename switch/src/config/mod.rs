@@ -7,11 +7,13 @@
 //! Options the switch recognises but does not act on come back as
 //! [`LoadedConfig::notes`]; [`options::OPTIONS`] says which those are.
 
+pub mod extensions_conf;
 pub mod iax_conf;
 pub mod model;
 pub mod options;
 pub mod switch_toml;
 
+pub use extensions_conf::EXTENSIONS_CONF;
 pub use iax_conf::IAX_CONF;
 pub use model::*;
 pub use switch_toml::SWITCH_TOML;
@@ -249,10 +251,16 @@ impl SourceLoader for MapLoader {
     }
 }
 
-/// Loads `iax.conf` and `switch.toml` from `loader`; absent files mean defaults.
+/// Loads `iax.conf`, `extensions.conf` and `switch.toml` from `loader`;
+/// absent files mean defaults.
 ///
-/// On failure, every problem found in either file (not just the first), in file
-/// order. On success, the notes about recognised-but-unsupported options.
+/// On failure, every problem found in any file (not just the first), in file
+/// order. On success, the notes about what is recognised but not honoured.
+///
+/// The dialplan is `extensions.conf`'s contexts with `switch.toml`'s
+/// `[dialplan.CONTEXT]` tables on top: a context defined in both is taken
+/// whole from `switch.toml` (the switch's own file is the more specific one),
+/// and a note says so.
 pub fn load(loader: &impl SourceLoader) -> Result<LoadedConfig, Vec<Diagnostic>> {
     let iax = iax_conf::read(loader);
     let mut errors = iax.errors;
@@ -275,8 +283,34 @@ pub fn load(loader: &impl SourceLoader) -> Result<LoadedConfig, Vec<Diagnostic>>
             SwitchSettings::default()
         }
     };
+    let mut switch = switch;
+    let mut notes = iax.notes;
+    let extensions = extensions_conf::read(loader);
+    errors.extend(extensions.errors);
+    notes.extend(extensions.notes);
+    let mut dialplan = extensions.dialplan;
+    let toml_name = loader.display_name(SWITCH_TOML);
+    for name in dialplan.overlay(std::mem::take(&mut switch.dialplan)) {
+        let location = extensions.contexts.get(&name).cloned().unwrap_or_default();
+        notes.push(Diagnostic::new(
+            location,
+            None,
+            format!("context [{name}] is also defined in {toml_name}; [dialplan.{name}] there wins and this one is not used"),
+            "keep each context in one file",
+        ));
+    }
+    for (context, included) in dialplan.missing_includes() {
+        let location = extensions.contexts.get(&context).cloned().unwrap_or_default();
+        notes.push(Diagnostic::new(
+            location,
+            Some("include"),
+            format!("[{context}] includes [{included}], which no file defines; the include finds nothing"),
+            "define the context, or remove the include",
+        ));
+    }
+    switch.dialplan = dialplan;
     if errors.is_empty() {
-        Ok(LoadedConfig { iax: iax.config, switch, notes: iax.notes })
+        Ok(LoadedConfig { iax: iax.config, switch, notes })
     } else {
         Err(errors)
     }

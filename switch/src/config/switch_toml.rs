@@ -10,6 +10,7 @@
 //! [dialplan.iaxinbound]       # one table per context (see `crate::dialplan`)
 //! "9196" = "echo"
 //! "_1XXX" = "dial(IAX2/b/${EXTEN})"
+//! "1000" = ["answer", "tone(1000)", "wait(10)", "hangup"]   # steps, as priorities
 //!
 //! [sip]                       # SIP is off without this table
 //! listen = "0.0.0.0:5060"
@@ -49,7 +50,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::{Diagnostic, Location, LogLevel, SipGateway, SipSettings, SipUser, SwitchSettings};
-use crate::dialplan::App;
+use crate::dialplan::{reduce, App, Step};
 
 /// The file's name.
 pub const SWITCH_TOML: &str = "switch.toml";
@@ -100,7 +101,16 @@ struct SipUserTable {
 const DEFAULT_PASSWORDS: [&str; 2] = ["1234", ""];
 
 /// One `[dialplan.CONTEXT]` table: extension pattern -> application, in file order.
-type Extensions = Ordered<Spanned<String>, Spanned<String>>;
+type Extensions = Ordered<Spanned<String>, Spanned<Program>>;
+
+/// An extension's value: one application, or a list of steps run in order
+/// (`["answer", "tone(1000)", "wait(10)", "hangup"]`), as `extensions.conf`'s priorities.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Program {
+    One(String),
+    Steps(Vec<String>),
+}
 
 /// A TOML table read as a list, keeping the order of the file.
 #[derive(Debug)]
@@ -183,10 +193,48 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
                 errors.push(diag(file, text, pattern.span().start, pattern.get_ref(), message, hint));
                 continue;
             }
-            match App::parse(app.get_ref()) {
-                Ok(parsed) => settings.dialplan.add(context.get_ref(), pattern.get_ref(), parsed),
-                Err(message) => {
-                    errors.push(diag(file, text, app.span().start, pattern.get_ref(), message, String::new()))
+            let at = app.span().start;
+            match app.into_inner() {
+                Program::One(one) => match App::parse(&one) {
+                    Ok(parsed) => settings.dialplan.add(context.get_ref(), pattern.get_ref(), parsed),
+                    Err(message) => errors.push(diag(file, text, at, pattern.get_ref(), message, String::new())),
+                },
+                Program::Steps(list) => {
+                    let mut steps = Vec::new();
+                    for step in &list {
+                        match Step::parse(step) {
+                            Ok(s) => steps.push(s),
+                            Err(message) => {
+                                errors.push(diag(file, text, at, pattern.get_ref(), message, String::new()))
+                            }
+                        }
+                    }
+                    if steps.len() != list.len() {
+                        continue;
+                    }
+                    if steps.is_empty() {
+                        let hint = "write e.g. [\"answer\", \"tone(1000)\", \"wait(10)\", \"hangup\"]".to_string();
+                        errors.push(diag(file, text, at, pattern.get_ref(), "empty list of steps".into(), hint));
+                        continue;
+                    }
+                    // The switch's own file says exactly what happens: a step
+                    // that would not be honoured is an error here, not a note.
+                    let (route, unhonoured) = reduce(&steps);
+                    for u in &unhonoured {
+                        let step = list.get(u.step).map_or("", String::as_str);
+                        let message = format!("step {} `{step}`: {}", u.step + 1, u.why);
+                        errors.push(diag(
+                            file,
+                            text,
+                            at,
+                            pattern.get_ref(),
+                            message,
+                            "remove or reorder the step".into(),
+                        ));
+                    }
+                    if unhonoured.is_empty() {
+                        settings.dialplan.add_route(context.get_ref(), pattern.get_ref(), route);
+                    }
                 }
             }
         }
@@ -399,7 +447,7 @@ fn parse_listen(v: &str) -> Result<Option<SocketAddr>, (String, String)> {
 }
 
 /// An extension (`9196`, `s`, `h`) or an Asterisk pattern (`_1XXX`, `_9.`, `_[1-3]XX`).
-fn check_pattern(p: &str) -> Result<(), String> {
+pub(crate) fn check_pattern(p: &str) -> Result<(), String> {
     if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
         return Err(format!("extension {p:?} is empty or contains spaces"));
     }
@@ -480,6 +528,25 @@ mod tests {
         assert_eq!(s.dialplan.lookup("in", "1000"), Some(App::Tone { freq_hz: 1000.0 })); // exact beats patterns
         assert_eq!(s.dialplan.lookup("other", "1234"), Some(App::Dial { target: "IAX2/b/1234".into() }));
         assert!(s.dialplan.lookup("none", "1").is_none());
+    }
+
+    #[test]
+    fn dialplan_step_lists() {
+        use crate::dialplan::{Route, TimedHangup};
+        let s = parse(
+            "switch.toml",
+            "[dialplan.in]\n\"1000\" = [\"answer\", \"tone(1000)\", \"wait(10)\", \"hangup(17)\"]\n\"2\" = [\"echo\"]\n",
+        )
+        .unwrap();
+        let hangup = Some(TimedHangup { after: std::time::Duration::from_secs(10), cause: 17 });
+        assert_eq!(s.dialplan.route("in", "1000"), Some(Route { app: App::Tone { freq_hz: 1000.0 }, hangup }));
+        assert_eq!(s.dialplan.lookup("in", "2"), Some(App::Echo));
+        let e =
+            errs("[dialplan.in]\n\"1\" = [\"wait(2)\", \"echo\"]\n\"2\" = []\n\"3\" = [\"answer\", \"voicemail\"]\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("switch.toml:2: `1`: step 1 `wait(2)`: a Wait before Echo is skipped"), "{e:?}");
+        assert!(e[1].starts_with("switch.toml:3: `2`: empty list of steps"), "{e:?}");
+        assert!(e[2].starts_with("switch.toml:4: `3`: `voicemail`: unknown application"), "{e:?}");
     }
 
     #[test]

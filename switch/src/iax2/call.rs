@@ -174,8 +174,11 @@ pub struct Call {
     pub trunk: bool,
     pub created: Instant,
     pub answered: Option<Instant>,
-    /// Outbound: hang up at this time (originate's hold time).
+    /// Hang up at this time: originate's hold time (outbound), or the
+    /// dialplan's `Wait` before `Hangup` (inbound).
     pub hangup_at: Option<Instant>,
+    /// The Q.850 cause sent when `hangup_at` comes (16 unless the dialplan says).
+    pub hangup_cause: u8,
     /// Outbound: give up if the NEW draws no answer by then (`autokill`).
     pub autokill_at: Option<Instant>,
     /// Credentials for AUTHREQ (outbound) or the challenge sent (inbound).
@@ -244,6 +247,7 @@ impl Call {
             created: now,
             answered: None,
             hangup_at: None,
+            hangup_cause: cause::NORMAL_CLEARING,
             autokill_at: None,
             username: None,
             secret: None,

@@ -179,6 +179,8 @@ pub struct SipCall {
     pub peer: Option<u32>,
     /// Our SDP (answer inbound, offer outbound), sent again for a re-INVITE.
     pub local_sdp: Vec<u8>,
-    /// When `originate`'s hold time ends.
+    /// When `originate`'s hold time ends, or the dialplan's `Wait` before `Hangup`.
     pub hangup_at: Option<Instant>,
+    /// The dialplan's Q.850 cause for that hangup, sent in the BYE's `Reason` (RFC 3326).
+    pub hangup_cause: Option<u8>,
 }

@@ -268,10 +268,11 @@ impl Endpoint {
         let allowed = |x: &String| *x == user.context || user.contexts.contains(x);
         let context =
             if !c.context.is_empty() && allowed(&c.context) { c.context.clone() } else { user.context.clone() };
-        let Some(app) = self.dialplan.lookup(&context, &c.exten) else {
+        let Some(route) = self.dialplan.route(&context, &c.exten) else {
             let why = format!("no extension {} in context {context}", c.exten);
             return self.reject(now, local, "No such context/extension", cause::NO_ROUTE_DESTINATION, &why);
         };
+        let app = route.app;
         if let App::Hangup { cause } = app {
             return self.reject(now, local, "Rejected by dialplan", cause, "dialplan hangup()");
         }
@@ -308,7 +309,14 @@ impl Endpoint {
                     Err(why) => self.reject(now, local, "Dial failed", cause::NO_ROUTE_DESTINATION, &why),
                 }
             }
-            _ => self.answer(now, local),
+            _ => {
+                self.answer(now, local);
+                if let (Some(h), Some(Entry { role: Role::Call(c), .. })) = (route.hangup, self.dialogs.get_mut(&local))
+                {
+                    c.hangup_at = Some(now + h.after);
+                    c.hangup_cause = h.cause;
+                }
+            }
         }
     }
 
@@ -707,7 +715,8 @@ impl Endpoint {
             }
             any = true;
             if c.hangup_at.is_some_and(|h| h <= now) {
-                self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+                let code = c.hangup_cause;
+                self.end_call(now, local, hangup_text(code), code, true);
                 continue;
             }
             let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
@@ -759,7 +768,8 @@ impl Endpoint {
                 entry.dialog.abandon(now);
             }
         } else if c.state == CallState::Up && c.hangup_at.is_some_and(|at| at <= now) {
-            self.end_call(now, local, "Normal Clearing", cause::NORMAL_CLEARING, true);
+            let code = c.hangup_cause;
+            self.end_call(now, local, hangup_text(code), code, true);
         } else {
             self.keepalive(now, local);
         }
@@ -853,4 +863,14 @@ fn new_ies(c: &Call, token: Option<Vec<u8>>) -> Vec<Ie> {
     }
     ies.extend(token.map(Ie::CallToken));
     ies
+}
+
+/// The CAUSE text of a scheduled hangup.
+fn hangup_text(code: u8) -> &'static str {
+    match code {
+        cause::NORMAL_CLEARING => "Normal Clearing",
+        17 => "User busy",
+        cause::NO_CIRCUIT => "No circuit/channel available",
+        _ => "Hangup by dialplan",
+    }
 }

@@ -253,6 +253,7 @@ impl SipEndpoint {
             peer: spec.peer,
             local_sdp: sdp,
             hangup_at: None,
+            hangup_cause: None,
         };
         self.by_dialog.insert((call_id, tag), b);
         self.calls.insert(b, callee);

@@ -33,7 +33,11 @@ impl SipEndpoint {
         let trying = self.response(request, from, 100);
         self.respond(now, &key, &trying);
 
-        let app = self.dialplan.lookup(&context, &exten);
+        let route = self.dialplan.route(&context, &exten);
+        // The dialplan's own hangup (`Wait` then `Hangup`) counts from the answer, which is now.
+        let hangup = route.as_ref().and_then(|r| r.hangup);
+        let (hangup_at, hangup_cause) = (hangup.map(|h| now + h.after), hangup.map(|h| h.cause));
+        let app = route.map(|r| r.app);
         let refusal = match &app {
             None => Some((404, format!("no extension {exten} in context {context}"))),
             Some(App::Hangup { cause }) => Some((q850_to_sip(*cause), format!("hangup({cause})"))),
@@ -94,7 +98,8 @@ impl SipEndpoint {
             outbound: None,
             peer: None,
             local_sdp,
-            hangup_at: None,
+            hangup_at,
+            hangup_cause,
         };
         self.calls.insert(id, call);
         match &app {

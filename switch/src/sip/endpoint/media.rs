@@ -86,7 +86,9 @@ impl SipEndpoint {
         // Legs still ringing have no media yet, and no RTP to miss.
         for call in self.calls.values_mut().filter(|c| c.answered) {
             if call.hangup_at.is_some_and(|t| t <= now) {
-                held.push(call.id);
+                // Our own originate's hold time, or the dialplan's Wait before Hangup.
+                let why = if call.outbound.is_some() { "hold time over" } else { "dialplan hangup" };
+                held.push((call.id, why, call.hangup_cause));
                 continue;
             }
             if !timeout.is_zero() && now.saturating_duration_since(call.media.last_received) >= timeout {
@@ -103,8 +105,11 @@ impl SipEndpoint {
         for id in silent {
             self.hang_up(now, id, "RTP timeout");
         }
-        for id in held {
-            self.hang_up(now, id, "hold time over");
+        for (id, why, cause) in held {
+            match cause {
+                Some(cause) => self.bye_with_cause(now, id, why, cause),
+                None => self.hang_up(now, id, why),
+            }
         }
         self.media_tick = if self.calls.is_empty() {
             None

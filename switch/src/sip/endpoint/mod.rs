@@ -450,6 +450,17 @@ impl SipEndpoint {
         self.end_call(now, id, cause);
     }
 
+    /// Ends an answered call with a BYE saying the dialplan's Q.850 cause
+    /// (`Reason: Q.850;cause=17`, RFC 3326), as Asterisk's `Hangup(17)` does.
+    pub(super) fn bye_with_cause(&mut self, now: Instant, id: u32, why: &str, cause: u8) {
+        let (bye, destination) = self.in_dialog_request(id, Method::Bye, true);
+        if let Some(mut bye) = bye {
+            bye.headers.push("Reason", format!("Q.850;cause={cause}"));
+            self.start_client(now, bye, destination, None);
+        }
+        self.end_call(now, id, why);
+    }
+
     /// A request inside call `id`'s dialog: BYE (a new CSeq) or the ACK of a 2xx (the INVITE's CSeq).
     fn in_dialog_request(&mut self, id: u32, method: Method, next_cseq: bool) -> (Option<Request>, SocketAddr) {
         let port = self.settings.listen.port();
