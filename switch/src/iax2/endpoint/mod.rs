@@ -16,6 +16,7 @@ use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
 
 mod calls;
+mod saved;
 mod table;
 
 pub use calls::Originate;
