@@ -489,6 +489,18 @@ mod tests {
     }
 
     #[test]
+    fn state_dir_is_off_by_default_and_must_be_a_usable_name() {
+        assert_eq!(parse("switch.toml", "").unwrap().state_dir, None);
+        assert_eq!(parse("switch.toml", "[state]\n").unwrap().state_dir, None);
+        let s = parse("switch.toml", "[state]\ndir = \"/var/lib/switch\"\n").unwrap();
+        assert_eq!(s.state_dir.as_deref(), Some("/var/lib/switch"));
+        let e = errs("[state]\ndir = \" \"\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("switch.toml:2: `dir`: \" \" is not a usable directory name"), "{e:?}");
+        assert!(errs("[state]\ndri = \"x\"\n")[0].contains("[state] dir"));
+    }
+
+    #[test]
     fn defaults_and_values() {
         assert_eq!(parse("switch.toml", "").unwrap(), SwitchSettings::default());
         let s = parse("switch.toml", "[control]\nlisten = \"[::1]:6000\"\n[log]\nlevel = \"DEBUG\"\n").unwrap();

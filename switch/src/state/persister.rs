@@ -75,3 +75,100 @@ impl Persister {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::config::{General, Host, IaxConfig, Location, PeerConfig, PeerKind};
+    use crate::iax2::endpoint::ResolvedHosts;
+    use crate::iax2::registrar::SavedRegistration;
+    use crate::state::MemoryStore;
+
+    const DIR: &str = "state";
+
+    fn wall() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+    }
+
+    fn endpoint(now: Instant) -> Endpoint {
+        let general = General::default();
+        let peers = ["b", "c"]
+            .iter()
+            .map(|name| {
+                let mut p = PeerConfig::new(name, PeerKind::Friend, Location::default(), &general);
+                p.host = Host::Dynamic { defaultip: None };
+                p
+            })
+            .collect();
+        let config = IaxConfig { general, peers, registrations: vec![], callnumberlimits: vec![] };
+        Endpoint::new(Arc::new(config), ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now)
+    }
+
+    fn saved(peer: &str) -> SavedRegistration {
+        let addr: SocketAddr = "192.0.2.9:4569".parse().unwrap();
+        SavedRegistration { peer: peer.into(), addr, expiry: 60, remaining: Duration::from_secs(30) }
+    }
+
+    fn peers_in(store: &MemoryStore) -> Vec<String> {
+        let bytes = store.get(DIR, FILE).expect("a file was written");
+        registrations::decode(&bytes, wall()).unwrap().into_iter().map(|s| s.peer).collect()
+    }
+
+    #[test]
+    fn a_corrupt_or_missing_file_is_ignored() {
+        let now = Instant::now();
+        let store = MemoryStore::new(wall);
+        let mut ep = endpoint(now);
+        let mut p = Persister::new(Arc::new(store.clone()), DIR.into());
+        p.restore(&mut ep, now); // no file yet: a first start
+        store.insert(DIR, FILE, b"{\"version\":1,\"peers\":[{\"peer\":".to_vec());
+        p.restore(&mut ep, now);
+        assert!(ep.saved_registrations(now).is_empty());
+        // Nothing changed, so nothing is written over the corrupt file.
+        p.poll(&mut ep, now, false);
+        assert!(p.deadline().is_none());
+    }
+
+    #[test]
+    fn restores_then_writes_changes_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let store = MemoryStore::new(wall);
+        store.insert(DIR, FILE, registrations::encode(&[saved("b"), saved("gone")], wall()));
+        let mut ep = endpoint(t0);
+        let mut p = Persister::new(Arc::new(store.clone()), DIR.into());
+        p.restore(&mut ep, t0);
+        // `gone` is not configured: restored without it, and the file says so.
+        p.poll(&mut ep, t0, false);
+        assert_eq!(peers_in(&store), vec!["b".to_string()]);
+        assert!(p.deadline().is_none());
+
+        // A change half a second later waits for the next second.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(ep.restore_registrations(t1, &[saved("c")]), 1);
+        p.poll(&mut ep, t1, false);
+        assert_eq!(peers_in(&store), vec!["b".to_string()]);
+        assert_eq!(p.deadline(), Some(t0 + MIN_INTERVAL));
+        p.poll(&mut ep, t0 + MIN_INTERVAL, false);
+        assert_eq!(peers_in(&store), vec!["b".to_string(), "c".to_string()]);
+        assert!(p.deadline().is_none());
+    }
+
+    #[test]
+    fn shutdown_writes_a_waiting_change_at_once() {
+        let t0 = Instant::now();
+        let store = MemoryStore::new(wall);
+        let mut ep = endpoint(t0);
+        let mut p = Persister::new(Arc::new(store.clone()), DIR.into());
+        ep.restore_registrations(t0, &[saved("b")]);
+        p.poll(&mut ep, t0, false);
+        ep.restore_registrations(t0, &[saved("c")]);
+        p.poll(&mut ep, t0, true);
+        assert_eq!(peers_in(&store), vec!["b".to_string(), "c".to_string()]);
+    }
+}
