@@ -12,6 +12,7 @@ use std::time::Duration;
 use switch::config::MapLoader;
 use switch::event::Event;
 use switch::runtime::{Command, SwitchSetup};
+use switch::state::{MemoryStore, StateStore};
 use tokio::sync::mpsc;
 
 use crate::expect::{self, Ctx, Verdict};
@@ -200,6 +201,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
             files.insert(fname.clone(), expanded);
         }
         let loader = MapLoader(Arc::new(Mutex::new(files)));
+        // The host's disk, as far as `[state] dir` is concerned: it outlives
+        // crashes and restarts of the host, and its clock is simulated time
+        // from the capture epoch, so saved deadlines are the same every run.
+        let state: Arc<dyn StateStore> =
+            Arc::new(MemoryStore::new(|| epoch() + turmoil::sim_elapsed().unwrap_or_default()));
         let commands: Arc<Mutex<Option<mpsc::Sender<Command>>>> = Arc::new(Mutex::new(None));
         let incarnation = Arc::new(AtomicU64::new(0));
         let (world2, trace2, loader2, commands2, name, base_seed) =
@@ -215,9 +221,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                 let at = turmoil::sim_elapsed().unwrap_or_default();
                 push(&sink_trace, TimedEvent { at, host: sink_host.clone(), event: TraceEvent::Switch(event.clone()) });
             };
-            let (trace, host, loader) = (trace2.clone(), name.clone(), loader2.clone());
+            let (trace, host, loader, state) = (trace2.clone(), name.clone(), loader2.clone(), state.clone());
             async move {
-                let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
+                let setup = SwitchSetup { loader, seed, events, commands: rx, state: Some(state) };
+                let result = switch::runtime::run(net, setup).await;
                 let at = turmoil::sim_elapsed().unwrap_or_default();
                 let error = result.err().map(|e| e.to_string());
                 push(&trace, TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) });

@@ -318,6 +318,7 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "peer_registered",
     "peer_registration_refused",
     "peer_unregistered",
+    "peer_restored",
     "peer_state_changed",
     "call_started",
     "call_answered",
@@ -1477,6 +1478,7 @@ mod tests {
             Event::PeerRegistered { peer: s(), addr, expiry: 0 },
             Event::PeerRegistrationRefused { peer: s(), addr, cause: s() },
             Event::PeerUnregistered { peer: s(), reason: s() },
+            Event::PeerRestored { peer: s(), addr, remaining_s: 0 },
             Event::PeerStateChanged { peer: s(), from: PeerState::Unknown, to: PeerState::Ok, latency_ms: None },
             Event::CallStarted { call: 1, direction: s(), peer: s(), exten: s(), context: s(), caller: s() },
             Event::CallAnswered { call: 1, format: s(), encrypted: false },
@@ -1536,6 +1538,7 @@ mod tests {
                 | Event::PeerRegistered { .. }
                 | Event::PeerRegistrationRefused { .. }
                 | Event::PeerUnregistered { .. }
+                | Event::PeerRestored { .. }
                 | Event::PeerStateChanged { .. }
                 | Event::CallStarted { .. }
                 | Event::CallAnswered { .. }

@@ -87,12 +87,10 @@ fn synthetic_call_with_the_builtin_configuration_fails_authentication() {
     assert!(o.report_md.contains("0 sent, 10 not sent"), "{}", o.report_md);
 }
 
+/// A public capture kept in the repository's `captures/` (captures/README.md).
 fn public(name: &str) -> Option<capture::Capture> {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/captures/public/pcap/")).join(name);
-    if !path.is_file() {
-        eprintln!("skipped: {} not found", path.display());
-        return None;
-    }
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../captures/")).join(name);
+    assert!(path.is_file(), "{} is missing from the repository", path.display());
     Some(capture::read_file(&path).unwrap())
 }
 

@@ -60,6 +60,9 @@ pub enum Event {
     PeerRegistrationRefused { peer: String, addr: SocketAddr, cause: String },
     /// A registration expired or was released.
     PeerUnregistered { peer: String, reason: String },
+    /// At start, a registration saved before the restart was taken back
+    /// (`[state] dir`); `remaining_s` is what is left of it.
+    PeerRestored { peer: String, addr: SocketAddr, remaining_s: u64 },
 
     // Qualify.
     /// The peer's reachability changed.
@@ -152,6 +155,7 @@ impl Event {
             Event::PeerRegistered { .. } => "peer_registered",
             Event::PeerRegistrationRefused { .. } => "peer_registration_refused",
             Event::PeerUnregistered { .. } => "peer_unregistered",
+            Event::PeerRestored { .. } => "peer_restored",
             Event::PeerStateChanged { .. } => "peer_state_changed",
             Event::CallStarted { .. } => "call_started",
             Event::CallAnswered { .. } => "call_answered",

@@ -17,3 +17,4 @@ pub mod net;
 pub mod rtp;
 pub mod runtime;
 pub mod sip;
+pub mod state;

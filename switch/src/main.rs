@@ -1,9 +1,11 @@
-//! `switch`: run the softswitch live, or check its configuration.
+//! `switch`: run the softswitch live, check its configuration, or talk to a
+//! running one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use rand::RngCore;
@@ -14,16 +16,28 @@ use switch::config::{self, DirLoader, MapLoader, SourceLoader};
 use switch::event::LogSink;
 use switch::net::TokioNet;
 use switch::runtime::{self, Command, SwitchSetup};
+use switch::state::{DirStore, StateStore};
 
 /// The configuration used when no --config is given: IAX2 on loopback only,
 /// no peers, nothing reachable from outside this host.
 const BUILTIN_IAX_CONF: &str = "[general]\nbindaddr=127.0.0.1\nbindport=4569\n";
 
 #[derive(Parser)]
-#[command(name = "switch", version, about = "An IAX2 softswitch with a deterministic simulator twin")]
-#[command(long_about = "An IAX2 softswitch (RFC 5456, configured with Asterisk's iax.conf and extensions.conf).\n\n\
-    The same switch code runs here on real sockets and inside the simulator\n\
-    (`cargo xtask scenario`). See README.md and docs/operations.md.")]
+#[command(name = "switch", version, about = "An IAX2 and SIP softswitch with a deterministic simulator twin")]
+#[command(long_about = "An IAX2 and SIP softswitch: IAX2 (RFC 5456) peers, users and trunks configured\n\
+    with Asterisk's own iax.conf, and SIP (RFC 3261) phones registering with digest\n\
+    authentication, calling each other, the dialplan and IAX2 peers.\n\n\
+    Configuration is read from one directory (--config DIR):\n  \
+      iax.conf         IAX2 as in Asterisk: [general], peers, users, register => lines\n  \
+      switch.toml      control socket, log level, dialplan, [sip] and its users and\n                   \
+                       gateways, [state] dir (what survives a restart)\n  \
+      extensions.conf  the dialplan in Asterisk's syntax, when present\n\
+    A missing file means built-in defaults; SIP is off until switch.toml has [sip].\n\n\
+    Safe defaults: without --config the switch serves IAX2 on 127.0.0.1:4569 only,\n\
+    with no peers; the control socket listens on 127.0.0.1:5039 and never on a\n\
+    non-loopback address.\n\n\
+    The same switch code runs inside the simulator (`cargo xtask scenario`).\n\
+    See README.md and docs/operations.md.")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -31,11 +45,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the switch on this host's network.
+    /// Run the switch in the foreground (SIGHUP reloads, Ctrl-C or SIGTERM stops).
+    #[command(long_about = "Run the switch in the foreground on this host's network. \
+        Events are logged as JSON lines on stderr (target switch::event; RUST_LOG sets the level). \
+        SIGHUP or `switch ctl reload` re-reads the configuration and keeps the old one if the new \
+        one is invalid; Ctrl-C or SIGTERM stops the switch.")]
     Run {
-        /// Directory holding iax.conf and extensions.conf (Asterisk syntax) and switch.toml; a
-        /// missing file means built-in defaults. Without --config the switch binds 127.0.0.1:4569
-        /// with no peers.
+        /// Configuration directory: iax.conf, switch.toml and extensions.conf, each optional
+        /// (a missing file means built-in defaults). Without --config: IAX2 on
+        /// 127.0.0.1:4569 with no peers, SIP off, nothing kept across restarts.
         #[arg(long, value_name = "DIR")]
         config: Option<PathBuf>,
         /// Seed for the protocol RNG (call numbers, challenges). Default: from the OS.
@@ -43,18 +61,23 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Validate a configuration directory and print every problem with file:line.
+    /// Validate a configuration directory; print every problem as file:line and exit 1 if any.
     CheckConfig {
+        /// The directory `switch run --config` would read (iax.conf, switch.toml, extensions.conf).
         #[arg(long, value_name = "DIR")]
         config: PathBuf,
     },
     /// Send one command to a running switch's control socket and print the answer.
+    #[command(long_about = "Send one command to a running switch's control socket (line-oriented TCP, \
+        loopback only) and print the answer, e.g. `switch ctl iax2 show peers`, \
+        `switch ctl sip show registrations`, `switch ctl originate IAX2/b/9196 app=echo`, \
+        `switch ctl reload`. `switch ctl help` lists every command.")]
     Ctl {
-        /// Control socket address (switch.toml [control] listen).
-        #[arg(long, default_value = "127.0.0.1:5039")]
+        /// The control socket's address ([control] listen in switch.toml).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5039")]
         control: SocketAddr,
-        /// The command, e.g. `iax2 show peers`; `help` lists them.
-        #[arg(required = true, num_args = 1..)]
+        /// The command and its arguments, e.g. `iax2 show peers`; `help` lists them.
+        #[arg(required = true, num_args = 1.., value_name = "WORDS")]
         words: Vec<String>,
     },
 }
@@ -69,11 +92,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Run { config: Some(dir), seed } => runtime.block_on(run(DirLoader(dir), seed)),
+        Cmd::Run { config: Some(dir), seed } => {
+            // `[state] dir`, when relative, is relative to the configuration directory.
+            let store: Arc<dyn StateStore> = Arc::new(DirStore::new(dir.clone()));
+            runtime.block_on(run(DirLoader(dir), seed, Some(store)))
+        }
         Cmd::Run { config: None, seed } => {
             let files = BTreeMap::from([("iax.conf".to_string(), BUILTIN_IAX_CONF.to_string())]);
-            let loader = MapLoader(std::sync::Arc::new(std::sync::Mutex::new(files)));
-            runtime.block_on(run(loader, seed))
+            let loader = MapLoader(Arc::new(std::sync::Mutex::new(files)));
+            runtime.block_on(run(loader, seed, None))
         }
         Cmd::CheckConfig { config } => {
             init_logging("warn");
@@ -94,7 +121,7 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-async fn run(loader: impl SourceLoader, seed: Option<u64>) -> ExitCode {
+async fn run(loader: impl SourceLoader, seed: Option<u64>, state: Option<Arc<dyn StateStore>>) -> ExitCode {
     let loaded = match config::load(&loader) {
         Ok(loaded) => {
             init_logging(loaded.switch.log.level.as_str());
@@ -139,8 +166,17 @@ async fn run(loader: impl SourceLoader, seed: Option<u64>) -> ExitCode {
             let _ = shutdown.send(Command::Shutdown).await;
         }
     });
+    // systemd stops services with SIGTERM: stop as for Ctrl-C, so a waiting
+    // write of the state directory is not lost.
+    let terminate = tx.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+        if term.recv().await.is_some() {
+            let _ = terminate.send(Command::Shutdown).await;
+        }
+    });
     let seed = seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
-    let setup = SwitchSetup { loader, seed, events: LogSink, commands: rx };
+    let setup = SwitchSetup { loader, seed, events: LogSink, commands: rx, state };
     match runtime::run(TokioNet, setup).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,6 +16,7 @@ use crate::event::{Event, EventSink};
 use crate::iax2::endpoint::{Endpoint, Originate, Placement, ResolvedHosts};
 use crate::net::{DatagramSocket, Net};
 use crate::sip::endpoint::{SipEndpoint, SipSocket};
+use crate::state::{Persister, StateStore};
 
 /// Largest datagram we accept; anything longer is truncated by the socket and
 /// then rejected by the parser.
@@ -70,6 +71,9 @@ pub struct SwitchSetup<L: SourceLoader, S: EventSink> {
     pub seed: u64,
     pub events: S,
     pub commands: mpsc::Receiver<Command>,
+    /// Where `[state] dir` lives (a directory live, memory in simnet); `None`:
+    /// this run keeps no state, whatever `switch.toml` says.
+    pub state: Option<Arc<dyn StateStore>>,
 }
 
 /// Runs a switch until [`Command::Shutdown`] or the command channel closes.
@@ -106,6 +110,11 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
     let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
     endpoint.set_unix_time(Instant::now().into_std(), net.unix_time());
     endpoint.set_dialplan(loaded.switch.dialplan.clone());
+    let state_dir = loaded.switch.state_dir.clone();
+    let mut persister = persister(&loaded, setup.state.clone());
+    if let Some(p) = &mut persister {
+        p.restore(&mut endpoint, Instant::now().into_std());
+    }
     setup.events.emit(&Event::Started { bind });
     if let Some(sip) = &sip {
         setup.events.emit(&Event::Started { bind: sip.listen });
@@ -116,21 +125,36 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
     let mut sip_buf = vec![0u8; MAX_DATAGRAM];
     let mut rtp_buf = vec![0u8; MAX_DATAGRAM];
     loop {
+        if let Some(p) = &mut persister {
+            p.poll(&mut endpoint, Instant::now().into_std(), false);
+        }
         flush(&socket, &mut endpoint, &mut setup.events).await;
         if let Some(sip) = &mut sip {
             sip.flush(&mut setup.events).await;
         }
-        let deadline = [endpoint.poll_timeout(), sip.as_ref().and_then(|s| s.endpoint.poll_timeout())]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(Instant::from_std);
+        let deadline = [
+            endpoint.poll_timeout(),
+            sip.as_ref().and_then(|s| s.endpoint.poll_timeout()),
+            persister.as_ref().and_then(Persister::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Instant::from_std);
         tokio::select! {
             biased;
             cmd = setup.commands.recv() => match cmd {
-                None | Some(Command::Shutdown) => return Ok(()),
+                None | Some(Command::Shutdown) => {
+                    if let Some(p) = &mut persister {
+                        p.poll(&mut endpoint, Instant::now().into_std(), true);
+                    }
+                    return Ok(());
+                }
                 Some(Command::Reload) => match config::load(&setup.loader) {
                     Ok(loaded) => {
+                        if loaded.switch.state_dir != state_dir {
+                            tracing::warn!("[state] dir changed in switch.toml: restart the switch to use it");
+                        }
                         let resolved = resolve_hosts(&net, &loaded).await;
                         endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved.clone());
                         endpoint.set_dialplan(loaded.switch.dialplan.clone());
@@ -293,6 +317,18 @@ async fn flush<S: DatagramSocket>(socket: &S, endpoint: &mut Endpoint, events: &
     }
     while let Some(event) = endpoint.poll_event() {
         events.emit(&event);
+    }
+}
+
+/// The registrations' persister when `[state] dir` is set and this run has a store.
+fn persister(loaded: &LoadedConfig, store: Option<Arc<dyn StateStore>>) -> Option<Persister> {
+    let dir = loaded.switch.state_dir.clone()?;
+    match store {
+        Some(store) => Some(Persister::new(store, dir)),
+        None => {
+            tracing::warn!("[state] dir is set but this run has no state store: nothing is kept");
+            None
+        }
     }
 }
 

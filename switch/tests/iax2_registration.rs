@@ -845,3 +845,64 @@ fn trunk_800_on_the_core() {
     );
     assert_eq!(lost, 0);
 }
+
+/// B registered at A; A restarts. With the registrations A saved (through the
+/// state file's format, as the runtime does) A can call B and qualifies it at
+/// once, long before B's next refresh; without them it cannot.
+#[test]
+fn a_restarted_registrar_reaches_its_peer_at_once_from_saved_state() {
+    use switch::dialplan::{App, Dialplan};
+    use switch::iax2::endpoint::Originate;
+    use switch::state::registrations;
+
+    let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+    let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "bsecret", "a"));
+    let mut plan = Dialplan::default();
+    plan.add("iaxinbound", "600", App::Echo);
+    p.b.set_dialplan(plan);
+    p.run_until(Duration::from_secs(20));
+    assert!(p.a.registrar_changed(), "B's registration is a change to save");
+    let saved_at = p.now;
+    let file = registrations::encode(&p.a.saved_registrations(saved_at), wall);
+
+    // A is down for 10 s: nothing reaches it, then it starts afresh.
+    p.partitioned = true;
+    p.run_until(Duration::from_secs(30));
+    p.partitioned = false;
+    let a_config = || Arc::new(config("B", "bsecret", "A", "asecret", "b"));
+    let call = Originate {
+        dial: "IAX2/B/600".into(),
+        app: App::Echo,
+        hold: Some(Duration::from_secs(2)),
+        calling: (None, None),
+    };
+    let mut forgetful = Endpoint::new(a_config(), resolved(), ChaCha20Rng::seed_from_u64(3), p.now);
+    assert!(forgetful.originate(p.now, &call).is_err(), "without saved state B has no address yet");
+
+    p.a = Endpoint::new(a_config(), resolved(), ChaCha20Rng::seed_from_u64(3), p.now);
+    let saved = registrations::decode(&file, wall + (p.now - saved_at)).unwrap();
+    assert_eq!(saved.len(), 1);
+    // Registered in the first second for 60 s (+5 s grace), restarted at 30 s.
+    let left = saved[0].remaining;
+    assert!(left > Duration::from_secs(34) && left <= Duration::from_secs(36), "{left:?}");
+    assert_eq!(p.a.restore_registrations(p.now, &saved), 1);
+    let restarted = p.now - p.start;
+    p.a.originate(p.now, &call).expect("the restored peer is reachable at once");
+    p.run_until(restarted + Duration::from_secs(3));
+
+    let after = |t: &Duration| *t >= restarted;
+    assert_eq!(p.find("a", |e| matches!(e, Event::PeerRestored { .. })).len(), 1, "{:#?}", p.events);
+    let ok: Vec<_> = p
+        .find("a", |e| matches!(e, Event::PeerStateChanged { to: PeerState::Ok, .. }))
+        .into_iter()
+        .filter(after)
+        .collect();
+    assert!(ok.first().is_some_and(|t| *t < restarted + Duration::from_secs(1)), "qualified at once: {:#?}", p.events);
+    let answered: Vec<_> = p.find("a", |e| matches!(e, Event::CallAnswered { .. })).into_iter().filter(after).collect();
+    assert!(answered.first().is_some_and(|t| *t < restarted + Duration::from_secs(1)), "{:#?}", p.events);
+    // The call did not wait for B to register again (B does so only once
+    // it sees A answer its POKEs again).
+    let refreshed: Vec<_> =
+        p.find("a", |e| matches!(e, Event::PeerRegistered { .. })).into_iter().filter(after).collect();
+    assert!(refreshed.first().is_none_or(|r| answered[0] < *r), "{refreshed:?} {answered:?}");
+}

@@ -264,7 +264,8 @@ proptest! {
 // ---------------------------------------------------------------------------
 // The public capture, against tshark.
 
-const CAPTURE: &str = "../../shared/captures/public/pcap/ndpi__iax.pcap";
+/// In the repository (captures/README.md says where it comes from).
+const CAPTURE: &str = "../captures/ndpi__iax.pcap";
 
 /// What one datagram says, in the terms tshark reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,14 +346,11 @@ fn minis(first: u32, src: u16, timestamps: &[u32]) -> Vec<Row> {
 /// IE ids of frame 1 (the NEW), in order, and some of its values, as tshark shows them.
 const NEW_IE_IDS: [u8; 8] = [11, 1, 2, 4, 10, 255, 12, 31];
 
-fn capture_path() -> Option<PathBuf> {
+/// The capture is part of the repository, so its absence is a failure, not a skip.
+fn capture_path() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(CAPTURE);
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("SKIP: capture {} not present", path.display());
-        None
-    }
+    assert!(path.is_file(), "capture {} is missing from the repository", path.display());
+    path
 }
 
 /// UDP payloads of the capture, numbered from 1 like tshark's frame.number.
@@ -386,7 +384,7 @@ fn our_row(number: u32, frame: &Frame) -> Row {
 
 #[test]
 fn capture_decodes_as_tshark_and_the_record_say() {
-    let Some(path) = capture_path() else { return };
+    let path = capture_path();
     let payloads = udp_payloads(&path);
     assert_eq!(payloads.len(), 50, "all 50 packets of the capture are UDP");
 

@@ -61,7 +61,8 @@ const STEP: Duration = Duration::from_secs(5);
 const SIPP_LIMIT: Duration = Duration::from_secs(30);
 
 const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp");
-const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/captures/public/pcap");
+/// SIPp's own public media captures, kept in the repository (captures/README.md).
+const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../captures");
 
 /// One case at a time (see the module doc).
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -17,7 +17,8 @@ use switch::rtp::{
     RTCP_SR, SDES_CNAME,
 };
 
-const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/captures/public/pcap/");
+/// The public captures kept in the repository (captures/README.md).
+const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../captures/");
 
 fn capture(name: &str) -> PathBuf {
     let path = PathBuf::from(CAPTURES).join(name);

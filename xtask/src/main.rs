@@ -35,7 +35,7 @@ Examples:
   cargo xtask scenario --list
   cargo xtask scenario all
   cargo xtask scenario registration --seed 7 --network v6
-  cargo xtask scenario path/to/my-scenario.toml --out /tmp/reports
+  cargo xtask scenario path/to/my-scenario.toml --out my-reports
   cargo xtask certify
   cargo xtask certify --bless
   cargo xtask bench

@@ -36,10 +36,10 @@ it could not be read or driven.";
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  cargo xtask replay ../shared/captures/public/pcap/ndpi__iax.pcap
+  cargo xtask replay captures/sngrep__aaa.pcap
   cargo xtask replay call.pcapng --config /etc/switch --seed 3
   cargo xtask replay call.pcap --summary-only
-  cargo xtask replay captures/ndpi__iax.pcap --emit-scenario /tmp/ndpi.toml
+  cargo xtask replay captures/ndpi__iax.pcap --emit-scenario scenarios/ndpi-call.toml
   cargo xtask replay captures/simnet__register-md5-call.pcap --role client
 
 Without --config the switch runs a permissive built-in configuration (a guest

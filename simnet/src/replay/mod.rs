@@ -407,7 +407,8 @@ fn spawn_switch(
                 tokio::time::sleep(LEAD).await;
                 tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
             }
-            let result = switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx }).await;
+            let result =
+                switch::runtime::run(net, SwitchSetup { loader, seed, events, commands: rx, state: None }).await;
             let at = turmoil::sim_elapsed().unwrap_or_default();
             let error = result.err().map(|e| e.to_string());
             let e = TimedEvent { at, host, event: TraceEvent::World(WorldEvent::SwitchExited { error }) };

@@ -72,6 +72,10 @@ pub struct SwitchSettings {
     pub dialplan: crate::dialplan::Dialplan,
     /// `[sip]`: the SIP listener, its media socket and its users; `None` = SIP off.
     pub sip: Option<SipSettings>,
+    /// `[state] dir`: where state that outlives a restart is kept (the IAX2
+    /// registrar's dynamic peers); `None` = nothing is kept. A relative path
+    /// is relative to the configuration directory.
+    pub state_dir: Option<String>,
 }
 
 /// `[sip]` and `[sip.users.NAME]` in `switch.toml`.
@@ -134,6 +138,7 @@ impl Default for SwitchSettings {
             log: LogSettings::default(),
             dialplan: crate::dialplan::Dialplan::default(),
             sip: None,
+            state_dir: None,
         }
     }
 }

@@ -33,6 +33,9 @@
 //! password = "from the provider"
 //! expires = 600               # seconds asked for (60-86400)
 //! register = true             # false: only for calls out (`originate SIP/provider/EXTEN`)
+//!
+//! [state]
+//! dir = "/var/lib/switch"     # dynamic peers' registrations survive a restart; off without it
 //! ```
 //!
 //! Every table and key is optional; unknown ones are errors. The control socket
@@ -62,6 +65,13 @@ struct File {
     log: Option<Log>,
     dialplan: Option<Ordered<Spanned<String>, Extensions>>,
     sip: Option<Sip>,
+    state: Option<State>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct State {
+    dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +251,22 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
     }
     if let Some(sip) = parsed.sip {
         settings.sip = sip_settings(file, text, sip, &mut errors);
+    }
+    if let Some(dir) = parsed.state.and_then(|s| s.dir) {
+        // An empty or odd path would silently write state somewhere unexpected.
+        let d = dir.get_ref();
+        if d.trim().is_empty() || d.contains(|c: char| c.is_control()) {
+            errors.push(diag(
+                file,
+                text,
+                dir.span().start,
+                "dir",
+                format!("{d:?} is not a usable directory name"),
+                "write e.g. dir = \"/var/lib/switch\", or remove [state] to keep nothing".to_string(),
+            ));
+        } else {
+            settings.state_dir = Some(d.clone());
+        }
     }
     if errors.is_empty() {
         Ok(settings)
@@ -478,7 +504,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -508,6 +534,18 @@ mod tests {
 
     fn errs(text: &str) -> Vec<String> {
         parse("switch.toml", text).err().unwrap_or_default().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn state_dir_is_off_by_default_and_must_be_a_usable_name() {
+        assert_eq!(parse("switch.toml", "").unwrap().state_dir, None);
+        assert_eq!(parse("switch.toml", "[state]\n").unwrap().state_dir, None);
+        let s = parse("switch.toml", "[state]\ndir = \"/var/lib/switch\"\n").unwrap();
+        assert_eq!(s.state_dir.as_deref(), Some("/var/lib/switch"));
+        let e = errs("[state]\ndir = \" \"\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("switch.toml:2: `dir`: \" \" is not a usable directory name"), "{e:?}");
+        assert!(errs("[state]\ndri = \"x\"\n")[0].contains("[state] dir"));
     }
 
     #[test]
@@ -568,7 +606,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register)"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);

@@ -1,6 +1,11 @@
 //! The server role of registration: deciding on REGREQ/REGREL from peers with
 //! `host=dynamic`, and remembering where each registered peer is until its
 //! registration expires.
+//!
+//! The registry can outlive the process: [`Registrar::take_changed`] tells the
+//! runtime when to save a [`Registrar::snapshot`], and [`Registrar::restore`]
+//! takes saved entries back at start. Time stays relative here (an `Instant`
+//! and what remains of an interval); the runtime owns the wall clock.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,9 +52,22 @@ pub struct Registered {
     pub expires_at: Instant,
 }
 
+/// A registration as it is saved and restored: who, where, the granted
+/// interval and how much of it (with the grace) was left when saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRegistration {
+    pub peer: String,
+    pub addr: SocketAddr,
+    pub expiry: u16,
+    pub remaining: Duration,
+}
+
 #[derive(Default)]
 pub struct Registrar {
     registered: BTreeMap<String, Registered>,
+    /// Set by every change of the registry, including a refresh (which moves
+    /// the deadline a saved copy must carry); cleared by `take_changed`.
+    changed: bool,
 }
 
 /// Looks up the peer a REGREQ names and checks it may register from `from`.
@@ -79,11 +97,48 @@ impl Registrar {
     pub fn register(&mut self, now: Instant, peer: &str, addr: SocketAddr, expiry: u16) -> bool {
         let expires_at = now + Duration::from_secs(expiry.into()) + EXPIRY_GRACE;
         let previous = self.registered.insert(peer.to_string(), Registered { addr, expiry, expires_at });
+        self.changed = true;
         previous.is_none_or(|p| p.addr != addr)
     }
 
     pub fn unregister(&mut self, peer: &str) -> Option<Registered> {
-        self.registered.remove(peer)
+        let removed = self.registered.remove(peer);
+        self.changed |= removed.is_some();
+        removed
+    }
+
+    /// Whether the registry changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Every live registration with the time it has left at `now`.
+    pub fn snapshot(&self, now: Instant) -> Vec<SavedRegistration> {
+        self.registered
+            .iter()
+            .filter(|(_, r)| r.expires_at > now)
+            .map(|(peer, r)| SavedRegistration {
+                peer: peer.clone(),
+                addr: r.addr,
+                expiry: r.expiry,
+                remaining: r.expires_at - now,
+            })
+            .collect()
+    }
+
+    /// Takes back a saved registration unless one is already known (a fresh
+    /// REGREQ wins over a saved one) or it has no time left; returns whether
+    /// it was restored. The caller has checked the peer may register.
+    pub fn restore(&mut self, now: Instant, saved: &SavedRegistration) -> bool {
+        if saved.remaining.is_zero() || self.registered.contains_key(&saved.peer) {
+            return false;
+        }
+        // A saved interval can never exceed what a REGREQ could have been granted.
+        let remaining = saved.remaining.min(Duration::from_secs(saved.expiry.into()) + EXPIRY_GRACE);
+        let entry = Registered { addr: saved.addr, expiry: saved.expiry, expires_at: now + remaining };
+        self.registered.insert(saved.peer.clone(), entry);
+        self.changed = true;
+        true
     }
 
     pub fn get(&self, peer: &str) -> Option<&Registered> {
@@ -101,6 +156,7 @@ impl Registrar {
         for name in &expired {
             self.registered.remove(name);
         }
+        self.changed |= !expired.is_empty();
         expired
     }
 
@@ -119,6 +175,65 @@ impl Registrar {
         for name in &gone {
             self.registered.remove(name);
         }
+        self.changed |= !gone.is_empty();
         gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "192.0.2.7:4569".parse().unwrap()
+    }
+
+    #[test]
+    fn snapshot_and_restore_keep_the_remaining_time() {
+        let t0 = Instant::now();
+        let mut r = Registrar::default();
+        assert!(!r.take_changed());
+        r.register(t0, "b", addr(), 60);
+        assert!(r.take_changed());
+        assert!(!r.take_changed());
+        let later = t0 + Duration::from_secs(20);
+        let saved = r.snapshot(later);
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].remaining, Duration::from_secs(45)); // 60 + 5 grace - 20
+
+        let t1 = t0 + Duration::from_secs(1000);
+        let mut fresh = Registrar::default();
+        assert!(fresh.restore(t1, &saved[0]));
+        assert_eq!(fresh.get("b").map(|g| (g.addr, g.expires_at)), Some((addr(), t1 + Duration::from_secs(45))));
+        assert_eq!(fresh.next_expiry(), Some(t1 + Duration::from_secs(45)));
+        // A second copy, or one with nothing left, is not taken.
+        assert!(!fresh.restore(t1, &saved[0]));
+        let none_left = SavedRegistration { remaining: Duration::ZERO, peer: "c".into(), ..saved[0].clone() };
+        assert!(!fresh.restore(t1, &none_left));
+    }
+
+    #[test]
+    fn restored_time_is_capped_by_the_interval() {
+        let now = Instant::now();
+        let mut r = Registrar::default();
+        let saved =
+            SavedRegistration { peer: "b".into(), addr: addr(), expiry: 60, remaining: Duration::from_secs(86_400) };
+        assert!(r.restore(now, &saved));
+        assert_eq!(r.get("b").unwrap().expires_at, now + Duration::from_secs(65));
+    }
+
+    #[test]
+    fn expiry_and_release_are_changes() {
+        let now = Instant::now();
+        let mut r = Registrar::default();
+        r.register(now, "b", addr(), 60);
+        r.take_changed();
+        assert!(r.expire(now).is_empty());
+        assert!(!r.take_changed());
+        assert_eq!(r.expire(now + Duration::from_secs(65)), vec!["b".to_string()]);
+        assert!(r.take_changed());
+        assert!(r.snapshot(now).is_empty());
+        assert!(r.unregister("b").is_none());
+        assert!(!r.take_changed());
     }
 }

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha20Rng;
 
 mod calls;
 mod pacing;
+mod saved;
 mod table;
 
 pub use calls::Originate;
