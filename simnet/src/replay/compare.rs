@@ -444,10 +444,13 @@ impl Norm {
         captured: u16,
         replayed: u16,
     ) -> Option<(String, String, String)> {
-        if (captured == 0) != (replayed == 0) {
+        // 0 and 1 both mean "no dialog" (stateless answers come from either,
+        // depending on the implementation): equivalent, not compared further.
+        let (stateless_c, stateless_r) = (script::stateless_source(captured), script::stateless_source(replayed));
+        if stateless_c != stateless_r {
             return Some((field.into(), captured.to_string(), replayed.to_string()));
         }
-        if captured == 0 {
+        if stateless_c {
             return None;
         }
         match self.calls.get(&(remote_call, captured)) {

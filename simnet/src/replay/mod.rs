@@ -32,6 +32,7 @@
 
 pub mod compare;
 pub mod config;
+mod hosts;
 mod ladder;
 mod remote;
 mod report;
@@ -40,7 +41,7 @@ pub mod sip;
 mod sip_client;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +116,10 @@ pub struct ReplayOutcome {
     /// SIP messages found and not replayed.
     pub sip_skipped: usize,
     pub sim_duration: Duration,
+    /// Why the capture could not be driven (SIP over WebSocket, SCTP, a
+    /// tunnel, more parties than the simulated network holds); the report
+    /// says it too. `None` when it was replayed or simply holds nothing.
+    pub not_replayable: Option<String>,
 }
 
 /// Why a capture could not be replayed.
@@ -126,38 +131,56 @@ pub enum ReplayError {
     Config(String),
     #[error("the simulation failed: {0}")]
     Simulation(String),
+    /// A bug: something in the replay or the switch panicked on this input.
+    /// Caught so that replay ends with a named reason, never exit 101.
+    #[error("the replay failed on this input (a bug, please report it with the capture): {0}")]
+    Panicked(String),
 }
 
-/// The address a simulated host gets: the captured one where possible.
-pub(super) fn sim_ips(switch: IpAddr, remotes: &[SocketAddr]) -> Option<(IpAddr, Vec<IpAddr>)> {
-    let mut seen = BTreeSet::from([switch]);
-    let usable = |ip: &IpAddr| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast();
-    if !usable(&switch) {
-        return None;
-    }
-    let mut out = Vec::new();
-    for r in remotes {
-        let ip = r.ip();
-        if !usable(&ip) || (ip.is_ipv4() != switch.is_ipv4()) {
-            return None;
-        }
-        if !seen.contains(&ip) {
-            seen.insert(ip);
-        }
-        out.push(ip);
-    }
-    // Two remote endpoints on one address share one host only if their ports differ.
-    let mut endpoints = BTreeSet::new();
-    for r in remotes {
-        if !endpoints.insert((r.ip(), r.port())) || r.ip() == switch {
-            return None;
-        }
-    }
-    Some((switch, out))
-}
-
-/// Replays the IAX2 conversation of `capture` against the switch.
+/// Replays the IAX2 or SIP conversation of `capture` against the switch.
+///
+/// Never panics: a panic anywhere below (the switch, turmoil, the scripted
+/// parties) on some unforeseen input becomes [`ReplayError::Panicked`].
 pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replay_inner(capture, opts))).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".into());
+        Err(ReplayError::Panicked(why))
+    })
+}
+
+/// A replay that drives nothing, with the reason in the report.
+pub(crate) fn not_replayable(
+    capture: &Capture,
+    opts: &ReplayOptions,
+    summary: &str,
+    sip_role: Option<&RoleChoice>,
+    why: String,
+) -> ReplayOutcome {
+    let inputs = report::Inputs {
+        capture,
+        opts,
+        summary,
+        role: None,
+        sip_role,
+        config_text: None,
+        exchanges: &[],
+        switch_events: &[],
+        logs: &[],
+        remotes: &[],
+        sim_duration: Duration::ZERO,
+        note: Some(format!("Not replayable: {why}.")),
+        sip_section: None,
+    };
+    let mut outcome = inputs.finish(Vec::new(), capture.count("SIP"));
+    outcome.not_replayable = Some(why);
+    outcome
+}
+
+fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let flows = capture::find_flows(capture);
     let iax_role = capture::choose_role(capture, FlowProto::Iax2, opts.role);
     let sip_role = capture::choose_role(capture, FlowProto::Sip, opts.role);
@@ -182,6 +205,9 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         }
     }
     if capture.count("IAX2") == 0 {
+        if let Some(why) = hosts::undrivable(capture) {
+            return Ok(not_replayable(capture, opts, &summary, sip_role.as_ref().ok(), why));
+        }
         let note = if sip_skipped > 0 && opts.role == RoleRequest::Client {
             "The capture holds no IAX2, and no SIP REGISTER or INVITE was answered: there is no client whose place the switch could take."
         } else {
@@ -211,16 +237,11 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
 
     // Hosts: the captured addresses when they make a valid simulated network.
     let v4 = role.switch.is_ipv4();
-    let (switch_ip, remote_ips) = sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
-        let ip = |n: u16| -> IpAddr {
-            if v4 {
-                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
-            } else {
-                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
-            }
-        };
-        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
-    });
+    let hosts = match hosts::assign(role.switch, &role.remotes) {
+        Ok(h) => h,
+        Err(why) => return Ok(not_replayable(capture, opts, &summary, sip_role.as_ref().ok(), why)),
+    };
+    let (switch_ip, remote_ips) = (hosts.switch, hosts.remotes.clone());
     let switch_name = switch_ip.to_string();
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
     let replay_remotes: Vec<SocketAddr> =

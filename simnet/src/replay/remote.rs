@@ -405,7 +405,7 @@ impl Remote {
             self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None });
             return;
         };
-        if g.src_call == 0 {
+        if script::stateless_source(g.src_call) {
             return self.stateless(now, n, &g, bytes);
         }
         self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None });

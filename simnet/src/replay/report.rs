@@ -74,6 +74,7 @@ impl Inputs<'_> {
             role: self.role.map(|r| r.0.clone()),
             sip_skipped,
             sim_duration: self.sim_duration,
+            not_replayable: None,
         }
     }
 

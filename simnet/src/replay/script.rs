@@ -22,6 +22,13 @@ pub(crate) fn is_unsequenced(f: &FullFrame) -> bool {
     switch::iax2::dialog::is_unsequenced(f)
 }
 
+/// A frame from a source call number that no dialog uses: 0, or 1, which
+/// chan_iax2 (and this switch) never allocates and sends its stateless
+/// answers (CALLTOKEN, REJECT, REGREJ, PONG) from.
+pub(crate) fn stateless_source(call: u16) -> bool {
+    call <= 1
+}
+
 /// (type, subclass): what a frame is, for matching a replayed frame to a captured one.
 pub(crate) type Kind = (FrameType, u32);
 
@@ -120,7 +127,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
                 let n = by_r.get(&f.dst_call).copied();
                 if let Some(n) = n {
                     let inst = &mut p.instances[n];
-                    if inst.captured_s.is_none() && f.src_call != 0 {
+                    if inst.captured_s.is_none() && !stateless_source(f.src_call) {
                         inst.captured_s = Some(f.src_call);
                         by_s.insert(f.src_call, n);
                     }
@@ -128,7 +135,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
                 n
             };
             let Some(n) = inst else { continue };
-            if !is_unsequenced(f) && f.src_call != 0 {
+            if !is_unsequenced(f) && !stateless_source(f.src_call) {
                 p.instances[n].switch_frames.push((f.oseqno, kind(f)));
                 sent_by_switch[n].push((f.timestamp, f.oseqno, kind(f)));
             }
@@ -137,7 +144,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
             }
             match f.iax() {
                 Some(IaxSubclass::Accept | IaxSubclass::RegAck) => p.instances[n].accepted = Some(true),
-                Some(IaxSubclass::Reject | IaxSubclass::RegRej) if f.src_call != 0 => {
+                Some(IaxSubclass::Reject | IaxSubclass::RegRej) if !stateless_source(f.src_call) => {
                     p.instances[n].accepted.get_or_insert(false);
                 }
                 _ => {}
@@ -155,9 +162,9 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
             trigger: Trigger::At,
         };
         if let Frame::Full(f) = frame {
-            // A stateless answer (source call 0, e.g. CALLTOKEN) to a request of the switch
+            // A stateless answer (source call 0 or 1, e.g. CALLTOKEN) to a request of the switch
             // belongs to the switch's dialog it is addressed to, not to an earlier one of call 0.
-            if f.src_call == 0 && f.dst_call != 0 && !is_opener(f) {
+            if stateless_source(f.src_call) && f.dst_call != 0 && !is_opener(f) {
                 stimulus.instance = by_s.get(&f.dst_call).copied();
                 p.stimuli.push(stimulus);
                 continue;

@@ -966,16 +966,11 @@ pub(crate) fn replay(
     role: RoleChoice,
 ) -> Result<ReplayOutcome, ReplayError> {
     let v4 = role.switch.is_ipv4();
-    let (switch_ip, remote_ips) = super::sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
-        let ip = |n: u16| -> IpAddr {
-            if v4 {
-                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
-            } else {
-                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
-            }
-        };
-        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
-    });
+    let hosts = match super::hosts::assign(role.switch, &role.remotes) {
+        Ok(h) => h,
+        Err(why) => return Ok(super::not_replayable(capture, opts, summary, Some(&role), why)),
+    };
+    let (switch_ip, remote_ips) = (hosts.switch, hosts.remotes.clone());
     let replay_remotes: Vec<SocketAddr> =
         role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
 
