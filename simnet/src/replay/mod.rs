@@ -36,6 +36,7 @@ mod hosts;
 mod ladder;
 mod remote;
 mod report;
+mod schedule;
 mod script;
 pub mod sip;
 mod sip_client;
@@ -54,12 +55,14 @@ use switch::runtime::SwitchSetup;
 use tokio::sync::mpsc;
 
 pub use compare::{Counts, Exchange, Tolerance, Verdict};
+pub use schedule::Slip;
 
 use crate::capture::{self, Capture, FlowProto, Proto, RoleChoice, RoleRequest};
 use crate::net::SimWorld;
 use crate::pcap::{epoch, CaptureOptions};
 use crate::trace::{TimedEvent, TraceEvent, WorldEvent};
 use crate::{derive_seed, LinkConditions, TICK};
+use schedule::SharedSlip;
 
 /// Simulated time before captured time 0: the switch starts and binds.
 pub const LEAD: Duration = Duration::from_secs(1);
@@ -174,6 +177,7 @@ pub(crate) fn not_replayable(
         sim_duration: Duration::ZERO,
         note: Some(format!("Not replayable: {why}.")),
         sip_section: None,
+        slip: None,
     };
     let mut outcome = inputs.finish(Vec::new(), capture.count("SIP"));
     outcome.not_replayable = Some(why);
@@ -227,6 +231,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
             sim_duration: Duration::ZERO,
             note: Some(note.into()),
             sip_section: None,
+            slip: None,
         };
         return Ok(outcome.finish(Vec::new(), sip_skipped));
     }
@@ -318,7 +323,8 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
 
     // The remote parties.
     let logs: Vec<remote::Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
-    for ((plan, name), log) in plans.iter().zip(&remote_names).zip(&logs) {
+    let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
+    for (((plan, name), log), slip) in plans.iter().zip(&remote_names).zip(&logs).zip(&slips) {
         world.add_host(name);
         let setup = remote::Setup {
             plan: plan.clone(),
@@ -328,15 +334,14 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
             lead: LEAD,
             secrets: secrets.clone(),
             log: log.clone(),
+            slip: slip.clone(),
         };
         sim.host(name.as_str(), move || remote::run(setup.clone()));
     }
 
-    while sim.elapsed() < end {
-        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
-    }
-    let sim_duration = sim.elapsed();
+    let sim_duration = drive(&mut sim, end, &slips)?;
     drop(sim);
+    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
 
     let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
     switch_events.sort_by_key(|e| e.at);
@@ -364,10 +369,27 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         sim_duration,
         note: None,
         sip_section: None,
+        slip: Some(slip),
     };
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;
     Ok(outcome)
+}
+
+/// How much longer than planned a replay may run for its parties' slipped
+/// schedules: [`replay_world`] gives the simulation a minute of room.
+const SLIP_ROOM: Duration = Duration::from_secs(50);
+
+/// The one drive loop of every replay: steps the simulation to `end`, later
+/// by as much as the parties' schedules slipped waiting for the switch.
+fn drive(sim: &mut turmoil::Sim<'_>, end: Duration, slips: &[SharedSlip]) -> Result<Duration, ReplayError> {
+    loop {
+        let slip = slips.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).total).max().unwrap_or_default();
+        if sim.elapsed() >= end + slip.min(SLIP_ROOM) {
+            return Ok(sim.elapsed());
+        }
+        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
+    }
 }
 
 /// The simulated world of a replay: one latency on every link, a capture of

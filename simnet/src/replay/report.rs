@@ -31,6 +31,9 @@ pub(crate) struct Inputs<'a> {
     /// The SIP replay's own section (transport, shortened gaps, passwords,
     /// RTP); `None` when SIP was not replayed.
     pub sip_section: Option<String>,
+    /// How far the parties' schedules slipped waiting for the switch's
+    /// answers; `None` when nothing was driven.
+    pub slip: Option<super::Slip>,
 }
 
 fn ms(d: Duration) -> String {
@@ -186,6 +189,9 @@ impl Inputs<'_> {
             LATENCY.as_millis(),
             crate::units::fmt_time(self.sim_duration)
         );
+        if let Some(slip) = &self.slip {
+            let _ = writeln!(s, "| schedule | {} |", cell(&slip.describe()));
+        }
         let _ = writeln!(
             s,
             "| verdicts | {} exchanges: {} matched, {} diverged, {} missing, {} extra |\n",

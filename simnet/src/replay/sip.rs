@@ -1367,10 +1367,7 @@ pub(crate) fn replay(
         sim.host(name.as_str(), move || run(setup.clone()));
     }
 
-    while sim.elapsed() < end {
-        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
-    }
-    let sim_duration = sim.elapsed();
+    let sim_duration = super::drive(&mut sim, end, &[])?;
     drop(sim);
 
     let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1402,6 +1399,7 @@ pub(crate) fn replay(
         sim_duration,
         note: None,
         sip_section: Some(section),
+        slip: None,
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
     outcome.counts = Counts::of(&exchanges);
