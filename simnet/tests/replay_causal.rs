@@ -93,3 +93,46 @@ fn loopback_capture_waits_for_the_answers_it_depends_on() {
     let again = replay::replay(&c, &opts).unwrap();
     assert_eq!((again.report_md, again.pcap), (o.report_md.clone(), o.pcap.clone()));
 }
+
+/// The operator's configuration written for the loopback network: every
+/// address in it is 127.0.0.1, which no simulated host has.
+fn loopback_config(dir: &str, bind: &str) -> BTreeMap<String, String> {
+    let mut files = config(dir);
+    for text in files.values_mut() {
+        *text = text
+            .replace("host = 192.168.0.2", "host = 127.0.0.1\nport = 4569")
+            .replace("192.168.0.2", "127.0.0.1:4569")
+            .replace("bindaddr = 0.0.0.0", bind);
+    }
+    files
+}
+
+#[test]
+fn config_addresses_map_to_the_simulated_parties() {
+    let c = capture::read(&loopback()).unwrap();
+    // The server's configuration binds 127.0.0.1:4569: the switch plays that party.
+    let files = loopback_config("simnet__register-md5-call", "bindaddr = 127.0.0.1\nbindport = 4569");
+    let opts = ReplayOptions { config: Some(files), capture_name: "loopback.pcap".into(), ..ReplayOptions::default() };
+    let o = replay::replay(&c, &opts).unwrap();
+    assert!(o.report_md.contains("iax.conf:2: bindaddr 127.0.0.1 -> 192.168.0.1"), "{}", o.report_md);
+    assert_eq!(o.counts.diverged + o.counts.missing, 0, "{}", o.report_md);
+
+    // The client's configuration binds 127.0.0.1:4570 and registers to
+    // 127.0.0.1:4569: the switch plays the client (no --role needed), binds
+    // its simulated address and registers to the server's, not to itself.
+    let files = loopback_config("simnet__register-md5-call-client", "bindaddr = 127.0.0.1\nbindport = 4570");
+    let opts = ReplayOptions { config: Some(files), capture_name: "loopback.pcap".into(), ..ReplayOptions::default() };
+    let o = replay::replay(&c, &opts).unwrap();
+    let report = &o.report_md;
+    assert!(report.contains("--config binds 127.0.0.1:4570"), "{report}");
+    assert!(report.contains("register => 127.0.0.1 -> 192.168.0.2 (the captured party 127.0.0.1:4569)"), "{report}");
+    assert!(report.contains("host 127.0.0.1 -> 192.168.0.2"), "{report}");
+    let events = &o.events_jsonl;
+    assert!(events.contains("\"event\":\"started\",\"bind\":\"192.168.0.1:4570\""), "{events}");
+    assert!(events.contains("\"event\":\"registered\",\"refresh\":300,\"server\":\"192.168.0.2:4569\""), "{events}");
+    assert!(events.contains("\"event\":\"call_answered\""), "{events}");
+    // Not compared here: with answers 0.1 ms apart in the capture and 1 ms
+    // of simulated link, the client role's exchange windows (what the switch
+    // sent until the remote's next datagram) cut its requests apart
+    // (docs/replay.md, "Not yet").
+}

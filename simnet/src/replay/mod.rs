@@ -30,6 +30,7 @@
 //! `[sip.gateways]` entry per captured server) and INVITEs (`originate` at
 //! their captured times), the remote parties play the captured servers.
 
+mod addresses;
 pub mod compare;
 pub mod config;
 mod hosts;
@@ -236,9 +237,14 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         return Ok(outcome.finish(Vec::new(), sip_skipped));
     }
     let role = iax_role.map_err(ReplayError::Role)?;
+    // `--config` binds one captured party's address: the switch plays that
+    // party, answering (server) or requesting (client), rather than a guess.
+    let (role, client) = match bound_role(capture, opts, &role)? {
+        Some(found) => found,
+        None => (role, opts.role == RoleRequest::Client),
+    };
     // `--role client`: the switch sends the captured requests (its `register =>`
     // lines, `originate` at the captured NEW times); the remote party answers.
-    let client = opts.role == RoleRequest::Client;
 
     // Hosts: the captured addresses when they make a valid simulated network.
     let v4 = role.switch.is_ipv4();
@@ -274,6 +280,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         }
         _ => config::builtin(role.switch, &usernames),
     });
+    let (files, address_note) = map_config(files, opts, &role, &hosts);
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let mut secrets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &loaded.iax.peers {
@@ -367,13 +374,66 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         logs: &logs,
         remotes: &remote_names,
         sim_duration,
-        note: None,
+        note: address_note,
         sip_section: None,
         slip: Some(slip),
     };
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;
     Ok(outcome)
+}
+
+/// With `--config`: the files with the captured parties' addresses mapped to
+/// their simulated ones, and the report's paragraph saying which.
+pub(crate) fn map_config(
+    files: BTreeMap<String, String>,
+    opts: &ReplayOptions,
+    role: &RoleChoice,
+    hosts: &hosts::Hosts,
+) -> (BTreeMap<String, String>, Option<String>) {
+    if opts.config.is_none() {
+        return (files, None);
+    }
+    let remotes: Vec<(SocketAddr, IpAddr)> = role.remotes.iter().copied().zip(hosts.remotes.iter().copied()).collect();
+    let parties = addresses::Parties { switch: (role.switch, hosts.switch), remotes: &remotes };
+    let (files, notes) = addresses::map(&files, &parties);
+    if notes.is_empty() {
+        return (files, None);
+    }
+    let lines: Vec<String> = notes.iter().map(|n| format!("- {n}")).collect();
+    let note = format!(
+        "Addresses of `--config` that name captured parties, mapped to the simulated network (the switch binds \
+         no address the simulated network lacks and never registers to itself):\n\n{}",
+        lines.join("\n")
+    );
+    (files, Some(note))
+}
+
+/// The IAX2 role `--config` implies: the party whose address it binds
+/// (`bindaddr`/`bindport`), with whether the switch is then the client.
+/// `None` when the bind address names no single captured party (0.0.0.0 on
+/// a port both use) or the role was asked for explicitly.
+fn bound_role(
+    capture: &Capture,
+    opts: &ReplayOptions,
+    guessed: &RoleChoice,
+) -> Result<Option<(RoleChoice, bool)>, ReplayError> {
+    let (Some(files), RoleRequest::Auto) = (&opts.config, opts.role) else { return Ok(None) };
+    let bind = config::load(files).map_err(ReplayError::Config)?.iax.general.bind;
+    let endpoints: BTreeSet<SocketAddr> =
+        capture.messages.iter().filter(|m| matches!(m.proto, Proto::Iax2(_))).flat_map(|m| [m.src, m.dst]).collect();
+    let endpoints: Vec<SocketAddr> = endpoints.into_iter().collect();
+    let Some(party) = addresses::bound(bind, &endpoints) else { return Ok(None) };
+    if party == guessed.switch {
+        return Ok(None);
+    }
+    let Ok(as_client) = capture::choose_role(capture, FlowProto::Iax2, RoleRequest::Client) else { return Ok(None) };
+    if as_client.switch != party {
+        return Ok(None);
+    }
+    let reason =
+        format!("--config binds {bind}, which is {party}: the switch plays it, as the client ({})", as_client.reason);
+    Ok(Some((RoleChoice { reason, ..as_client }, true)))
 }
 
 /// How much longer than planned a replay may run for its parties' slipped

@@ -1310,6 +1310,7 @@ pub(crate) fn replay(
         role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
 
     let (files, config_text) = configuration(capture, &role, SocketAddr::new(switch_ip, role.switch.port()), opts)?;
+    let (files, address_note) = super::map_config(files, opts, &role, &hosts);
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let Some(sip) = loaded.switch.sip.clone() else {
         return Err(ReplayError::Config("the replay configuration has no [sip]".into()));
@@ -1397,7 +1398,7 @@ pub(crate) fn replay(
         logs: &logs,
         remotes: &remote_names,
         sim_duration,
-        note: None,
+        note: address_note,
         sip_section: Some(section),
         slip: None,
     };

@@ -1033,6 +1033,7 @@ pub(crate) fn replay(
         };
         (files, Some(text))
     };
+    let (files, address_note) = super::map_config(files, opts, &role, &hosts);
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let Some(sip) = loaded.switch.sip.clone() else {
         return Err(ReplayError::Config("the replay configuration has no [sip]".into()));
@@ -1112,7 +1113,7 @@ pub(crate) fn replay(
         logs: &logs,
         remotes: &remote_names,
         sim_duration,
-        note: None,
+        note: address_note,
         sip_section: Some(section),
         slip: None,
     };
