@@ -48,6 +48,7 @@ use switch::sip::uri::Uri;
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
+use super::schedule::{Schedule, SharedSlip, Slip};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, SipInfo, Transport};
 use crate::trace::TimedEvent;
@@ -118,6 +119,10 @@ pub(crate) struct Stimulus {
     pub key: Key,
     /// The source port (RTP leaves from its captured port).
     pub port: u16,
+    /// Challenges (401/407) the captured switch had sent this party before
+    /// it: a request with credentials waits until the replayed switch has
+    /// sent as many, so it answers the switch's nonce, not an older one.
+    pub challenges_before: usize,
 }
 
 /// Where a To tag the capture's switch gave came from.
@@ -220,10 +225,12 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
     let mut invite_branch: BTreeMap<(String, u32), String> = BTreeMap::new();
     // Media addresses the switch announced, with the Call-ID they belong to.
     let mut announced: Vec<(SocketAddr, String)> = Vec::new();
+    let mut challenges = 0;
     for (i, m) in capture.messages.iter().enumerate() {
         let at = timeline.at(m.ts);
         if m.src == switch && m.dst == remote {
             let Some(s) = sip_info(m) else { continue };
+            challenges += usize::from(s.has_challenge && !s.is_request());
             if let Some(c) = &s.call_id {
                 announced.extend(s.sdp_media.iter().map(|a| (*a, c.clone())));
             }
@@ -246,6 +253,7 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
                 kind,
                 key,
                 port: m.src.port(),
+                challenges_before: challenges,
             };
             let n = p.stimuli.len();
             match sip_info(m) {
@@ -298,6 +306,7 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
                     kind: StimKind::Rtp { call_id },
                     key: Key::Lone(n),
                     port: m.src.port(),
+                    challenges_before: challenges,
                 };
                 p.stimuli.push(s);
             }
@@ -355,6 +364,28 @@ pub(crate) struct Setup {
     pub seed: u64,
     pub log: Log,
     pub rtp: Arc<Mutex<RtpStats>>,
+    /// How far this party's schedule slipped waiting for answers.
+    pub slip: SharedSlip,
+}
+
+/// What a held request waits for.
+enum Wait {
+    /// An answer without which it cannot be sent (a dialog's 2xx, a final
+    /// response): given up after the bound, not sent.
+    Answer(String),
+    /// The switch's challenge its credentials answer: sent after the bound
+    /// with what the switch gave (or as captured).
+    Challenge,
+}
+
+/// A SIP request with credentials (Authorization or Proxy-Authorization).
+fn has_credentials(bytes: &[u8]) -> bool {
+    match Message::parse(bytes) {
+        Ok(Message::Request(r)) => {
+            r.headers.get("Authorization").is_some() || r.headers.get("Proxy-Authorization").is_some()
+        }
+        _ => false,
+    }
 }
 
 /// What sending a stimulus now gives.
@@ -373,7 +404,9 @@ pub(crate) struct Remote {
     setup: Setup,
     next: usize,
     sent: Vec<bool>,
-    waiting: Vec<(usize, Duration, String)>,
+    schedule: Schedule,
+    /// Challenges (401/407) the switch has sent so far.
+    challenges: usize,
     /// Responses to the switch's requests due: (time, stimulus, the switch's request).
     replies: Vec<(Duration, usize, Request)>,
     www: Option<Challenge>,
@@ -400,11 +433,13 @@ impl Remote {
     pub(crate) fn new(setup: Setup) -> Remote {
         let n = setup.plan.stimuli.len();
         let rng = ChaCha20Rng::seed_from_u64(setup.seed);
+        let schedule = Schedule::new(setup.lead, setup.slip.clone());
         Remote {
             setup,
             next: 0,
             sent: vec![false; n],
-            waiting: Vec::new(),
+            schedule,
+            challenges: 0,
             replies: Vec::new(),
             www: None,
             proxy: None,
@@ -432,23 +467,52 @@ impl Remote {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
-        let scheduled = self.setup.plan.stimuli[self.next..]
-            .iter()
-            .find(|s| s.kind != StimKind::Response)
-            .map(|s| self.setup.lead + s.at);
-        let waiting = self.waiting.iter().map(|w| w.1);
+        let scheduled = match self.schedule.held() {
+            Some((_, give_up)) => Some(give_up),
+            None => self.setup.plan.stimuli[self.next..]
+                .iter()
+                .find(|s| s.kind != StimKind::Response)
+                .map(|s| self.schedule.due_at(s.at)),
+        };
         let replies = self.replies.iter().map(|r| r.0);
-        scheduled.into_iter().chain(waiting).chain(replies).min()
+        scheduled.into_iter().chain(replies).min()
     }
 
     /// Sends what is due by `now`; gives up on what waited too long.
+    ///
+    /// A request that waits for an answer of the switch holds everything
+    /// after it (the captured gaps are kept relative to it), at most
+    /// [`DEPENDENCY_WAIT`].
     pub(crate) fn due(&mut self, now: Duration) {
         while let Some(s) = self.setup.plan.stimuli.get(self.next) {
+            let i = self.next;
             if s.kind != StimKind::Response {
-                if self.setup.lead + s.at > now {
+                let at = s.at;
+                let held = self.schedule.held().is_some_and(|(h, _)| h == i);
+                if self.schedule.due_at(at) > now && !held {
                     break;
                 }
-                self.try_send(now, self.next);
+                if let Some(why) = self.try_send(now, i) {
+                    match self.schedule.held() {
+                        Some((_, give_up)) if held && now >= give_up => {
+                            self.schedule.release(at, now, true);
+                            match why {
+                                Wait::Answer(why) => {
+                                    self.sent[i] = true;
+                                    self.log(Entry::NotSent { at: now, stimulus: i, why });
+                                }
+                                // Sent without it: the rewrite notes say what it lacked.
+                                Wait::Challenge => self.send_now(now, i),
+                            }
+                        }
+                        _ => {
+                            self.schedule.hold(i, now);
+                            break;
+                        }
+                    }
+                } else if held {
+                    self.schedule.release(at, now, false);
+                }
             }
             self.next += 1;
         }
@@ -457,16 +521,22 @@ impl Remote {
         for (_, i, request) in ready {
             self.send_reply(now, i, &request);
         }
-        let expired: Vec<(usize, String)> =
-            self.waiting.iter().filter(|w| w.1 <= now).map(|w| (w.0, w.2.clone())).collect();
-        self.waiting.retain(|w| w.1 > now);
-        for (i, why) in expired {
-            self.sent[i] = true;
-            self.log(Entry::NotSent { at: now, stimulus: i, why });
-        }
     }
 
-    fn try_send(&mut self, now: Duration, i: usize) {
+    /// Sends request `i` whatever it still lacks.
+    fn send_now(&mut self, now: Duration, i: usize) {
+        let s = self.setup.plan.stimuli[i].clone();
+        let (bytes, notes) = match self.prepare(&s) {
+            Prep::Send(bytes, notes) => (bytes, notes),
+            Prep::Wait(_) | Prep::Never(_) => (s.bytes.clone(), vec!["sent as captured".to_string()]),
+        };
+        self.sent[i] = true;
+        self.out.push((self.setup.plan.remote.port(), self.setup.switch, bytes.clone()));
+        self.log(Entry::Sent { at: now, stimulus: i, bytes, notes });
+    }
+
+    /// Sends stimulus `i` when it can be; what it waits for when not.
+    fn try_send(&mut self, now: Duration, i: usize) -> Option<Wait> {
         let s = self.setup.plan.stimuli[i].clone();
         if let StimKind::Rtp { call_id } = &s.kind {
             self.sent[i] = true;
@@ -481,24 +551,23 @@ impl Remote {
                 }
                 None => self.rtp(|r| r.not_sent += 1),
             }
-            return;
+            return None;
+        }
+        if self.challenges < s.challenges_before && has_credentials(&s.bytes) {
+            return Some(Wait::Challenge);
         }
         match self.prepare(&s) {
             Prep::Send(bytes, notes) => {
                 self.sent[i] = true;
-                self.waiting.retain(|w| w.0 != i);
                 self.out.push((self.setup.plan.remote.port(), self.setup.switch, bytes.clone()));
                 self.log(Entry::Sent { at: now, stimulus: i, bytes, notes });
+                None
             }
-            Prep::Wait(why) => {
-                if !self.waiting.iter().any(|w| w.0 == i) {
-                    self.waiting.push((i, self.setup.lead + s.at + DEPENDENCY_WAIT, why));
-                }
-            }
+            Prep::Wait(why) => Some(Wait::Answer(why)),
             Prep::Never(why) => {
                 self.sent[i] = true;
-                self.waiting.retain(|w| w.0 != i);
                 self.log(Entry::NotSent { at: now, stimulus: i, why });
+                None
             }
         }
     }
@@ -703,13 +772,14 @@ impl Remote {
             Ok(Message::Request(r)) => self.on_request(now, r),
             Err(_) => {}
         }
-        let waiting: Vec<usize> = self.waiting.iter().map(|w| w.0).collect();
-        for i in waiting {
-            self.try_send(now, i);
-        }
+        // A request held for this answer goes now, and what follows it after its gap.
+        self.due(now);
     }
 
     fn on_response(&mut self, now: Duration, r: &Response) {
+        if matches!(r.status, 401 | 407) {
+            self.challenges += 1;
+        }
         if let Some(v) = r.headers.get("WWW-Authenticate").and_then(|v| Challenge::parse(v).ok()) {
             self.www = Some(v);
         }
@@ -1346,6 +1416,7 @@ pub(crate) fn replay(
         })
         .collect();
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
+    let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
     for (k, ((plan, name), log)) in plans.iter().zip(&remote_names).zip(&logs).enumerate() {
         world.add_host(name);
         let mut addresses = Vec::new();
@@ -1364,11 +1435,13 @@ pub(crate) fn replay(
             seed: derive_seed(opts.seed, "sip-remote", k as u64),
             log: log.clone(),
             rtp: rtp[k].clone(),
+            slip: slips[k].clone(),
         };
         sim.host(name.as_str(), move || run(setup.clone()));
     }
 
-    let sim_duration = super::drive(&mut sim, end, &[])?;
+    let sim_duration = super::drive(&mut sim, end, &slips)?;
+    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
     drop(sim);
 
     let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1400,7 +1473,7 @@ pub(crate) fn replay(
         sim_duration,
         note: address_note,
         sip_section: Some(section),
-        slip: None,
+        slip: Some(slip),
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
     outcome.counts = Counts::of(&exchanges);
