@@ -33,6 +33,7 @@
 mod addresses;
 pub mod compare;
 pub mod config;
+mod explain;
 mod hosts;
 mod ladder;
 mod remote;
@@ -179,6 +180,7 @@ pub(crate) fn not_replayable(
         note: Some(format!("Not replayable: {why}.")),
         sip_section: None,
         slip: None,
+        sip_context: None,
     };
     let mut outcome = inputs.finish(Vec::new(), capture.count("SIP"));
     outcome.not_replayable = Some(why);
@@ -233,6 +235,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
             note: Some(note.into()),
             sip_section: None,
             slip: None,
+            sip_context: None,
         };
         return Ok(outcome.finish(Vec::new(), sip_skipped));
     }
@@ -377,6 +380,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         note: address_note,
         sip_section: None,
         slip: Some(slip),
+        sip_context: None,
     };
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;

@@ -119,10 +119,11 @@ pub(crate) struct Stimulus {
     pub key: Key,
     /// The source port (RTP leaves from its captured port).
     pub port: u16,
-    /// Challenges (401/407) the captured switch had sent this party before
-    /// it: a request with credentials waits until the replayed switch has
-    /// sent as many, so it answers the switch's nonce, not an older one.
-    pub challenges_before: usize,
+    /// For a request with credentials: the (Call-ID, CSeq) of the request
+    /// the captured switch challenged before it in the same call. It waits
+    /// for the replayed switch's final response to that request, so it
+    /// answers the switch's nonce, not an older one (or none).
+    pub answers_challenge: Option<(String, u32)>,
 }
 
 /// Where a To tag the capture's switch gave came from.
@@ -225,12 +226,15 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
     let mut invite_branch: BTreeMap<(String, u32), String> = BTreeMap::new();
     // Media addresses the switch announced, with the Call-ID they belong to.
     let mut announced: Vec<(SocketAddr, String)> = Vec::new();
-    let mut challenges = 0;
+    // Call-ID -> the CSeq number of the switch's latest challenge in it.
+    let mut challenged: BTreeMap<String, u32> = BTreeMap::new();
     for (i, m) in capture.messages.iter().enumerate() {
         let at = timeline.at(m.ts);
         if m.src == switch && m.dst == remote {
             let Some(s) = sip_info(m) else { continue };
-            challenges += usize::from(s.has_challenge && !s.is_request());
+            if let (true, false, Some(c), Some((seq, _))) = (s.has_challenge, s.is_request(), &s.call_id, &s.cseq) {
+                challenged.insert(c.clone(), *seq);
+            }
             if let Some(c) = &s.call_id {
                 announced.extend(s.sdp_media.iter().map(|a| (*a, c.clone())));
             }
@@ -253,7 +257,10 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
                 kind,
                 key,
                 port: m.src.port(),
-                challenges_before: challenges,
+                answers_challenge: sip_info(m)
+                    .filter(|s| s.has_auth && s.is_request())
+                    .and_then(|s| s.call_id.as_ref())
+                    .and_then(|c| challenged.get(c).map(|seq| (c.clone(), *seq))),
             };
             let n = p.stimuli.len();
             match sip_info(m) {
@@ -306,7 +313,7 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
                     kind: StimKind::Rtp { call_id },
                     key: Key::Lone(n),
                     port: m.src.port(),
-                    challenges_before: challenges,
+                    answers_challenge: None,
                 };
                 p.stimuli.push(s);
             }
@@ -373,19 +380,10 @@ enum Wait {
     /// An answer without which it cannot be sent (a dialog's 2xx, a final
     /// response): given up after the bound, not sent.
     Answer(String),
-    /// The switch's challenge its credentials answer: sent after the bound
-    /// with what the switch gave (or as captured).
+    /// The switch's final response (its challenge, in the capture) to the
+    /// request before it, whose nonce its credentials answer: sent after the
+    /// bound with what the switch gave (or as captured).
     Challenge,
-}
-
-/// A SIP request with credentials (Authorization or Proxy-Authorization).
-fn has_credentials(bytes: &[u8]) -> bool {
-    match Message::parse(bytes) {
-        Ok(Message::Request(r)) => {
-            r.headers.get("Authorization").is_some() || r.headers.get("Proxy-Authorization").is_some()
-        }
-        _ => false,
-    }
 }
 
 /// What sending a stimulus now gives.
@@ -405,8 +403,8 @@ pub(crate) struct Remote {
     next: usize,
     sent: Vec<bool>,
     schedule: Schedule,
-    /// Challenges (401/407) the switch has sent so far.
-    challenges: usize,
+    /// (Call-ID, CSeq) of every request the switch gave a final response to.
+    finals_seen: BTreeSet<(String, u32)>,
     /// Responses to the switch's requests due: (time, stimulus, the switch's request).
     replies: Vec<(Duration, usize, Request)>,
     www: Option<Challenge>,
@@ -439,7 +437,7 @@ impl Remote {
             next: 0,
             sent: vec![false; n],
             schedule,
-            challenges: 0,
+            finals_seen: BTreeSet::new(),
             replies: Vec::new(),
             www: None,
             proxy: None,
@@ -553,7 +551,7 @@ impl Remote {
             }
             return None;
         }
-        if self.challenges < s.challenges_before && has_credentials(&s.bytes) {
+        if s.answers_challenge.as_ref().is_some_and(|k| !self.finals_seen.contains(k)) {
             return Some(Wait::Challenge);
         }
         match self.prepare(&s) {
@@ -777,9 +775,6 @@ impl Remote {
     }
 
     fn on_response(&mut self, now: Duration, r: &Response) {
-        if matches!(r.status, 401 | 407) {
-            self.challenges += 1;
-        }
         if let Some(v) = r.headers.get("WWW-Authenticate").and_then(|v| Challenge::parse(v).ok()) {
             self.www = Some(v);
         }
@@ -788,6 +783,9 @@ impl Remote {
         }
         let (Ok(call_id), Ok(cseq)) = (r.headers.call_id(), r.headers.cseq()) else { return };
         let call_id = call_id.to_string();
+        if r.status >= 200 {
+            self.finals_seen.insert((call_id.clone(), cseq.seq));
+        }
         if let Some(media) = sdp_media(&r.body) {
             self.media.insert(call_id.clone(), media);
         }
@@ -1474,6 +1472,7 @@ pub(crate) fn replay(
         note: address_note,
         sip_section: Some(section),
         slip: Some(slip),
+        sip_context: Some(sip.context.clone()),
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
     outcome.counts = Counts::of(&exchanges);

@@ -1116,6 +1116,7 @@ pub(crate) fn replay(
         note: address_note,
         sip_section: Some(section),
         slip: None,
+        sip_context: Some(sip.context.clone()),
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
     outcome.counts = Counts::of(&exchanges);
