@@ -36,6 +36,7 @@ pub mod config;
 mod explain;
 mod hosts;
 mod ladder;
+mod party;
 mod remote;
 mod report;
 mod schedule;

@@ -12,8 +12,8 @@ use switch::iax2::auth;
 use switch::iax2::frame::{self, Frame, FullFrame};
 use switch::iax2::ie::id;
 use switch::iax2::subclass::IaxSubclass;
-use switch::net::{DatagramSocket, Net};
 
+use super::party;
 pub(crate) use super::schedule::DEPENDENCY_WAIT;
 use super::schedule::{Schedule, SharedSlip};
 use super::script::{self, is_opener, is_unsequenced, kind, Plan, Trigger};
@@ -124,10 +124,6 @@ struct Remote {
     tokens_received: usize,
 }
 
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
 fn encode(f: &FullFrame) -> Vec<u8> {
     let mut out = Vec::new();
     if let Err(e) = f.encode(&mut out) {
@@ -142,85 +138,82 @@ fn md5_wrong(challenge: &str, secret: &str) -> String {
 
 /// Runs the remote party until the simulation ends.
 pub(crate) async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
-    let bind = if setup.switch.is_ipv4() {
-        SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), setup.port)
-    } else {
-        SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), setup.port)
+    let sockets = party::Sockets {
+        net: setup.net.clone(),
+        v4: setup.switch.is_ipv4(),
+        port: setup.port,
+        media: Vec::new(),
+        switch_ip: setup.switch.ip(),
     };
-    let socket = setup.net.bind_udp(bind).await?;
-    let n = setup.plan.instances.len();
-    let stimuli = setup.plan.stimuli.len();
-    let schedule = Schedule::new(setup.lead, setup.slip.clone());
-    let mut r = Remote {
-        setup,
-        schedule,
-        tokens_received: 0,
-        inst: vec![
-            InstState {
-                replay_s: None,
-                iseq: 0,
-                oseq: 0,
-                challenge: None,
-                opener: None,
-                dance: Dance::None,
-                ended: false
-            };
-            n
-        ],
-        by_rcall: BTreeMap::new(),
-        sent: vec![false; stimuli],
-        waiting: Vec::new(),
-        next: 0,
-        token: None,
-        switch_openers: BTreeMap::new(),
-        deferred: Vec::new(),
-        acks: Vec::new(),
-        reactive: BTreeMap::new(),
-        out: Vec::new(),
-    };
-    for (i, st) in r.setup.plan.stimuli.iter().enumerate() {
-        if let (Trigger::AckOf { oseqno, kind: (t, sub) }, Some(n)) = (&st.trigger, st.instance) {
-            r.reactive.entry((n, *oseqno, t.as_u8(), *sub)).or_default().push_back(i);
-        }
-    }
-    let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        r.due(now());
-        for bytes in std::mem::take(&mut r.out) {
-            socket.send_to(&bytes, r.setup.switch).await?;
-        }
-        let deadline = r.next_deadline().map(|d| start + d);
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                if from.ip() == r.setup.switch.ip() {
-                    r.received(now(), &buf[..len]);
-                }
-                // Read what arrived together before reacting, as a peer's event loop would.
-                loop {
-                    let more = tokio::select! {
-                        biased;
-                        received = socket.recv_from(&mut buf) => Some(received?),
-                        _ = std::future::ready(()) => None,
-                    };
-                    let Some((len, from)) = more else { break };
-                    if from.ip() == r.setup.switch.ip() {
-                        r.received(now(), &buf[..len]);
-                    }
-                }
-                let t = now();
-                for (i, ts, iseq) in std::mem::take(&mut r.deferred) {
-                    let captured = r.schedule.due_at(r.setup.plan.stimuli[i].at);
-                    r.acks.push((captured.max(t), i, ts, iseq));
-                }
+    party::run(sockets, Remote::new(setup)).await
+}
+
+impl Remote {
+    fn new(setup: Setup) -> Remote {
+        let n = setup.plan.instances.len();
+        let stimuli = setup.plan.stimuli.len();
+        let schedule = Schedule::new(setup.lead, setup.slip.clone());
+        let mut r = Remote {
+            setup,
+            schedule,
+            tokens_received: 0,
+            inst: vec![
+                InstState {
+                    replay_s: None,
+                    iseq: 0,
+                    oseq: 0,
+                    challenge: None,
+                    opener: None,
+                    dance: Dance::None,
+                    ended: false
+                };
+                n
+            ],
+            by_rcall: BTreeMap::new(),
+            sent: vec![false; stimuli],
+            waiting: Vec::new(),
+            next: 0,
+            token: None,
+            switch_openers: BTreeMap::new(),
+            deferred: Vec::new(),
+            acks: Vec::new(),
+            reactive: BTreeMap::new(),
+            out: Vec::new(),
+        };
+        for (i, st) in r.setup.plan.stimuli.iter().enumerate() {
+            if let (Trigger::AckOf { oseqno, kind: (t, sub) }, Some(n)) = (&st.trigger, st.instance) {
+                r.reactive.entry((n, *oseqno, t.as_u8(), *sub)).or_default().push_back(i);
             }
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
+        }
+        r
+    }
+}
+
+impl party::Party for Remote {
+    fn due(&mut self, now: Duration) {
+        Remote::due(self, now);
+    }
+
+    fn take_out(&mut self) -> Vec<party::Out> {
+        std::mem::take(&mut self.out).into_iter().map(|bytes| (None, self.setup.switch, bytes)).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        Remote::next_deadline(self)
+    }
+
+    fn received(&mut self, now: Duration, bytes: &[u8]) {
+        Remote::received(self, now, bytes);
+    }
+
+    const READS_BURSTS: bool = true;
+
+    /// Reactive ACKs leave once the datagrams that arrived together are all
+    /// read, not before their (slipped) captured time.
+    fn burst_read(&mut self, now: Duration) {
+        for (i, ts, iseq) in std::mem::take(&mut self.deferred) {
+            let captured = self.schedule.due_at(self.setup.plan.stimuli[i].at);
+            self.acks.push((captured.max(now), i, ts, iseq));
         }
     }
 }

@@ -33,13 +33,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use switch::net::{DatagramSocket, Net};
 use switch::sip::digest::{Authorization, Challenge};
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
@@ -47,6 +46,7 @@ use switch::sip::sdp::SessionDescription;
 use switch::sip::uri::Uri;
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
+use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::schedule::{Schedule, SharedSlip, Slip};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
@@ -421,10 +421,6 @@ pub(crate) struct Remote {
     occ: Occurrences,
     rng: ChaCha20Rng,
     out: Vec<Out>,
-}
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 impl Remote {
@@ -897,48 +893,42 @@ pub(crate) fn via_to_udp(headers: &mut Headers, notes: &mut Vec<String>) -> bool
 
 /// Runs the remote party until the simulation ends.
 pub(crate) async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
-    let any =
-        if setup.switch.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
-    let signalling = Arc::new(setup.net.bind_udp(SocketAddr::new(any, setup.plan.remote.port())).await?);
-    let mut sockets = BTreeMap::new();
-    for port in setup.plan.media_ports.clone() {
-        let socket = Arc::new(setup.net.bind_udp(SocketAddr::new(any, port)).await?);
-        let (s, stats) = (socket.clone(), setup.rtp.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_535];
-            while s.recv_from(&mut buf).await.is_ok() {
-                stats.lock().unwrap_or_else(|p| p.into_inner()).received += 1;
-            }
-        });
-        sockets.insert(port, socket);
+    let media = setup
+        .plan
+        .media_ports
+        .iter()
+        .map(|port| {
+            let stats = setup.rtp.clone();
+            let count: Arc<dyn Fn() + Send + Sync> =
+                Arc::new(move || stats.lock().unwrap_or_else(|p| p.into_inner()).received += 1);
+            (*port, count)
+        })
+        .collect();
+    let sockets = party::Sockets {
+        net: setup.net.clone(),
+        v4: setup.switch.is_ipv4(),
+        port: setup.plan.remote.port(),
+        media,
+        switch_ip: setup.switch.ip(),
+    };
+    party::run(sockets, Remote::new(setup)).await
+}
+
+impl party::Party for Remote {
+    fn due(&mut self, now: Duration) {
+        Remote::due(self, now);
     }
-    let switch_ip = setup.switch.ip();
-    let mut r = Remote::new(setup);
-    let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        r.due(now());
-        for (port, to, bytes) in r.take_out() {
-            let socket = sockets.get(&port).unwrap_or(&signalling);
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                tracing::warn!("replay: cannot send to {to}: {e}");
-            }
-        }
-        let deadline = r.next_deadline().map(|d| start + d);
-        tokio::select! {
-            received = signalling.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                if from.ip() == switch_ip {
-                    r.received(now(), &buf[..len]);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
+
+    fn take_out(&mut self) -> Vec<party::Out> {
+        Remote::take_out(self).into_iter().map(|(port, to, bytes)| (Some(port), to, bytes)).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        Remote::next_deadline(self)
+    }
+
+    fn received(&mut self, now: Duration, bytes: &[u8]) {
+        Remote::received(self, now, bytes);
     }
 }
 

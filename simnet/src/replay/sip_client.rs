@@ -25,15 +25,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switch::net::{DatagramSocket, Net};
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
+use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::sip::{judge, label, shape, sip_info, via_to_udp, Timeline};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
@@ -319,10 +319,6 @@ pub(crate) struct Remote {
     /// Call index -> the switch's INVITE, and whether a 2xx was sent to it.
     dialogs: BTreeMap<usize, (Request, bool)>,
     out: Vec<Out>,
-}
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 impl Remote {
@@ -622,44 +618,42 @@ fn sdp_at(body: &[u8], ip: IpAddr) -> Vec<u8> {
 }
 
 pub(crate) async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
-    let any = if setup.me.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
-    let signalling = setup.net.bind_udp(SocketAddr::new(any, setup.me.port())).await?;
-    for port in setup.plan.media_ports.clone() {
-        let socket = setup.net.bind_udp(SocketAddr::new(any, port)).await?;
-        let count = setup.rtp_received.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_535];
-            while socket.recv_from(&mut buf).await.is_ok() {
-                *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            }
-        });
+    let media = setup
+        .plan
+        .media_ports
+        .iter()
+        .map(|port| {
+            let received = setup.rtp_received.clone();
+            let count: Arc<dyn Fn() + Send + Sync> =
+                Arc::new(move || *received.lock().unwrap_or_else(|p| p.into_inner()) += 1);
+            (*port, count)
+        })
+        .collect();
+    let sockets = party::Sockets {
+        net: setup.net.clone(),
+        v4: setup.me.is_ipv4(),
+        port: setup.me.port(),
+        media,
+        switch_ip: setup.switch.ip(),
+    };
+    party::run(sockets, Remote::new(setup)).await
+}
+
+impl party::Party for Remote {
+    fn due(&mut self, now: Duration) {
+        Remote::due(self, now);
     }
-    let switch_ip = setup.switch.ip();
-    let mut r = Remote::new(setup);
-    let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        r.due(now());
-        for (to, bytes) in std::mem::take(&mut r.out) {
-            if let Err(e) = signalling.send_to(&bytes, to).await {
-                tracing::warn!("replay: cannot send to {to}: {e}");
-            }
-        }
-        let deadline = r.next_deadline().map(|d| start + d);
-        tokio::select! {
-            received = signalling.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                if from.ip() == switch_ip {
-                    r.received(now(), &buf[..len]);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
+
+    fn take_out(&mut self) -> Vec<party::Out> {
+        std::mem::take(&mut self.out).into_iter().map(|(to, bytes)| (None, to, bytes)).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        Remote::next_deadline(self)
+    }
+
+    fn received(&mut self, now: Duration, bytes: &[u8]) {
+        Remote::received(self, now, bytes);
     }
 }
 
