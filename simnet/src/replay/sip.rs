@@ -851,7 +851,7 @@ impl Remote {
             return;
         }
         for i in captured {
-            let due = (self.setup.lead + self.setup.plan.stimuli[i].at).max(now);
+            let due = self.schedule.due_at(self.setup.plan.stimuli[i].at).max(now);
             self.replies.push((due, i, r.clone()));
         }
     }

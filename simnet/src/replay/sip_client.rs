@@ -35,6 +35,7 @@ use switch::sip::message::{Headers, Message, Request, Response};
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
+use super::schedule::{Schedule, SharedSlip, Slip};
 use super::sip::{judge, label, shape, sip_info, via_to_udp, Timeline};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, Transport};
@@ -301,6 +302,8 @@ pub(crate) struct Setup {
     pub addresses: Vec<(IpAddr, IpAddr)>,
     pub log: Log,
     pub rtp_received: Arc<Mutex<usize>>,
+    /// How far this party's schedule slipped waiting for answers.
+    pub slip: SharedSlip,
 }
 
 type Out = (SocketAddr, Vec<u8>);
@@ -315,7 +318,7 @@ pub(crate) struct Remote {
     replies: Vec<(Duration, usize, Request)>,
     /// The server's requests, in time order, not yet due.
     next: usize,
-    waiting: Vec<(usize, Duration, String)>,
+    schedule: Schedule,
     /// Call index -> the switch's INVITE, and whether a 2xx was sent to it.
     dialogs: BTreeMap<usize, (Request, bool)>,
     out: Vec<Out>,
@@ -324,6 +327,7 @@ pub(crate) struct Remote {
 impl Remote {
     pub(crate) fn new(setup: Setup) -> Remote {
         let n = setup.plan.stimuli.len();
+        let schedule = Schedule::new(setup.lead, setup.slip.clone());
         Remote {
             setup,
             keys: Keys::default(),
@@ -331,7 +335,7 @@ impl Remote {
             sent: vec![false; n],
             replies: Vec::new(),
             next: 0,
-            waiting: Vec::new(),
+            schedule,
             dialogs: BTreeMap::new(),
             out: Vec::new(),
         }
@@ -354,18 +358,41 @@ impl Remote {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
-        let scheduled =
-            self.setup.plan.stimuli[self.next..].iter().find(|s| !s.response).map(|s| self.setup.lead + s.at);
-        scheduled.into_iter().chain(self.waiting.iter().map(|w| w.1)).chain(self.replies.iter().map(|r| r.0)).min()
+        let scheduled = match self.schedule.held() {
+            Some((_, give_up)) => Some(give_up),
+            None => {
+                self.setup.plan.stimuli[self.next..].iter().find(|s| !s.response).map(|s| self.schedule.due_at(s.at))
+            }
+        };
+        scheduled.into_iter().chain(self.replies.iter().map(|r| r.0)).min()
     }
 
+    /// Sends what is due; a request of the captured server that waits for
+    /// the switch's dialog holds what follows it (the causal schedule).
     pub(crate) fn due(&mut self, now: Duration) {
         while let Some(s) = self.setup.plan.stimuli.get(self.next) {
+            let i = self.next;
             if !s.response {
-                if self.setup.lead + s.at > now {
+                let at = s.at;
+                let held = self.schedule.held().is_some_and(|(h, _)| h == i);
+                if self.schedule.due_at(at) > now && !held {
                     break;
                 }
-                self.try_send(now, self.next);
+                match self.try_send(now, i) {
+                    None if held => self.schedule.release(at, now, false),
+                    None => {}
+                    Some(why) => match self.schedule.held() {
+                        Some((_, give_up)) if held && now >= give_up => {
+                            self.schedule.release(at, now, true);
+                            self.sent[i] = true;
+                            self.log(Entry::NotSent { at: now, stimulus: i, why });
+                        }
+                        _ => {
+                            self.schedule.hold(i, now);
+                            break;
+                        }
+                    },
+                }
             }
             self.next += 1;
         }
@@ -374,17 +401,11 @@ impl Remote {
         for (_, i, request) in ready {
             self.reply(now, i, &request);
         }
-        let expired: Vec<(usize, String)> =
-            self.waiting.iter().filter(|w| w.1 <= now).map(|w| (w.0, w.2.clone())).collect();
-        self.waiting.retain(|w| w.1 > now);
-        for (i, why) in expired {
-            self.sent[i] = true;
-            self.log(Entry::NotSent { at: now, stimulus: i, why });
-        }
     }
 
-    /// A request of the captured server, in the switch's dialog.
-    fn try_send(&mut self, now: Duration, i: usize) {
+    /// A request of the captured server, in the switch's dialog; why it
+    /// cannot be sent yet, when it cannot.
+    fn try_send(&mut self, now: Duration, i: usize) -> Option<String> {
         let s = self.setup.plan.stimuli[i].clone();
         let prepared = match &s.key {
             Key::Server(n, _, _) => match self.dialogs.get(n) {
@@ -396,15 +417,11 @@ impl Remote {
         match prepared {
             Ok((bytes, notes)) => {
                 self.sent[i] = true;
-                self.waiting.retain(|w| w.0 != i);
                 self.emit(bytes.clone());
                 self.log(Entry::Sent { at: now, stimulus: i, bytes, notes });
+                None
             }
-            Err(why) => {
-                if !self.waiting.iter().any(|w| w.0 == i) {
-                    self.waiting.push((i, self.setup.lead + s.at + DEPENDENCY_WAIT, why));
-                }
-            }
+            Err(why) => Some(why),
         }
     }
 
@@ -467,10 +484,8 @@ impl Remote {
         if let Ok(Message::Request(r)) = Message::parse(bytes) {
             self.on_request(now, r);
         }
-        let waiting: Vec<usize> = self.waiting.iter().map(|w| w.0).collect();
-        for i in waiting {
-            self.try_send(now, i);
-        }
+        // A request held for this answer goes now, and what follows it after its gap.
+        self.due(now);
     }
 
     fn on_request(&mut self, now: Duration, r: Request) {
@@ -1063,6 +1078,7 @@ pub(crate) fn replay(
 
     let logs: Vec<Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     let rtp: Vec<Arc<Mutex<usize>>> = plans.iter().map(|_| Arc::new(Mutex::new(0))).collect();
+    let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
     for (k, plan) in plans.iter().enumerate() {
         world.add_host(&remote_names[k]);
@@ -1081,11 +1097,13 @@ pub(crate) fn replay(
             addresses,
             log: logs[k].clone(),
             rtp_received: rtp[k].clone(),
+            slip: slips[k].clone(),
         };
         sim.host(remote_names[k].as_str(), move || run(setup.clone()));
     }
 
-    let sim_duration = super::drive(&mut sim, end, &[])?;
+    let sim_duration = super::drive(&mut sim, end, &slips)?;
+    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
     drop(sim);
 
     let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1109,7 +1127,7 @@ pub(crate) fn replay(
         sim_duration,
         note: address_note,
         sip_section: Some(section),
-        slip: None,
+        slip: Some(slip),
         sip_context: Some(sip.context.clone()),
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
