@@ -183,3 +183,27 @@ fn sip_requests_wait_for_the_challenge_and_the_dialog() {
     assert!(report.contains("waited for the switch's answer"), "{report}");
     assert!(report.ends_with("replay: exchanges=7 matched=7 diverged=0 missing=0 extra=0\n"), "{report}");
 }
+
+#[test]
+fn sip_config_listening_on_the_client_plays_the_client() {
+    // The synthetic call's UA (10.0.0.1:5060) registers and calls the server
+    // 10.0.0.2:5060; a configuration listening on the UA's address makes the
+    // switch the UA, without --role.
+    let c = capture::read(&sip_synthetic::pcap(false)).unwrap();
+    let toml = format!(
+        "[sip]\nlisten = \"10.0.0.1:5060\"\nrtp = \"10.0.0.1:40000\"\ncontext = \"default\"\n\
+         [sip.gateways.server]\nproxy = \"10.0.0.2:5060\"\nusername = \"alice\"\npassword = \"{}\"\n\
+         [dialplan.default]\n\"_.\" = \"echo\"\n",
+        sip_synthetic::PASSWORD
+    );
+    let files = BTreeMap::from([
+        ("iax.conf".to_string(), "[general]\nbindport = 4569\n".to_string()),
+        ("switch.toml".into(), toml),
+    ]);
+    let opts = ReplayOptions { config: Some(files), capture_name: "sip.pcap".into(), ..ReplayOptions::default() };
+    let o = replay::replay(&c, &opts).unwrap();
+    let report = &o.report_md;
+    assert!(report.contains("--config listens on 10.0.0.1:5060"), "{report}");
+    assert!(o.events_jsonl.contains("\"event\":\"sip_gateway_registered\""), "{report}");
+    assert_eq!(o.counts.diverged + o.counts.missing, 0, "{report}");
+}

@@ -195,6 +195,13 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
     let summary = capture::summarize(capture, &flows, &[iax_role.clone(), sip_role.clone()]).text;
     let sip_skipped = capture.count("SIP");
 
+    // SIP alone, `--config` binding the captured client's address: the switch plays the client.
+    if capture.count("IAX2") == 0 && sip_skipped > 0 {
+        if let Some(role) = bound_sip_client(capture, opts)? {
+            let opts = ReplayOptions { role: RoleRequest::Client, ..opts.clone() };
+            return sip_client::replay(capture, &opts, &summary, role);
+        }
+    }
     // SIP alone: the switch answers REGISTER/INVITE (server role; `--role client` below).
     if capture.count("IAX2") == 0 && sip_skipped > 0 && opts.role != RoleRequest::Client {
         let role = sip_role.clone().ok().or_else(|| sip::fallback_role(capture));
@@ -439,6 +446,28 @@ fn bound_role(
     let reason =
         format!("--config binds {bind}, which is {party}: the switch plays it, as the client ({})", as_client.reason);
     Ok(Some((RoleChoice { reason, ..as_client }, true)))
+}
+
+/// The SIP client role `--config` implies: its `[sip] listen` is the
+/// address of the party that sent the answered REGISTERs/INVITEs. `None`
+/// when the role was asked for, there is no `[sip]`, or it binds another party.
+fn bound_sip_client(capture: &Capture, opts: &ReplayOptions) -> Result<Option<RoleChoice>, ReplayError> {
+    let (Some(files), RoleRequest::Auto) = (&opts.config, opts.role) else { return Ok(None) };
+    let Some(sip) = config::load(files).map_err(ReplayError::Config)?.switch.sip else { return Ok(None) };
+    let endpoints: BTreeSet<SocketAddr> =
+        capture.messages.iter().filter(|m| matches!(m.proto, Proto::Sip(_))).flat_map(|m| [m.src, m.dst]).collect();
+    let endpoints: Vec<SocketAddr> = endpoints.into_iter().collect();
+    let Some(party) = addresses::bound(sip.listen, &endpoints) else { return Ok(None) };
+    let Ok(client) = capture::choose_role(capture, FlowProto::Sip, RoleRequest::Client) else { return Ok(None) };
+    let server = capture::choose_role(capture, FlowProto::Sip, RoleRequest::Auto).ok().map(|r| r.switch);
+    if client.switch != party || server == Some(party) {
+        return Ok(None);
+    }
+    let reason = format!(
+        "--config listens on {}, which is {party}: the switch plays it, as the client ({})",
+        sip.listen, client.reason
+    );
+    Ok(Some(RoleChoice { reason, ..client }))
 }
 
 /// How much longer than planned a replay may run for its parties' slipped
