@@ -359,12 +359,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
 
     let sim_duration = drive(&mut sim, end, &slips)?;
     drop(sim);
-    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
-
-    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
-    switch_events.sort_by_key(|e| e.at);
-    let logs: Vec<Vec<remote::Entry>> =
-        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let (switch_events, logs, slip) = collect(&trace, &logs, &slips);
     let exchanges = compare::exchanges(capture, &plans, &logs, LEAD, &replay_remotes, &opts.tolerance);
     let config_text = files.get("iax.conf").map(|iax| {
         let mut s = format!("iax.conf:\n{iax}");
@@ -468,6 +463,20 @@ fn bound_sip_client(capture: &Capture, opts: &ReplayOptions) -> Result<Option<Ro
         sip.listen, client.reason
     );
     Ok(Some(RoleChoice { reason, ..client }))
+}
+
+/// What a run left behind, taken out of the shared cells: the switch's
+/// events in simulated-time order, each party's log, their slip together.
+pub(crate) fn collect(
+    trace: &Mutex<Vec<TimedEvent>>,
+    logs: &[remote::Log],
+    slips: &[SharedSlip],
+) -> (Vec<TimedEvent>, Vec<Vec<remote::Entry>>, Slip) {
+    let mut events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
+    events.sort_by_key(|e| e.at);
+    let logs = logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
+    (events, logs, slip)
 }
 
 /// How much longer than planned a replay may run for its parties' slipped

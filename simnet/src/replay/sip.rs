@@ -48,7 +48,7 @@ use switch::sip::uri::Uri;
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
-use super::schedule::{Schedule, SharedSlip, Slip};
+use super::schedule::{Schedule, SharedSlip};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, SipInfo, Transport};
 use crate::trace::TimedEvent;
@@ -1429,13 +1429,8 @@ pub(crate) fn replay(
     }
 
     let sim_duration = super::drive(&mut sim, end, &slips)?;
-    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
     drop(sim);
-
-    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
-    switch_events.sort_by_key(|e| e.at);
-    let logs: Vec<Vec<Entry>> =
-        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let (switch_events, logs, slip) = super::collect(&trace, &logs, &slips);
     let exchanges = exchanges(capture, &plans, &logs, LEAD);
     let rtp: Vec<RtpStats> = rtp.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
     let section = sip_section(

@@ -35,7 +35,7 @@ use switch::sip::message::{Headers, Message, Request, Response};
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
-use super::schedule::{Schedule, SharedSlip, Slip};
+use super::schedule::{Schedule, SharedSlip};
 use super::sip::{judge, label, shape, sip_info, via_to_udp, Timeline};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, Transport};
@@ -1103,13 +1103,8 @@ pub(crate) fn replay(
     }
 
     let sim_duration = super::drive(&mut sim, end, &slips)?;
-    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
     drop(sim);
-
-    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
-    switch_events.sort_by_key(|e| e.at);
-    let logs: Vec<Vec<Entry>> =
-        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let (switch_events, logs, slip) = super::collect(&trace, &logs, &slips);
     let exchanges = exchanges(capture, &plans, &replay_remotes, &logs);
     let rtp: Vec<usize> = rtp.iter().map(|r| *r.lock().unwrap_or_else(|p| p.into_inner())).collect();
     let section = section(capture, &plans, &timeline, &rtp, &remote_names, config_text.is_some());
