@@ -72,6 +72,15 @@ fn synthetic_call_with_the_builtin_configuration_fails_authentication() {
     assert_eq!(v[2], "INVITE matched");
     assert_eq!(v[3], "ACK matched");
     assert_eq!(v[4], "INVITE diverged: status: captured 200, replayed 403");
+    // In words, from the switch's events.
+    assert!(
+        o.report_md.contains(
+            "- exchange 2: the switch answered 403 where the captured server answered 200: the switch refused \
+             alice's credentials for REGISTER"
+        ),
+        "{}",
+        o.report_md
+    );
     // No dialog: the ACK of the 200 and the BYE are not sent.
     assert!(
         v[5].starts_with(

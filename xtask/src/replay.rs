@@ -31,8 +31,9 @@ replay: exchanges=N matched=N diverged=N missing=N extra=N\n  \
 DIR/ladder.svg     captured and replayed exchanges side by side\n  \
 DIR/events.jsonl   the switch's events and the replay's own\n  \
 DIR/replay.pcap    what went over the simulated wire\n\n\
-Exit status: 0 when the capture could be replayed, whatever the verdicts; 2 when\n\
-it could not be read or driven.";
+Exit status: 0 when the capture could be replayed, whatever the verdicts, or was\n\
+read and found not replayable (SIP over WebSocket, SCTP, tunnels: `not replayable:\n\
+REASON`); 2 when it could not be read or driven. Never 101 (a panic).";
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -188,6 +189,9 @@ pub fn run(args: &ReplayArgs) -> Result<bool, TaskError> {
     print!("{}", outcome.summary);
     if outcome.sip_skipped > 0 {
         println!("SIP skipped: {} message(s), not replayed (the capture also holds IAX2)", outcome.sip_skipped);
+    }
+    if let Some(why) = &outcome.not_replayable {
+        println!("not replayable: {why}");
     }
     println!("written: {}", dir.display());
     println!("{}", outcome.counts.line());

@@ -162,6 +162,12 @@ pub struct Skipped {
     pub tcp_retransmissions: usize,
     /// TCP segments (with or without payload), all streams.
     pub tcp_segments: usize,
+    /// The IP packets counted in `other_ip`, by IP protocol number (SCTP 132,
+    /// GRE 47, IP-in-IP 4 ...): what a replay reports as not drivable.
+    pub other_ip_protocols: BTreeMap<u8, usize>,
+    /// TCP directions that open with an HTTP upgrade to WebSocket (SIP over
+    /// WebSocket, RFC 7118): followed no further.
+    pub websocket_streams: usize,
 }
 
 /// A capture read into messages.
@@ -289,9 +295,13 @@ pub fn read(bytes: &[u8]) -> Result<Capture, CaptureError> {
                 }
                 Err(why) => problems.push(Problem::new(r.frame, why)),
             },
-            _ => skipped.other_ip += 1,
+            other => {
+                skipped.other_ip += 1;
+                *skipped.other_ip_protocols.entry(other).or_default() += 1;
+            }
         }
     })?;
+    skipped.websocket_streams = streams.websocket_streams;
     for p in streams.leftovers() {
         problems.push(Problem::new(records, p));
     }

@@ -35,6 +35,17 @@ pub(crate) struct Streams {
     dirs: BTreeMap<(SocketAddr, SocketAddr), Direction>,
     clock: u64,
     pub retransmitted_segments: usize,
+    /// Directions whose first bytes are an HTTP upgrade to WebSocket.
+    pub websocket_streams: usize,
+}
+
+/// An HTTP request or response that upgrades the connection to WebSocket:
+/// the framer drops such a stream (it does not start with a SIP line), and
+/// the replay names it as the reason it has nothing to drive.
+fn is_websocket_upgrade(first: &[u8]) -> bool {
+    let head = &first[..first.len().min(2048)];
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    (text.starts_with("get ") || text.starts_with("http/1.1 101")) && text.contains("upgrade: websocket")
 }
 
 /// `a - b` in sequence space, as a signed distance.
@@ -67,6 +78,9 @@ impl Streams {
         }
         if seg.payload.is_empty() || d.framer.not_sip {
             return out;
+        }
+        if !d.framer.framed_any && is_websocket_upgrade(seg.payload) {
+            self.websocket_streams += 1;
         }
         let seq = if seg.syn { seg.seq.wrapping_add(1) } else { seg.seq };
         let next = *d.next_seq.get_or_insert(seq);

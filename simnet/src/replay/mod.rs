@@ -30,17 +30,22 @@
 //! `[sip.gateways]` entry per captured server) and INVITEs (`originate` at
 //! their captured times), the remote parties play the captured servers.
 
+mod addresses;
 pub mod compare;
 pub mod config;
+mod explain;
+mod hosts;
 mod ladder;
+mod party;
 mod remote;
 mod report;
+mod schedule;
 mod script;
 pub mod sip;
 mod sip_client;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,12 +58,14 @@ use switch::runtime::SwitchSetup;
 use tokio::sync::mpsc;
 
 pub use compare::{Counts, Exchange, Tolerance, Verdict};
+pub use schedule::Slip;
 
 use crate::capture::{self, Capture, FlowProto, Proto, RoleChoice, RoleRequest};
 use crate::net::SimWorld;
 use crate::pcap::{epoch, CaptureOptions};
 use crate::trace::{TimedEvent, TraceEvent, WorldEvent};
 use crate::{derive_seed, LinkConditions, TICK};
+use schedule::SharedSlip;
 
 /// Simulated time before captured time 0: the switch starts and binds.
 pub const LEAD: Duration = Duration::from_secs(1);
@@ -115,6 +122,10 @@ pub struct ReplayOutcome {
     /// SIP messages found and not replayed.
     pub sip_skipped: usize,
     pub sim_duration: Duration,
+    /// Why the capture could not be driven (SIP over WebSocket, SCTP, a
+    /// tunnel, more parties than the simulated network holds); the report
+    /// says it too. `None` when it was replayed or simply holds nothing.
+    pub not_replayable: Option<String>,
 }
 
 /// Why a capture could not be replayed.
@@ -126,44 +137,71 @@ pub enum ReplayError {
     Config(String),
     #[error("the simulation failed: {0}")]
     Simulation(String),
+    /// A bug: something in the replay or the switch panicked on this input.
+    /// Caught so that replay ends with a named reason, never exit 101.
+    #[error("the replay failed on this input (a bug, please report it with the capture): {0}")]
+    Panicked(String),
 }
 
-/// The address a simulated host gets: the captured one where possible.
-pub(super) fn sim_ips(switch: IpAddr, remotes: &[SocketAddr]) -> Option<(IpAddr, Vec<IpAddr>)> {
-    let mut seen = BTreeSet::from([switch]);
-    let usable = |ip: &IpAddr| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast();
-    if !usable(&switch) {
-        return None;
-    }
-    let mut out = Vec::new();
-    for r in remotes {
-        let ip = r.ip();
-        if !usable(&ip) || (ip.is_ipv4() != switch.is_ipv4()) {
-            return None;
-        }
-        if !seen.contains(&ip) {
-            seen.insert(ip);
-        }
-        out.push(ip);
-    }
-    // Two remote endpoints on one address share one host only if their ports differ.
-    let mut endpoints = BTreeSet::new();
-    for r in remotes {
-        if !endpoints.insert((r.ip(), r.port())) || r.ip() == switch {
-            return None;
-        }
-    }
-    Some((switch, out))
-}
-
-/// Replays the IAX2 conversation of `capture` against the switch.
+/// Replays the IAX2 or SIP conversation of `capture` against the switch.
+///
+/// Never panics: a panic anywhere below (the switch, turmoil, the scripted
+/// parties) on some unforeseen input becomes [`ReplayError::Panicked`].
 pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replay_inner(capture, opts))).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".into());
+        Err(ReplayError::Panicked(why))
+    })
+}
+
+/// A replay that drives nothing, with the reason in the report.
+pub(crate) fn not_replayable(
+    capture: &Capture,
+    opts: &ReplayOptions,
+    summary: &str,
+    sip_role: Option<&RoleChoice>,
+    why: String,
+) -> ReplayOutcome {
+    let inputs = report::Inputs {
+        capture,
+        opts,
+        summary,
+        role: None,
+        sip_role,
+        config_text: None,
+        exchanges: &[],
+        switch_events: &[],
+        logs: &[],
+        remotes: &[],
+        sim_duration: Duration::ZERO,
+        note: Some(format!("Not replayable: {why}.")),
+        sip_section: None,
+        slip: None,
+        sip_context: None,
+    };
+    let mut outcome = inputs.finish(Vec::new(), capture.count("SIP"));
+    outcome.not_replayable = Some(why);
+    outcome
+}
+
+fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let flows = capture::find_flows(capture);
     let iax_role = capture::choose_role(capture, FlowProto::Iax2, opts.role);
     let sip_role = capture::choose_role(capture, FlowProto::Sip, opts.role);
     let summary = capture::summarize(capture, &flows, &[iax_role.clone(), sip_role.clone()]).text;
     let sip_skipped = capture.count("SIP");
 
+    // SIP alone, `--config` binding the captured client's address: the switch plays the client.
+    if capture.count("IAX2") == 0 && sip_skipped > 0 {
+        if let Some(role) = bound_sip_client(capture, opts)? {
+            let opts = ReplayOptions { role: RoleRequest::Client, ..opts.clone() };
+            return sip_client::replay(capture, &opts, &summary, role);
+        }
+    }
     // SIP alone: the switch answers REGISTER/INVITE (server role; `--role client` below).
     if capture.count("IAX2") == 0 && sip_skipped > 0 && opts.role != RoleRequest::Client {
         let role = sip_role.clone().ok().or_else(|| sip::fallback_role(capture));
@@ -182,6 +220,9 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         }
     }
     if capture.count("IAX2") == 0 {
+        if let Some(why) = hosts::undrivable(capture) {
+            return Ok(not_replayable(capture, opts, &summary, sip_role.as_ref().ok(), why));
+        }
         let note = if sip_skipped > 0 && opts.role == RoleRequest::Client {
             "The capture holds no IAX2, and no SIP REGISTER or INVITE was answered: there is no client whose place the switch could take."
         } else {
@@ -201,26 +242,28 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
             sim_duration: Duration::ZERO,
             note: Some(note.into()),
             sip_section: None,
+            slip: None,
+            sip_context: None,
         };
         return Ok(outcome.finish(Vec::new(), sip_skipped));
     }
     let role = iax_role.map_err(ReplayError::Role)?;
+    // `--config` binds one captured party's address: the switch plays that
+    // party, answering (server) or requesting (client), rather than a guess.
+    let (role, client) = match bound_role(capture, opts, &role)? {
+        Some(found) => found,
+        None => (role, opts.role == RoleRequest::Client),
+    };
     // `--role client`: the switch sends the captured requests (its `register =>`
     // lines, `originate` at the captured NEW times); the remote party answers.
-    let client = opts.role == RoleRequest::Client;
 
     // Hosts: the captured addresses when they make a valid simulated network.
     let v4 = role.switch.is_ipv4();
-    let (switch_ip, remote_ips) = sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
-        let ip = |n: u16| -> IpAddr {
-            if v4 {
-                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
-            } else {
-                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
-            }
-        };
-        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
-    });
+    let hosts = match hosts::assign(role.switch, &role.remotes) {
+        Ok(h) => h,
+        Err(why) => return Ok(not_replayable(capture, opts, &summary, sip_role.as_ref().ok(), why)),
+    };
+    let (switch_ip, remote_ips) = (hosts.switch, hosts.remotes.clone());
     let switch_name = switch_ip.to_string();
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
     let replay_remotes: Vec<SocketAddr> =
@@ -248,6 +291,7 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         }
         _ => config::builtin(role.switch, &usernames),
     });
+    let (files, address_note) = map_config(files, opts, &role, &hosts);
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let mut secrets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &loaded.iax.peers {
@@ -297,7 +341,8 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
 
     // The remote parties.
     let logs: Vec<remote::Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
-    for ((plan, name), log) in plans.iter().zip(&remote_names).zip(&logs) {
+    let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
+    for (((plan, name), log), slip) in plans.iter().zip(&remote_names).zip(&logs).zip(&slips) {
         world.add_host(name);
         let setup = remote::Setup {
             plan: plan.clone(),
@@ -307,20 +352,14 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
             lead: LEAD,
             secrets: secrets.clone(),
             log: log.clone(),
+            slip: slip.clone(),
         };
         sim.host(name.as_str(), move || remote::run(setup.clone()));
     }
 
-    while sim.elapsed() < end {
-        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
-    }
-    let sim_duration = sim.elapsed();
+    let sim_duration = drive(&mut sim, end, &slips)?;
     drop(sim);
-
-    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
-    switch_events.sort_by_key(|e| e.at);
-    let logs: Vec<Vec<remote::Entry>> =
-        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let (switch_events, logs, slip) = collect(&trace, &logs, &slips);
     let exchanges = compare::exchanges(capture, &plans, &logs, LEAD, &replay_remotes, &opts.tolerance);
     let config_text = files.get("iax.conf").map(|iax| {
         let mut s = format!("iax.conf:\n{iax}");
@@ -344,12 +383,119 @@ pub fn replay(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, 
         logs: &logs,
         remotes: &remote_names,
         sim_duration,
-        note: None,
+        note: address_note,
         sip_section: None,
+        slip: Some(slip),
+        sip_context: None,
     };
     let mut outcome = inputs.finish(world.pcap(), sip_skipped);
     outcome.exchanges = exchanges;
     Ok(outcome)
+}
+
+/// With `--config`: the files with the captured parties' addresses mapped to
+/// their simulated ones, and the report's paragraph saying which.
+pub(crate) fn map_config(
+    files: BTreeMap<String, String>,
+    opts: &ReplayOptions,
+    role: &RoleChoice,
+    hosts: &hosts::Hosts,
+) -> (BTreeMap<String, String>, Option<String>) {
+    if opts.config.is_none() {
+        return (files, None);
+    }
+    let remotes: Vec<(SocketAddr, IpAddr)> = role.remotes.iter().copied().zip(hosts.remotes.iter().copied()).collect();
+    let parties = addresses::Parties { switch: (role.switch, hosts.switch), remotes: &remotes };
+    let (files, notes) = addresses::map(&files, &parties);
+    if notes.is_empty() {
+        return (files, None);
+    }
+    let lines: Vec<String> = notes.iter().map(|n| format!("- {n}")).collect();
+    let note = format!(
+        "Addresses of `--config` that name captured parties, mapped to the simulated network (the switch binds \
+         no address the simulated network lacks and never registers to itself):\n\n{}",
+        lines.join("\n")
+    );
+    (files, Some(note))
+}
+
+/// The IAX2 role `--config` implies: the party whose address it binds
+/// (`bindaddr`/`bindport`), with whether the switch is then the client.
+/// `None` when the bind address names no single captured party (0.0.0.0 on
+/// a port both use) or the role was asked for explicitly.
+fn bound_role(
+    capture: &Capture,
+    opts: &ReplayOptions,
+    guessed: &RoleChoice,
+) -> Result<Option<(RoleChoice, bool)>, ReplayError> {
+    let (Some(files), RoleRequest::Auto) = (&opts.config, opts.role) else { return Ok(None) };
+    let bind = config::load(files).map_err(ReplayError::Config)?.iax.general.bind;
+    let endpoints: BTreeSet<SocketAddr> =
+        capture.messages.iter().filter(|m| matches!(m.proto, Proto::Iax2(_))).flat_map(|m| [m.src, m.dst]).collect();
+    let endpoints: Vec<SocketAddr> = endpoints.into_iter().collect();
+    let Some(party) = addresses::bound(bind, &endpoints) else { return Ok(None) };
+    if party == guessed.switch {
+        return Ok(None);
+    }
+    let Ok(as_client) = capture::choose_role(capture, FlowProto::Iax2, RoleRequest::Client) else { return Ok(None) };
+    if as_client.switch != party {
+        return Ok(None);
+    }
+    let reason =
+        format!("--config binds {bind}, which is {party}: the switch plays it, as the client ({})", as_client.reason);
+    Ok(Some((RoleChoice { reason, ..as_client }, true)))
+}
+
+/// The SIP client role `--config` implies: its `[sip] listen` is the
+/// address of the party that sent the answered REGISTERs/INVITEs. `None`
+/// when the role was asked for, there is no `[sip]`, or it binds another party.
+fn bound_sip_client(capture: &Capture, opts: &ReplayOptions) -> Result<Option<RoleChoice>, ReplayError> {
+    let (Some(files), RoleRequest::Auto) = (&opts.config, opts.role) else { return Ok(None) };
+    let Some(sip) = config::load(files).map_err(ReplayError::Config)?.switch.sip else { return Ok(None) };
+    let endpoints: BTreeSet<SocketAddr> =
+        capture.messages.iter().filter(|m| matches!(m.proto, Proto::Sip(_))).flat_map(|m| [m.src, m.dst]).collect();
+    let endpoints: Vec<SocketAddr> = endpoints.into_iter().collect();
+    let Some(party) = addresses::bound(sip.listen, &endpoints) else { return Ok(None) };
+    let Ok(client) = capture::choose_role(capture, FlowProto::Sip, RoleRequest::Client) else { return Ok(None) };
+    let server = capture::choose_role(capture, FlowProto::Sip, RoleRequest::Auto).ok().map(|r| r.switch);
+    if client.switch != party || server == Some(party) {
+        return Ok(None);
+    }
+    let reason = format!(
+        "--config listens on {}, which is {party}: the switch plays it, as the client ({})",
+        sip.listen, client.reason
+    );
+    Ok(Some(RoleChoice { reason, ..client }))
+}
+
+/// What a run left behind, taken out of the shared cells: the switch's
+/// events in simulated-time order, each party's log, their slip together.
+pub(crate) fn collect(
+    trace: &Mutex<Vec<TimedEvent>>,
+    logs: &[remote::Log],
+    slips: &[SharedSlip],
+) -> (Vec<TimedEvent>, Vec<Vec<remote::Entry>>, Slip) {
+    let mut events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
+    events.sort_by_key(|e| e.at);
+    let logs = logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let slip = Slip::combine(&slips.iter().map(|s| *s.lock().unwrap_or_else(|p| p.into_inner())).collect::<Vec<_>>());
+    (events, logs, slip)
+}
+
+/// How much longer than planned a replay may run for its parties' slipped
+/// schedules: [`replay_world`] gives the simulation a minute of room.
+const SLIP_ROOM: Duration = Duration::from_secs(50);
+
+/// The one drive loop of every replay: steps the simulation to `end`, later
+/// by as much as the parties' schedules slipped waiting for the switch.
+fn drive(sim: &mut turmoil::Sim<'_>, end: Duration, slips: &[SharedSlip]) -> Result<Duration, ReplayError> {
+    loop {
+        let slip = slips.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).total).max().unwrap_or_default();
+        if sim.elapsed() >= end + slip.min(SLIP_ROOM) {
+            return Ok(sim.elapsed());
+        }
+        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
+    }
 }
 
 /// The simulated world of a replay: one latency on every link, a capture of

@@ -12,14 +12,24 @@ use switch::iax2::auth;
 use switch::iax2::frame::{self, Frame, FullFrame};
 use switch::iax2::ie::id;
 use switch::iax2::subclass::IaxSubclass;
-use switch::net::{DatagramSocket, Net};
 
+use super::party;
+pub(crate) use super::schedule::DEPENDENCY_WAIT;
+use super::schedule::{Schedule, SharedSlip};
 use super::script::{self, is_opener, is_unsequenced, kind, Plan, Trigger};
 use crate::SimNet;
 
-/// How long a datagram that needs an answer of the switch (its call number)
-/// waits past its captured time before it is given up.
-pub const DEPENDENCY_WAIT: Duration = Duration::from_secs(2);
+/// What a captured datagram waits for: something it carries that only an
+/// answer of the switch gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// The switch's call number of the dialog (destination call number).
+    CallNumber,
+    /// A CALLTOKEN of the switch (the captured datagram carries one).
+    Token,
+    /// The switch's challenge of the dialog (the datagram carries an MD5 result).
+    Challenge,
+}
 
 /// What the remote party did and saw, in order.
 #[derive(Clone, Debug)]
@@ -64,6 +74,8 @@ pub(crate) struct Setup {
     /// Secrets by lower-case user name, from the switch's configuration.
     pub secrets: BTreeMap<String, Vec<String>>,
     pub log: Log,
+    /// How far this party's schedule slipped waiting for answers.
+    pub slip: SharedSlip,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +94,9 @@ struct InstState {
     /// The opener as last sent (for the call-token dance).
     opener: Option<FullFrame>,
     dance: Dance,
+    /// The switch ended the dialog (REJECT, REGREJ, HANGUP): what still
+    /// waits for its call number will never get it.
+    ended: bool,
 }
 
 struct Remote {
@@ -104,10 +119,9 @@ struct Remote {
     /// Captured ACKs not sent yet, by what they acknowledge: (dialog, oseqno, type, subclass).
     reactive: BTreeMap<(usize, u8, u8, u32), VecDeque<usize>>,
     out: Vec<Vec<u8>>,
-}
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
+    schedule: Schedule,
+    /// CALLTOKENs the switch has sent so far.
+    tokens_received: usize,
 }
 
 fn encode(f: &FullFrame) -> Vec<u8> {
@@ -124,74 +138,82 @@ fn md5_wrong(challenge: &str, secret: &str) -> String {
 
 /// Runs the remote party until the simulation ends.
 pub(crate) async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
-    let bind = if setup.switch.is_ipv4() {
-        SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), setup.port)
-    } else {
-        SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), setup.port)
+    let sockets = party::Sockets {
+        net: setup.net.clone(),
+        v4: setup.switch.is_ipv4(),
+        port: setup.port,
+        media: Vec::new(),
+        switch_ip: setup.switch.ip(),
     };
-    let socket = setup.net.bind_udp(bind).await?;
-    let n = setup.plan.instances.len();
-    let stimuli = setup.plan.stimuli.len();
-    let mut r = Remote {
-        setup,
-        inst: vec![
-            InstState { replay_s: None, iseq: 0, oseq: 0, challenge: None, opener: None, dance: Dance::None };
-            n
-        ],
-        by_rcall: BTreeMap::new(),
-        sent: vec![false; stimuli],
-        waiting: Vec::new(),
-        next: 0,
-        token: None,
-        switch_openers: BTreeMap::new(),
-        deferred: Vec::new(),
-        acks: Vec::new(),
-        reactive: BTreeMap::new(),
-        out: Vec::new(),
-    };
-    for (i, st) in r.setup.plan.stimuli.iter().enumerate() {
-        if let (Trigger::AckOf { oseqno, kind: (t, sub) }, Some(n)) = (&st.trigger, st.instance) {
-            r.reactive.entry((n, *oseqno, t.as_u8(), *sub)).or_default().push_back(i);
-        }
-    }
-    let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        r.due(now());
-        for bytes in std::mem::take(&mut r.out) {
-            socket.send_to(&bytes, r.setup.switch).await?;
-        }
-        let deadline = r.next_deadline().map(|d| start + d);
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                if from.ip() == r.setup.switch.ip() {
-                    r.received(now(), &buf[..len]);
-                }
-                // Read what arrived together before reacting, as a peer's event loop would.
-                loop {
-                    let more = tokio::select! {
-                        biased;
-                        received = socket.recv_from(&mut buf) => Some(received?),
-                        _ = std::future::ready(()) => None,
-                    };
-                    let Some((len, from)) = more else { break };
-                    if from.ip() == r.setup.switch.ip() {
-                        r.received(now(), &buf[..len]);
-                    }
-                }
-                let t = now();
-                for (i, ts, iseq) in std::mem::take(&mut r.deferred) {
-                    let captured = r.setup.lead + r.setup.plan.stimuli[i].at;
-                    r.acks.push((captured.max(t), i, ts, iseq));
-                }
+    party::run(sockets, Remote::new(setup)).await
+}
+
+impl Remote {
+    fn new(setup: Setup) -> Remote {
+        let n = setup.plan.instances.len();
+        let stimuli = setup.plan.stimuli.len();
+        let schedule = Schedule::new(setup.lead, setup.slip.clone());
+        let mut r = Remote {
+            setup,
+            schedule,
+            tokens_received: 0,
+            inst: vec![
+                InstState {
+                    replay_s: None,
+                    iseq: 0,
+                    oseq: 0,
+                    challenge: None,
+                    opener: None,
+                    dance: Dance::None,
+                    ended: false
+                };
+                n
+            ],
+            by_rcall: BTreeMap::new(),
+            sent: vec![false; stimuli],
+            waiting: Vec::new(),
+            next: 0,
+            token: None,
+            switch_openers: BTreeMap::new(),
+            deferred: Vec::new(),
+            acks: Vec::new(),
+            reactive: BTreeMap::new(),
+            out: Vec::new(),
+        };
+        for (i, st) in r.setup.plan.stimuli.iter().enumerate() {
+            if let (Trigger::AckOf { oseqno, kind: (t, sub) }, Some(n)) = (&st.trigger, st.instance) {
+                r.reactive.entry((n, *oseqno, t.as_u8(), *sub)).or_default().push_back(i);
             }
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
+        }
+        r
+    }
+}
+
+impl party::Party for Remote {
+    fn due(&mut self, now: Duration) {
+        Remote::due(self, now);
+    }
+
+    fn take_out(&mut self) -> Vec<party::Out> {
+        std::mem::take(&mut self.out).into_iter().map(|bytes| (None, self.setup.switch, bytes)).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        Remote::next_deadline(self)
+    }
+
+    fn received(&mut self, now: Duration, bytes: &[u8]) {
+        Remote::received(self, now, bytes);
+    }
+
+    const READS_BURSTS: bool = true;
+
+    /// Reactive ACKs leave once the datagrams that arrived together are all
+    /// read, not before their (slipped) captured time.
+    fn burst_read(&mut self, now: Duration) {
+        for (i, ts, iseq) in std::mem::take(&mut self.deferred) {
+            let captured = self.schedule.due_at(self.setup.plan.stimuli[i].at);
+            self.acks.push((captured.max(now), i, ts, iseq));
         }
     }
 }
@@ -202,10 +224,13 @@ impl Remote {
     }
 
     fn next_deadline(&self) -> Option<Duration> {
-        let scheduled = self.setup.plan.stimuli[self.next..]
-            .iter()
-            .find(|s| s.trigger == Trigger::At)
-            .map(|s| self.setup.lead + s.at);
+        let scheduled = match self.schedule.held() {
+            Some((_, give_up)) => Some(give_up),
+            None => self.setup.plan.stimuli[self.next..]
+                .iter()
+                .find(|s| s.trigger == Trigger::At)
+                .map(|s| self.schedule.due_at(s.at)),
+        };
         let waiting = self.waiting.iter().map(|(_, at)| *at);
         let acks = self.acks.iter().map(|(at, ..)| *at);
         scheduled.into_iter().chain(waiting).chain(acks).min()
@@ -216,11 +241,49 @@ impl Remote {
         // Scheduled datagrams and ready ACKs, in captured order.
         let mut batch: Vec<Due> = Vec::new();
         while let Some(s) = self.setup.plan.stimuli.get(self.next) {
+            let i = self.next;
             if s.trigger == Trigger::At {
-                if self.setup.lead + s.at > now {
+                let (at, due) = (s.at, self.schedule.due_at(s.at));
+                let held = self.schedule.held().is_some_and(|(h, _)| h == i);
+                if due > now && !held {
                     break;
                 }
-                batch.push((self.setup.lead + s.at, self.next, None));
+                match self.unmet(i) {
+                    None => {
+                        if held {
+                            self.schedule.release(at, now, false);
+                        }
+                        batch.push((due.min(now), i, None));
+                    }
+                    // The switch ended that dialog: its call number will never come.
+                    Some(Need::CallNumber) if self.instance_ended(i) => {
+                        let why = "the switch ended the dialog it belongs to before giving it a call number".into();
+                        self.log(Entry::NotSent { at: now, stimulus: i, why });
+                        self.sent[i] = true;
+                        if held {
+                            self.schedule.release(at, now, true);
+                        }
+                    }
+                    Some(need) => {
+                        match self.schedule.held() {
+                            Some((_, give_up)) if held && now >= give_up => {
+                                self.schedule.release(at, now, true);
+                                if need == Need::CallNumber {
+                                    let why = "the switch never answered the dialog it belongs to (no call number to send it to)".to_string();
+                                    self.log(Entry::NotSent { at: now, stimulus: i, why });
+                                    self.sent[i] = true;
+                                } else {
+                                    // Sent without it: the rewrite notes say what it lacked.
+                                    batch.push((now, i, None));
+                                }
+                            }
+                            _ => {
+                                self.schedule.hold(i, now);
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             self.next += 1;
         }
@@ -241,6 +304,33 @@ impl Remote {
             self.log(Entry::NotSent { at: now, stimulus: i, why });
             self.sent[i] = true;
         }
+    }
+
+    /// What stimulus `i` still lacks of the switch's answers, if anything.
+    fn unmet(&self, i: usize) -> Option<Need> {
+        let s = &self.setup.plan.stimuli[i];
+        let Frame::Full(f) = &s.frame else { return None };
+        let n = s.instance?;
+        if f.dst_call != 0 && self.inst[n].replay_s.is_none() {
+            return Some(Need::CallNumber);
+        }
+        if f.frame_type != switch::iax2::subclass::FrameType::Iax {
+            return None;
+        }
+        let plan = &self.setup.plan.instances[n];
+        let token = script::raw_ie(&f.payload, id::CALLTOKEN).is_some_and(|t| !t.is_empty());
+        if token && !plan.by_switch && self.tokens_received < s.tokens_before {
+            return Some(Need::Token);
+        }
+        let md5 = script::raw_ie(&f.payload, id::MD5_RESULT).is_some();
+        if md5 && plan.challenge.is_some() && self.inst[n].challenge.is_none() {
+            return Some(Need::Challenge);
+        }
+        None
+    }
+
+    fn instance_ended(&self, i: usize) -> bool {
+        self.setup.plan.stimuli[i].instance.is_some_and(|n| self.inst[n].ended)
     }
 
     /// Sends stimulus `i`, rewritten; `ack` is the timestamp of the frame a
@@ -405,12 +495,15 @@ impl Remote {
             self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None });
             return;
         };
-        if g.src_call == 0 {
+        if script::is_stateless(&g) {
             return self.stateless(now, n, &g, bytes);
         }
         self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None });
         let st = &mut self.inst[n];
         st.replay_s.get_or_insert(g.src_call);
+        if matches!(g.iax(), Some(IaxSubclass::Reject | IaxSubclass::RegRej | IaxSubclass::Hangup)) {
+            st.ended = true;
+        }
         if let Some(ch) = script::raw_ie(&g.payload, id::CHALLENGE) {
             if g.frame_type == switch::iax2::subclass::FrameType::Iax {
                 st.challenge = Some(String::from_utf8_lossy(ch).into_owned());
@@ -457,6 +550,7 @@ impl Remote {
         let opener = st.opener.clone();
         match g.iax() {
             Some(IaxSubclass::CallToken) => {
+                self.tokens_received += 1;
                 let token = script::raw_ie(&g.payload, id::CALLTOKEN).map(<[u8]>::to_vec);
                 self.token = token.clone();
                 if let (Dance::Asked, Some(mut o), Some(t)) = (st.dance, opener, token) {
@@ -502,7 +596,10 @@ impl Remote {
                         );
                         self.adapt(now, &o, why);
                     }
-                    _ => self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None }),
+                    _ => {
+                        self.inst[n].ended = true;
+                        self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None })
+                    }
                 }
             }
             _ => self.log(Entry::Received { at: now, bytes: bytes.to_vec(), adaptation: None }),

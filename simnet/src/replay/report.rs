@@ -31,6 +31,11 @@ pub(crate) struct Inputs<'a> {
     /// The SIP replay's own section (transport, shortened gaps, passwords,
     /// RTP); `None` when SIP was not replayed.
     pub sip_section: Option<String>,
+    /// How far the parties' schedules slipped waiting for the switch's
+    /// answers; `None` when nothing was driven.
+    pub slip: Option<super::Slip>,
+    /// The SIP context callers land in (to name it in explanations).
+    pub sip_context: Option<String>,
 }
 
 fn ms(d: Duration) -> String {
@@ -74,6 +79,7 @@ impl Inputs<'_> {
             role: self.role.map(|r| r.0.clone()),
             sip_skipped,
             sim_duration: self.sim_duration,
+            not_replayable: None,
         }
     }
 
@@ -185,6 +191,9 @@ impl Inputs<'_> {
             LATENCY.as_millis(),
             crate::units::fmt_time(self.sim_duration)
         );
+        if let Some(slip) = &self.slip {
+            let _ = writeln!(s, "| schedule | {} |", cell(&slip.describe()));
+        }
         let _ = writeln!(
             s,
             "| verdicts | {} exchanges: {} matched, {} diverged, {} missing, {} extra |\n",
@@ -263,6 +272,26 @@ impl Inputs<'_> {
                 );
             }
             let _ = writeln!(s);
+
+            // What each divergence means, from the switch's events.
+            let party = match self.role {
+                Some((r, ..)) if r.reason.contains("client") => "client",
+                _ => "server",
+            };
+            let cx = super::explain::Context {
+                events: self.switch_events,
+                lead: LEAD,
+                party,
+                sip_context: self.sip_context.as_deref(),
+            };
+            let words: Vec<String> = self
+                .exchanges
+                .iter()
+                .filter_map(|x| super::explain::explain(x, &cx).map(|w| format!("- exchange {}: {w}", x.n)))
+                .collect();
+            if !words.is_empty() {
+                let _ = writeln!(s, "### What the differences mean\n\n{}\n", words.join("\n"));
+            }
 
             // Rewrites, adaptations and normalisations, per exchange.
             let mut details = String::new();

@@ -22,6 +22,22 @@ pub(crate) fn is_unsequenced(f: &FullFrame) -> bool {
     switch::iax2::dialog::is_unsequenced(f)
 }
 
+/// A source call number that no dialog uses: 0, or 1, which chan_iax2 (and
+/// this switch) never allocates and sends its stateless answers from.
+pub(crate) fn stateless_source(call: u16) -> bool {
+    call <= 1
+}
+
+/// A stateless answer: from call 0, or from call 1 a CALLTOKEN, REJECT or
+/// REGREJ (what chan_iax2 sends without keeping the dialog). A PONG from
+/// call 1 is answered like any dialog frame (it is ACKed to call 1), so it
+/// is not one here.
+pub(crate) fn is_stateless(f: &FullFrame) -> bool {
+    f.src_call == 0
+        || (stateless_source(f.src_call)
+            && matches!(f.iax(), Some(IaxSubclass::CallToken | IaxSubclass::Reject | IaxSubclass::RegRej)))
+}
+
 /// (type, subclass): what a frame is, for matching a replayed frame to a captured one.
 pub(crate) type Kind = (FrameType, u32);
 
@@ -53,6 +69,9 @@ pub(crate) struct Stimulus {
     /// The dialog it belongs to (full frames).
     pub instance: Option<usize>,
     pub trigger: Trigger,
+    /// CALLTOKENs the captured switch had sent this party before it: a
+    /// datagram carrying a token waits until the replayed switch has sent as many.
+    pub tokens_before: usize,
 }
 
 /// One dialog of the capture, as seen between the remote party and the switch.
@@ -98,6 +117,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
     let mut by_s: BTreeMap<u16, usize> = BTreeMap::new();
     // For ACK matching: per instance, the switch's frames as (timestamp, oseqno, kind).
     let mut sent_by_switch: Vec<Vec<(u32, u8, Kind)>> = Vec::new();
+    let mut tokens = 0;
     for (i, m) in capture.messages.iter().enumerate() {
         let Proto::Iax2(frame) = &m.proto else { continue };
         let to_switch = m.src == remote && m.dst == switch;
@@ -109,6 +129,9 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
         if from_switch {
             p.answers.push((i, at));
             let Frame::Full(f) = frame else { continue };
+            if f.iax() == Some(IaxSubclass::CallToken) {
+                tokens += 1;
+            }
             let inst = if is_opener(f) {
                 let n = new_instance(&mut p, &mut sent_by_switch);
                 p.instances[n].by_switch = true;
@@ -120,7 +143,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
                 let n = by_r.get(&f.dst_call).copied();
                 if let Some(n) = n {
                     let inst = &mut p.instances[n];
-                    if inst.captured_s.is_none() && f.src_call != 0 {
+                    if inst.captured_s.is_none() && !is_stateless(f) {
                         inst.captured_s = Some(f.src_call);
                         by_s.insert(f.src_call, n);
                     }
@@ -128,7 +151,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
                 n
             };
             let Some(n) = inst else { continue };
-            if !is_unsequenced(f) && f.src_call != 0 {
+            if !is_unsequenced(f) && !is_stateless(f) {
                 p.instances[n].switch_frames.push((f.oseqno, kind(f)));
                 sent_by_switch[n].push((f.timestamp, f.oseqno, kind(f)));
             }
@@ -137,7 +160,7 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
             }
             match f.iax() {
                 Some(IaxSubclass::Accept | IaxSubclass::RegAck) => p.instances[n].accepted = Some(true),
-                Some(IaxSubclass::Reject | IaxSubclass::RegRej) if f.src_call != 0 => {
+                Some(IaxSubclass::Reject | IaxSubclass::RegRej) if !is_stateless(f) => {
                     p.instances[n].accepted.get_or_insert(false);
                 }
                 _ => {}
@@ -153,11 +176,12 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
             bytes: m.payload.clone(),
             instance: None,
             trigger: Trigger::At,
+            tokens_before: tokens,
         };
         if let Frame::Full(f) = frame {
-            // A stateless answer (source call 0, e.g. CALLTOKEN) to a request of the switch
+            // A stateless answer (source call 0 or 1, e.g. CALLTOKEN) to a request of the switch
             // belongs to the switch's dialog it is addressed to, not to an earlier one of call 0.
-            if f.src_call == 0 && f.dst_call != 0 && !is_opener(f) {
+            if is_stateless(f) && f.dst_call != 0 && !is_opener(f) {
                 stimulus.instance = by_s.get(&f.dst_call).copied();
                 p.stimuli.push(stimulus);
                 continue;

@@ -33,13 +33,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use switch::net::{DatagramSocket, Net};
 use switch::sip::digest::{Authorization, Challenge};
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
@@ -47,7 +46,9 @@ use switch::sip::sdp::SessionDescription;
 use switch::sip::uri::Uri;
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
+use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
+use super::schedule::{Schedule, SharedSlip};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, SipInfo, Transport};
 use crate::trace::TimedEvent;
@@ -118,6 +119,11 @@ pub(crate) struct Stimulus {
     pub key: Key,
     /// The source port (RTP leaves from its captured port).
     pub port: u16,
+    /// For a request with credentials: the (Call-ID, CSeq) of the request
+    /// the captured switch challenged before it in the same call. It waits
+    /// for the replayed switch's final response to that request, so it
+    /// answers the switch's nonce, not an older one (or none).
+    pub answers_challenge: Option<(String, u32)>,
 }
 
 /// Where a To tag the capture's switch gave came from.
@@ -220,10 +226,15 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
     let mut invite_branch: BTreeMap<(String, u32), String> = BTreeMap::new();
     // Media addresses the switch announced, with the Call-ID they belong to.
     let mut announced: Vec<(SocketAddr, String)> = Vec::new();
+    // Call-ID -> the CSeq number of the switch's latest challenge in it.
+    let mut challenged: BTreeMap<String, u32> = BTreeMap::new();
     for (i, m) in capture.messages.iter().enumerate() {
         let at = timeline.at(m.ts);
         if m.src == switch && m.dst == remote {
             let Some(s) = sip_info(m) else { continue };
+            if let (true, false, Some(c), Some((seq, _))) = (s.has_challenge, s.is_request(), &s.call_id, &s.cseq) {
+                challenged.insert(c.clone(), *seq);
+            }
             if let Some(c) = &s.call_id {
                 announced.extend(s.sdp_media.iter().map(|a| (*a, c.clone())));
             }
@@ -246,6 +257,10 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
                 kind,
                 key,
                 port: m.src.port(),
+                answers_challenge: sip_info(m)
+                    .filter(|s| s.has_auth && s.is_request())
+                    .and_then(|s| s.call_id.as_ref())
+                    .and_then(|c| challenged.get(c).map(|seq| (c.clone(), *seq))),
             };
             let n = p.stimuli.len();
             match sip_info(m) {
@@ -298,6 +313,7 @@ pub(crate) fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, ti
                     kind: StimKind::Rtp { call_id },
                     key: Key::Lone(n),
                     port: m.src.port(),
+                    answers_challenge: None,
                 };
                 p.stimuli.push(s);
             }
@@ -355,6 +371,19 @@ pub(crate) struct Setup {
     pub seed: u64,
     pub log: Log,
     pub rtp: Arc<Mutex<RtpStats>>,
+    /// How far this party's schedule slipped waiting for answers.
+    pub slip: SharedSlip,
+}
+
+/// What a held request waits for.
+enum Wait {
+    /// An answer without which it cannot be sent (a dialog's 2xx, a final
+    /// response): given up after the bound, not sent.
+    Answer(String),
+    /// The switch's final response (its challenge, in the capture) to the
+    /// request before it, whose nonce its credentials answer: sent after the
+    /// bound with what the switch gave (or as captured).
+    Challenge,
 }
 
 /// What sending a stimulus now gives.
@@ -373,7 +402,9 @@ pub(crate) struct Remote {
     setup: Setup,
     next: usize,
     sent: Vec<bool>,
-    waiting: Vec<(usize, Duration, String)>,
+    schedule: Schedule,
+    /// (Call-ID, CSeq) of every request the switch gave a final response to.
+    finals_seen: BTreeSet<(String, u32)>,
     /// Responses to the switch's requests due: (time, stimulus, the switch's request).
     replies: Vec<(Duration, usize, Request)>,
     www: Option<Challenge>,
@@ -392,19 +423,17 @@ pub(crate) struct Remote {
     out: Vec<Out>,
 }
 
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
 impl Remote {
     pub(crate) fn new(setup: Setup) -> Remote {
         let n = setup.plan.stimuli.len();
         let rng = ChaCha20Rng::seed_from_u64(setup.seed);
+        let schedule = Schedule::new(setup.lead, setup.slip.clone());
         Remote {
             setup,
             next: 0,
             sent: vec![false; n],
-            waiting: Vec::new(),
+            schedule,
+            finals_seen: BTreeSet::new(),
             replies: Vec::new(),
             www: None,
             proxy: None,
@@ -432,23 +461,52 @@ impl Remote {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
-        let scheduled = self.setup.plan.stimuli[self.next..]
-            .iter()
-            .find(|s| s.kind != StimKind::Response)
-            .map(|s| self.setup.lead + s.at);
-        let waiting = self.waiting.iter().map(|w| w.1);
+        let scheduled = match self.schedule.held() {
+            Some((_, give_up)) => Some(give_up),
+            None => self.setup.plan.stimuli[self.next..]
+                .iter()
+                .find(|s| s.kind != StimKind::Response)
+                .map(|s| self.schedule.due_at(s.at)),
+        };
         let replies = self.replies.iter().map(|r| r.0);
-        scheduled.into_iter().chain(waiting).chain(replies).min()
+        scheduled.into_iter().chain(replies).min()
     }
 
     /// Sends what is due by `now`; gives up on what waited too long.
+    ///
+    /// A request that waits for an answer of the switch holds everything
+    /// after it (the captured gaps are kept relative to it), at most
+    /// [`DEPENDENCY_WAIT`].
     pub(crate) fn due(&mut self, now: Duration) {
         while let Some(s) = self.setup.plan.stimuli.get(self.next) {
+            let i = self.next;
             if s.kind != StimKind::Response {
-                if self.setup.lead + s.at > now {
+                let at = s.at;
+                let held = self.schedule.held().is_some_and(|(h, _)| h == i);
+                if self.schedule.due_at(at) > now && !held {
                     break;
                 }
-                self.try_send(now, self.next);
+                if let Some(why) = self.try_send(now, i) {
+                    match self.schedule.held() {
+                        Some((_, give_up)) if held && now >= give_up => {
+                            self.schedule.release(at, now, true);
+                            match why {
+                                Wait::Answer(why) => {
+                                    self.sent[i] = true;
+                                    self.log(Entry::NotSent { at: now, stimulus: i, why });
+                                }
+                                // Sent without it: the rewrite notes say what it lacked.
+                                Wait::Challenge => self.send_now(now, i),
+                            }
+                        }
+                        _ => {
+                            self.schedule.hold(i, now);
+                            break;
+                        }
+                    }
+                } else if held {
+                    self.schedule.release(at, now, false);
+                }
             }
             self.next += 1;
         }
@@ -457,16 +515,22 @@ impl Remote {
         for (_, i, request) in ready {
             self.send_reply(now, i, &request);
         }
-        let expired: Vec<(usize, String)> =
-            self.waiting.iter().filter(|w| w.1 <= now).map(|w| (w.0, w.2.clone())).collect();
-        self.waiting.retain(|w| w.1 > now);
-        for (i, why) in expired {
-            self.sent[i] = true;
-            self.log(Entry::NotSent { at: now, stimulus: i, why });
-        }
     }
 
-    fn try_send(&mut self, now: Duration, i: usize) {
+    /// Sends request `i` whatever it still lacks.
+    fn send_now(&mut self, now: Duration, i: usize) {
+        let s = self.setup.plan.stimuli[i].clone();
+        let (bytes, notes) = match self.prepare(&s) {
+            Prep::Send(bytes, notes) => (bytes, notes),
+            Prep::Wait(_) | Prep::Never(_) => (s.bytes.clone(), vec!["sent as captured".to_string()]),
+        };
+        self.sent[i] = true;
+        self.out.push((self.setup.plan.remote.port(), self.setup.switch, bytes.clone()));
+        self.log(Entry::Sent { at: now, stimulus: i, bytes, notes });
+    }
+
+    /// Sends stimulus `i` when it can be; what it waits for when not.
+    fn try_send(&mut self, now: Duration, i: usize) -> Option<Wait> {
         let s = self.setup.plan.stimuli[i].clone();
         if let StimKind::Rtp { call_id } = &s.kind {
             self.sent[i] = true;
@@ -481,24 +545,23 @@ impl Remote {
                 }
                 None => self.rtp(|r| r.not_sent += 1),
             }
-            return;
+            return None;
+        }
+        if s.answers_challenge.as_ref().is_some_and(|k| !self.finals_seen.contains(k)) {
+            return Some(Wait::Challenge);
         }
         match self.prepare(&s) {
             Prep::Send(bytes, notes) => {
                 self.sent[i] = true;
-                self.waiting.retain(|w| w.0 != i);
                 self.out.push((self.setup.plan.remote.port(), self.setup.switch, bytes.clone()));
                 self.log(Entry::Sent { at: now, stimulus: i, bytes, notes });
+                None
             }
-            Prep::Wait(why) => {
-                if !self.waiting.iter().any(|w| w.0 == i) {
-                    self.waiting.push((i, self.setup.lead + s.at + DEPENDENCY_WAIT, why));
-                }
-            }
+            Prep::Wait(why) => Some(Wait::Answer(why)),
             Prep::Never(why) => {
                 self.sent[i] = true;
-                self.waiting.retain(|w| w.0 != i);
                 self.log(Entry::NotSent { at: now, stimulus: i, why });
+                None
             }
         }
     }
@@ -703,10 +766,8 @@ impl Remote {
             Ok(Message::Request(r)) => self.on_request(now, r),
             Err(_) => {}
         }
-        let waiting: Vec<usize> = self.waiting.iter().map(|w| w.0).collect();
-        for i in waiting {
-            self.try_send(now, i);
-        }
+        // A request held for this answer goes now, and what follows it after its gap.
+        self.due(now);
     }
 
     fn on_response(&mut self, now: Duration, r: &Response) {
@@ -718,6 +779,9 @@ impl Remote {
         }
         let (Ok(call_id), Ok(cseq)) = (r.headers.call_id(), r.headers.cseq()) else { return };
         let call_id = call_id.to_string();
+        if r.status >= 200 {
+            self.finals_seen.insert((call_id.clone(), cseq.seq));
+        }
         if let Some(media) = sdp_media(&r.body) {
             self.media.insert(call_id.clone(), media);
         }
@@ -787,7 +851,7 @@ impl Remote {
             return;
         }
         for i in captured {
-            let due = (self.setup.lead + self.setup.plan.stimuli[i].at).max(now);
+            let due = self.schedule.due_at(self.setup.plan.stimuli[i].at).max(now);
             self.replies.push((due, i, r.clone()));
         }
     }
@@ -829,48 +893,42 @@ pub(crate) fn via_to_udp(headers: &mut Headers, notes: &mut Vec<String>) -> bool
 
 /// Runs the remote party until the simulation ends.
 pub(crate) async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
-    let any =
-        if setup.switch.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
-    let signalling = Arc::new(setup.net.bind_udp(SocketAddr::new(any, setup.plan.remote.port())).await?);
-    let mut sockets = BTreeMap::new();
-    for port in setup.plan.media_ports.clone() {
-        let socket = Arc::new(setup.net.bind_udp(SocketAddr::new(any, port)).await?);
-        let (s, stats) = (socket.clone(), setup.rtp.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_535];
-            while s.recv_from(&mut buf).await.is_ok() {
-                stats.lock().unwrap_or_else(|p| p.into_inner()).received += 1;
-            }
-        });
-        sockets.insert(port, socket);
+    let media = setup
+        .plan
+        .media_ports
+        .iter()
+        .map(|port| {
+            let stats = setup.rtp.clone();
+            let count: Arc<dyn Fn() + Send + Sync> =
+                Arc::new(move || stats.lock().unwrap_or_else(|p| p.into_inner()).received += 1);
+            (*port, count)
+        })
+        .collect();
+    let sockets = party::Sockets {
+        net: setup.net.clone(),
+        v4: setup.switch.is_ipv4(),
+        port: setup.plan.remote.port(),
+        media,
+        switch_ip: setup.switch.ip(),
+    };
+    party::run(sockets, Remote::new(setup)).await
+}
+
+impl party::Party for Remote {
+    fn due(&mut self, now: Duration) {
+        Remote::due(self, now);
     }
-    let switch_ip = setup.switch.ip();
-    let mut r = Remote::new(setup);
-    let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        r.due(now());
-        for (port, to, bytes) in r.take_out() {
-            let socket = sockets.get(&port).unwrap_or(&signalling);
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                tracing::warn!("replay: cannot send to {to}: {e}");
-            }
-        }
-        let deadline = r.next_deadline().map(|d| start + d);
-        tokio::select! {
-            received = signalling.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                if from.ip() == switch_ip {
-                    r.received(now(), &buf[..len]);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
+
+    fn take_out(&mut self) -> Vec<party::Out> {
+        Remote::take_out(self).into_iter().map(|(port, to, bytes)| (Some(port), to, bytes)).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        Remote::next_deadline(self)
+    }
+
+    fn received(&mut self, now: Duration, bytes: &[u8]) {
+        Remote::received(self, now, bytes);
     }
 }
 
@@ -1301,20 +1359,16 @@ pub(crate) fn replay(
     role: RoleChoice,
 ) -> Result<ReplayOutcome, ReplayError> {
     let v4 = role.switch.is_ipv4();
-    let (switch_ip, remote_ips) = super::sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
-        let ip = |n: u16| -> IpAddr {
-            if v4 {
-                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
-            } else {
-                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
-            }
-        };
-        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
-    });
+    let hosts = match super::hosts::assign(role.switch, &role.remotes) {
+        Ok(h) => h,
+        Err(why) => return Ok(super::not_replayable(capture, opts, summary, Some(&role), why)),
+    };
+    let (switch_ip, remote_ips) = (hosts.switch, hosts.remotes.clone());
     let replay_remotes: Vec<SocketAddr> =
         role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
 
     let (files, config_text) = configuration(capture, &role, SocketAddr::new(switch_ip, role.switch.port()), opts)?;
+    let (files, address_note) = super::map_config(files, opts, &role, &hosts);
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let Some(sip) = loaded.switch.sip.clone() else {
         return Err(ReplayError::Config("the replay configuration has no [sip]".into()));
@@ -1350,6 +1404,7 @@ pub(crate) fn replay(
         })
         .collect();
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
+    let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
     for (k, ((plan, name), log)) in plans.iter().zip(&remote_names).zip(&logs).enumerate() {
         world.add_host(name);
         let mut addresses = Vec::new();
@@ -1368,20 +1423,14 @@ pub(crate) fn replay(
             seed: derive_seed(opts.seed, "sip-remote", k as u64),
             log: log.clone(),
             rtp: rtp[k].clone(),
+            slip: slips[k].clone(),
         };
         sim.host(name.as_str(), move || run(setup.clone()));
     }
 
-    while sim.elapsed() < end {
-        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
-    }
-    let sim_duration = sim.elapsed();
+    let sim_duration = super::drive(&mut sim, end, &slips)?;
     drop(sim);
-
-    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
-    switch_events.sort_by_key(|e| e.at);
-    let logs: Vec<Vec<Entry>> =
-        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let (switch_events, logs, slip) = super::collect(&trace, &logs, &slips);
     let exchanges = exchanges(capture, &plans, &logs, LEAD);
     let rtp: Vec<RtpStats> = rtp.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
     let section = sip_section(
@@ -1405,8 +1454,10 @@ pub(crate) fn replay(
         logs: &logs,
         remotes: &remote_names,
         sim_duration,
-        note: None,
+        note: address_note,
         sip_section: Some(section),
+        slip: Some(slip),
+        sip_context: Some(sip.context.clone()),
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
     outcome.counts = Counts::of(&exchanges);

@@ -25,16 +25,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switch::net::{DatagramSocket, Net};
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
 
 use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
+use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
+use super::schedule::{Schedule, SharedSlip};
 use super::sip::{judge, label, shape, sip_info, via_to_udp, Timeline};
 use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, Transport};
@@ -301,6 +302,8 @@ pub(crate) struct Setup {
     pub addresses: Vec<(IpAddr, IpAddr)>,
     pub log: Log,
     pub rtp_received: Arc<Mutex<usize>>,
+    /// How far this party's schedule slipped waiting for answers.
+    pub slip: SharedSlip,
 }
 
 type Out = (SocketAddr, Vec<u8>);
@@ -315,19 +318,16 @@ pub(crate) struct Remote {
     replies: Vec<(Duration, usize, Request)>,
     /// The server's requests, in time order, not yet due.
     next: usize,
-    waiting: Vec<(usize, Duration, String)>,
+    schedule: Schedule,
     /// Call index -> the switch's INVITE, and whether a 2xx was sent to it.
     dialogs: BTreeMap<usize, (Request, bool)>,
     out: Vec<Out>,
 }
 
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
 impl Remote {
     pub(crate) fn new(setup: Setup) -> Remote {
         let n = setup.plan.stimuli.len();
+        let schedule = Schedule::new(setup.lead, setup.slip.clone());
         Remote {
             setup,
             keys: Keys::default(),
@@ -335,7 +335,7 @@ impl Remote {
             sent: vec![false; n],
             replies: Vec::new(),
             next: 0,
-            waiting: Vec::new(),
+            schedule,
             dialogs: BTreeMap::new(),
             out: Vec::new(),
         }
@@ -358,18 +358,41 @@ impl Remote {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
-        let scheduled =
-            self.setup.plan.stimuli[self.next..].iter().find(|s| !s.response).map(|s| self.setup.lead + s.at);
-        scheduled.into_iter().chain(self.waiting.iter().map(|w| w.1)).chain(self.replies.iter().map(|r| r.0)).min()
+        let scheduled = match self.schedule.held() {
+            Some((_, give_up)) => Some(give_up),
+            None => {
+                self.setup.plan.stimuli[self.next..].iter().find(|s| !s.response).map(|s| self.schedule.due_at(s.at))
+            }
+        };
+        scheduled.into_iter().chain(self.replies.iter().map(|r| r.0)).min()
     }
 
+    /// Sends what is due; a request of the captured server that waits for
+    /// the switch's dialog holds what follows it (the causal schedule).
     pub(crate) fn due(&mut self, now: Duration) {
         while let Some(s) = self.setup.plan.stimuli.get(self.next) {
+            let i = self.next;
             if !s.response {
-                if self.setup.lead + s.at > now {
+                let at = s.at;
+                let held = self.schedule.held().is_some_and(|(h, _)| h == i);
+                if self.schedule.due_at(at) > now && !held {
                     break;
                 }
-                self.try_send(now, self.next);
+                match self.try_send(now, i) {
+                    None if held => self.schedule.release(at, now, false),
+                    None => {}
+                    Some(why) => match self.schedule.held() {
+                        Some((_, give_up)) if held && now >= give_up => {
+                            self.schedule.release(at, now, true);
+                            self.sent[i] = true;
+                            self.log(Entry::NotSent { at: now, stimulus: i, why });
+                        }
+                        _ => {
+                            self.schedule.hold(i, now);
+                            break;
+                        }
+                    },
+                }
             }
             self.next += 1;
         }
@@ -378,17 +401,11 @@ impl Remote {
         for (_, i, request) in ready {
             self.reply(now, i, &request);
         }
-        let expired: Vec<(usize, String)> =
-            self.waiting.iter().filter(|w| w.1 <= now).map(|w| (w.0, w.2.clone())).collect();
-        self.waiting.retain(|w| w.1 > now);
-        for (i, why) in expired {
-            self.sent[i] = true;
-            self.log(Entry::NotSent { at: now, stimulus: i, why });
-        }
     }
 
-    /// A request of the captured server, in the switch's dialog.
-    fn try_send(&mut self, now: Duration, i: usize) {
+    /// A request of the captured server, in the switch's dialog; why it
+    /// cannot be sent yet, when it cannot.
+    fn try_send(&mut self, now: Duration, i: usize) -> Option<String> {
         let s = self.setup.plan.stimuli[i].clone();
         let prepared = match &s.key {
             Key::Server(n, _, _) => match self.dialogs.get(n) {
@@ -400,15 +417,11 @@ impl Remote {
         match prepared {
             Ok((bytes, notes)) => {
                 self.sent[i] = true;
-                self.waiting.retain(|w| w.0 != i);
                 self.emit(bytes.clone());
                 self.log(Entry::Sent { at: now, stimulus: i, bytes, notes });
+                None
             }
-            Err(why) => {
-                if !self.waiting.iter().any(|w| w.0 == i) {
-                    self.waiting.push((i, self.setup.lead + s.at + DEPENDENCY_WAIT, why));
-                }
-            }
+            Err(why) => Some(why),
         }
     }
 
@@ -471,10 +484,8 @@ impl Remote {
         if let Ok(Message::Request(r)) = Message::parse(bytes) {
             self.on_request(now, r);
         }
-        let waiting: Vec<usize> = self.waiting.iter().map(|w| w.0).collect();
-        for i in waiting {
-            self.try_send(now, i);
-        }
+        // A request held for this answer goes now, and what follows it after its gap.
+        self.due(now);
     }
 
     fn on_request(&mut self, now: Duration, r: Request) {
@@ -622,44 +633,42 @@ fn sdp_at(body: &[u8], ip: IpAddr) -> Vec<u8> {
 }
 
 pub(crate) async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
-    let any = if setup.me.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
-    let signalling = setup.net.bind_udp(SocketAddr::new(any, setup.me.port())).await?;
-    for port in setup.plan.media_ports.clone() {
-        let socket = setup.net.bind_udp(SocketAddr::new(any, port)).await?;
-        let count = setup.rtp_received.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_535];
-            while socket.recv_from(&mut buf).await.is_ok() {
-                *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            }
-        });
+    let media = setup
+        .plan
+        .media_ports
+        .iter()
+        .map(|port| {
+            let received = setup.rtp_received.clone();
+            let count: Arc<dyn Fn() + Send + Sync> =
+                Arc::new(move || *received.lock().unwrap_or_else(|p| p.into_inner()) += 1);
+            (*port, count)
+        })
+        .collect();
+    let sockets = party::Sockets {
+        net: setup.net.clone(),
+        v4: setup.me.is_ipv4(),
+        port: setup.me.port(),
+        media,
+        switch_ip: setup.switch.ip(),
+    };
+    party::run(sockets, Remote::new(setup)).await
+}
+
+impl party::Party for Remote {
+    fn due(&mut self, now: Duration) {
+        Remote::due(self, now);
     }
-    let switch_ip = setup.switch.ip();
-    let mut r = Remote::new(setup);
-    let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        r.due(now());
-        for (to, bytes) in std::mem::take(&mut r.out) {
-            if let Err(e) = signalling.send_to(&bytes, to).await {
-                tracing::warn!("replay: cannot send to {to}: {e}");
-            }
-        }
-        let deadline = r.next_deadline().map(|d| start + d);
-        tokio::select! {
-            received = signalling.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                if from.ip() == switch_ip {
-                    r.received(now(), &buf[..len]);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
+
+    fn take_out(&mut self) -> Vec<party::Out> {
+        std::mem::take(&mut self.out).into_iter().map(|(to, bytes)| (None, to, bytes)).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        Remote::next_deadline(self)
+    }
+
+    fn received(&mut self, now: Duration, bytes: &[u8]) {
+        Remote::received(self, now, bytes);
     }
 }
 
@@ -966,16 +975,11 @@ pub(crate) fn replay(
     role: RoleChoice,
 ) -> Result<ReplayOutcome, ReplayError> {
     let v4 = role.switch.is_ipv4();
-    let (switch_ip, remote_ips) = super::sim_ips(role.switch.ip(), &role.remotes).unwrap_or_else(|| {
-        let ip = |n: u16| -> IpAddr {
-            if v4 {
-                IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8))
-            } else {
-                IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
-            }
-        };
-        (ip(1), (0..role.remotes.len()).map(|i| ip(i as u16 + 2)).collect())
-    });
+    let hosts = match super::hosts::assign(role.switch, &role.remotes) {
+        Ok(h) => h,
+        Err(why) => return Ok(super::not_replayable(capture, opts, summary, Some(&role), why)),
+    };
+    let (switch_ip, remote_ips) = (hosts.switch, hosts.remotes.clone());
     let replay_remotes: Vec<SocketAddr> =
         role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
 
@@ -1038,6 +1042,7 @@ pub(crate) fn replay(
         };
         (files, Some(text))
     };
+    let (files, address_note) = super::map_config(files, opts, &role, &hosts);
     let loaded = config::load(&files).map_err(ReplayError::Config)?;
     let Some(sip) = loaded.switch.sip.clone() else {
         return Err(ReplayError::Config("the replay configuration has no [sip]".into()));
@@ -1073,6 +1078,7 @@ pub(crate) fn replay(
 
     let logs: Vec<Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     let rtp: Vec<Arc<Mutex<usize>>> = plans.iter().map(|_| Arc::new(Mutex::new(0))).collect();
+    let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
     for (k, plan) in plans.iter().enumerate() {
         world.add_host(&remote_names[k]);
@@ -1091,20 +1097,14 @@ pub(crate) fn replay(
             addresses,
             log: logs[k].clone(),
             rtp_received: rtp[k].clone(),
+            slip: slips[k].clone(),
         };
         sim.host(remote_names[k].as_str(), move || run(setup.clone()));
     }
 
-    while sim.elapsed() < end {
-        sim.step().map_err(|e| ReplayError::Simulation(e.to_string()))?;
-    }
-    let sim_duration = sim.elapsed();
+    let sim_duration = super::drive(&mut sim, end, &slips)?;
     drop(sim);
-
-    let mut switch_events = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
-    switch_events.sort_by_key(|e| e.at);
-    let logs: Vec<Vec<Entry>> =
-        logs.iter().map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|p| p.into_inner()))).collect();
+    let (switch_events, logs, slip) = super::collect(&trace, &logs, &slips);
     let exchanges = exchanges(capture, &plans, &replay_remotes, &logs);
     let rtp: Vec<usize> = rtp.iter().map(|r| *r.lock().unwrap_or_else(|p| p.into_inner())).collect();
     let section = section(capture, &plans, &timeline, &rtp, &remote_names, config_text.is_some());
@@ -1120,8 +1120,10 @@ pub(crate) fn replay(
         logs: &logs,
         remotes: &remote_names,
         sim_duration,
-        note: None,
+        note: address_note,
         sip_section: Some(section),
+        slip: Some(slip),
+        sip_context: Some(sip.context.clone()),
     };
     let mut outcome = inputs.finish(world.pcap(), 0);
     outcome.counts = Counts::of(&exchanges);
