@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::proc::{clock_ticks_per_second, cpu_ticks, rss_kib};
+use super::proc::{clock_ticks_per_second, cpu_ticks, rss_kib, socket_drops_at};
 use super::{build_switch, interrupted, parse_channels, sleep, Switch, WorkDir, SAMPLE_EVERY};
 use crate::output::{self, shown};
 use crate::{LoadArgs, TaskError};
@@ -436,7 +436,13 @@ impl Asterisk {
     /// The last warnings and errors of its log.
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.work.join("log/messages")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains("WARNING[") || l.contains("ERROR[")).collect();
+        // What every boot logs for the files and directories this minimal instance has not.
+        let boot = ["config_options.c", "ccss.c", "indications.c", "res_crypto.c", "firmware.c", "file.c:"];
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARNING[") || l.contains("ERROR["))
+            .filter(|l| !boot.iter().any(|b| l.contains(b)))
+            .collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
@@ -497,12 +503,10 @@ impl Caller<'_> {
         }
     }
 
-    fn registered(&self) -> Result<bool, String> {
+    fn registry(&self) -> Result<String, String> {
         match self {
-            Caller::Switch(s) => {
-                s.ctl("iax2 show registry").map(|t| t.contains("Registered")).map_err(|e| format!("switch: {e}"))
-            }
-            Caller::Asterisk(a) => a.cli("iax2 show registry").map(|t| t.contains("Registered")),
+            Caller::Switch(s) => s.ctl("iax2 show registry").map_err(|e| format!("switch: {e}")),
+            Caller::Asterisk(a) => a.cli("iax2 show registry"),
         }
     }
 
@@ -607,7 +611,8 @@ fn call_ended_totals(log: &str) -> Ended {
 struct Pacer {
     placed: u64,
     next: Instant,
-    failed_commands: u64,
+    /// When the last originate went out: a top-up waits for calls still in setup.
+    last_batch: Instant,
 }
 
 impl Pacer {
@@ -620,20 +625,21 @@ impl Pacer {
         } else {
             // Top up only from a sample taken well after the last batch, so calls still in setup count.
             match last {
-                Some(s) if s.taken > self.next + Duration::from_secs(2) => want.saturating_sub(s.caller_all),
+                Some(s) if s.taken > self.last_batch + Duration::from_secs(2) => want.saturating_sub(s.caller_all),
                 _ => 0,
             }
         };
+        if missing == 0 {
+            return;
+        }
         for _ in 0..missing.min(BATCH) {
             match asterisk.cli("channel originate IAX2/A/9196 extension 100@gen") {
                 Ok(_) => self.placed += 1,
-                Err(e) => {
-                    self.failed_commands += 1;
-                    eprintln!("{e}");
-                }
+                Err(e) => eprintln!("{e}"),
             }
         }
-        self.next = Instant::now() + BATCH_EVERY;
+        self.last_batch = Instant::now();
+        self.next = self.last_batch + BATCH_EVERY;
     }
 }
 
@@ -651,16 +657,21 @@ struct Sample {
     rss_echo: u64,
     /// The switch's pattern counters so far: lost, sent.
     pattern: Option<(u64, u64)>,
+    /// Datagrams the kernel dropped so far because the caller's or A's socket
+    /// receive buffer was full (/proc/net/udp).
+    drops: (Option<u64>, Option<u64>),
 }
 
 impl Sample {
     const CSV_HEADER: &'static str =
-        "t_s,caller_up,caller_channels,echo_up,cpu_caller_ticks,cpu_echo_ticks,rss_caller_kib,rss_echo_kib,lost,tx";
+        "t_s,caller_up,caller_channels,echo_up,cpu_caller_ticks,cpu_echo_ticks,rss_caller_kib,rss_echo_kib,lost,tx,\
+udp_drops_caller,udp_drops_echo";
 
     fn csv_row(&self) -> String {
-        let (lost, tx) = self.pattern.map_or((String::new(), String::new()), |(l, t)| (l.to_string(), t.to_string()));
+        let opt = |v: Option<u64>| v.map_or(String::new(), |n| n.to_string());
+        let (lost, tx) = (opt(self.pattern.map(|p| p.0)), opt(self.pattern.map(|p| p.1)));
         format!(
-            "{:.3},{},{},{},{},{},{},{},{lost},{tx}",
+            "{:.3},{},{},{},{},{},{},{},{lost},{tx},{},{}",
             self.at.as_secs_f64(),
             self.caller_up,
             self.caller_all,
@@ -668,7 +679,9 @@ impl Sample {
             self.cpu_caller,
             self.cpu_echo,
             self.rss_caller,
-            self.rss_echo
+            self.rss_echo,
+            opt(self.drops.0),
+            opt(self.drops.1)
         )
     }
 
@@ -677,7 +690,7 @@ impl Sample {
     }
 }
 
-fn take_sample(caller: &Caller, echo: &Asterisk, t0: Instant) -> Result<Sample, String> {
+fn take_sample(caller: &Caller, echo: &Asterisk, port: u16, t0: Instant) -> Result<Sample, String> {
     let taken = Instant::now();
     // CPU first and together, so both cover the same wall-clock interval.
     let (cpu_caller, cpu_echo) =
@@ -696,7 +709,16 @@ fn take_sample(caller: &Caller, echo: &Asterisk, t0: Instant) -> Result<Sample, 
         rss_caller,
         rss_echo,
         pattern,
+        drops: udp_drops(caller, port),
     })
+}
+
+/// Kernel receive-buffer drops of the caller's and A's IAX2 sockets so far.
+fn udp_drops(caller: &Caller, port: u16) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string("/proc/net/udp") else { return (None, None) };
+    let caller_addr = if matches!(caller, Caller::Switch(_)) { SWITCH_ADDR } else { CALLER_ADDR };
+    let at = |addr: &str| socket_drops_at(&text, addr.parse().ok()?, port);
+    (at(caller_addr), at(ECHO_ADDR))
 }
 
 /// The figures of one measure.
@@ -722,6 +744,9 @@ struct Measure {
     ended: Option<Ended>,
     echo_loss: Option<JbLoss>,
     originates: Option<u64>,
+    /// Kernel drops on the caller's and A's sockets: over the window, and since the calls were placed.
+    drops_window: (Option<u64>, Option<u64>),
+    drops_total: (Option<u64>, Option<u64>),
 }
 
 impl Measure {
@@ -752,6 +777,15 @@ impl Measure {
                 e.calls, e.frames_sent, e.frames_received, e.lost
             ));
         }
+        let opt = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+        detail.push_str(&format!(
+            " udp_drops_{c}={} udp_drops_asterisk={} (whole run {} and {})",
+            opt(self.drops_window.0),
+            opt(self.drops_window.1),
+            opt(self.drops_total.0),
+            opt(self.drops_total.1),
+            c = self.caller
+        ));
         if let Some(n) = self.originates {
             detail.push_str(&format!(" originates={n}"));
         }
@@ -819,9 +853,9 @@ fn drive(
     let want = ctx.calls();
     let started = Instant::now();
     loop {
-        let ours = caller.registered().map_err(TaskError::new)?;
-        let theirs = echo.cli("iax2 show registry").map_err(TaskError::new)?.contains("Registered");
-        if ours && theirs {
+        let ours = caller.registry().map_err(TaskError::new)?;
+        let theirs = echo.cli("iax2 show registry").map_err(TaskError::new)?;
+        if ours.contains("Registered") && theirs.contains("Registered") {
             break;
         }
         if !caller.alive() || !echo.alive() {
@@ -829,7 +863,8 @@ fn drive(
         }
         if started.elapsed() > REGISTER_TIMEOUT {
             return Err(TaskError::new(format!(
-                "{label}: not registered both ways within {} s (caller: {ours}, A: {theirs})",
+                "{label}: not registered both ways within {} s\ncaller's `iax2 show registry`:\n{ours}\n\
+                 A's:\n{theirs}",
                 REGISTER_TIMEOUT.as_secs()
             )));
         }
@@ -846,7 +881,7 @@ fn drive(
             eprintln!("switch: {command}: {}", answer.trim());
             None
         }
-        Caller::Asterisk(_) => Some(Pacer { placed: 0, next: t0, failed_commands: 0 }),
+        Caller::Asterisk(_) => Some(Pacer { placed: 0, next: t0, last_batch: t0 }),
     };
 
     let csv_path = dir.join("samples.csv");
@@ -870,7 +905,7 @@ fn drive(
         let now = Instant::now();
         if now >= next_sample {
             next_sample += SAMPLE_EVERY;
-            match take_sample(caller, echo, t0) {
+            match take_sample(caller, echo, ctx.port, t0) {
                 Ok(s) => {
                     if progress {
                         let lost = s.pattern.map_or(String::new(), |(l, _)| format!("  lost {l}"));
@@ -918,7 +953,8 @@ fn drive(
             }
         }
         let wake = match &pacer {
-            Some(p) if window_start.is_none() && p.placed < 2 * want => next_sample.min(p.next),
+            // Top-ups are decided on a fresh sample; only the first N wake the loop between samples.
+            Some(p) if window_start.is_none() && p.placed < want => next_sample.min(p.next),
             _ => next_sample,
         };
         sleep(wake.saturating_duration_since(Instant::now()))?;
@@ -959,6 +995,7 @@ fn drive(
             0.0
         }
     };
+    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
     let pattern = match (first.pattern, last.pattern) {
         (Some((l0, t0)), Some((l1, t1))) => Some((l1.saturating_sub(l0), t1.saturating_sub(t0))),
         _ => None,
@@ -980,6 +1017,8 @@ fn drive(
         ended: None,
         echo_loss,
         originates: pacer.map(|p| p.placed),
+        drops_window: (delta(first.drops.0, last.drops.0), delta(first.drops.1, last.drops.1)),
+        drops_total: (delta(Some(0), last.drops.0), delta(Some(0), last.drops.1)),
     })
 }
 

@@ -1,6 +1,7 @@
 //! What the kernel says about a process and the host's UDP sockets: CPU time
 //! and resident memory from /proc/PID, receive-buffer drops from /proc/net.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 
 /// utime + stime (fields 14 and 15 of /proc/PID/stat), in clock ticks.
@@ -46,7 +47,14 @@ pub fn udp_snmp(text: &str) -> Vec<(String, u64)> {
 
 /// The `drops` column of /proc/net/udp for the socket bound to 127.0.0.1:`port`.
 pub fn socket_drops(text: &str, port: u16) -> Option<u64> {
-    let local = format!("0100007F:{port:04X}");
+    socket_drops_at(text, Ipv4Addr::LOCALHOST, port)
+}
+
+/// The same for the socket bound to `ip:port` (the kernel prints the
+/// address as its 32 bits in host order, little-endian here: 127.0.2.1 is
+/// `0102007F`).
+pub fn socket_drops_at(text: &str, ip: Ipv4Addr, port: u16) -> Option<u64> {
+    let local = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
     text.lines().skip(1).find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.get(1) == Some(&local.as_str())).then(|| f.last()?.parse().ok()).flatten()
@@ -76,5 +84,9 @@ mod tests {
                    1: 0100007F:38D1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000 17\n";
         assert_eq!(socket_drops(udp, 0x38d1), Some(17));
         assert_eq!(socket_drops(udp, 1), None);
+        let udp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                   1: 0102007F:38D1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000 5\n";
+        assert_eq!(socket_drops_at(udp, Ipv4Addr::new(127, 0, 2, 1), 0x38d1), Some(5));
+        assert_eq!(socket_drops(udp, 0x38d1), None);
     }
 }
