@@ -568,7 +568,7 @@ pub fn datetime(unix_secs: u64) -> u32 {
     let secs = (unix_secs % 86_400) as u32;
     let year = year.saturating_sub(2000).min(127) as u32;
     let (hour, minute, second) = (secs / 3600, secs / 60 % 60, secs % 60);
-    second / 2 | minute << 5 | hour << 11 | day << 16 | month << 21 | year << 25
+    (second / 2) | (minute << 5) | (hour << 11) | (day << 16) | (month << 21) | (year << 25)
 }
 
 /// Year, month (1-12) and day (1-31) of a day count since 1970-01-01, after
