@@ -831,9 +831,15 @@ impl Measure {
 /// in both measures, so that ratio shows how comparable the two were).
 fn ratio_line(switch: &Measure, anchor: &Measure) -> String {
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "unknown".to_string() };
+    // Per-call figures at different numbers of calls up do not compare; say so rather than hide it.
+    let caveat = if switch.calls_up != anchor.calls_up {
+        format!(" (not comparable: calls up were {} and {} of {})", switch.calls_up, anchor.calls_up, switch.calls)
+    } else {
+        String::new()
+    };
     format!(
         "load asterisk: ratio cpu_per_call switch/asterisk={} (caller: switch {:.2} vs Asterisk C {:.2} % of a core \
-         per 100 calls) echo_with_switch/echo_with_asterisk={}",
+         per 100 calls) echo_with_switch/echo_with_asterisk={}{caveat}",
         ratio(switch.cpu_per_100_caller(), anchor.cpu_per_100_caller()),
         switch.cpu_per_100_caller(),
         anchor.cpu_per_100_caller(),
