@@ -7,7 +7,8 @@
 //! * `cargo xtask replay CAPTURE` drives the switch with a captured conversation
 //!   and compares its answers with the captured ones.
 //! * `cargo xtask bench` runs the criterion benches and measures the simulator's speed.
-//! * `cargo xtask load trunk` runs two live switches on loopback under a call load.
+//! * `cargo xtask load trunk` runs two live switches on loopback under a call load;
+//!   `cargo xtask load asterisk` the switch against Asterisk, with Asterisk against Asterisk as the anchor.
 
 mod bench;
 mod certify;
@@ -39,7 +40,8 @@ Examples:
   cargo xtask certify
   cargo xtask certify --bless
   cargo xtask bench
-  cargo xtask load trunk --calls 800 --seconds 60";
+  cargo xtask load trunk --calls 800 --seconds 60
+  cargo xtask load asterisk --calls 250 --seconds 30";
 
 /// Project tasks for the softswitch: run simulated scenarios, certify pinned traces.
 #[derive(Debug, Parser)]
@@ -102,7 +104,11 @@ load trunk: calls_up=N pps=N bytes_per_s=N cpu_a=PCT cpu_b=PCT rss_a_kib=N rss_b
 calls_up is the least number of calls up on A after the ramp-up; pps and\n\
 bytes_per_s are what A sends to B; CPU is percent of one core.\n\
 Exit status 1 when fewer calls than asked stayed up, 2 when it could not run.\n\
-Ports: IAX2 of A and B at PORT_BASE and +1, control sockets at +2 and +3.")]
+Ports: IAX2 of A and B at PORT_BASE and +1, control sockets at +2 and +3.\n\n\
+`load asterisk` needs the Asterisk peer folder ($ASTERISK_PEER or\n\
+../shared/peers/asterisk) and root: the switch (127.0.2.2) calls Asterisk A's\n\
+Echo (127.0.2.1), then Asterisk C (127.0.2.3) calls it the same way; one line\n\
+per measure (calls up, loss, CPU, CPU per 100 calls, RSS) and a ratio line.")]
     Load(LoadArgs),
     /// Replay a capture (pcap/pcapng) against the switch in the simulator; compare its answers
     #[command(long_about = replay::LONG_ABOUT, after_help = replay::AFTER_HELP)]
@@ -138,6 +144,8 @@ pub enum LoadMode {
     Trunk,
     /// trunk=no: one mini frame per call and 20 ms
     Notrunk,
+    /// The switch calling Asterisk's Echo over a trunk, then Asterisk calling it the same way (the anchor)
+    Asterisk,
 }
 
 impl LoadMode {
@@ -145,6 +153,7 @@ impl LoadMode {
         match self {
             LoadMode::Trunk => "trunk",
             LoadMode::Notrunk => "notrunk",
+            LoadMode::Asterisk => "asterisk",
         }
     }
 }
@@ -163,7 +172,8 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub seconds: u64,
 
-    /// First of the four loopback ports used (A and B IAX2, A and B control)
+    /// First of the four loopback ports used (A and B IAX2, A and B control). In `asterisk` mode:
+    /// the IAX2 port of every instance (on 127.0.2.1-3), the switch's control socket at +2
     #[arg(long, value_name = "PORT", default_value_t = 14569)]
     pub port_base: u16,
 

@@ -18,25 +18,23 @@
 //! is 1 when fewer calls than asked stayed up, 2 when the load could not run.
 //! Everything sent stays on 127.0.0.1, and the run ends by itself.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::proc::{clock_ticks_per_second, socket_drops, udp_snmp};
+use super::{
+    build_switch, interrupted, io_err, parse_channels, parse_stats, stat, Channels, Switch, WorkDir, CONTROL_TIMEOUT,
+    SAMPLE_EVERY,
+};
 use crate::output::{self, shown};
 use crate::{LoadArgs, LoadMode, TaskError};
 
 /// Longest wait for both switches to register to each other.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for one control-socket answer.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-pub fn run(args: &LoadArgs) -> Result<bool, TaskError> {
-    if args.calls == 0 || args.seconds == 0 {
-        return Err(TaskError::new("--calls and --seconds must be at least 1"));
-    }
+pub(super) fn run(args: &LoadArgs) -> Result<bool, TaskError> {
     let ports = Ports::new(args.port_base)?;
     ports.check_free()?;
     let binary = match &args.switch_bin {
@@ -119,54 +117,6 @@ impl Ports {
     }
 }
 
-/// `cargo build --release -p switch`; the path of the binary.
-fn build_switch() -> Result<PathBuf, TaskError> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(crate::workspace_root())
-        .args(["build", "--release", "-q", "-p", "switch", "--bin", "switch"])
-        .status()
-        .map_err(|e| TaskError::new(format!("cannot run cargo build: {e}")))?;
-    if !status.success() {
-        return Err(TaskError::new(format!("cargo build --release -p switch failed ({status})")));
-    }
-    let bin = crate::bench::target_dir().join("release").join("switch");
-    if !bin.is_file() {
-        return Err(TaskError::new(format!("built, but {} is not there", shown(&bin))));
-    }
-    Ok(bin)
-}
-
-/// A temporary directory, removed on drop unless kept.
-struct WorkDir {
-    path: PathBuf,
-    keep: std::cell::Cell<bool>,
-}
-
-impl WorkDir {
-    fn create(keep: bool) -> Result<WorkDir, TaskError> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let path = std::env::temp_dir().join(format!("switch-load-{}-{stamp}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|e| TaskError::io("cannot create", &path, e))?;
-        if keep {
-            eprintln!("configurations and logs: {}", path.display());
-        }
-        Ok(WorkDir { path, keep: std::cell::Cell::new(keep) })
-    }
-
-    fn keep_for_inspection(&self) {
-        self.keep.set(true);
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if !self.keep.get() {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// One switch of the pair, as its iax.conf sees it.
 pub struct Side<'a> {
     pub me: &'a str,
@@ -227,198 +177,6 @@ fn write_configs(args: &LoadArgs, ports: &Ports, a_dir: &Path, b_dir: &Path) -> 
         }
     }
     Ok(())
-}
-
-/// One running switch process; killed when dropped.
-struct Switch {
-    name: &'static str,
-    child: Option<Child>,
-    pid: u32,
-    control: SocketAddr,
-    log: PathBuf,
-}
-
-impl Switch {
-    fn start(name: &'static str, binary: &Path, dir: &Path, control_port: u16) -> Result<Switch, TaskError> {
-        let log = dir.join("switch.log");
-        let file = std::fs::File::create(&log).map_err(|e| TaskError::io("cannot create", &log, e))?;
-        let err = file.try_clone().map_err(|e| TaskError::io("cannot open", &log, e))?;
-        let child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| TaskError::new(format!("cannot start {}: {e}", shown(binary))))?;
-        let pid = child.id();
-        let control = SocketAddr::from(([127, 0, 0, 1], control_port));
-        let mut switch = Switch { name, child: Some(child), pid, control, log };
-        // Up when its control socket answers.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if !switch.alive() {
-                return Err(TaskError::new(format!("switch {name} exited at start:\n{}", switch.log_tail())));
-            }
-            if switch.ctl("help").is_ok() {
-                return Ok(switch);
-            }
-            if Instant::now() > deadline {
-                return Err(TaskError::new(format!("switch {name}'s control socket {control} never answered")));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// One control-socket command; the answer without its closing ".".
-    fn ctl(&self, command: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&self.control, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
-        stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
-        stream.write_all(format!("{command}\nquit\n").as_bytes())?;
-        let mut answer = String::new();
-        for line in BufReader::new(stream).lines() {
-            let line = line?;
-            if line == "." {
-                return Ok(answer);
-            }
-            answer.push_str(&line);
-            answer.push('\n');
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{} closed the control connection", self.name),
-        ))
-    }
-
-    fn cpu_ticks(&self) -> Option<u64> {
-        cpu_ticks(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?)
-    }
-
-    fn rss_kib(&self) -> Option<u64> {
-        rss_kib(&std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// utime + stime (fields 14 and 15 of /proc/PID/stat), in clock ticks.
-pub fn cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses: count from its end.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// VmRSS of /proc/PID/status, in KiB.
-pub fn rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux we run on).
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// What `iax2 show channels` says.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Channels {
-    /// The count line: calls not yet ended, in any state.
-    pub active: u64,
-    /// Rows whose state is `Up` (answered, media flowing).
-    pub up: u64,
-    pub tx: u64,
-    pub rx: u64,
-    pub lost: u64,
-}
-
-pub fn parse_channels(text: &str) -> Channels {
-    let mut c = Channels::default();
-    for line in text.lines() {
-        if let Some(n) = line.strip_suffix(" active IAX2 call(s)") {
-            c.active = n.trim().parse().unwrap_or(0);
-            continue;
-        }
-        // Call Direction Peer Remote State Format Tx Rx Lost
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() == 9 && f[0].parse::<u16>().is_ok() {
-            if f[4] == "Up" {
-                c.up += 1;
-            }
-            c.tx += f[6].parse::<u64>().unwrap_or(0);
-            c.rx += f[7].parse::<u64>().unwrap_or(0);
-            c.lost += f[8].parse::<u64>().unwrap_or(0);
-        }
-    }
-    c
-}
-
-/// The counters of `show stats` (`name: N` lines); `dropped (reason)` lines are kept by reason.
-pub fn parse_stats(text: &str) -> Vec<(String, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(':')?;
-            Some((k.trim().to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn stat(stats: &[(String, u64)], name: &str) -> Option<u64> {
-    stats.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-}
-
-/// Kernel UDP counters (/proc/net/snmp), for the whole host: receive-buffer drops.
-pub fn udp_snmp(text: &str) -> Vec<(String, u64)> {
-    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return Vec::new() };
-    names
-        .split_whitespace()
-        .skip(1)
-        .zip(values.split_whitespace().skip(1))
-        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
-/// The `drops` column of /proc/net/udp for the socket bound to 127.0.0.1:`port`.
-pub fn socket_drops(text: &str, port: u16) -> Option<u64> {
-    let local = format!("0100007F:{port:04X}");
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&local.as_str())).then(|| f.last()?.parse().ok()).flatten()
-    })
 }
 
 /// One sample, `at` after the originate.
@@ -495,10 +253,6 @@ impl Report {
     }
 }
 
-fn io_err(what: &str) -> impl Fn(std::io::Error) -> TaskError + '_ {
-    move |e| TaskError::new(format!("{what}: {e}"))
-}
-
 fn drive(args: &LoadArgs, ports: &Ports, work: &Path, a: &mut Switch, b: &mut Switch) -> Result<Report, TaskError> {
     let progress = output::show_progress();
     // Both registered to each other: A knows B's address and B knows A's.
@@ -547,6 +301,7 @@ fn drive(args: &LoadArgs, ports: &Ports, work: &Path, a: &mut Switch, b: &mut Sw
             std::thread::sleep(next - now);
         }
         next += SAMPLE_EVERY;
+        interrupted()?;
         if !a.alive() || !b.alive() {
             return Err(TaskError::new(format!(
                 "a switch died under load (A alive: {}, B alive: {})",
@@ -733,35 +488,6 @@ mod tests {
         assert_eq!(start, Duration::from_secs(5));
         let (_, steady) = steady_state(&samples, Duration::from_secs(600));
         assert_eq!(steady.len(), 2);
-    }
-
-    #[test]
-    fn cpu_and_rss_from_proc() {
-        let stat = "4242 (switch (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 2 0 999 0 0";
-        assert_eq!(cpu_ticks(stat), Some(325));
-        assert_eq!(rss_kib("Name:\tswitch\nVmRSS:\t   12345 kB\nThreads: 2\n"), Some(12345));
-    }
-
-    #[test]
-    fn channels_are_counted() {
-        let text = "Call     Direction  Peer             Remote                       State      Format         Tx       Rx   Lost\n\
-                    1234     outbound   B                127.0.0.1:14570              Up         ulaw          100       98      1\n\
-                    99       outbound   B                127.0.0.1:14570              NewSent    ulaw            0        0      0\n\
-                    2 active IAX2 call(s)\n";
-        assert_eq!(parse_channels(text), Channels { active: 2, up: 1, tx: 100, rx: 98, lost: 1 });
-    }
-
-    #[test]
-    fn stats_and_kernel_counters() {
-        let s = parse_stats("datagrams in: 10\ndatagrams out: 12\ndropped (no such call): 3\n");
-        assert_eq!(stat(&s, "datagrams out"), Some(12));
-        assert_eq!(stat(&s, "dropped (no such call)"), Some(3));
-        let snmp = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 5 0 2 7 2\n";
-        assert_eq!(stat(&udp_snmp(snmp), "RcvbufErrors"), Some(2));
-        let udp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
-                   1: 0100007F:38D1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000 17\n";
-        assert_eq!(socket_drops(udp, 0x38d1), Some(17));
-        assert_eq!(socket_drops(udp, 1), None);
     }
 
     #[test]
