@@ -46,7 +46,7 @@ fn pack(c: &mut Criterion) {
                     for (call, ts, payload) in tick {
                         q.push(call, ts, payload);
                     }
-                    let datagrams = q.flush(20, MTU, timestamps);
+                    let datagrams = q.flush(20, 20, MTU, timestamps);
                     debug_assert_eq!(datagrams.len(), expected_datagrams(800, FRAME_SAMPLES, MTU, timestamps));
                     black_box(datagrams)
                 },
@@ -60,7 +60,7 @@ fn pack(c: &mut Criterion) {
         for (call, ts, payload) in payloads(1) {
             q.push(call, ts, payload);
         }
-        let datagrams = q.flush(20, MTU, timestamps);
+        let datagrams = q.flush(20, 20, MTU, timestamps);
         let entries: usize = datagrams
             .iter()
             .map(|d| match decode(d) {

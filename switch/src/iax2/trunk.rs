@@ -22,7 +22,15 @@ pub struct TrunkQueue {
     pub calls: usize,
     pub frames_sent: u64,
     pub datagrams_sent: u64,
+    /// The trunk's own clock (see [`TrunkQueue::stamp`]): when it started, on
+    /// the caller's millisecond clock, and the last stamp it gave.
+    clock_start: Option<u32>,
+    last_stamp: Option<u32>,
 }
+
+/// How far the trunk clock may drift from the real one before it follows it
+/// (chan_iax2's `MAX_TIMESTAMP_SKEW`).
+const MAX_SKEW_MS: i64 = 160;
 
 impl TrunkQueue {
     pub fn push(&mut self, call: u16, timestamp: u16, payload: Vec<u8>) {
@@ -33,10 +41,35 @@ impl TrunkQueue {
         self.entries.is_empty()
     }
 
+    /// The timestamp of a trunk datagram sent at `now_ms`, as chan_iax2's
+    /// `calc_txpeerstamp` makes it: 0 at the trunk's first send, then the last
+    /// stamp plus `interval_ms` while that stays within 160 ms of the real
+    /// clock, and never the same stamp twice. A receiver's jitter buffer sees
+    /// a steady 20 ms grid instead of a switch-wide clock that starts anywhere.
+    fn stamp(&mut self, now_ms: u32, interval_ms: u32) -> u32 {
+        let start = *self.clock_start.get_or_insert(now_ms);
+        let real = now_ms.wrapping_sub(start);
+        let mut ms = match self.last_stamp {
+            Some(last) if (i64::from(real) - i64::from(last) - i64::from(interval_ms)).abs() < MAX_SKEW_MS => {
+                last.wrapping_add(interval_ms)
+            }
+            _ => real,
+        };
+        if Some(ms) == self.last_stamp {
+            ms = ms.wrapping_add(1);
+        }
+        self.last_stamp = Some(ms);
+        ms
+    }
+
     /// Packs everything queued into trunk datagrams of at most `mtu` bytes
     /// (0 = one datagram, letting IP fragment). An entry larger than the MTU
     /// on its own still goes, alone, rather than being lost.
-    pub fn flush(&mut self, timestamp: u32, mtu: u16, with_timestamps: bool) -> Vec<Vec<u8>> {
+    pub fn flush(&mut self, now_ms: u32, interval_ms: u32, mtu: u16, with_timestamps: bool) -> Vec<Vec<u8>> {
+        if self.entries.is_empty() {
+            return Vec::new();
+        }
+        let timestamp = self.stamp(now_ms, interval_ms);
         let overhead = entry_overhead(with_timestamps);
         let limit = if mtu == 0 { usize::MAX } else { usize::from(mtu) };
         let mut datagrams = Vec::new();
@@ -93,7 +126,7 @@ mod tests {
         for call in 1..=800u16 {
             q.push(call, call, vec![call as u8; 160]);
         }
-        let datagrams = q.flush(1234, 1240, true);
+        let datagrams = q.flush(1234, 20, 1240, true);
         // (1240 - 8) / 166 = 7 entries per datagram -> ceil(800 / 7) = 115.
         assert_eq!(datagrams.len(), 115);
         assert_eq!(datagrams.len(), expected_datagrams(800, 160, 1240, true));
@@ -101,7 +134,7 @@ mod tests {
         for d in &datagrams {
             assert!(d.len() <= 1240);
             let Ok(Frame::Trunk(t)) = decode(d) else { panic!("trunk frame") };
-            assert_eq!(t.timestamp, 1234);
+            assert_eq!(t.timestamp, 0, "the trunk's clock starts at its first send");
             calls.extend(t.entries.iter().map(|e| (e.call, e.timestamp, e.payload[0])));
         }
         let expected: Vec<_> = (1..=800u16).map(|c| (c, Some(c), c as u8)).collect();
@@ -116,7 +149,7 @@ mod tests {
             q.push(call, 0, vec![0; 160]);
         }
         // (1240 - 8) / 164 = 7 as well; at 164 bytes 100 calls need 15.
-        assert_eq!(q.flush(0, 1240, false).len(), expected_datagrams(800, 160, 1240, false));
+        assert_eq!(q.flush(0, 20, 1240, false).len(), expected_datagrams(800, 160, 1240, false));
         assert_eq!(expected_datagrams(100, 160, 1240, false), 15);
         assert_eq!(expected_datagrams(1, 160, 1240, false), 1);
         assert_eq!(expected_datagrams(0, 160, 1240, false), 0);
@@ -128,6 +161,21 @@ mod tests {
         for call in 1..=50u16 {
             q.push(call, 0, vec![0; 160]);
         }
-        assert_eq!(q.flush(0, 0, false).len(), 1);
+        assert_eq!(q.flush(0, 20, 0, false).len(), 1);
+    }
+
+    #[test]
+    fn the_trunk_clock_starts_at_zero_and_keeps_the_20_ms_grid() {
+        let mut q = TrunkQueue::default();
+        let mut stamps = vec![];
+        // Ticks on a clock that started long before, a little late or early, then a long pause.
+        for now in [50_007, 50_027, 50_049, 50_066, 50_087, 60_000] {
+            q.push(1, 0, vec![0; 160]);
+            let d = q.flush(now, 20, 1240, false);
+            let Ok(Frame::Trunk(t)) = decode(&d[0]) else { panic!("trunk frame") };
+            stamps.push(t.timestamp);
+        }
+        assert_eq!(stamps, vec![0, 20, 40, 60, 80, 9993], "predicted while within 160 ms, then the real clock");
+        assert!(q.flush(60_020, 20, 1240, false).is_empty(), "nothing queued, nothing sent");
     }
 }

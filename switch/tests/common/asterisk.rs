@@ -42,6 +42,7 @@ fn tree() -> PathBuf {
 /// One running Asterisk instance.
 pub struct Asterisk {
     peer: PathBuf,
+    conf: PathBuf,
     work: TempDir,
 }
 
@@ -50,21 +51,32 @@ impl Asterisk {
     /// returns once it is fully booted.
     pub fn start(peer: &Path, conf: &Path, tag: &str) -> Asterisk {
         let work = TempDir::new(&format!("asterisk-{tag}"));
-        let out = Command::new(peer.join("start.sh"))
-            .arg(&work.0)
-            .arg(conf)
+        let asterisk = Asterisk { peer: peer.to_path_buf(), conf: conf.to_path_buf(), work };
+        asterisk.boot();
+        asterisk
+    }
+
+    fn boot(&self) {
+        let out = Command::new(self.peer.join("start.sh"))
+            .arg(&self.work.0)
+            .arg(&self.conf)
             .env("ASTERISK_TREE", tree())
             .stdin(Stdio::null())
             .output()
             .expect("run start.sh");
         assert!(out.status.success(), "start.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        let asterisk = Asterisk { peer: peer.to_path_buf(), work };
         assert!(
-            asterisk.wait_cli("core show uptime", Duration::from_secs(10), |s| s.contains("System uptime")).is_some(),
+            self.wait_cli("core show uptime", Duration::from_secs(10), |s| s.contains("System uptime")).is_some(),
             "Asterisk did not come up; its log:\n{}",
-            asterisk.log()
+            self.log()
         );
-        asterisk
+    }
+
+    /// Stops and starts it again in the same WORKDIR: like a service restart,
+    /// it keeps its astdb (the registrations it had accepted).
+    pub fn restart(&self) {
+        self.stop();
+        self.boot();
     }
 
     /// Runs one CLI command (`asterisk -rx`) and returns what it printed.

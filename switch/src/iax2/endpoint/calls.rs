@@ -747,7 +747,8 @@ impl Endpoint {
         let mut active = false;
         for (addr, queue) in &mut self.trunks {
             active |= queue.calls > 0;
-            for payload in queue.flush(ts, g.trunkmtu, g.trunktimestamps) {
+            let interval = g.trunkfreq.as_millis() as u32;
+            for payload in queue.flush(ts, interval, g.trunkmtu, g.trunktimestamps) {
                 self.out.push_back(Transmit { destination: *addr, payload });
             }
         }
