@@ -181,7 +181,7 @@ fn the_report_has_calls_media_and_a_ladder() {
     let svg = o.ladder_svg.as_deref().expect("ladder.svg");
     assert!(svg.starts_with("<svg") && svg.contains("CALLTOKEN"), "{svg}");
 
-    let registration = go(&shipped("double-registration-restart"), Network::V4, 1);
+    let registration = go(&shipped("double-registration"), Network::V4, 1);
     assert!(registration.ladder_svg.is_none());
     assert!(!registration.report_md.contains("## Calls"));
 }
