@@ -1,5 +1,5 @@
 //! Replay never panics: on every public capture (every file under
-//! /work/shared/captures/public, in both roles) and on synthetic captures of
+//! the public catalogue beside the repository, ../shared/captures/public, in both roles) and on synthetic captures of
 //! what it cannot drive, it ends with a verdict, a "not replayable" reason,
 //! or a named error (what `cargo xtask replay` turns into exit 0 or 2).
 
