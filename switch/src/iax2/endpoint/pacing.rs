@@ -5,9 +5,12 @@
 //!   until the AUTHREP arrives, and REJECTs a NEW beyond the limit with
 //!   "Unauthenticated call limit reached". The switch does the same.
 //! - Outbound, per peer: `originate count=N` keeps at most the peer's
-//!   `maxauthreq` of its calls before their AUTHREP (NEW sent, not yet
-//!   answered with AUTHREQ or ACCEPT) and queues the rest. Without this, a
-//!   burst of NEWs to an Asterisk loses all but three of its calls.
+//!   `maxauthreq` of its calls in setup (NEW sent, not yet accepted or
+//!   refused) and queues the rest. Without this, a burst of NEWs to an
+//!   Asterisk loses all but three of its calls. The window ends at ACCEPT,
+//!   not at our AUTHREP: chan_iax2 handles datagrams on several threads, and
+//!   a NEW sent right after an AUTHREP can be checked before that AUTHREP
+//!   has been counted off (seen live: 1 call in 250 refused).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -81,13 +84,13 @@ impl Endpoint {
         self.queued.iter().filter(|q| q.addr == addr).count()
     }
 
-    /// Our calls that sent a NEW and have not yet answered a challenge or
-    /// been accepted, per peer address.
+    /// Our calls in setup (NEW sent, not yet accepted or refused), per peer address.
     fn unauthenticated_to(&self) -> BTreeMap<SocketAddr, usize> {
         let mut counts = BTreeMap::new();
         for (_, e) in self.dialogs.iter() {
             let Role::Call(c) = &e.role else { continue };
-            if c.direction == Direction::Outbound && c.state == CallState::NewSent && !e.dialog.is_finished() {
+            let in_setup = matches!(c.state, CallState::NewSent | CallState::AuthSent);
+            if c.direction == Direction::Outbound && in_setup && !e.dialog.is_finished() {
                 *counts.entry(e.dialog.remote_addr).or_default() += 1;
             }
         }
