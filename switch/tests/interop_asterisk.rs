@@ -60,8 +60,7 @@ fn config_copy(side: &str, dir: &Path, edit: &dyn Fn(&str, &str) -> String) -> P
 struct Pair {
     asterisk: Asterisk,
     switch: Switch,
-    /// Their configuration folders, and the switch's control port.
-    a: PathBuf,
+    /// The switch's configuration folder and control port (to restart it).
     b: PathBuf,
     control: u16,
     _dir: TempDir,
@@ -76,7 +75,7 @@ impl Pair {
         write_switch_toml(&b, control);
         let asterisk = Asterisk::start(peer, &a, "A");
         let switch = Switch::start(&b, Some(control));
-        Pair { asterisk, switch, a, b, control, _dir: dir }
+        Pair { asterisk, switch, b, control, _dir: dir }
     }
 
     /// Both registrations up and both peers qualified OK, or a panic that shows both sides.
