@@ -121,7 +121,6 @@ const SEED_UNSUPPORTED: &[&str] = &[
     "setvar",
     "dbsecret",
     "transfer",
-    "maxauthreq",
     "keyrotate",
     "sendani",
     "mask",
