@@ -283,7 +283,10 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
             _ => None,
         })
         .collect();
-    let calls = if client { script::client_calls(capture, role.switch) } else { Vec::new() };
+    // The calls the switch's party placed: `--role client`, and with `--config`
+    // also the server role (one party in both roles: callee of the remote's
+    // NEWs, caller of its own, driven by `originate` at their captured times).
+    let calls = if client || opts.config.is_some() { script::client_calls(capture, role.switch) } else { Vec::new() };
     let files = opts.config.clone().unwrap_or_else(|| match (client, replay_remotes.first()) {
         (true, Some(remote)) => {
             let user = calls.iter().find_map(|c| c.username.as_deref());
@@ -336,7 +339,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
     // The switch, unchanged; `--role client`: it starts at captured time 0
     // with the control lines.
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
-    let lines = client.then(|| originates.clone());
+    let lines = (client || !originates.is_empty()).then(|| (originates.clone(), client));
     spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, lines);
 
     // The remote parties.
@@ -519,8 +522,8 @@ fn replay_world(seed: u64, v4: bool, end: Duration) -> (turmoil::Sim<'static>, S
 }
 
 /// Starts the unchanged switch on host `name`, its events stamped into
-/// `trace`. With `client_lines` (`--role client`) it starts at captured time
-/// 0 (`LEAD`) and runs those control lines at their times.
+/// `trace`. With `client_lines` it runs those control lines at their times; with
+/// their flag (`--role client`) it also starts only at captured time 0 (`LEAD`).
 fn spawn_switch(
     sim: &mut turmoil::Sim<'_>,
     world: &SimWorld,
@@ -528,7 +531,7 @@ fn spawn_switch(
     files: &BTreeMap<String, String>,
     seed: u64,
     trace: &Arc<Mutex<Vec<TimedEvent>>>,
-    client_lines: Option<Vec<(Duration, String)>>,
+    client_lines: Option<(Vec<(Duration, String)>, bool)>,
 ) {
     world.add_host(name);
     let (world, trace, name, files) = (world.clone(), trace.clone(), name.to_string(), files.clone());
@@ -548,9 +551,11 @@ fn spawn_switch(
         };
         let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
         async move {
-            if let Some(lines) = lines {
-                // Captured time 0 is the requesting party's first message: start then.
-                tokio::time::sleep(LEAD).await;
+            if let Some((lines, late_start)) = lines {
+                if late_start {
+                    // Captured time 0 is the requesting party's first message: start then.
+                    tokio::time::sleep(LEAD).await;
+                }
                 tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
             }
             let result =
@@ -586,7 +591,10 @@ fn client_peer(
     fixed()
         .find(|(_, h)| remote(h))
         .or_else(|| fixed().next())
-        .map_or_else(|| config::BUILTIN_PEER.to_string(), |(p, _)| p.name.clone())
+        .map(|(p, _)| p.name.clone())
+        // A dynamic peer (`host=dynamic`) the remote party registers as.
+        .or_else(|| loaded.iax.peers.first().map(|p| p.name.clone()))
+        .unwrap_or_else(|| config::BUILTIN_PEER.to_string())
 }
 
 /// Runs `lines` (`originate ...`) on the switch at their times (since captured
