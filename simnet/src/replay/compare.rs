@@ -243,6 +243,7 @@ fn of_remote(
             }
         }
     }
+    realign(&captured, &mut replayed);
     let mut norm = Norm {
         calls: BTreeMap::new(),
         captured_remote: plan.remote,
@@ -341,7 +342,87 @@ fn covered(list: &[Answer], i: usize, ack: &FullFrame) -> bool {
     })
 }
 
+/// Media (trunk, mini and mini video frames): their pace is the switch's
+/// media clock, not an answer to the remote's datagram.
+fn is_media(bytes: &[u8]) -> bool {
+    matches!(frame::decode(bytes), Ok(Frame::Trunk(_) | Frame::Mini(_) | Frame::MiniVideo(_)))
+}
+
+/// A retransmission: the same frame again, for want of the remote's answer in time.
+fn is_retransmission(bytes: &[u8]) -> bool {
+    matches!(frame::decode(bytes), Ok(Frame::Full(f)) if f.retransmitted)
+}
+
+/// What pairs a replayed frame with a captured one regardless of the window
+/// it fell in: its label and the remote's call number it goes to (the remote
+/// keeps its captured call numbers).
+fn align_key(bytes: &[u8]) -> Option<(String, u16)> {
+    match frame::decode(bytes) {
+        Ok(Frame::Full(f)) if !f.retransmitted => Some((full_name(&f), f.dst_call)),
+        _ => None,
+    }
+}
+
+/// How many exchanges a replayed answer may move to meet its captured counterpart.
+const REALIGN_WINDOWS: usize = 8;
+
+/// A capture's answers can be faster than the simulated link (loopback: 0.1
+/// ms): the replayed answer then arrives after the remote's next datagram, in
+/// the next exchange. The k-th replayed frame of a kind to a call of the
+/// remote is moved to the exchange of the k-th captured one when that is at
+/// most [`REALIGN_WINDOWS`] away; each exchange's answers are then ordered
+/// dialog by dialog (the interleaving of independent dialogs is timing).
+fn realign(captured: &[Vec<Answer>], replayed: &mut [Vec<Answer>]) {
+    let mut where_captured: BTreeMap<(String, u16), std::collections::VecDeque<usize>> = BTreeMap::new();
+    for (k, w) in captured.iter().enumerate() {
+        for a in w {
+            if let Some(key) = align_key(&a.bytes) {
+                where_captured.entry(key).or_default().push_back(k);
+            }
+        }
+    }
+    let mut moved: Vec<Vec<Answer>> = vec![Vec::new(); replayed.len()];
+    for (k, w) in replayed.iter_mut().enumerate() {
+        for a in std::mem::take(w) {
+            let target = align_key(&a.bytes).and_then(|key| {
+                let q = where_captured.get_mut(&key)?;
+                let t = *q.front()?;
+                (t.abs_diff(k) <= REALIGN_WINDOWS).then(|| q.pop_front()).flatten()
+            });
+            moved[target.unwrap_or(k)].push(a);
+        }
+    }
+    let dialog = |a: &Answer| match frame::decode(&a.bytes) {
+        Ok(Frame::Full(f)) => f.dst_call,
+        _ => u16::MAX,
+    };
+    for (w, m) in replayed.iter_mut().zip(moved) {
+        *w = m;
+        w.sort_by_key(|a| a.at);
+        w.sort_by_key(dialog);
+    }
+}
+
 fn judge(captured: &[Answer], replayed: &[Answer], norm: &mut Norm) -> Verdict {
+    // Media is compared per call, not per exchange; retransmissions are the link's timing.
+    let compared = |l: &[Answer]| -> Vec<Answer> {
+        let mut l: Vec<Answer> =
+            l.iter().filter(|a| !is_media(&a.bytes) && !is_retransmission(&a.bytes)).cloned().collect();
+        l.sort_by_key(|a| match frame::decode(&a.bytes) {
+            Ok(Frame::Full(f)) => f.dst_call,
+            _ => u16::MAX,
+        });
+        l
+    };
+    let (cc, rc) = (compared(captured), compared(replayed));
+    if cc.len() != captured.len() || rc.len() != replayed.len() {
+        norm.notes.push(
+            "media (trunk and mini frames) and retransmissions are not compared exchange by exchange; frames of \
+             different dialogs are compared dialog by dialog"
+                .into(),
+        );
+    }
+    let (captured, replayed) = (&cc[..], &rc[..]);
     match (captured.is_empty(), replayed.is_empty()) {
         (true, true) => return Verdict::Matched,
         (false, true) => return Verdict::Missing,
