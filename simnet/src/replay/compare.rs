@@ -606,8 +606,28 @@ fn compare_full(a: &FullFrame, b: &FullFrame, norm: &mut Norm) -> Option<(String
     }
 }
 
+/// IEs one implementation sends and the other leaves out without changing
+/// the meaning: Asterisk's codec preference string, ADSI capability,
+/// language, an empty CALLTOKEN (call tokens supported) on requests that
+/// need none, the CAUSE text next to CAUSECODE, DATETIME.
+fn optional_ie(ie_id: u8, value: &[u8]) -> bool {
+    matches!(ie_id, id::CODEC_PREFS | id::ADSICPE | id::LANGUAGE | id::CAUSE | id::DATETIME)
+        || (ie_id == id::CALLTOKEN && value.is_empty())
+}
+
 fn compare_ies(a: &[u8], b: &[u8], norm: &mut Norm) -> Option<(String, String, String)> {
-    let (ca, cb) = (tlvs(a), tlvs(b));
+    let (mut ca, mut cb) = (tlvs(a), tlvs(b));
+    // Present on one side only: an implementation's choice, not compared.
+    let only = |x: &[(u8, &[u8])], y: &[(u8, &[u8])]| -> Vec<u8> {
+        x.iter().filter(|(i, v)| optional_ie(*i, v) && !y.iter().any(|(j, _)| j == i)).map(|(i, _)| *i).collect()
+    };
+    let dropped: Vec<u8> = only(&ca, &cb).into_iter().chain(only(&cb, &ca)).collect();
+    if !dropped.is_empty() {
+        let names: Vec<&str> = dropped.iter().map(|i| ie::ie_name(*i)).collect();
+        norm.notes.push(format!("IE(s) {} sent by one side only are an implementation's choice", names.join(", ")));
+        ca.retain(|(i, _)| !dropped.contains(i));
+        cb.retain(|(i, _)| !dropped.contains(i));
+    }
     let mut used = vec![false; cb.len()];
     for (k, (i, v)) in ca.iter().enumerate() {
         let nth = ca[..k].iter().filter(|(j, _)| j == i).count();

@@ -339,7 +339,24 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
     // The switch, unchanged; `--role client`: it starts at captured time 0
     // with the control lines.
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
-    let lines = (client || !originates.is_empty()).then(|| (originates.clone(), client));
+    // One party in both roles (server role, the switch's party also opened
+    // dialogs: registered, qualified, called): the switch starts just before
+    // the conversation's captured time 0, so that its own requests (sent at
+    // start) are not a second early.
+    let both_roles = !client
+        && opts.config.is_some()
+        && capture.messages.iter().any(|m| {
+            m.src == role.switch
+                && matches!(&m.proto, Proto::Iax2(Frame::Full(f)) if script::is_opener(f) && f.dst_call == 0)
+        });
+    let start = if client {
+        LEAD
+    } else if both_roles {
+        LEAD - Duration::from_millis(1)
+    } else {
+        Duration::ZERO
+    };
+    let lines = (client || both_roles || !originates.is_empty()).then(|| (originates.clone(), start));
     spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, lines);
 
     // The remote parties.
@@ -522,8 +539,8 @@ fn replay_world(seed: u64, v4: bool, end: Duration) -> (turmoil::Sim<'static>, S
 }
 
 /// Starts the unchanged switch on host `name`, its events stamped into
-/// `trace`. With `client_lines` it runs those control lines at their times; with
-/// their flag (`--role client`) it also starts only at captured time 0 (`LEAD`).
+/// `trace`. With `client_lines` it starts after their delay (`--role client`:
+/// captured time 0, `LEAD`) and runs those control lines at their times.
 fn spawn_switch(
     sim: &mut turmoil::Sim<'_>,
     world: &SimWorld,
@@ -531,7 +548,7 @@ fn spawn_switch(
     files: &BTreeMap<String, String>,
     seed: u64,
     trace: &Arc<Mutex<Vec<TimedEvent>>>,
-    client_lines: Option<(Vec<(Duration, String)>, bool)>,
+    client_lines: Option<(Vec<(Duration, String)>, Duration)>,
 ) {
     world.add_host(name);
     let (world, trace, name, files) = (world.clone(), trace.clone(), name.to_string(), files.clone());
@@ -551,11 +568,9 @@ fn spawn_switch(
         };
         let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
         async move {
-            if let Some((lines, late_start)) = lines {
-                if late_start {
-                    // Captured time 0 is the requesting party's first message: start then.
-                    tokio::time::sleep(LEAD).await;
-                }
+            if let Some((lines, start)) = lines {
+                // `--role client`: captured time 0 is the requesting party's first message: start then.
+                tokio::time::sleep(start).await;
                 tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
             }
             let result =
