@@ -370,7 +370,7 @@ const REALIGN_WINDOWS: usize = 8;
 /// ms): the replayed answer then arrives after the remote's next datagram, in
 /// the next exchange. The k-th replayed frame of a kind to a call of the
 /// remote is moved to the exchange of the k-th captured one when that is at
-/// most [`REALIGN_WINDOWS`] away; each exchange's answers are then ordered
+/// most [`REALIGN_WINDOWS`] earlier (or the next one); each exchange's answers are then ordered
 /// dialog by dialog (the interleaving of independent dialogs is timing).
 fn realign(captured: &[Vec<Answer>], replayed: &mut [Vec<Answer>]) {
     let mut where_captured: BTreeMap<(String, u16), std::collections::VecDeque<usize>> = BTreeMap::new();
@@ -387,7 +387,8 @@ fn realign(captured: &[Vec<Answer>], replayed: &mut [Vec<Answer>]) {
             let target = align_key(&a.bytes).and_then(|key| {
                 let q = where_captured.get_mut(&key)?;
                 let t = *q.front()?;
-                (t.abs_diff(k) <= REALIGN_WINDOWS).then(|| q.pop_front()).flatten()
+                // Late answers move back; one sent before the remote's first datagram, forward by one.
+                (t <= k + 1 && k - t.min(k) <= REALIGN_WINDOWS).then(|| q.pop_front()).flatten()
             });
             moved[target.unwrap_or(k)].push(a);
         }
@@ -609,10 +610,20 @@ fn compare_full(a: &FullFrame, b: &FullFrame, norm: &mut Norm) -> Option<(String
 /// IEs one implementation sends and the other leaves out without changing
 /// the meaning: Asterisk's codec preference string, ADSI capability,
 /// language, an empty CALLTOKEN (call tokens supported) on requests that
-/// need none, the CAUSE text next to CAUSECODE, DATETIME.
+/// need none, the CAUSE text next to CAUSECODE, DATETIME, the calling
+/// presentation, type of number and transit network (defaults).
 fn optional_ie(ie_id: u8, value: &[u8]) -> bool {
-    matches!(ie_id, id::CODEC_PREFS | id::ADSICPE | id::LANGUAGE | id::CAUSE | id::DATETIME)
-        || (ie_id == id::CALLTOKEN && value.is_empty())
+    matches!(
+        ie_id,
+        id::CODEC_PREFS
+            | id::ADSICPE
+            | id::LANGUAGE
+            | id::CAUSE
+            | id::DATETIME
+            | id::CALLINGPRES
+            | id::CALLINGTON
+            | id::CALLINGTNS
+    ) || (ie_id == id::CALLTOKEN && value.is_empty())
 }
 
 fn compare_ies(a: &[u8], b: &[u8], norm: &mut Norm) -> Option<(String, String, String)> {

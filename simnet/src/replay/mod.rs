@@ -341,18 +341,25 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
     // One party in both roles (server role, the switch's party also opened
     // dialogs: registered, qualified, called): the switch starts just before
-    // the conversation's captured time 0, so that its own requests (sent at
-    // start) are not a second early.
+    // its party's first captured datagram, so that its own requests (sent at
+    // start) are not early.
     let both_roles = !client
         && opts.config.is_some()
         && capture.messages.iter().any(|m| {
             m.src == role.switch
                 && matches!(&m.proto, Proto::Iax2(Frame::Full(f)) if script::is_opener(f) && f.dst_call == 0)
         });
+    // It starts when its party first spoke (what the remote sent before went unanswered there too).
+    let first_spoke = capture
+        .messages
+        .iter()
+        .find(|m| m.src == role.switch && matches!(m.proto, Proto::Iax2(_)))
+        .map(|m| m.ts.saturating_sub(t0))
+        .unwrap_or_default();
     let start = if client {
         LEAD
     } else if both_roles {
-        LEAD - Duration::from_millis(1)
+        (LEAD + first_spoke).saturating_sub(Duration::from_millis(1))
     } else {
         Duration::ZERO
     };
