@@ -246,6 +246,7 @@ fn of_remote(
     realign(&captured, &mut replayed);
     let mut norm = Norm {
         calls: BTreeMap::new(),
+        skipped: BTreeMap::new(),
         captured_remote: plan.remote,
         replay_remote,
         tol: tol.clone(),
@@ -318,6 +319,8 @@ fn kind_name((t, sub): script::Kind) -> String {
 struct Norm {
     /// (remote call, captured switch call) -> replayed switch call.
     calls: BTreeMap<(u16, u16), u16>,
+    /// (captured side, remote's call) -> progress indications dropped so far.
+    skipped: BTreeMap<(bool, u16), u8>,
     captured_remote: SocketAddr,
     replay_remote: SocketAddr,
     tol: Tolerance,
@@ -415,7 +418,16 @@ fn judge(captured: &[Answer], replayed: &[Answer], norm: &mut Norm) -> Verdict {
         });
         l
     };
-    let (cc, rc) = (compared(captured), compared(replayed));
+    let (mut cc, mut rc) = (compared(captured), compared(replayed));
+    let (c_ind, r_ind) = (norm.indications(&mut cc, true), norm.indications(&mut rc, false));
+    if c_ind || r_ind {
+        norm.notes.push(
+            "call progress indications (the switch's RINGING before ANSWER, Asterisk's CONTROL -1 stopping \
+             indications) are an implementation's choice: not compared, later sequence numbers of the call \
+             counted without them"
+                .into(),
+        );
+    }
     if cc.len() != captured.len() || rc.len() != replayed.len() {
         norm.notes.push(
             "media (trunk and mini frames) and retransmissions are not compared exchange by exchange; frames of \
@@ -516,7 +528,46 @@ fn compare(c: &[u8], r: &[u8], norm: &mut Norm) -> Option<(String, String, Strin
     }
 }
 
+/// CONTROL RINGING and CONTROL -1 (stop indications, 0xffffffff).
+fn is_indication(f: &FullFrame) -> bool {
+    f.frame_type == FrameType::Control && matches!(f.subclass, 3 | 0xffff_ffff)
+}
+
 impl Norm {
+    /// Drops progress indications from `list` and renumbers the later
+    /// frames of their dialog as if they had not been sent; whether any was
+    /// dropped here.
+    fn indications(&mut self, list: &mut Vec<Answer>, captured: bool) -> bool {
+        let mut dropped = false;
+        let mut out = Vec::with_capacity(list.len());
+        for a in list.drain(..) {
+            let Ok(Frame::Full(mut f)) = frame::decode(&a.bytes) else {
+                out.push(a);
+                continue;
+            };
+            let key = (captured, f.dst_call);
+            if is_indication(&f) && !f.retransmitted {
+                *self.skipped.entry(key).or_default() += 1;
+                dropped = true;
+                continue;
+            }
+            let skip = self.skipped.get(&key).copied().unwrap_or(0);
+            if skip == 0 || f.iax() == Some(IaxSubclass::Ack) {
+                out.push(a);
+                continue;
+            }
+            f.oseqno = f.oseqno.wrapping_sub(skip);
+            let mut bytes = Vec::new();
+            if Frame::Full(f).encode(&mut bytes).is_ok() {
+                out.push(Answer { bytes, ..a });
+            } else {
+                out.push(a);
+            }
+        }
+        *list = out;
+        dropped
+    }
+
     /// Switch call numbers are the switch's choice: the same captured one must
     /// map to the same replayed one throughout a dialog.
     fn call(

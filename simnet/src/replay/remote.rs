@@ -182,7 +182,10 @@ impl Remote {
         };
         for (i, st) in r.setup.plan.stimuli.iter().enumerate() {
             if let (Trigger::AckOf { oseqno, kind: (t, sub) }, Some(n)) = (&st.trigger, st.instance) {
-                r.reactive.entry((n, *oseqno, t.as_u8(), *sub)).or_default().push_back(i);
+                // By kind, in order: the switch may number its frames otherwise (a RINGING
+                // Asterisk does not send before the ANSWER); the oseqno is not the key.
+                let _ = oseqno;
+                r.reactive.entry((n, 0, t.as_u8(), *sub)).or_default().push_back(i);
             }
         }
         r
@@ -523,7 +526,7 @@ impl Remote {
     fn acknowledge(&mut self, now: Duration, n: usize, g: &FullFrame) {
         let k = kind(g);
         if !g.retransmitted {
-            let key = (n, g.oseqno, k.0.as_u8(), k.1);
+            let key = (n, 0, k.0.as_u8(), k.1);
             if let Some(i) = self.reactive.get_mut(&key).and_then(|q| q.pop_front()) {
                 self.deferred.push((i, g.timestamp, self.inst[n].iseq));
                 return;
