@@ -356,10 +356,10 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         .find(|m| m.src == role.switch && matches!(m.proto, Proto::Iax2(_)))
         .map(|m| m.ts.saturating_sub(t0))
         .unwrap_or_default();
-    let start = if client {
-        LEAD
-    } else if both_roles {
+    let start = if (client || both_roles) && !first_spoke.is_zero() {
         (LEAD + first_spoke).saturating_sub(Duration::from_millis(1))
+    } else if client || both_roles {
+        LEAD
     } else {
         Duration::ZERO
     };
