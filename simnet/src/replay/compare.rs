@@ -216,9 +216,25 @@ fn of_remote(
     let mut sent: Vec<Option<Result<Duration, String>>> = vec![None; plan.stimuli.len()];
     let mut notes: Vec<Vec<String>> = vec![Vec::new(); plan.stimuli.len()];
     let mut sent_bytes: Vec<Option<Vec<u8>>> = vec![None; plan.stimuli.len()];
+    // The capture's end (and the replay's, by the schedule's slip): what the
+    // switch sends later than AFTER_END past it has no captured counterpart.
+    let last_captured = plan.stimuli.iter().map(|s| s.at).chain(plan.answers.iter().map(|a| a.1)).max();
+    let last_sent = log.iter().filter_map(|e| match e {
+        Entry::Sent { at, .. } => Some(rel(*at)),
+        _ => None,
+    });
+    let end = last_captured.into_iter().chain(last_sent).max().unwrap_or_default() + AFTER_END;
     let mut current = 0;
     for e in log {
         match e {
+            Entry::Received { at, bytes, adaptation: None } if rel(*at) > end => {
+                adaptations[current].push(Adaptation {
+                    at: rel(*at),
+                    sent: false,
+                    label: label(bytes),
+                    why: "after the end of the capture: nothing to compare it with".into(),
+                })
+            }
             Entry::Sent { at, stimulus, bytes, notes: n } => {
                 current = stimulus + 1;
                 sent[*stimulus] = Some(Ok(rel(*at)));
@@ -355,6 +371,9 @@ fn covered(list: &[Answer], i: usize, ack: &FullFrame) -> bool {
         _ => false,
     })
 }
+
+/// How long after the capture's last datagram the switch's answers are still compared.
+const AFTER_END: Duration = Duration::from_secs(2);
 
 /// Media (trunk, mini and mini video frames): their pace is the switch's
 /// media clock, not an answer to the remote's datagram.
