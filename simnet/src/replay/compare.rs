@@ -381,6 +381,18 @@ fn is_media(bytes: &[u8]) -> bool {
     matches!(frame::decode(bytes), Ok(Frame::Trunk(_) | Frame::Mini(_) | Frame::MiniVideo(_)))
 }
 
+/// Voice and video the switch sent in `answers`: trunk entries and mini frames.
+pub fn media_frames(answers: &[Answer]) -> usize {
+    answers
+        .iter()
+        .map(|a| match frame::decode(&a.bytes) {
+            Ok(Frame::Trunk(t)) => t.entries.len(),
+            Ok(Frame::Mini(_) | Frame::MiniVideo(_)) => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A retransmission: the same frame again, for want of the remote's answer in time.
 fn is_retransmission(bytes: &[u8]) -> bool {
     matches!(frame::decode(bytes), Ok(Frame::Full(f)) if f.retransmitted)
