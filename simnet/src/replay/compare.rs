@@ -711,7 +711,8 @@ fn compare_full(a: &FullFrame, b: &FullFrame, norm: &mut Norm) -> Option<(String
 /// the meaning: Asterisk's codec preference string, ADSI capability,
 /// language, an empty CALLTOKEN (call tokens supported) on requests that
 /// need none, the CAUSE text next to CAUSECODE, DATETIME, the calling
-/// presentation, type of number and transit network (defaults).
+/// presentation, type of number and transit network (defaults), the 64-bit
+/// FORMAT2/CAPABILITY2 that repeat FORMAT/CAPABILITY (older peers omit them).
 fn optional_ie(ie_id: u8, value: &[u8]) -> bool {
     matches!(
         ie_id,
@@ -724,6 +725,8 @@ fn optional_ie(ie_id: u8, value: &[u8]) -> bool {
             | id::CALLINGTON
             | id::CALLINGTNS
             | id::CALLINGANI2
+            | id::FORMAT2
+            | id::CAPABILITY2
     ) || (ie_id == id::CALLTOKEN && value.is_empty())
 }
 
