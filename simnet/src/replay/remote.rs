@@ -27,6 +27,9 @@ enum Need {
     CallNumber,
     /// A CALLTOKEN of the switch (the captured datagram carries one).
     Token,
+    /// The switch's request this answers, in a dialog the switch opened (the
+    /// captured `iseqno` counts a frame of the switch not yet received).
+    Request,
     /// The switch's challenge of the dialog (the datagram carries an MD5 result).
     Challenge,
 }
@@ -328,6 +331,11 @@ impl Remote {
         let md5 = script::raw_ie(&f.payload, id::MD5_RESULT).is_some();
         if md5 && plan.challenge.is_some() && self.inst[n].challenge.is_none() {
             return Some(Need::Challenge);
+        }
+        // An answer (ACCEPT after the switch's AUTHREP) waits for what it answers.
+        let ahead = f.iseqno.wrapping_sub(self.inst[n].iseq) as i8 > 0;
+        if plan.by_switch && ahead && !script::is_unsequenced(f) {
+            return Some(Need::Request);
         }
         None
     }
