@@ -67,17 +67,40 @@ impl Entry {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
             .collect();
-        match &self.role {
+        let stem = match &self.role {
             Some(role) if role != "auto" => format!("{stem}-{role}"),
             _ => stem,
+        };
+        match self.config_name() {
+            Some(c) => format!("{stem}-{c}"),
+            None => stem,
         }
+    }
+
+    /// The configuration directory's name when it tells this entry from
+    /// another of the same file and role (one capture replayed as each of its
+    /// parties, `asterisk__double-registration-call/B` and `/A`); `None` when
+    /// it is named after the capture (`simnet__register-md5-call[-client]`).
+    fn config_name(&self) -> Option<String> {
+        let config = self.config.as_deref()?;
+        let last = Path::new(config).file_name()?.to_string_lossy().into_owned();
+        let file = Path::new(&self.file).file_name()?.to_string_lossy().into_owned();
+        let stem = file.rsplit_once('.').map_or(file.as_str(), |(s, _)| s);
+        let named = last == stem || self.role.as_deref().is_some_and(|r| last == format!("{stem}-{r}"));
+        (!named).then(|| {
+            last.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' }).collect()
+        })
     }
 
     /// How summaries name the entry: the file, and the role when one is asked for.
     fn label(&self) -> String {
-        match &self.role {
+        let label = match &self.role {
             Some(role) if role != "auto" => format!("{} (as {role})", self.file),
             _ => self.file.clone(),
+        };
+        match (self.config_name(), &self.config) {
+            (Some(_), Some(config)) => format!("{label} (config {config})"),
+            _ => label,
         }
     }
 

@@ -216,9 +216,25 @@ fn of_remote(
     let mut sent: Vec<Option<Result<Duration, String>>> = vec![None; plan.stimuli.len()];
     let mut notes: Vec<Vec<String>> = vec![Vec::new(); plan.stimuli.len()];
     let mut sent_bytes: Vec<Option<Vec<u8>>> = vec![None; plan.stimuli.len()];
+    // The capture's end (and the replay's, by the schedule's slip): what the
+    // switch sends later than AFTER_END past it has no captured counterpart.
+    let last_captured = plan.stimuli.iter().map(|s| s.at).chain(plan.answers.iter().map(|a| a.1)).max();
+    let last_sent = log.iter().filter_map(|e| match e {
+        Entry::Sent { at, .. } => Some(rel(*at)),
+        _ => None,
+    });
+    let end = last_captured.into_iter().chain(last_sent).max().unwrap_or_default() + AFTER_END;
     let mut current = 0;
     for e in log {
         match e {
+            Entry::Received { at, bytes, adaptation: None } if rel(*at) > end => {
+                adaptations[current].push(Adaptation {
+                    at: rel(*at),
+                    sent: false,
+                    label: label(bytes),
+                    why: "after the end of the capture: nothing to compare it with".into(),
+                })
+            }
             Entry::Sent { at, stimulus, bytes, notes: n } => {
                 current = stimulus + 1;
                 sent[*stimulus] = Some(Ok(rel(*at)));
@@ -243,8 +259,10 @@ fn of_remote(
             }
         }
     }
+    realign(&captured, &mut replayed);
     let mut norm = Norm {
         calls: BTreeMap::new(),
+        skipped: BTreeMap::new(),
         captured_remote: plan.remote,
         replay_remote,
         tol: tol.clone(),
@@ -276,7 +294,18 @@ fn of_remote(
             continue;
         }
         norm.notes.clear();
+        let acks_indication = k.checked_sub(1).is_some_and(|i| {
+            matches!(plan.stimuli[i].trigger, Trigger::AckOf { kind: (FrameType::Control, 3 | 0xffff_ffff), .. })
+        });
         let verdict = match stimulus.as_ref().map(|s| &s.sent) {
+            Some(Err(_)) if acks_indication && captured[k].iter().all(|a| is_media(&a.bytes)) => {
+                norm.notes.push(
+                    "the captured ACK of a progress indication the switch does not send (an implementation's \
+                     choice) is not sent"
+                        .into(),
+                );
+                Verdict::Matched
+            }
             Some(Err(why)) => Verdict::Diverged {
                 field: "stimulus".into(),
                 captured: "sent".into(),
@@ -317,6 +346,8 @@ fn kind_name((t, sub): script::Kind) -> String {
 struct Norm {
     /// (remote call, captured switch call) -> replayed switch call.
     calls: BTreeMap<(u16, u16), u16>,
+    /// (captured side, remote's call) -> progress indications dropped so far.
+    skipped: BTreeMap<(bool, u16), u8>,
     captured_remote: SocketAddr,
     replay_remote: SocketAddr,
     tol: Tolerance,
@@ -341,7 +372,119 @@ fn covered(list: &[Answer], i: usize, ack: &FullFrame) -> bool {
     })
 }
 
+/// How long after the capture's last datagram the switch's answers are still compared.
+const AFTER_END: Duration = Duration::from_secs(2);
+
+/// Media (trunk, mini and mini video frames): their pace is the switch's
+/// media clock, not an answer to the remote's datagram.
+fn is_media(bytes: &[u8]) -> bool {
+    matches!(frame::decode(bytes), Ok(Frame::Trunk(_) | Frame::Mini(_) | Frame::MiniVideo(_)))
+}
+
+/// Voice and video the switch sent in `answers`: trunk entries and mini frames.
+pub fn media_frames(answers: &[Answer]) -> usize {
+    answers
+        .iter()
+        .map(|a| match frame::decode(&a.bytes) {
+            Ok(Frame::Trunk(t)) => t.entries.len(),
+            Ok(Frame::Mini(_) | Frame::MiniVideo(_)) => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A retransmission: the same frame again, for want of the remote's answer in time.
+fn is_retransmission(bytes: &[u8]) -> bool {
+    matches!(frame::decode(bytes), Ok(Frame::Full(f)) if f.retransmitted)
+}
+
+/// What pairs a replayed frame with a captured one regardless of the window
+/// it fell in: its label and the remote's call number it goes to (the remote
+/// keeps its captured call numbers).
+fn align_key(bytes: &[u8]) -> Option<(String, u16)> {
+    match frame::decode(bytes) {
+        Ok(Frame::Full(f)) if !f.retransmitted => Some((full_name(&f), f.dst_call)),
+        _ => None,
+    }
+}
+
+/// How many exchanges a replayed answer may move to meet its captured counterpart.
+const REALIGN_WINDOWS: usize = 8;
+
+/// A capture's answers can be faster than the simulated link (loopback: 0.1
+/// ms): the replayed answer then arrives after the remote's next datagram, in
+/// the next exchange. The k-th replayed frame of a kind to a call of the
+/// remote is moved to the exchange of the k-th captured one when that is at
+/// most [`REALIGN_WINDOWS`] earlier (or the next one); each exchange's answers are then ordered
+/// dialog by dialog (the interleaving of independent dialogs is timing).
+fn realign(captured: &[Vec<Answer>], replayed: &mut [Vec<Answer>]) {
+    let mut where_captured: BTreeMap<(String, u16), std::collections::VecDeque<usize>> = BTreeMap::new();
+    let mut where_at: BTreeMap<(String, u16), std::collections::VecDeque<(Duration, usize)>> = BTreeMap::new();
+    for (k, w) in captured.iter().enumerate() {
+        for a in w {
+            if let Some(key) = align_key(&a.bytes) {
+                where_at.entry(key.clone()).or_default().push_back((a.at, k));
+                where_captured.entry(key).or_default().push_back(k);
+            }
+        }
+    }
+    let mut moved: Vec<Vec<Answer>> = vec![Vec::new(); replayed.len()];
+    for (k, w) in replayed.iter_mut().enumerate() {
+        for a in std::mem::take(w) {
+            let target = align_key(&a.bytes).and_then(|key| {
+                let t = *where_captured.get(&key)?.front()?;
+                // Late answers move back; earlier ones forward when within 50 ms of the captured one.
+                let (ct, _) = where_at.get(&key)?.front().copied()?;
+                let early = t > k && ct.saturating_sub(a.at) <= Duration::from_millis(50);
+                let late = t <= k && k - t <= REALIGN_WINDOWS;
+                (early || late || t == k + 1).then(|| {
+                    where_at.get_mut(&key).and_then(|q| q.pop_front());
+                    where_captured.get_mut(&key).and_then(|q| q.pop_front())
+                })?
+            });
+            moved[target.unwrap_or(k)].push(a);
+        }
+    }
+    let dialog = |a: &Answer| match frame::decode(&a.bytes) {
+        Ok(Frame::Full(f)) => f.dst_call,
+        _ => u16::MAX,
+    };
+    for (w, m) in replayed.iter_mut().zip(moved) {
+        *w = m;
+        w.sort_by_key(|a| a.at);
+        w.sort_by_key(dialog);
+    }
+}
+
 fn judge(captured: &[Answer], replayed: &[Answer], norm: &mut Norm) -> Verdict {
+    // Media is compared per call, not per exchange; retransmissions are the link's timing.
+    let compared = |l: &[Answer]| -> Vec<Answer> {
+        let mut l: Vec<Answer> =
+            l.iter().filter(|a| !is_media(&a.bytes) && !is_retransmission(&a.bytes)).cloned().collect();
+        l.sort_by_key(|a| match frame::decode(&a.bytes) {
+            Ok(Frame::Full(f)) => f.dst_call,
+            _ => u16::MAX,
+        });
+        l
+    };
+    let (mut cc, mut rc) = (compared(captured), compared(replayed));
+    let (c_ind, r_ind) = (norm.indications(&mut cc, true), norm.indications(&mut rc, false));
+    if c_ind || r_ind {
+        norm.notes.push(
+            "call progress indications (the switch's RINGING before ANSWER, Asterisk's CONTROL -1 stopping \
+             indications) are an implementation's choice: not compared, later sequence numbers of the call \
+             counted without them"
+                .into(),
+        );
+    }
+    if cc.len() != captured.len() || rc.len() != replayed.len() {
+        norm.notes.push(
+            "media (trunk and mini frames) and retransmissions are not compared exchange by exchange; frames of \
+             different dialogs are compared dialog by dialog"
+                .into(),
+        );
+    }
+    let (captured, replayed) = (&cc[..], &rc[..]);
     match (captured.is_empty(), replayed.is_empty()) {
         (true, true) => return Verdict::Matched,
         (false, true) => return Verdict::Missing,
@@ -434,7 +577,46 @@ fn compare(c: &[u8], r: &[u8], norm: &mut Norm) -> Option<(String, String, Strin
     }
 }
 
+/// CONTROL RINGING and CONTROL -1 (stop indications, 0xffffffff).
+fn is_indication(f: &FullFrame) -> bool {
+    f.frame_type == FrameType::Control && matches!(f.subclass, 3 | 0xffff_ffff)
+}
+
 impl Norm {
+    /// Drops progress indications from `list` and renumbers the later
+    /// frames of their dialog as if they had not been sent; whether any was
+    /// dropped here.
+    fn indications(&mut self, list: &mut Vec<Answer>, captured: bool) -> bool {
+        let mut dropped = false;
+        let mut out = Vec::with_capacity(list.len());
+        for a in list.drain(..) {
+            let Ok(Frame::Full(mut f)) = frame::decode(&a.bytes) else {
+                out.push(a);
+                continue;
+            };
+            let key = (captured, f.dst_call);
+            if is_indication(&f) && !f.retransmitted {
+                *self.skipped.entry(key).or_default() += 1;
+                dropped = true;
+                continue;
+            }
+            let skip = self.skipped.get(&key).copied().unwrap_or(0);
+            if skip == 0 || f.iax() == Some(IaxSubclass::Ack) {
+                out.push(a);
+                continue;
+            }
+            f.oseqno = f.oseqno.wrapping_sub(skip);
+            let mut bytes = Vec::new();
+            if Frame::Full(f).encode(&mut bytes).is_ok() {
+                out.push(Answer { bytes, ..a });
+            } else {
+                out.push(a);
+            }
+        }
+        *list = out;
+        dropped
+    }
+
     /// Switch call numbers are the switch's choice: the same captured one must
     /// map to the same replayed one throughout a dialog.
     fn call(
@@ -525,8 +707,42 @@ fn compare_full(a: &FullFrame, b: &FullFrame, norm: &mut Norm) -> Option<(String
     }
 }
 
+/// IEs one implementation sends and the other leaves out without changing
+/// the meaning: Asterisk's codec preference string, ADSI capability,
+/// language, an empty CALLTOKEN (call tokens supported) on requests that
+/// need none, the CAUSE text next to CAUSECODE, DATETIME, the calling
+/// presentation, type of number and transit network (defaults), the 64-bit
+/// FORMAT2/CAPABILITY2 that repeat FORMAT/CAPABILITY (older peers omit them).
+fn optional_ie(ie_id: u8, value: &[u8]) -> bool {
+    matches!(
+        ie_id,
+        id::CODEC_PREFS
+            | id::ADSICPE
+            | id::LANGUAGE
+            | id::CAUSE
+            | id::DATETIME
+            | id::CALLINGPRES
+            | id::CALLINGTON
+            | id::CALLINGTNS
+            | id::CALLINGANI2
+            | id::FORMAT2
+            | id::CAPABILITY2
+    ) || (ie_id == id::CALLTOKEN && value.is_empty())
+}
+
 fn compare_ies(a: &[u8], b: &[u8], norm: &mut Norm) -> Option<(String, String, String)> {
-    let (ca, cb) = (tlvs(a), tlvs(b));
+    let (mut ca, mut cb) = (tlvs(a), tlvs(b));
+    // Present on one side only: an implementation's choice, not compared.
+    let only = |x: &[(u8, &[u8])], y: &[(u8, &[u8])]| -> Vec<u8> {
+        x.iter().filter(|(i, v)| optional_ie(*i, v) && !y.iter().any(|(j, _)| j == i)).map(|(i, _)| *i).collect()
+    };
+    let dropped: Vec<u8> = only(&ca, &cb).into_iter().chain(only(&cb, &ca)).collect();
+    if !dropped.is_empty() {
+        let names: Vec<&str> = dropped.iter().map(|i| ie::ie_name(*i)).collect();
+        norm.notes.push(format!("IE(s) {} sent by one side only are an implementation's choice", names.join(", ")));
+        ca.retain(|(i, _)| !dropped.contains(i));
+        cb.retain(|(i, _)| !dropped.contains(i));
+    }
     let mut used = vec![false; cb.len()];
     for (k, (i, v)) in ca.iter().enumerate() {
         let nth = ca[..k].iter().filter(|(j, _)| j == i).count();

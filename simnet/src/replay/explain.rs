@@ -46,6 +46,18 @@ pub(crate) fn explain(x: &Exchange, cx: &Context<'_>) -> Option<String> {
             f if f.contains("timestamp") => {
                 format!("the switch's timestamp was {replayed} where the captured {party}'s was {captured} (beyond the tolerance)")
             }
+            f if f.ends_with("IE FORMAT") => format!(
+                "the switch prefers {} where the captured {party} preferred {} in its call request (the preferred \
+                 format is the caller's choice: Asterisk puts its channel's own format first; both offer formats \
+                 the other carries, and the call is set up all the same)",
+                format_name(replayed),
+                format_name(captured)
+            ),
+            f if f.ends_with("iseqno") || f.ends_with("oseqno") => format!(
+                "the switch's {f} was {replayed} where the captured {party}'s was {captured}: sequence numbers count \
+                 a call's frames, so one side had sent or received one frame more at that point (frame order at the \
+                 start of media)"
+            ),
             f => format!("the switch's {f} was {replayed} where the captured {party}'s was {captured}"),
         },
     };
@@ -101,4 +113,20 @@ impl StatusFilter for Option<u16> {
     fn is_none_or_eq(&self, s: u16) -> bool {
         !matches!(self, Some(x) if *x != s)
     }
+}
+
+/// `Format(4)` as an operator reads it: `ulaw (Format(4))`.
+fn format_name(shown: &str) -> String {
+    let n = shown.trim_start_matches("Format(").trim_end_matches(')').parse::<u64>().ok();
+    let name = match n {
+        Some(1) => "G.723.1",
+        Some(2) => "GSM",
+        Some(4) => "ulaw",
+        Some(8) => "alaw",
+        Some(64) => "signed linear",
+        Some(256) => "LPC10",
+        Some(0x800) => "iLBC",
+        _ => return shown.to_string(),
+    };
+    format!("{name} ({shown})")
 }

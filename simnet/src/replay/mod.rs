@@ -283,7 +283,10 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
             _ => None,
         })
         .collect();
-    let calls = if client { script::client_calls(capture, role.switch) } else { Vec::new() };
+    // The calls the switch's party placed: `--role client`, and with `--config`
+    // also the server role (one party in both roles: callee of the remote's
+    // NEWs, caller of its own, driven by `originate` at their captured times).
+    let calls = if client || opts.config.is_some() { script::client_calls(capture, role.switch) } else { Vec::new() };
     let files = opts.config.clone().unwrap_or_else(|| match (client, replay_remotes.first()) {
         (true, Some(remote)) => {
             let user = calls.iter().find_map(|c| c.username.as_deref());
@@ -336,7 +339,31 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
     // The switch, unchanged; `--role client`: it starts at captured time 0
     // with the control lines.
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
-    let lines = client.then(|| originates.clone());
+    // One party in both roles (server role, the switch's party also opened
+    // dialogs: registered, qualified, called): the switch starts just before
+    // its party's first captured datagram, so that its own requests (sent at
+    // start) are not early.
+    let both_roles = !client
+        && opts.config.is_some()
+        && capture.messages.iter().any(|m| {
+            m.src == role.switch
+                && matches!(&m.proto, Proto::Iax2(Frame::Full(f)) if script::is_opener(f) && f.dst_call == 0)
+        });
+    // It starts when its party first spoke (what the remote sent before went unanswered there too).
+    let first_spoke = capture
+        .messages
+        .iter()
+        .find(|m| m.src == role.switch && matches!(m.proto, Proto::Iax2(_)))
+        .map(|m| m.ts.saturating_sub(t0))
+        .unwrap_or_default();
+    let start = if (client || both_roles) && !first_spoke.is_zero() {
+        (LEAD + first_spoke).saturating_sub(Duration::from_millis(1))
+    } else if client || both_roles {
+        LEAD
+    } else {
+        Duration::ZERO
+    };
+    let lines = (client || both_roles || !originates.is_empty()).then(|| (originates.clone(), start));
     spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, lines);
 
     // The remote parties.
@@ -519,8 +546,8 @@ fn replay_world(seed: u64, v4: bool, end: Duration) -> (turmoil::Sim<'static>, S
 }
 
 /// Starts the unchanged switch on host `name`, its events stamped into
-/// `trace`. With `client_lines` (`--role client`) it starts at captured time
-/// 0 (`LEAD`) and runs those control lines at their times.
+/// `trace`. With `client_lines` it starts after their delay (`--role client`:
+/// captured time 0, `LEAD`) and runs those control lines at their times.
 fn spawn_switch(
     sim: &mut turmoil::Sim<'_>,
     world: &SimWorld,
@@ -528,7 +555,7 @@ fn spawn_switch(
     files: &BTreeMap<String, String>,
     seed: u64,
     trace: &Arc<Mutex<Vec<TimedEvent>>>,
-    client_lines: Option<Vec<(Duration, String)>>,
+    client_lines: Option<(Vec<(Duration, String)>, Duration)>,
 ) {
     world.add_host(name);
     let (world, trace, name, files) = (world.clone(), trace.clone(), name.to_string(), files.clone());
@@ -548,9 +575,9 @@ fn spawn_switch(
         };
         let (trace, host, loader) = (trace.clone(), name.clone(), MapLoader::from_files(files.clone()));
         async move {
-            if let Some(lines) = lines {
-                // Captured time 0 is the requesting party's first message: start then.
-                tokio::time::sleep(LEAD).await;
+            if let Some((lines, start)) = lines {
+                // `--role client`: captured time 0 is the requesting party's first message: start then.
+                tokio::time::sleep(start).await;
                 tokio::spawn(control_lines(lines, control, cmd_sink, cmd_host));
             }
             let result =
@@ -586,7 +613,10 @@ fn client_peer(
     fixed()
         .find(|(_, h)| remote(h))
         .or_else(|| fixed().next())
-        .map_or_else(|| config::BUILTIN_PEER.to_string(), |(p, _)| p.name.clone())
+        .map(|(p, _)| p.name.clone())
+        // A dynamic peer (`host=dynamic`) the remote party registers as.
+        .or_else(|| loaded.iax.peers.first().map(|p| p.name.clone()))
+        .unwrap_or_else(|| config::BUILTIN_PEER.to_string())
 }
 
 /// Runs `lines` (`originate ...`) on the switch at their times (since captured

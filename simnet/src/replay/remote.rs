@@ -27,6 +27,9 @@ enum Need {
     CallNumber,
     /// A CALLTOKEN of the switch (the captured datagram carries one).
     Token,
+    /// The switch's request this answers, in a dialog the switch opened (the
+    /// captured `iseqno` counts a frame of the switch not yet received).
+    Request,
     /// The switch's challenge of the dialog (the datagram carries an MD5 result).
     Challenge,
 }
@@ -182,7 +185,10 @@ impl Remote {
         };
         for (i, st) in r.setup.plan.stimuli.iter().enumerate() {
             if let (Trigger::AckOf { oseqno, kind: (t, sub) }, Some(n)) = (&st.trigger, st.instance) {
-                r.reactive.entry((n, *oseqno, t.as_u8(), *sub)).or_default().push_back(i);
+                // By kind, in order: the switch may number its frames otherwise (a RINGING
+                // Asterisk does not send before the ANSWER); the oseqno is not the key.
+                let _ = oseqno;
+                r.reactive.entry((n, 0, t.as_u8(), *sub)).or_default().push_back(i);
             }
         }
         r
@@ -325,6 +331,11 @@ impl Remote {
         let md5 = script::raw_ie(&f.payload, id::MD5_RESULT).is_some();
         if md5 && plan.challenge.is_some() && self.inst[n].challenge.is_none() {
             return Some(Need::Challenge);
+        }
+        // An answer (ACCEPT after the switch's AUTHREP) waits for what it answers.
+        let ahead = f.iseqno.wrapping_sub(self.inst[n].iseq) as i8 > 0;
+        if plan.by_switch && ahead && !script::is_unsequenced(f) {
+            return Some(Need::Request);
         }
         None
     }
@@ -523,7 +534,7 @@ impl Remote {
     fn acknowledge(&mut self, now: Duration, n: usize, g: &FullFrame) {
         let k = kind(g);
         if !g.retransmitted {
-            let key = (n, g.oseqno, k.0.as_u8(), k.1);
+            let key = (n, 0, k.0.as_u8(), k.1);
             if let Some(i) = self.reactive.get_mut(&key).and_then(|q| q.pop_front()) {
                 self.deferred.push((i, g.timestamp, self.inst[n].iseq));
                 return;

@@ -194,6 +194,17 @@ impl Inputs<'_> {
         if let Some(slip) = &self.slip {
             let _ = writeln!(s, "| schedule | {} |", cell(&slip.describe()));
         }
+        let media = |f: fn(&super::Exchange) -> &[super::compare::Answer]| {
+            self.exchanges.iter().map(|e| super::compare::media_frames(f(e))).sum::<usize>()
+        };
+        let (mc, mr) = (media(|e| &e.captured), media(|e| &e.replayed));
+        if mc + mr > 0 {
+            let _ = writeln!(
+                s,
+                "| media | the switch's voice (trunk entries and mini frames), counted over the conversation, not \
+                 compared exchange by exchange: captured {mc}, replayed {mr} |"
+            );
+        }
         let _ = writeln!(
             s,
             "| verdicts | {} exchanges: {} matched, {} diverged, {} missing, {} extra |\n",

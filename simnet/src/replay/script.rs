@@ -157,6 +157,12 @@ fn plan(capture: &Capture, switch: SocketAddr, remote: SocketAddr, t0: Duration)
             }
             if let (FrameType::Iax, Some(ch)) = (f.frame_type, raw_ie(&f.payload, id::CHALLENGE)) {
                 p.instances[n].challenge = Some(String::from_utf8_lossy(ch).into_owned());
+                // A NEW without USERNAME (Asterisk calling a peer by address):
+                // the user is the one the switch's AUTHREQ names.
+                if p.instances[n].username.is_none() {
+                    p.instances[n].username =
+                        raw_ie(&f.payload, id::USERNAME).map(|u| String::from_utf8_lossy(u).into_owned());
+                }
             }
             match f.iax() {
                 Some(IaxSubclass::Accept | IaxSubclass::RegAck) => p.instances[n].accepted = Some(true),

@@ -1073,7 +1073,7 @@ pub(crate) fn replay(
 
     let trace: Arc<Mutex<Vec<TimedEvent>>> = Arc::new(Mutex::new(Vec::new()));
     let switch_name = switch_ip.to_string();
-    let lines = Some(originates);
+    let lines = Some((originates, super::LEAD));
     super::spawn_switch(&mut sim, &world, &switch_name, &files, derive_seed(opts.seed, "switch", 0), &trace, lines);
 
     let logs: Vec<Log> = plans.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
