@@ -402,15 +402,7 @@ impl Interp {
         let notes = notes
             .into_iter()
             .map(|mut n| {
-                if !n.also.is_empty() {
-                    let shown: Vec<String> = n.also.iter().take(5).map(ToString::to_string).collect();
-                    let more = n.also.len().saturating_sub(5);
-                    let mut also = format!("also at {}", shown.join(", "));
-                    if more > 0 {
-                        also.push_str(&format!(" and {more} more"));
-                    }
-                    n.diag.hint = if n.diag.hint.is_empty() { also } else { format!("{}; {also}", n.diag.hint) };
-                }
+                n.diag.hint = super::model::hint_with_also(&n.diag.hint, &n.also);
                 n.diag
             })
             .collect();

@@ -653,16 +653,8 @@ impl Interp {
         notes
             .into_iter()
             .map(|mut n| {
-                if !n.also.is_empty() {
-                    n.also.sort();
-                    let shown: Vec<String> = n.also.iter().take(5).map(|l| l.to_string()).collect();
-                    let more = n.also.len().saturating_sub(5);
-                    let mut also = format!("also at {}", shown.join(", "));
-                    if more > 0 {
-                        also.push_str(&format!(" and {more} more"));
-                    }
-                    n.diag.hint = if n.diag.hint.is_empty() { also } else { format!("{}; {also}", n.diag.hint) };
-                }
+                n.also.sort();
+                n.diag.hint = super::model::hint_with_also(&n.diag.hint, &n.also);
                 n.diag
             })
             .collect()

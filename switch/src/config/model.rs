@@ -19,6 +19,26 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// A note's hint with the other places it applies to appended ("also at
+/// iax.conf:3, iax.conf:9 and 4 more"), so a note repeated on many lines is
+/// reported once.
+pub(crate) fn hint_with_also(hint: &str, also: &[Location]) -> String {
+    if also.is_empty() {
+        return hint.to_string();
+    }
+    let shown: Vec<String> = also.iter().take(5).map(ToString::to_string).collect();
+    let more = also.len().saturating_sub(5);
+    let mut text = format!("also at {}", shown.join(", "));
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    if hint.is_empty() {
+        text
+    } else {
+        format!("{hint}; {text}")
+    }
+}
+
 /// Everything the IAX2 side of the switch is configured with.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IaxConfig {
