@@ -512,6 +512,8 @@ pub struct Packet {
     pub src_ip: String,
     /// 1 full frame, 0 mini frame.
     pub full: bool,
+    /// tshark's `iax2.packet_type`: 0 mini, 1 full, 2 mini video, 3 meta trunk.
+    pub packet_type: Option<u32>,
     /// Frame type (2 voice, 4 control, 6 IAX).
     pub ftype: Option<u32>,
     pub iax_subclass: Option<u32>,
@@ -760,6 +762,7 @@ fn parse_packet(line: &str) -> Option<Packet> {
         time: f[1].trim().parse().unwrap_or(0.0),
         src_port: n32(f[2])? as u16,
         full: n32(f[3]) == Some(1),
+        packet_type: n32(f[3]),
         ftype: n32(f[4]),
         iax_subclass: n32(f[5]),
         control_subclass: n32(f[6]),
