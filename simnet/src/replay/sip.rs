@@ -45,7 +45,7 @@ use switch::sip::message::{Headers, Message, Request, Response};
 use switch::sip::sdp::SessionDescription;
 use switch::sip::uri::Uri;
 
-use super::compare::{Adaptation, Answer, Exchange, StimulusView, Verdict};
+use super::compare::{Adaptation, Answer, Exchange, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::schedule::{Schedule, SharedSlip};
@@ -1097,23 +1097,11 @@ fn of_remote(capture: &Capture, plan: &Plan, log: &[Entry], lead: Duration) -> V
                 if !repeats.is_empty() {
                     notes.push(format!("retransmissions of the same request: {}", repeats.join(", ")));
                 }
-                StimulusView {
-                    frame_no: s.frame_no,
-                    label: label(&s.bytes).unwrap_or_else(|| format!("{} bytes, not SIP", s.bytes.len())),
-                    captured_at: s.at,
-                    sent: sent_at,
-                    notes,
-                    captured_bytes: s.bytes.clone(),
-                    sent_bytes,
-                }
+                sip_common::stimulus_view(s.frame_no, &s.bytes, s.at, sent_at, notes, sent_bytes)
             });
             let mut normalised = Vec::new();
             let verdict = match stimulus.as_ref().map(|s| &s.sent) {
-                Some(Err(why)) => Verdict::Diverged {
-                    field: "stimulus".into(),
-                    captured: "sent".into(),
-                    replayed: format!("not sent ({why})"),
-                },
+                Some(Err(why)) => sip_common::not_sent(why),
                 _ => judge(&slot.captured, &slot.replayed, &mut normalised),
             };
             Exchange {

@@ -32,7 +32,7 @@ use std::time::Duration;
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
 
-use super::compare::{Adaptation, Answer, Exchange, StimulusView, Verdict};
+use super::compare::{Adaptation, Answer, Exchange, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::schedule::{Schedule, SharedSlip};
@@ -868,23 +868,11 @@ fn of_remote(capture: &Capture, plan: &Plan, replayed_as: SocketAddr, log: &[Ent
                     .get(&i)
                     .cloned()
                     .unwrap_or_else(|| (Err("not reached before the end of the replay".into()), Vec::new(), None));
-                StimulusView {
-                    frame_no: s.frame_no,
-                    label: label(&s.bytes).unwrap_or_else(|| format!("{} bytes, not SIP", s.bytes.len())),
-                    captured_at: s.at,
-                    sent: sent_at,
-                    notes,
-                    captured_bytes: s.bytes.clone(),
-                    sent_bytes,
-                }
+                sip_common::stimulus_view(s.frame_no, &s.bytes, s.at, sent_at, notes, sent_bytes)
             });
             let mut normalised = Vec::new();
             let verdict = match stimulus.as_ref().map(|s| &s.sent) {
-                Some(Err(why)) => Verdict::Diverged {
-                    field: "stimulus".into(),
-                    captured: "sent".into(),
-                    replayed: format!("not sent ({why})"),
-                },
+                Some(Err(why)) => sip_common::not_sent(why),
                 Some(Ok(_)) => judge(&slot.captured, &slot.replayed, &mut normalised),
                 None => judge_requests(&slot.captured, &slot.replayed, &mut normalised),
             };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use switch::config::SipSettings;
 
-use super::compare::{Counts, Exchange};
+use super::compare::{Counts, Exchange, StimulusView, Verdict};
 use super::remote::{Entry, Log};
 use super::schedule::SharedSlip;
 use super::{config, hosts, report, ReplayError, ReplayOptions, ReplayOutcome};
@@ -58,6 +58,32 @@ pub(super) fn addresses(
         }
     }
     addresses
+}
+
+/// How a stimulus shows in an exchange: the captured message, and when the
+/// replay sent it (or why not) with the rewrites applied.
+pub(super) fn stimulus_view(
+    frame_no: usize,
+    bytes: &[u8],
+    captured_at: Duration,
+    sent: Result<Duration, String>,
+    notes: Vec<String>,
+    sent_bytes: Option<Vec<u8>>,
+) -> StimulusView {
+    StimulusView {
+        frame_no,
+        label: super::sip::label(bytes).unwrap_or_else(|| format!("{} bytes, not SIP", bytes.len())),
+        captured_at,
+        sent,
+        notes,
+        captured_bytes: bytes.to_vec(),
+        sent_bytes,
+    }
+}
+
+/// The verdict on an exchange whose stimulus the replay could not send.
+pub(super) fn not_sent(why: &str) -> Verdict {
+    Verdict::Diverged { field: "stimulus".into(), captured: "sent".into(), replayed: format!("not sent ({why})") }
 }
 
 /// What a SIP replay's report says alike in both roles.
