@@ -966,20 +966,7 @@ pub(crate) fn exchanges(capture: &Capture, plans: &[Plan], logs: &[Vec<Entry>], 
     for (plan, log) in plans.iter().zip(logs) {
         all.extend(of_remote(capture, plan, log, lead));
     }
-    let time = |e: &Exchange| {
-        e.stimulus
-            .as_ref()
-            .map(|s| s.captured_at)
-            .or(e.captured.first().map(|a| a.at))
-            .or(e.replayed.first().map(|a| a.at))
-            .unwrap_or_default()
-    };
-    // Stable: ties keep each remote's order.
-    all.sort_by_key(|e| (time(e), e.remote));
-    for (i, e) in all.iter_mut().enumerate() {
-        e.n = i + 1;
-    }
-    all
+    sip_common::in_order(all)
 }
 
 fn slot_of(slots: &mut Vec<Slot>, index: &mut BTreeMap<Key, usize>, remote: SocketAddr, key: &Key) -> usize {

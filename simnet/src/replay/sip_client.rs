@@ -895,19 +895,7 @@ fn exchanges(capture: &Capture, plans: &[Plan], replayed: &[SocketAddr], logs: &
     for ((plan, log), r) in plans.iter().zip(logs).zip(replayed) {
         all.extend(of_remote(capture, plan, *r, log, LEAD));
     }
-    let time = |e: &Exchange| {
-        e.stimulus
-            .as_ref()
-            .map(|s| s.captured_at)
-            .or(e.captured.first().map(|a| a.at))
-            .or(e.replayed.first().map(|a| a.at))
-            .unwrap_or_default()
-    };
-    all.sort_by_key(|e| (time(e), e.remote));
-    for (i, e) in all.iter_mut().enumerate() {
-        e.n = i + 1;
-    }
-    all
+    sip_common::in_order(all)
 }
 
 // ---------------------------------------------------------------------------

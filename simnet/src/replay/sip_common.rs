@@ -86,6 +86,25 @@ pub(super) fn not_sent(why: &str) -> Verdict {
     Verdict::Diverged { field: "stimulus".into(), captured: "sent".into(), replayed: format!("not sent ({why})") }
 }
 
+/// Puts the exchanges of all remote parties in captured-time order and
+/// numbers them.
+pub(super) fn in_order(mut all: Vec<Exchange>) -> Vec<Exchange> {
+    let time = |e: &Exchange| {
+        e.stimulus
+            .as_ref()
+            .map(|s| s.captured_at)
+            .or(e.captured.first().map(|a| a.at))
+            .or(e.replayed.first().map(|a| a.at))
+            .unwrap_or_default()
+    };
+    // Stable: ties keep each remote's order.
+    all.sort_by_key(|e| (time(e), e.remote));
+    for (i, e) in all.iter_mut().enumerate() {
+        e.n = i + 1;
+    }
+    all
+}
+
 /// What a SIP replay's report says alike in both roles.
 pub(super) struct Run<'a> {
     pub capture: &'a Capture,
