@@ -43,6 +43,7 @@ mod schedule;
 mod script;
 pub mod sip;
 mod sip_client;
+mod sip_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

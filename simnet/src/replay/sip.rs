@@ -45,11 +45,11 @@ use switch::sip::message::{Headers, Message, Request, Response};
 use switch::sip::sdp::SessionDescription;
 use switch::sip::uri::Uri;
 
-use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
+use super::compare::{Adaptation, Answer, Exchange, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::schedule::{Schedule, SharedSlip};
-use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
+use super::{config, sip_common, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, SipInfo, Transport};
 use crate::trace::TimedEvent;
 use crate::{derive_seed, SimNet};
@@ -966,20 +966,7 @@ pub(crate) fn exchanges(capture: &Capture, plans: &[Plan], logs: &[Vec<Entry>], 
     for (plan, log) in plans.iter().zip(logs) {
         all.extend(of_remote(capture, plan, log, lead));
     }
-    let time = |e: &Exchange| {
-        e.stimulus
-            .as_ref()
-            .map(|s| s.captured_at)
-            .or(e.captured.first().map(|a| a.at))
-            .or(e.replayed.first().map(|a| a.at))
-            .unwrap_or_default()
-    };
-    // Stable: ties keep each remote's order.
-    all.sort_by_key(|e| (time(e), e.remote));
-    for (i, e) in all.iter_mut().enumerate() {
-        e.n = i + 1;
-    }
-    all
+    sip_common::in_order(all)
 }
 
 fn slot_of(slots: &mut Vec<Slot>, index: &mut BTreeMap<Key, usize>, remote: SocketAddr, key: &Key) -> usize {
@@ -1097,23 +1084,11 @@ fn of_remote(capture: &Capture, plan: &Plan, log: &[Entry], lead: Duration) -> V
                 if !repeats.is_empty() {
                     notes.push(format!("retransmissions of the same request: {}", repeats.join(", ")));
                 }
-                StimulusView {
-                    frame_no: s.frame_no,
-                    label: label(&s.bytes).unwrap_or_else(|| format!("{} bytes, not SIP", s.bytes.len())),
-                    captured_at: s.at,
-                    sent: sent_at,
-                    notes,
-                    captured_bytes: s.bytes.clone(),
-                    sent_bytes,
-                }
+                sip_common::stimulus_view(s.frame_no, &s.bytes, s.at, sent_at, notes, sent_bytes)
             });
             let mut normalised = Vec::new();
             let verdict = match stimulus.as_ref().map(|s| &s.sent) {
-                Some(Err(why)) => Verdict::Diverged {
-                    field: "stimulus".into(),
-                    captured: "sent".into(),
-                    replayed: format!("not sent ({why})"),
-                },
+                Some(Err(why)) => sip_common::not_sent(why),
                 _ => judge(&slot.captured, &slot.replayed, &mut normalised),
             };
             Exchange {
@@ -1368,11 +1343,7 @@ pub(crate) fn replay(
         role.remotes.iter().zip(&remote_ips).map(|(r, ip)| SocketAddr::new(*ip, r.port())).collect();
 
     let (files, config_text) = configuration(capture, &role, SocketAddr::new(switch_ip, role.switch.port()), opts)?;
-    let (files, address_note) = super::map_config(files, opts, &role, &hosts);
-    let loaded = config::load(&files).map_err(ReplayError::Config)?;
-    let Some(sip) = loaded.switch.sip.clone() else {
-        return Err(ReplayError::Config("the replay configuration has no [sip]".into()));
-    };
+    let sip_common::SipConfig { files, address_note, sip } = sip_common::load_sip(files, opts, &role, &hosts)?;
     // The remote party knows the passwords `--config` gives, not the built-in ones.
     let passwords: BTreeMap<String, String> = match config_text {
         Some(_) => BTreeMap::new(),
@@ -1407,12 +1378,7 @@ pub(crate) fn replay(
     let slips: Vec<SharedSlip> = plans.iter().map(|_| SharedSlip::default()).collect();
     for (k, ((plan, name), log)) in plans.iter().zip(&remote_names).zip(&logs).enumerate() {
         world.add_host(name);
-        let mut addresses = Vec::new();
-        for (c, r) in [(role.switch.ip(), switch_ip), (plan.remote.ip(), remote_ips[k])] {
-            if c != r {
-                addresses.push((c, r));
-            }
-        }
+        let addresses = sip_common::addresses(&role, switch_ip, plan.remote.ip(), remote_ips[k]);
         let setup = Setup {
             plan: plan.clone(),
             net: world.net(name),
@@ -1428,41 +1394,25 @@ pub(crate) fn replay(
         sim.host(name.as_str(), move || run(setup.clone()));
     }
 
-    let sim_duration = super::drive(&mut sim, end, &slips)?;
-    drop(sim);
-    let (switch_events, logs, slip) = super::collect(&trace, &logs, &slips);
-    let exchanges = exchanges(capture, &plans, &logs, LEAD);
-    let rtp: Vec<RtpStats> = rtp.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
-    let section = sip_section(
-        capture,
-        &plans,
-        &timeline,
-        &rtp,
-        &remote_names,
-        opts.config.is_none() || config_text.is_some(),
-        &sip.realm,
-    );
-    let inputs = report::Inputs {
+    let builtin_sip = opts.config.is_none() || config_text.is_some();
+    let run = sip_common::Run {
         capture,
         opts,
         summary,
-        role: Some((&role, switch_addr, &replay_remotes)),
-        sip_role: Some(&role),
+        role: &role,
+        switch_addr,
+        replay_remotes: &replay_remotes,
+        remote_names: &remote_names,
         config_text,
-        exchanges: &exchanges,
-        switch_events: &switch_events,
-        logs: &logs,
-        remotes: &remote_names,
-        sim_duration,
-        note: address_note,
-        sip_section: Some(section),
-        slip: Some(slip),
-        sip_context: Some(sip.context.clone()),
+        address_note,
+        sip_context: sip.context.clone(),
     };
-    let mut outcome = inputs.finish(world.pcap(), 0);
-    outcome.counts = Counts::of(&exchanges);
-    outcome.exchanges = exchanges;
-    Ok(outcome)
+    run.finish(sim, &world, end, &trace, (&logs, &slips), |logs| {
+        let exchanges = exchanges(capture, &plans, logs, LEAD);
+        let rtp: Vec<RtpStats> = rtp.iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+        let section = sip_section(capture, &plans, &timeline, &rtp, &remote_names, builtin_sip, &sip.realm);
+        (exchanges, section)
+    })
 }
 
 /// The report's SIP section: what was adapted for the whole replay.

@@ -32,12 +32,12 @@ use std::time::Duration;
 use switch::sip::header::NameAddr;
 use switch::sip::message::{Headers, Message, Request, Response};
 
-use super::compare::{Adaptation, Answer, Counts, Exchange, StimulusView, Verdict};
+use super::compare::{Adaptation, Answer, Exchange, Verdict};
 use super::party;
 use super::remote::{Entry, Log, DEPENDENCY_WAIT};
 use super::schedule::{Schedule, SharedSlip};
 use super::sip::{judge, label, shape, sip_info, via_to_udp, Timeline};
-use super::{config, report, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
+use super::{config, sip_common, ReplayError, ReplayOptions, ReplayOutcome, LEAD, TAIL};
 use crate::capture::{self, Capture, Proto, RoleChoice, Transport};
 use crate::trace::TimedEvent;
 use crate::{derive_seed, SimNet};
@@ -868,23 +868,11 @@ fn of_remote(capture: &Capture, plan: &Plan, replayed_as: SocketAddr, log: &[Ent
                     .get(&i)
                     .cloned()
                     .unwrap_or_else(|| (Err("not reached before the end of the replay".into()), Vec::new(), None));
-                StimulusView {
-                    frame_no: s.frame_no,
-                    label: label(&s.bytes).unwrap_or_else(|| format!("{} bytes, not SIP", s.bytes.len())),
-                    captured_at: s.at,
-                    sent: sent_at,
-                    notes,
-                    captured_bytes: s.bytes.clone(),
-                    sent_bytes,
-                }
+                sip_common::stimulus_view(s.frame_no, &s.bytes, s.at, sent_at, notes, sent_bytes)
             });
             let mut normalised = Vec::new();
             let verdict = match stimulus.as_ref().map(|s| &s.sent) {
-                Some(Err(why)) => Verdict::Diverged {
-                    field: "stimulus".into(),
-                    captured: "sent".into(),
-                    replayed: format!("not sent ({why})"),
-                },
+                Some(Err(why)) => sip_common::not_sent(why),
                 Some(Ok(_)) => judge(&slot.captured, &slot.replayed, &mut normalised),
                 None => judge_requests(&slot.captured, &slot.replayed, &mut normalised),
             };
@@ -907,19 +895,7 @@ fn exchanges(capture: &Capture, plans: &[Plan], replayed: &[SocketAddr], logs: &
     for ((plan, log), r) in plans.iter().zip(logs).zip(replayed) {
         all.extend(of_remote(capture, plan, *r, log, LEAD));
     }
-    let time = |e: &Exchange| {
-        e.stimulus
-            .as_ref()
-            .map(|s| s.captured_at)
-            .or(e.captured.first().map(|a| a.at))
-            .or(e.replayed.first().map(|a| a.at))
-            .unwrap_or_default()
-    };
-    all.sort_by_key(|e| (time(e), e.remote));
-    for (i, e) in all.iter_mut().enumerate() {
-        e.n = i + 1;
-    }
-    all
+    sip_common::in_order(all)
 }
 
 // ---------------------------------------------------------------------------
@@ -1042,11 +1018,7 @@ pub(crate) fn replay(
         };
         (files, Some(text))
     };
-    let (files, address_note) = super::map_config(files, opts, &role, &hosts);
-    let loaded = config::load(&files).map_err(ReplayError::Config)?;
-    let Some(sip) = loaded.switch.sip.clone() else {
-        return Err(ReplayError::Config("the replay configuration has no [sip]".into()));
-    };
+    let sip_common::SipConfig { files, address_note, sip } = sip_common::load_sip(files, opts, &role, &hosts)?;
     let switch_addr = SocketAddr::new(switch_ip, sip.listen.port());
 
     // The calls, as control lines at their captured times.
@@ -1082,12 +1054,7 @@ pub(crate) fn replay(
     let remote_names: Vec<String> = remote_ips.iter().map(IpAddr::to_string).collect();
     for (k, plan) in plans.iter().enumerate() {
         world.add_host(&remote_names[k]);
-        let mut addresses = Vec::new();
-        for (c, r) in [(role.switch.ip(), switch_ip), (plan.remote.ip(), remote_ips[k])] {
-            if c != r {
-                addresses.push((c, r));
-            }
-        }
+        let addresses = sip_common::addresses(&role, switch_ip, plan.remote.ip(), remote_ips[k]);
         let setup = Setup {
             plan: plan.clone(),
             net: world.net(&remote_names[k]),
@@ -1102,33 +1069,25 @@ pub(crate) fn replay(
         sim.host(remote_names[k].as_str(), move || run(setup.clone()));
     }
 
-    let sim_duration = super::drive(&mut sim, end, &slips)?;
-    drop(sim);
-    let (switch_events, logs, slip) = super::collect(&trace, &logs, &slips);
-    let exchanges = exchanges(capture, &plans, &replay_remotes, &logs);
-    let rtp: Vec<usize> = rtp.iter().map(|r| *r.lock().unwrap_or_else(|p| p.into_inner())).collect();
-    let section = section(capture, &plans, &timeline, &rtp, &remote_names, config_text.is_some());
-    let inputs = report::Inputs {
+    let builtin = config_text.is_some();
+    let run = sip_common::Run {
         capture,
         opts,
         summary,
-        role: Some((&role, switch_addr, &replay_remotes)),
-        sip_role: Some(&role),
+        role: &role,
+        switch_addr,
+        replay_remotes: &replay_remotes,
+        remote_names: &remote_names,
         config_text,
-        exchanges: &exchanges,
-        switch_events: &switch_events,
-        logs: &logs,
-        remotes: &remote_names,
-        sim_duration,
-        note: address_note,
-        sip_section: Some(section),
-        slip: Some(slip),
-        sip_context: Some(sip.context.clone()),
+        address_note,
+        sip_context: sip.context.clone(),
     };
-    let mut outcome = inputs.finish(world.pcap(), 0);
-    outcome.counts = Counts::of(&exchanges);
-    outcome.exchanges = exchanges;
-    Ok(outcome)
+    run.finish(sim, &world, end, &trace, (&logs, &slips), |logs| {
+        let exchanges = exchanges(capture, &plans, &replay_remotes, logs);
+        let rtp: Vec<usize> = rtp.iter().map(|r| *r.lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let section = section(capture, &plans, &timeline, &rtp, &remote_names, builtin);
+        (exchanges, section)
+    })
 }
 
 /// The report's SIP section for the client role.
