@@ -1,5 +1,5 @@
-//! Replay never panics: on every public capture (every file under
-//! the public catalogue beside the repository, ../shared/captures/public, in both roles) and on synthetic captures of
+//! Replay never panics: on every capture kept in the repository (every file
+//! under `captures/`, the public ones with their provenance, in both roles) and on synthetic captures of
 //! what it cannot drive, it ends with a verdict, a "not replayable" reason,
 //! or a named error (what `cargo xtask replay` turns into exit 0 or 2).
 
@@ -49,12 +49,8 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 #[test]
-fn every_public_file_replays_or_names_why_not() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures/public");
-    if !dir.is_dir() {
-        eprintln!("skipped: {} not found (the public captures are not on this machine)", dir.display());
-        return;
-    }
+fn every_kept_file_replays_or_names_why_not() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures");
     let mut paths = Vec::new();
     files(&dir, &mut paths);
     paths.sort();
@@ -64,7 +60,7 @@ fn every_public_file_replays_or_names_why_not() {
         let bytes = std::fs::read(&path).unwrap();
         let c = match capture::read(&bytes) {
             Ok(c) => c,
-            // Not a capture (README.md, SIP message files): replay exits 2 with this reason.
+            // Not a capture (README.md, configuration files): replay exits 2 with this reason.
             Err(e) => {
                 assert!(!e.to_string().is_empty(), "{name}");
                 continue;
