@@ -167,6 +167,21 @@ pub(crate) fn not_replayable(
     sip_role: Option<&RoleChoice>,
     why: String,
 ) -> ReplayOutcome {
+    let note = format!("Not replayable: {why}.");
+    let mut outcome = drove_nothing(capture, opts, summary, sip_role, note, capture.count("SIP"));
+    outcome.not_replayable = Some(why);
+    outcome
+}
+
+/// The report of a replay that ran no simulation: what the capture holds and `note`.
+fn drove_nothing(
+    capture: &Capture,
+    opts: &ReplayOptions,
+    summary: &str,
+    sip_role: Option<&RoleChoice>,
+    note: String,
+    sip_skipped: usize,
+) -> ReplayOutcome {
     let inputs = report::Inputs {
         capture,
         opts,
@@ -179,14 +194,12 @@ pub(crate) fn not_replayable(
         logs: &[],
         remotes: &[],
         sim_duration: Duration::ZERO,
-        note: Some(format!("Not replayable: {why}.")),
+        note: Some(note),
         sip_section: None,
         slip: None,
         sip_context: None,
     };
-    let mut outcome = inputs.finish(Vec::new(), capture.count("SIP"));
-    outcome.not_replayable = Some(why);
-    outcome
+    inputs.finish(Vec::new(), sip_skipped)
 }
 
 fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
@@ -229,24 +242,7 @@ fn replay_inner(capture: &Capture, opts: &ReplayOptions) -> Result<ReplayOutcome
         } else {
             "The capture holds no IAX2: there is nothing this switch can be driven with."
         };
-        let outcome = report::Inputs {
-            capture,
-            opts,
-            summary: &summary,
-            role: None,
-            sip_role: sip_role.as_ref().ok(),
-            config_text: None,
-            exchanges: &[],
-            switch_events: &[],
-            logs: &[],
-            remotes: &[],
-            sim_duration: Duration::ZERO,
-            note: Some(note.into()),
-            sip_section: None,
-            slip: None,
-            sip_context: None,
-        };
-        return Ok(outcome.finish(Vec::new(), sip_skipped));
+        return Ok(drove_nothing(capture, opts, &summary, sip_role.as_ref().ok(), note.into(), sip_skipped));
     }
     let role = iax_role.map_err(ReplayError::Role)?;
     // `--config` binds one captured party's address: the switch plays that
