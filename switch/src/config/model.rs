@@ -260,6 +260,12 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
+    /// Calls to this peer travel in meta trunk frames: `trunk=yes` and not
+    /// encrypted (trunk frames are never encrypted, so encrypted calls go untrunked).
+    pub fn trunked(&self) -> bool {
+        self.trunk && !(self.encryption || self.forceencryption)
+    }
+
     /// A section with nothing set: every option at its `[general]` default.
     /// `host` starts as `dynamic` with no default address (what a `type=user` without
     /// `host=` means: calls are accepted from any address its ACL permits).

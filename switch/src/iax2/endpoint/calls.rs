@@ -51,7 +51,7 @@ impl Endpoint {
         let encryption = peer.map_or(g.encryption, |p| p.encryption || p.forceencryption);
         let force_encryption = peer.map_or(g.forceencryption, |p| p.forceencryption);
         // Trunk frames are never encrypted (chan_iax2 neither), so encrypted calls go untrunked.
-        let trunk = peer.is_some_and(|p| p.trunk) && !encryption;
+        let trunk = peer.is_some_and(PeerConfig::trunked);
         let peer_name = peer.map_or(dial.peer.clone(), |p| p.name.clone());
         if trunk {
             self.check_trunk_capacity(addr)?;

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::calls::Originate;
 use super::{Endpoint, Role};
+use crate::config::PeerConfig;
 use crate::iax2::call::{CallState, DialString, Direction};
 
 /// What became of an originate request.
@@ -51,7 +52,7 @@ impl Endpoint {
         {
             return self.originate(now, req).map(Placement::Started);
         }
-        if peer.is_some_and(|p| p.trunk && !(p.encryption || p.forceencryption)) {
+        if peer.is_some_and(PeerConfig::trunked) {
             self.check_trunk_capacity(addr)?;
         }
         self.queued.push_back(Queued { addr, limit, req: req.clone() });
