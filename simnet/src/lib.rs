@@ -8,12 +8,15 @@
 //!   returns the trace, verdicts, a Markdown report and the capture. The same
 //!   scenario, seed and network give byte-identical outputs.
 
+pub mod actors;
 mod calls;
 pub mod capture;
 mod expect;
 mod ladder;
 mod metrics;
+pub mod nat;
 pub mod net;
+mod parties;
 pub mod pcap;
 pub mod replay;
 mod report;

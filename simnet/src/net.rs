@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 
+use crate::nat::{Nat, NatNotice, Refusal};
 use crate::pcap::{Capture, CaptureOptions};
 
 /// Conditions on the link between two hosts (both directions alike).
@@ -62,6 +63,8 @@ pub struct HostStats {
     pub duplicated: u64,
     /// Datagrams that went onto the wire (duplicates included).
     pub on_wire: u64,
+    /// Dropped by a NAT or firewall on the way (see [`NatEvent`]).
+    pub filtered: u64,
 }
 
 /// Width of one bucket of the wire statistics.
@@ -236,6 +239,63 @@ struct WorldState {
     backlog: Vec<Backlog>,
     full_frames: Vec<FullFrameRecord>,
     full_frames_dropped: u64,
+    /// NAT devices and firewalls, by index.
+    nats: Vec<NatDevice>,
+    /// The device each host sits behind, by host index.
+    behind: Vec<Option<usize>>,
+    /// What the devices did, for the trace (drained by the runner).
+    nat_events: Vec<(Duration, NatEvent)>,
+    /// When a refusal of (device, remote, addressed) was last reported, so a
+    /// stream of refused datagrams makes one event per [`REFUSAL_REPORT_EVERY`].
+    refusals_reported: BTreeMap<(usize, SocketAddr, SocketAddr), (Duration, u64)>,
+}
+
+/// A NAT device or firewall in the world.
+#[derive(Debug)]
+struct NatDevice {
+    name: String,
+    nat: Nat,
+}
+
+/// How often a continuing stream of refused datagrams is reported again.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// What a NAT device or firewall did, as the trace shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum NatEvent {
+    /// A new binding: `inside` is seen as `public` from outside.
+    NatBindingCreated { nat: String, inside: SocketAddr, public: SocketAddr },
+    /// A binding idle for `idle_ms` was forgotten.
+    NatBindingExpired { nat: String, inside: SocketAddr, public: SocketAddr, idle_ms: u64 },
+    /// Datagrams from `from` to `to` did not cross the device (`dropped` of
+    /// them since the last report of this pair).
+    NatRefused { nat: String, from: SocketAddr, to: SocketAddr, reason: Refusal, why: String, dropped: u64 },
+}
+
+impl NatEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            NatEvent::NatBindingCreated { .. } => "nat_binding_created",
+            NatEvent::NatBindingExpired { .. } => "nat_binding_expired",
+            NatEvent::NatRefused { .. } => "nat_refused",
+        }
+    }
+}
+
+/// Where one datagram goes once NATs and firewalls have had their say.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    /// The receiving host, when it is a simulated one.
+    to: Option<usize>,
+    /// The turmoil address it is delivered to (an inside address after translation).
+    deliver: SocketAddr,
+    /// The source the receiver sees (the sender's public mapping behind a NAT).
+    src: SocketAddr,
+    /// The destination as addressed on the public side (what the tap records).
+    dst: SocketAddr,
+    /// `src` is not the sender's own address: the receiver is told it.
+    rewritten: bool,
 }
 
 impl WorldState {
@@ -248,7 +308,110 @@ impl WorldState {
         self.by_name.insert(name.to_string(), i);
         self.stats.push(HostStats::default());
         self.backlog.push(Backlog::default());
+        self.behind.push(None);
         i
+    }
+
+    fn host_of_ip(&self, ip: IpAddr) -> Option<usize> {
+        self.by_ip.iter().find(|(a, _)| *a == ip).map(|(_, i)| *i)
+    }
+
+    fn nat_of_public_ip(&self, ip: IpAddr) -> Option<usize> {
+        self.nats.iter().position(|d| d.nat.translates() && d.nat.public_ip() == ip)
+    }
+
+    /// Moves what the devices noted into the trace buffer.
+    fn collect_notices(&mut self, nat: usize) {
+        let name = self.nats[nat].name.clone();
+        for notice in self.nats[nat].nat.take_notices() {
+            let (at, event) = match notice {
+                NatNotice::Created { at, inside, public } => {
+                    (at, NatEvent::NatBindingCreated { nat: name.clone(), inside, public })
+                }
+                NatNotice::Expired { at, inside, public, idle } => (
+                    at,
+                    NatEvent::NatBindingExpired { nat: name.clone(), inside, public, idle_ms: idle.as_millis() as u64 },
+                ),
+            };
+            self.nat_events.push((at, event));
+        }
+    }
+
+    fn refused(&mut self, at: Duration, nat: usize, from: SocketAddr, to: SocketAddr, reason: Refusal) {
+        let key = (nat, from, to);
+        let entry = self.refusals_reported.entry(key).or_insert((Duration::ZERO, 0));
+        entry.1 += 1;
+        let first = entry.1 == 1 && entry.0.is_zero();
+        if first || at >= entry.0 + REFUSAL_REPORT_EVERY {
+            let dropped = std::mem::take(&mut entry.1);
+            entry.0 = at.max(Duration::from_nanos(1));
+            let nat_name = self.nats[nat].name.clone();
+            self.nat_events.push((
+                at,
+                NatEvent::NatRefused { nat: nat_name, from, to, reason, why: reason.describe().to_string(), dropped },
+            ));
+        }
+    }
+
+    /// Applies the sender's NAT (or firewall) and the receiver's to one datagram.
+    fn route(&mut self, at: Duration, from: usize, src: SocketAddr, dst: SocketAddr) -> Result<Route, ()> {
+        let mut route = Route { to: self.host_of_ip(dst.ip()), deliver: dst, src, dst, rewritten: false };
+        if let Some(n) = self.behind.get(from).copied().flatten() {
+            let lan = route.to.is_some_and(|to| self.behind[to] == Some(n));
+            if lan {
+                // Two hosts on the same inside network talk directly.
+                return Ok(route);
+            }
+            let device = &mut self.nats[n];
+            if device.nat.translates() && dst.ip() == device.nat.public_ip() {
+                let result = device.nat.hairpin(at, src, dst);
+                self.collect_notices(n);
+                return match result {
+                    Ok((public_src, inside)) => Ok(Route {
+                        to: self.host_of_ip(inside.ip()),
+                        deliver: inside,
+                        src: public_src,
+                        dst,
+                        rewritten: true,
+                    }),
+                    Err(reason) => {
+                        self.refused(at, n, src, dst, reason);
+                        Err(())
+                    }
+                };
+            }
+            route.src = device.nat.outbound(at, src, dst);
+            route.rewritten = route.src != src;
+            self.collect_notices(n);
+        }
+        if let Some(n) = self.nat_of_public_ip(dst.ip()) {
+            let result = self.nats[n].nat.inbound(at, route.src, dst);
+            self.collect_notices(n);
+            return match result {
+                Ok(inside) => {
+                    route.to = self.host_of_ip(inside.ip());
+                    route.deliver = inside;
+                    Ok(route)
+                }
+                Err(reason) => {
+                    self.refused(at, n, route.src, dst, reason);
+                    Err(())
+                }
+            };
+        }
+        if let Some(n) = route.to.and_then(|to| self.behind[to]) {
+            let result = if self.nats[n].nat.translates() {
+                Err(Refusal::PrivateAddress)
+            } else {
+                self.nats[n].nat.inbound(at, route.src, dst)
+            };
+            self.collect_notices(n);
+            if let Err(reason) = result {
+                self.refused(at, n, route.src, dst, reason);
+                return Err(());
+            }
+        }
+        Ok(route)
     }
 
     fn idx(&self, name: &str) -> Option<usize> {
@@ -329,7 +492,32 @@ impl SimWorld {
             backlog: Vec::new(),
             full_frames: Vec::new(),
             full_frames_dropped: 0,
+            nats: Vec::new(),
+            behind: Vec::new(),
+            nat_events: Vec::new(),
+            refusals_reported: BTreeMap::new(),
         })))
+    }
+
+    /// Adds a NAT device or firewall named `name` (a host name too, so its
+    /// public address can be named in configurations).
+    pub fn add_nat(&self, name: &str, nat: Nat) {
+        let mut w = self.lock();
+        w.add(name);
+        w.nats.push(NatDevice { name: name.to_string(), nat });
+    }
+
+    /// Puts `host` on the inside of the device `nat`.
+    pub fn put_behind(&self, host: &str, nat: &str) {
+        let mut w = self.lock();
+        let i = w.add(host);
+        let n = w.nats.iter().position(|d| d.name == nat);
+        w.behind[i] = n;
+    }
+
+    /// The NAT or firewall events noted since the last call, in order.
+    pub fn take_nat_events(&self) -> Vec<(Duration, NatEvent)> {
+        std::mem::take(&mut self.lock().nat_events)
     }
 
     fn lock(&self) -> MutexGuard<'_, WorldState> {
@@ -352,9 +540,10 @@ impl SimWorld {
         w.by_ip.push((ip, i));
     }
 
-    /// Host names known to the world, sorted.
+    /// Host names known to the world, sorted (NAT devices are not hosts).
     pub fn hosts(&self) -> Vec<String> {
-        self.lock().by_name.keys().cloned().collect()
+        let w = self.lock();
+        w.by_name.keys().filter(|n| !w.nats.iter().any(|d| &d.name == *n)).cloned().collect()
     }
 
     /// A [`switch::net::Net`] for software running on host `name`.
@@ -529,15 +718,8 @@ impl SimWorld {
     }
 
     /// Puts one datagram on the wire now: partition check, tap, statistics, turmoil send.
-    fn transmit(
-        &self,
-        inner: &turmoil::net::UdpSocket,
-        from: usize,
-        to: Option<usize>,
-        src: SocketAddr,
-        dst: SocketAddr,
-        payload: &[u8],
-    ) {
+    fn transmit(&self, inner: &turmoil::net::UdpSocket, from: usize, route: Route, payload: &[u8]) {
+        let Route { to, deliver, src, dst, .. } = route;
         let at = turmoil::sim_elapsed().unwrap_or_default();
         {
             let mut w = self.lock();
@@ -577,9 +759,26 @@ impl SimWorld {
             }
         }
         // UDP: a datagram to nowhere just vanishes.
-        if let Err(e) = inner.try_send_to(payload, dst) {
+        let apparent = route.rewritten.then_some(src);
+        if let Err(e) = send_sealed(inner, apparent, payload, deliver) {
             tracing::debug!("simulated send {src} -> {dst}: {e}");
         }
+    }
+
+    /// Routes a datagram through the NATs and firewalls on its way; `None`
+    /// when one of them dropped it (counted and reported).
+    fn route(&self, from: usize, src: SocketAddr, dst: SocketAddr) -> Option<Route> {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        let mut w = self.lock();
+        if w.nats.is_empty() {
+            return Some(Route { to: w.host_of_ip(dst.ip()), deliver: dst, src, dst, rewritten: false });
+        }
+        let route = w.route(at, from, src, dst).ok();
+        if route.is_none() {
+            w.stats[from].sent += 1;
+            w.stats[from].filtered += 1;
+        }
+        route
     }
 
     /// The software of host `i` read a datagram that came over the wire.
@@ -661,12 +860,19 @@ impl SimNet {
         &self.world
     }
 
-    /// The address turmoil gave this host.
+    /// This host's address in the simulated network.
+    pub fn address(&self) -> io::Result<IpAddr> {
+        self.host_ip()
+    }
+
+    /// The address turmoil gave this host (the runner tells the world; a
+    /// host inside a NAT has an address turmoil knows only by number).
     fn host_ip(&self) -> io::Result<IpAddr> {
         if !turmoil::in_simulation() {
             return Err(not_in_sim());
         }
-        Ok(turmoil::lookup(&*self.host))
+        let known = self.world.lock().by_ip.iter().find(|(_, i)| *i == self.index).map(|(ip, _)| *ip);
+        Ok(known.unwrap_or_else(|| turmoil::lookup(&*self.host)))
     }
 
     /// What turmoil can bind for a requested address on this host.
@@ -732,9 +938,12 @@ impl switch::net::Net for SimNet {
         if !turmoil::in_simulation() {
             return Err(not_in_sim());
         }
-        let known = self.world.lock().by_name.contains_key(host);
-        if known {
-            Ok(vec![turmoil::lookup(host)])
+        let known = {
+            let w = self.world.lock();
+            w.by_name.get(host).map(|i| w.by_ip.iter().find(|(_, j)| j == i).map(|(ip, _)| *ip))
+        };
+        if let Some(ip) = known {
+            Ok(vec![ip.unwrap_or_else(|| turmoil::lookup(host))])
         } else {
             Err(io::Error::new(io::ErrorKind::NotFound, format!("no simulated host named `{host}`")))
         }
@@ -788,21 +997,24 @@ impl SimUdpSocket {
         }
         if target.ip().is_loopback() || target.ip() == self.host_ip {
             // Never on the wire: no link model, no tap.
-            self.inner.try_send_to(buf, target)?;
+            send_sealed(&self.inner, None, buf, target)?;
             return Ok(buf.len());
         }
-        let to = self.world.host_at(target.ip());
-        let src = self.public_addr();
-        let plan = self.world.plan(self.index, to, buf);
+        // Learn the receiver's name from turmoil the first time.
+        self.world.host_at(target.ip());
+        let Some(route) = self.world.route(self.index, self.public_addr(), target) else {
+            return Ok(buf.len());
+        };
+        let plan = self.world.plan(self.index, route.to, buf);
         for delay in &plan.delays[..plan.copies] {
             if delay.is_zero() {
-                self.world.transmit(&self.inner, self.index, to, src, target, buf);
+                self.world.transmit(&self.inner, self.index, route, buf);
             } else {
                 let (world, inner, from, payload, delay) =
                     (self.world.clone(), self.inner.clone(), self.index, buf.to_vec(), *delay);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    world.transmit(&inner, from, to, src, target, &payload);
+                    world.transmit(&inner, from, route, &payload);
                 });
             }
         }
@@ -820,14 +1032,70 @@ impl switch::net::DatagramSocket for SimUdpSocket {
     /// in a buffer until a `recv_from` completes with it; the backlog counter
     /// only moves when it completes.
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let result = self.inner.recv_from(buf).await;
-        if let Ok((_, from)) = &result {
-            if !from.ip().is_loopback() && from.ip() != self.host_ip {
-                self.world.read_one(self.index);
+        let (len, from) = self.inner.recv_from(buf).await?;
+        if !from.ip().is_loopback() && from.ip() != self.host_ip {
+            self.world.read_one(self.index);
+        }
+        open_sealed(buf, len, from)
+    }
+}
+
+// Every datagram between simulated sockets carries a small envelope: a tag
+// and, when a NAT rewrote the source, the source the receiver must see
+// (turmoil itself always delivers the sender's own address). The tap and the
+// statistics never see the envelope.
+const SEAL_PLAIN: u8 = 0;
+const SEAL_V4: u8 = 4;
+const SEAL_V6: u8 = 6;
+
+fn send_sealed(
+    inner: &turmoil::net::UdpSocket,
+    apparent: Option<SocketAddr>,
+    payload: &[u8],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut out = scratch.borrow_mut();
+        out.clear();
+        match apparent {
+            None => out.push(SEAL_PLAIN),
+            Some(SocketAddr::V4(a)) => {
+                out.push(SEAL_V4);
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.port().to_be_bytes());
+            }
+            Some(SocketAddr::V6(a)) => {
+                out.push(SEAL_V6);
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.port().to_be_bytes());
             }
         }
-        result
-    }
+        out.extend_from_slice(payload);
+        inner.try_send_to(&out, to)
+    })
+}
+
+/// Strips the envelope in place: the payload's length and the source to report.
+fn open_sealed(buf: &mut [u8], len: usize, from: SocketAddr) -> io::Result<(usize, SocketAddr)> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "simulated datagram without its envelope");
+    let (skip, src) = match buf.first().copied().filter(|_| len > 0) {
+        Some(SEAL_PLAIN) => (1, from),
+        Some(SEAL_V4) if len >= 7 => {
+            let ip = Ipv4Addr::new(buf[1], buf[2], buf[3], buf[4]);
+            (7, SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([buf[5], buf[6]])))
+        }
+        Some(SEAL_V6) if len >= 19 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&buf[1..17]);
+            (19, SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), u16::from_be_bytes([buf[17], buf[18]])))
+        }
+        _ => return Err(bad()),
+    };
+    buf.copy_within(skip..len, 0);
+    Ok((len - skip, src))
 }
 
 #[cfg(test)]

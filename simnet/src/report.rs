@@ -149,8 +149,8 @@ pub(crate) fn render(scenario: &Scenario, o: &Outcome, captured: usize, x: &Extr
         };
         let details = summary("", &fields);
         let shown = match &e.event {
-            TraceEvent::World(_) => format!("*{name}*"),
-            TraceEvent::Switch(_) => name.to_string(),
+            TraceEvent::World(_) | TraceEvent::Nat(_) => format!("*{name}*"),
+            TraceEvent::Switch(_) | TraceEvent::Actor(_) => name.to_string(),
         };
         let _ =
             writeln!(md, "| {} | {} | {} | {} |", fmt_time(e.at), cell(&e.host), shown, cell(&short(details.trim())));

@@ -175,16 +175,53 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
         .udp_capacity(UDP_CAPACITY);
     let mut sim = builder.build();
 
-    // Addresses first (sorted by name), so configs can name every host.
+    // Addresses first (sorted by name), so configs can name every host. On
+    // IPv4, what sits behind a NAT gets a private 10.N.0.x address turmoil
+    // knows by number only; everything else gets turmoil's next address.
+    let behind: BTreeMap<&str, &str> = scenario
+        .hosts
+        .iter()
+        .filter_map(|h| Some((h.name.as_str(), h.behind.as_deref()?)))
+        .chain(scenario.actors.iter().filter_map(|a| Some((a.name.as_str(), a.behind.as_deref()?))))
+        .collect();
+    let names: std::collections::BTreeSet<&str> = scenario
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(scenario.nats.iter().map(|n| n.name.as_str()))
+        .chain(scenario.actors.iter().map(|a| a.name.as_str()))
+        .collect();
     let mut ips = BTreeMap::new();
-    for h in &scenario.hosts {
-        ips.insert(h.name.clone(), sim.lookup(h.name.as_str()));
+    // Host name -> the name turmoil knows it by.
+    let mut tids: BTreeMap<String, String> = BTreeMap::new();
+    let mut inside_count: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in &names {
+        let nat_index = behind.get(name).and_then(|n| scenario.nats.iter().position(|s| s.name == *n));
+        let (ip, tid) = match (nat_index, opts.network) {
+            (Some(i), Network::V4) => {
+                let k = inside_count.entry(behind[name]).or_default();
+                *k += 1;
+                let ip = crate::parties::inside_v4(i, *k - 1);
+                (ip, ip.to_string())
+            }
+            _ => (sim.lookup(*name), name.to_string()),
+        };
+        tids.insert(name.to_string(), tid);
+        ips.insert(name.to_string(), ip);
     }
+    let tid = move |name: &str| -> String { tids.get(name).cloned().unwrap_or_else(|| name.to_string()) };
     let addrs = Addresses { network: opts.network, ips };
 
     let world = SimWorld::new(derive_seed(opts.seed, "link-model", 0), scenario.link);
+    for nat in &scenario.nats {
+        let seed = derive_seed(opts.seed, &format!("nat:{}", nat.name), 0);
+        world.add_nat(&nat.name, nat.build(addrs.ips[&nat.name], seed));
+    }
     for (name, ip) in &addrs.ips {
         world.set_address(name, *ip);
+    }
+    for (host, nat) in &behind {
+        world.put_behind(host, nat);
     }
     if opts.pcap {
         world.enable_capture(scenario.capture.clone());
@@ -210,7 +247,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
         let incarnation = Arc::new(AtomicU64::new(0));
         let (world2, trace2, loader2, commands2, name, base_seed) =
             (world.clone(), trace.clone(), loader.clone(), commands.clone(), h.name.clone(), opts.seed);
-        sim.host(h.name.as_str(), move || {
+        sim.host(tid(&h.name), move || {
             let n = incarnation.fetch_add(1, Ordering::Relaxed);
             let seed = derive_seed(base_seed, &name, n);
             let (tx, rx) = mpsc::channel(64);
@@ -234,6 +271,46 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
         handles.insert(h.name.clone(), HostHandle { loader, commands });
     }
 
+    let phones: Arc<Vec<String>> = Arc::new(
+        scenario
+            .actors
+            .iter()
+            .filter(|a| matches!(a.kind, crate::parties::ActorKind::Phone(_)))
+            .map(|a| a.name.clone())
+            .collect(),
+    );
+    for a in &scenario.actors {
+        world.add_host(&a.name);
+        let phones = phones.clone();
+        let (net, spec, trace2) = (world.net(&a.name), a.clone(), trace.clone());
+        let (own, server) = (addrs.ips[&a.name], addrs.ips[&a.server]);
+        let incarnation = Arc::new(AtomicU64::new(0));
+        let base_seed = opts.seed;
+        sim.host(tid(&a.name), move || {
+            let seed = derive_seed(base_seed, &spec.name, incarnation.fetch_add(1, Ordering::Relaxed));
+            let (net, spec, trace, phones) = (net.clone(), spec.clone(), trace2.clone(), phones.clone());
+            async move {
+                let actor = spec.build(own, server, &phones, seed, tokio::time::Instant::now().into_std());
+                let host = spec.name.clone();
+                let sink = move |event: crate::actors::ActorEvent| {
+                    let at = turmoil::sim_elapsed().unwrap_or_default();
+                    push(&trace, TimedEvent { at, host: host.clone(), event: TraceEvent::Actor(event) });
+                };
+                crate::actors::drive(net, actor, sink).await.map_err(|e| e.into())
+            }
+        });
+    }
+    let drain_nat_events = |world: &SimWorld, trace: &Trace| {
+        for (at, event) in world.take_nat_events() {
+            let host = match &event {
+                crate::net::NatEvent::NatBindingCreated { nat, .. }
+                | crate::net::NatEvent::NatBindingExpired { nat, .. }
+                | crate::net::NatEvent::NatRefused { nat, .. } => nat.clone(),
+            };
+            push(trace, TimedEvent { at, host, event: TraceEvent::Nat(event) });
+        }
+    };
+
     // Drive the simulation; timeline actions happen between steps at their times.
     let mut labels: BTreeMap<String, Duration> = BTreeMap::new();
     let mut pending: Vec<PendingCommand> = Vec::new();
@@ -254,7 +331,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     let sender = handles
                         .get(host)
                         .and_then(|h| h.commands.lock().unwrap_or_else(|p| p.into_inner()).clone())
-                        .filter(|_| sim.is_host_running(host.as_str()));
+                        .filter(|_| sim.is_host_running(tid(host)));
                     let mut command = PendingCommand {
                         host: host.clone(),
                         line: line.clone(),
@@ -295,13 +372,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     )
                 }
                 Action::Crash { host } => {
-                    if sim.is_host_running(host.as_str()) {
-                        sim.crash(host.as_str());
+                    if sim.is_host_running(tid(host)) {
+                        sim.crash(tid(host));
                     }
                     (host.clone(), WorldEvent::Crash { label })
                 }
                 Action::Restart { host } => {
-                    sim.bounce(host.as_str());
+                    sim.bounce(tid(host));
                     (host.clone(), WorldEvent::Restart { label })
                 }
                 Action::SetLink { between, change } => {
@@ -309,7 +386,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                         Some((a, b)) => {
                             let c = change.apply(world.link(a, b));
                             world.set_link(a, b, c);
-                            sim.set_link_latency(a.as_str(), b.as_str(), c.latency);
+                            sim.set_link_latency(tid(a), tid(b), c.latency);
                             (Some([a.clone(), b.clone()]), c)
                         }
                         None => {
@@ -324,7 +401,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                             world.set_default_link(d);
                             for (a, b, c) in pairs {
                                 world.set_link(&a, &b, c);
-                                sim.set_link_latency(a.as_str(), b.as_str(), c.latency);
+                                sim.set_link_latency(tid(&a), tid(&b), c.latency);
                             }
                             (None, d)
                         }
@@ -365,6 +442,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
             };
             push(&trace, TimedEvent { at: now, host, event: TraceEvent::World(event) });
         }
+        drain_nat_events(&world, &trace);
         if now >= scenario.duration {
             break;
         }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::net::LinkConditions;
+use crate::parties::{self, ActorSpec, NatSpec};
 use crate::pcap::{CaptureOptions, DEFAULT_SNAPLEN};
 use crate::units::{fmt_duration, Dur, Prob};
 
@@ -89,6 +90,10 @@ pub struct Scenario {
     pub(crate) capture: CaptureOptions,
     /// Sorted by name.
     pub(crate) hosts: Vec<HostSpec>,
+    /// NAT devices (firewalls on IPv6), sorted by name.
+    pub(crate) nats: Vec<NatSpec>,
+    /// Parties that are not our switch, sorted by name.
+    pub(crate) actors: Vec<ActorSpec>,
     /// Sorted by time (file order among equal times).
     pub(crate) timeline: Vec<TimelineEntry>,
     pub(crate) expectations: Vec<Expectation>,
@@ -99,6 +104,8 @@ pub(crate) struct HostSpec {
     pub name: String,
     /// File name (`iax.conf`, `switch.toml`, includes) -> text with placeholders.
     pub files: BTreeMap<String, String>,
+    /// The NAT device it sits behind.
+    pub behind: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -345,6 +352,9 @@ pub const SWITCH_EVENTS: &[&str] = &[
 pub const WORLD_EVENTS: &[&str] =
     &["partition", "heal", "crash", "restart", "set_link", "set_config", "reload", "switch_exited", "command"];
 
+/// Event names NAT devices and firewalls add to the trace.
+pub const NAT_EVENTS: &[&str] = &["nat_binding_created", "nat_binding_expired", "nat_refused"];
+
 /// Host names that would clash with placeholders or trace fields.
 const RESERVED_HOSTS: &[&str] = &["any", "self", "world", "network"];
 
@@ -365,6 +375,10 @@ struct RawScenario {
     capture: RawCapture,
     #[serde(default)]
     hosts: BTreeMap<String, Spanned<RawHost>>,
+    #[serde(default)]
+    nats: parties::Nats,
+    #[serde(default)]
+    actors: parties::Actors,
     #[serde(default)]
     timeline: Vec<Spanned<RawAction>>,
     #[serde(default)]
@@ -404,6 +418,7 @@ struct RawHost {
     config_dir: Option<Spanned<String>>,
     #[serde(default)]
     files: BTreeMap<String, Spanned<String>>,
+    behind: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -646,7 +661,52 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
     if raw.hosts.is_empty() {
         return Err(src.err(None, "the scenario has no hosts", "add a [hosts.NAME] table per switch"));
     }
-    let host_names: BTreeSet<String> = raw.hosts.keys().cloned().collect();
+    let switch_names: BTreeSet<String> = raw.hosts.keys().cloned().collect();
+    // Every name an address placeholder or a field may mention.
+    let mut host_names = switch_names.clone();
+    for (n, spanned) in raw.nats.iter().map(|(n, s)| (n, s.span())).chain(raw.actors.iter().map(|(n, s)| (n, s.span())))
+    {
+        if !valid_name(n) || RESERVED_HOSTS.contains(&n.as_str()) || !host_names.insert(n.clone()) {
+            return Err(src.err(
+                Some(spanned),
+                format!("name `{n}` is not allowed or is used twice"),
+                "hosts, nats and actors share one namespace of lowercase names",
+            ));
+        }
+    }
+    let nat_names: BTreeSet<String> = raw.nats.keys().cloned().collect();
+    let check_behind = |b: &Spanned<String>| -> Result<String, ScenarioError> {
+        if nat_names.contains(b.get_ref()) {
+            Ok(b.get_ref().clone())
+        } else {
+            Err(src.at(
+                b,
+                format!("`behind = \"{}\"` names no NAT", b.get_ref()),
+                format!("nats: {}", join(&nat_names)),
+            ))
+        }
+    };
+    let mut nats = Vec::new();
+    for (n, spanned) in &raw.nats {
+        nats.push(parties::nat(n, spanned.get_ref()).map_err(|(span, m, h)| src.err(span, m, h))?);
+    }
+    let mut actors = Vec::new();
+    for (n, spanned) in &raw.actors {
+        let a = spanned.get_ref();
+        let spec = parties::actor(n, a, duration).map_err(|(span, m, h)| src.err(span, m, h))?;
+        if let Some(b) = &a.behind {
+            check_behind(b)?;
+        }
+        if !switch_names.contains(&spec.server) {
+            let server = parties::references(a).into_iter().last().expect("server is always there");
+            return Err(src.at(
+                server,
+                format!("`server = \"{}\"` names no switch host", spec.server),
+                format!("hosts: {}", join(&switch_names)),
+            ));
+        }
+        actors.push(spec);
+    }
     let mut hosts = Vec::new();
     for (hname, spanned) in &raw.hosts {
         if !valid_name(hname) || RESERVED_HOSTS.contains(&hname.as_str()) {
@@ -715,7 +775,8 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 "set iax_conf = \"\"\"...\"\"\" or config_dir = \"DIR\" holding iax.conf",
             ));
         }
-        hosts.push(HostSpec { name: hname.clone(), files });
+        let behind = h.behind.as_ref().map(check_behind).transpose()?;
+        hosts.push(HostSpec { name: hname.clone(), files, behind });
     }
 
     let known_host = |s: &Spanned<String>| -> Result<String, ScenarioError> {
@@ -990,7 +1051,11 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             }
             (Some(ev), _) => {
                 let event = ev.get_ref().clone();
-                if !SWITCH_EVENTS.contains(&event.as_str()) && !WORLD_EVENTS.contains(&event.as_str()) {
+                if !SWITCH_EVENTS.contains(&event.as_str())
+                    && !WORLD_EVENTS.contains(&event.as_str())
+                    && !crate::actors::ACTOR_EVENTS.contains(&event.as_str())
+                    && !NAT_EVENTS.contains(&event.as_str())
+                {
                     return Err(src.at(
                         ev,
                         format!("unknown event `{event}`"),
@@ -1173,6 +1238,8 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
         link,
         capture,
         hosts,
+        nats,
+        actors,
         timeline,
         expectations,
     })

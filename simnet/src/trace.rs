@@ -68,6 +68,10 @@ impl WorldEvent {
 pub enum TraceEvent {
     Switch(switch::event::Event),
     World(WorldEvent),
+    /// A NAT device or firewall (the host field names it).
+    Nat(crate::net::NatEvent),
+    /// A phone, attacker or crowd (the host field names it).
+    Actor(crate::actors::ActorEvent),
 }
 
 impl TraceEvent {
@@ -76,6 +80,8 @@ impl TraceEvent {
         match self {
             TraceEvent::Switch(e) => e.name(),
             TraceEvent::World(e) => e.name(),
+            TraceEvent::Nat(e) => e.name(),
+            TraceEvent::Actor(e) => e.name(),
         }
     }
 
