@@ -123,7 +123,6 @@ pub enum NatNotice {
 #[derive(Clone, Debug)]
 struct Mapping {
     inside: SocketAddr,
-    public_port: u16,
     /// Remote endpoints the inside sent to, with the last time it did.
     contacted: BTreeMap<SocketAddr, Duration>,
     last_out: Duration,
@@ -136,10 +135,10 @@ pub struct Nat {
     translate: bool,
     config: NatConfig,
     rng: ChaCha20Rng,
-    /// (inside, remote key of the mapping behaviour) -> public port.
-    by_flow: BTreeMap<(SocketAddr, Option<SocketAddr>), u16>,
-    /// Public port (the inside port, for a firewall) -> mapping.
-    mappings: BTreeMap<u16, Mapping>,
+    /// (inside, remote key of the mapping behaviour) -> public address.
+    by_flow: BTreeMap<(SocketAddr, Option<SocketAddr>), SocketAddr>,
+    /// Public address (the inside address, for a firewall) -> mapping.
+    mappings: BTreeMap<SocketAddr, Mapping>,
     notices: Vec<NatNotice>,
 }
 
@@ -188,25 +187,12 @@ impl Nat {
     /// Forgets mappings idle longer than the timeout, noting when each expired.
     fn expire(&mut self, now: Duration) {
         let timeout = self.config.binding_timeout;
-        let dead: Vec<u16> =
+        let dead: Vec<SocketAddr> =
             self.mappings.iter().filter(|(_, m)| now >= m.last_out + timeout).map(|(p, _)| *p).collect();
-        for port in dead {
-            let Some(m) = self.mappings.remove(&port) else { continue };
-            self.by_flow.retain(|_, p| *p != port);
-            self.notices.push(NatNotice::Expired {
-                at: m.last_out + timeout,
-                inside: m.inside,
-                public: self.public_of(&m),
-                idle: timeout,
-            });
-        }
-    }
-
-    fn public_of(&self, m: &Mapping) -> SocketAddr {
-        if self.translate {
-            SocketAddr::new(self.public_ip, m.public_port)
-        } else {
-            m.inside
+        for public in dead {
+            let Some(m) = self.mappings.remove(&public) else { continue };
+            self.by_flow.retain(|_, p| *p != public);
+            self.notices.push(NatNotice::Expired { at: m.last_out + timeout, inside: m.inside, public, idle: timeout });
         }
     }
 
@@ -214,43 +200,38 @@ impl Nat {
     pub fn outbound(&mut self, now: Duration, inside: SocketAddr, remote: SocketAddr) -> SocketAddr {
         self.expire(now);
         let flow = (inside, if self.translate { self.config.mapping.remote_key(remote) } else { None });
-        let port = match self.by_flow.get(&flow) {
+        let public = match self.by_flow.get(&flow) {
             Some(p) => *p,
             None => {
-                let port = self.pick_port(inside);
-                self.by_flow.insert(flow, port);
-                self.mappings.entry(port).or_insert_with(|| Mapping {
+                let public = self.pick_public(inside);
+                self.by_flow.insert(flow, public);
+                self.mappings.entry(public).or_insert_with(|| Mapping {
                     inside,
-                    public_port: port,
                     contacted: BTreeMap::new(),
                     last_out: now,
                 });
-                let public = if self.translate { SocketAddr::new(self.public_ip, port) } else { inside };
                 self.notices.push(NatNotice::Created { at: now, inside, public });
-                port
+                public
             }
         };
-        let m = self.mappings.get_mut(&port).expect("by_flow names live mappings");
+        let m = self.mappings.get_mut(&public).expect("by_flow names live mappings");
         m.last_out = now;
         m.contacted.insert(remote, now);
         let timeout = self.config.binding_timeout;
         m.contacted.retain(|_, t| now < *t + timeout);
-        if self.translate {
-            SocketAddr::new(self.public_ip, port)
-        } else {
-            inside
-        }
+        public
     }
 
-    fn pick_port(&mut self, inside: SocketAddr) -> u16 {
+    fn pick_public(&mut self, inside: SocketAddr) -> SocketAddr {
         if !self.translate {
-            return inside.port();
+            return inside;
         }
-        if self.config.port_preservation && !self.mappings.contains_key(&inside.port()) {
-            return inside.port();
+        let preserved = SocketAddr::new(self.public_ip, inside.port());
+        if self.config.port_preservation && !self.mappings.contains_key(&preserved) {
+            return preserved;
         }
         loop {
-            let p = self.rng.gen_range(DYNAMIC_PORTS);
+            let p = SocketAddr::new(self.public_ip, self.rng.gen_range(DYNAMIC_PORTS));
             if !self.mappings.contains_key(&p) {
                 return p;
             }
@@ -261,8 +242,7 @@ impl Nat {
     /// a firewall): the inside endpoint it reaches, or why not.
     pub fn inbound(&mut self, now: Duration, remote: SocketAddr, public: SocketAddr) -> Result<SocketAddr, Refusal> {
         self.expire(now);
-        let port = public.port();
-        let Some(m) = self.mappings.get(&port).filter(|m| self.translate || m.inside == public) else {
+        let Some(m) = self.mappings.get(&public) else {
             return Err(Refusal::NoMapping);
         };
         let timeout = self.config.binding_timeout;
@@ -373,7 +353,8 @@ mod tests {
 
     #[test]
     fn hairpinning_shows_the_external_source() {
-        let mut n = Nat::new("203.0.113.1".parse().unwrap(), NatConfig::default(), 1);
+        let full_cone = NatConfig { filtering: Behaviour::EndpointIndependent, ..NatConfig::default() };
+        let mut n = Nat::new("203.0.113.1".parse().unwrap(), full_cone, 1);
         let pb = n.outbound(S(0), a("10.0.0.3:4000"), a("10.0.0.2:4000"));
         let (src, to) = n.hairpin(S(1), a("10.0.0.2:4000"), pb).unwrap();
         assert_eq!(src.ip(), n.public_ip());
