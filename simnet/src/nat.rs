@@ -341,8 +341,7 @@ mod tests {
 
     #[test]
     fn two_hosts_on_one_port_get_different_public_ports() {
-        let mut config = NatConfig::default();
-        config.port_preservation = true;
+        let config = NatConfig { port_preservation: true, ..NatConfig::default() };
         let mut n = Nat::new("203.0.113.1".parse().unwrap(), config, 1);
         let p1 = n.outbound(S(0), a("10.0.0.2:5060"), a("192.168.0.1:5060"));
         let p2 = n.outbound(S(0), a("10.0.0.3:5060"), a("192.168.0.1:5060"));

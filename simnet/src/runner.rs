@@ -296,7 +296,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
                     let at = turmoil::sim_elapsed().unwrap_or_default();
                     push(&trace, TimedEvent { at, host: host.clone(), event: TraceEvent::Actor(event) });
                 };
-                crate::actors::drive(net, actor, sink).await.map_err(|e| e.into())
+                crate::actors::drive_simulated(net, actor, sink).await.map_err(|e| e.into())
             }
         });
     }

@@ -1636,7 +1636,7 @@ mod tests {
         let names: Vec<&str> = every_event().iter().map(|e| e.name()).collect();
         assert_eq!(names, SWITCH_EVENTS, "SWITCH_EVENTS lists switch::event::Event's names in declaration order");
         let docs = include_str!("../../docs/scenarios.md");
-        for name in SWITCH_EVENTS.iter().chain(WORLD_EVENTS) {
+        for name in SWITCH_EVENTS.iter().chain(WORLD_EVENTS).chain(NAT_EVENTS).chain(crate::actors::ACTOR_EVENTS) {
             assert!(docs.contains(&format!("| `{name}`")), "docs/scenarios.md does not describe event `{name}`");
         }
         for metric in METRICS {

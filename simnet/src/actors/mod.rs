@@ -121,8 +121,20 @@ pub(crate) fn unspecified(ip: IpAddr) -> IpAddr {
 }
 
 /// Runs `actor` on the current simulated host until the simulation ends.
-pub async fn drive(net: SimNet, mut actor: Box<dyn Actor>, sink: impl Fn(ActorEvent)) -> io::Result<()> {
+pub async fn drive_simulated(net: SimNet, actor: Box<dyn Actor>, sink: impl Fn(ActorEvent)) -> io::Result<()> {
     let any = unspecified(net.address()?);
+    drive(&net, any, actor, sink).await
+}
+
+/// Runs `actor` with its ports bound on `ip`, over any [`Net`]: the
+/// simulator's, or the host's real sockets (`switch::net::TokioNet`), so an
+/// actor can be checked live against the real party it stands for. Returns
+/// when every socket has failed.
+pub async fn drive<N: Net>(net: &N, ip: IpAddr, mut actor: Box<dyn Actor>, sink: impl Fn(ActorEvent)) -> io::Result<()>
+where
+    N::Socket: 'static,
+{
+    let any = ip;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, SocketAddr, Vec<u8>)>();
     let mut sockets = BTreeMap::new();
     for port in actor.ports() {
