@@ -142,6 +142,9 @@ pub struct Nat {
     notices: Vec<NatNotice>,
 }
 
+/// RFC 6092 (REC-15 and RFC 4787 REQ-5 before it): UDP state lives at least this long.
+pub const FIREWALL_MIN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The first public port a NAT picks when it does not preserve ports.
 const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
@@ -160,8 +163,10 @@ impl Nat {
     }
 
     /// A stateful firewall without translation (IPv6, RFC 6092): only the
-    /// filtering and the timeout of `config` apply.
-    pub fn firewall(config: NatConfig, seed: u64) -> Nat {
+    /// filtering and the timeout of `config` apply, and the timeout is at
+    /// least the two minutes RFC 6092 requires for UDP state.
+    pub fn firewall(mut config: NatConfig, seed: u64) -> Nat {
+        config.binding_timeout = config.binding_timeout.max(FIREWALL_MIN_TIMEOUT);
         let mut nat = Nat::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), config, seed);
         nat.translate = false;
         nat

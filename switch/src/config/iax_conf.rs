@@ -770,6 +770,11 @@ impl Interp {
                 self.int(e, spec, 1, MAX_CALLNO, "a number of call numbers", "8192").map(to_u16),
             ),
             "autokill" => set(&mut g.autokill, self.ms_or_bool(e, spec, "autokill=2000").map(|ms| ms.map(ms_duration))),
+            "natkeepalive" => set(
+                &mut g.natkeepalive,
+                self.int(e, spec, 0, 3600, "0 (off) or a number of seconds", "20")
+                    .map(|s| (s != 0).then(|| Duration::from_secs(s.unsigned_abs()))),
+            ),
             "trunkfreq" => set(
                 &mut g.trunkfreq,
                 self.int(e, spec, 10, 1000, "a number of milliseconds", "20").map(|ms| ms_duration(to_u32(ms))),

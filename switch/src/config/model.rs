@@ -70,6 +70,10 @@ pub struct General {
     pub autokill: Option<Duration>,
     pub authdebug: bool,
     pub trunkfreq: Duration,
+    /// `natkeepalive` (this switch's own option): when a REGACK shows that a
+    /// `register =>` line goes through NAT, a POKE to the server this often
+    /// keeps the binding open between refreshes; `None` (0) turns it off.
+    pub natkeepalive: Option<Duration>,
     pub trunkmtu: u16,
     pub trunkmaxsize: u32,
     pub trunktimestamps: bool,
@@ -100,6 +104,7 @@ impl Default for General {
             autokill: None,
             authdebug: false,
             trunkfreq: Duration::from_millis(20),
+            natkeepalive: Some(Duration::from_secs(20)),
             trunkmtu: 1240,
             trunkmaxsize: 128_000,
             trunktimestamps: false,

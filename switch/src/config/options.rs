@@ -106,6 +106,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         "low|medium|high: drops (or restores) codec classes from the allow list at that point",
     ),
     opt("trunkfreq", General, Supported, "trunk frame interval in ms (10-1000)"),
+    opt(
+        "natkeepalive",
+        General,
+        Supported,
+        "this switch's own: seconds between POKEs to a registration server when its REGACK shows NAT (default 20, 0 off)",
+    ),
     opt("trunkmtu", General, Supported, "largest trunk datagram in bytes (0 = no limit, else 172-3999)"),
     opt("trunkmaxsize", General, Supported, "largest trunk buffer in bytes (0 = default 128000)"),
     opt("trunktimestamps", General, Supported, "send per-call timestamps inside trunk frames"),

@@ -69,6 +69,9 @@ pub struct Registration {
     token_sent: bool,
     /// The server's address as it saw us, from the last REGACK.
     pub apparent: Option<SocketAddr>,
+    /// When to POKE the server next to keep a NAT binding open (only when
+    /// the REGACK showed that one is on the way).
+    pub keepalive_at: Option<Instant>,
 }
 
 impl Registration {
@@ -83,6 +86,7 @@ impl Registration {
             next_attempt: Some(now),
             token_sent: false,
             apparent: None,
+            keepalive_at: None,
         }
     }
 
@@ -137,13 +141,17 @@ impl Registration {
         }
     }
 
+    /// A REGACK granted `refresh` seconds; `keepalive` is the interval at
+    /// which to keep a NAT binding open, when the REGACK showed one.
     pub fn registered(
         &mut self,
         now: Instant,
         refresh: u16,
         apparent: Option<SocketAddr>,
+        keepalive: Option<Duration>,
         events: &mut VecDeque<Event>,
     ) {
+        self.keepalive_at = keepalive.map(|k| now + k);
         let refresh = refresh.max(1);
         self.state = RegState::Registered { refresh, until: now + Duration::from_secs(refresh.into()) };
         // Refresh well before the server lets the registration expire.

@@ -603,10 +603,13 @@ impl Endpoint {
                 entry.dialog.finish(now, LINGER);
                 let refresh = ies.refresh();
                 let apparent = ies.apparent_addr();
+                let keepalive =
+                    self.config.general.natkeepalive.filter(|_| behind_nat(self.config.general.bind, apparent));
                 reg.registered(
                     now,
                     refresh.unwrap_or(super::registration::DEFAULT_REFRESH),
                     apparent,
+                    keepalive,
                     &mut self.events,
                 );
             }
@@ -703,6 +706,7 @@ impl Endpoint {
             if self.registrations[i].next_attempt.is_some_and(|at| at <= now) {
                 self.start_registration(now, i);
             }
+            self.nat_keepalive(now, i);
         }
 
         let names: Vec<String> = self.qualify.keys().cloned().collect();
@@ -733,6 +737,27 @@ impl Endpoint {
         dialog.send(now, IaxSubclass::RegReq, &reg.regreq_ies(Some(Vec::new()), None), &mut self.out);
         reg.started(local, &mut self.events);
         self.dialogs.insert(local, Entry { dialog, role: Role::Registrant, scheduled: None });
+    }
+
+    /// A POKE to the server of registration `index` when its NAT binding
+    /// needs one: the PONG coming back through the NAT is all it takes.
+    fn nat_keepalive(&mut self, now: Instant, index: usize) {
+        let reg = &mut self.registrations[index];
+        let (Some(at), Some(server), Some(interval)) = (reg.keepalive_at, reg.server, self.config.general.natkeepalive)
+        else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        reg.keepalive_at = Some(now + interval);
+        let Ok(local) = self.callnos.allocate(&mut self.rng, &self.config, server.ip(), Validation::Validated) else {
+            return;
+        };
+        let mut dialog = Dialog::new(local, 0, server, now);
+        dialog.send(now, IaxSubclass::Poke, &[], &mut self.out);
+        // A POKE of no peer: its PONG or silence changes no qualify state.
+        self.dialogs.insert(local, Entry { dialog, role: Role::Poke { peer: String::new() }, scheduled: None });
     }
 
     fn qualify_tick(&mut self, now: Instant, name: &str) {
@@ -807,7 +832,7 @@ impl Endpoint {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let registrations = self.registrations.iter().map(|r| r.next_attempt);
+        let registrations = self.registrations.iter().flat_map(|r| [r.next_attempt, r.keepalive_at]);
         let qualify = self.qualify.values().map(|q| q.deadline());
         let clocks = [self.dialogs.next_deadline(), self.registrar.next_expiry(), self.media_tick, self.trunk_tick];
         registrations.chain(qualify).chain(clocks).flatten().min()
@@ -894,4 +919,32 @@ fn send_regrej(now: Instant, dialog: &mut Dialog, out: &mut VecDeque<Transmit>) 
     let ies = [Ie::Cause("Registration Refused".into()), Ie::CauseCode(call::cause::FACILITY_REJECTED)];
     dialog.send(now, IaxSubclass::RegRej, &ies, out);
     dialog.finish(now, LINGER);
+}
+
+/// Whether a REGACK's apparent address shows a NAT between us and the
+/// server: it names another port than ours, or another address than the one
+/// we bound (a wildcard bind can only be told by its port).
+fn behind_nat(bind: SocketAddr, apparent: Option<SocketAddr>) -> bool {
+    let Some(seen) = apparent else { return false };
+    let unmapped = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    seen.port() != bind.port() || (!bind.ip().is_unspecified() && unmapped(seen.ip()) != unmapped(bind.ip()))
+}
+
+#[cfg(test)]
+mod nat_tests {
+    use super::behind_nat;
+
+    #[test]
+    fn a_regack_shows_nat_by_its_apparent_address() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(!behind_nat(a("10.0.0.2:4569"), Some(a("10.0.0.2:4569"))));
+        assert!(behind_nat(a("10.0.0.2:4569"), Some(a("203.0.113.7:4569"))), "another address");
+        assert!(behind_nat(a("0.0.0.0:4569"), Some(a("203.0.113.7:61000"))), "wildcard: another port");
+        assert!(!behind_nat(a("0.0.0.0:4569"), Some(a("203.0.113.7:4569"))), "wildcard, port kept: cannot tell");
+        assert!(!behind_nat(a("10.0.0.2:4569"), Some(a("[::ffff:10.0.0.2]:4569"))), "v4-mapped is the same");
+        assert!(!behind_nat(a("10.0.0.2:4569"), None), "no APPARENT ADDR: assume none");
+    }
 }
