@@ -53,24 +53,38 @@ fn path_safe(name: &str) -> String {
 /// Traces longer than this are pinned condensed (see [`pinned_trace`]).
 const FULL_TRACE_EVENTS: usize = 2000;
 
+/// Beyond this many events of one kind on one host, a long trace pins their
+/// count and sums instead of each line (registration storms, floods).
+const FULL_KIND_EVENTS: usize = 1000;
+
 /// What is pinned of a run's trace. Ordinary scenarios: the whole trace.
-/// Load scenarios (thousands of calls): every event that is not about one
-/// call, in full and in order, then per host and call event kind the count
-/// and the sums of every numeric field. Any change in what happened still
-/// shows, without megabytes of per-call lines in the repository.
+/// Load scenarios (thousands of calls, storms): every event that is not
+/// about one call and not of a kind repeated more than [`FULL_KIND_EVENTS`]
+/// times on its host, in full and in order, then per host and condensed
+/// event kind the count and the sums of every numeric field. Any change in
+/// what happened still shows, without megabytes of lines in the repository.
 fn pinned_trace(events_jsonl: &str) -> String {
     let lines: Vec<&str> = events_jsonl.lines().collect();
     if lines.len() <= FULL_TRACE_EVENTS {
         return events_jsonl.to_string();
     }
+    let values: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad trace line {line}: {e}")))
+        .collect();
+    let kind = |v: &serde_json::Value| {
+        (v["host"].as_str().unwrap_or_default().to_string(), v["event"].as_str().unwrap_or_default().to_string())
+    };
+    let mut per_kind: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for v in &values {
+        *per_kind.entry(kind(v)).or_default() += 1;
+    }
     let mut kept = String::new();
     // (host, event) -> (count, field -> sum); BTreeMaps keep the output ordered.
     let mut calls: BTreeMap<(String, String), (u64, BTreeMap<String, i128>)> = BTreeMap::new();
-    for line in lines {
-        let value: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad trace line {line}: {e}"));
+    for (line, value) in lines.into_iter().zip(&values) {
         let event = value["event"].as_str().unwrap_or_default();
-        if !event.starts_with("call_") {
+        if !event.starts_with("call_") && per_kind[&kind(value)] <= FULL_KIND_EVENTS {
             kept.push_str(line);
             kept.push('\n');
             continue;

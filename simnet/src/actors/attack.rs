@@ -334,3 +334,87 @@ impl Actor for Attacker {
         self.events.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attacker(kind: Kind, rate: u32) -> Attacker {
+        let config = AttackConfig {
+            name: "mallory".into(),
+            kind,
+            local: "192.168.0.9:5060".parse().unwrap(),
+            target: "192.168.0.1:5060".parse().unwrap(),
+            start: Duration::from_secs(1),
+            stop: Duration::from_secs(3),
+            rate,
+        };
+        Attacker::new(config, 7, Instant::now())
+    }
+
+    fn run(a: &mut Attacker, answer: impl Fn(&[u8]) -> Option<Vec<u8>>) -> ActorEvent {
+        while let Some(t) = a.poll_timeout() {
+            a.handle_timeout(t);
+            while let Some(out) = a.poll_transmit() {
+                if let Some(reply) = answer(&out.payload) {
+                    a.handle_input(t, out.port, out.to, &reply);
+                }
+            }
+            if let Some(e) = a.poll_event() {
+                return e;
+            }
+        }
+        panic!("no report")
+    }
+
+    fn reply(request: &[u8], status: u16, extra: &str) -> Vec<u8> {
+        let Ok(Message::Request(r)) = Message::parse(request) else { panic!("not a request") };
+        let mut t = format!("SIP/2.0 {status} X\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            t.push_str(&format!("{name}: {}\r\n", r.headers.get(name).unwrap()));
+        }
+        t.push_str(extra);
+        t.push_str("Content-Length: 0\r\n\r\n");
+        t.into_bytes()
+    }
+
+    #[test]
+    fn sends_at_its_rate_between_start_and_stop() {
+        let mut a = attacker(Kind::Flood { max_len: 64 }, 500);
+        let ActorEvent::AttackReport { sent, answered, .. } = run(&mut a, |_| None) else { panic!() };
+        assert_eq!((sent, answered), (1000, 0), "500/s for 2 s");
+    }
+
+    #[test]
+    fn a_scanner_reports_extensions_answered_unlike_a_missing_user() {
+        let kind = Kind::Scanner { method: "REGISTER".into(), extensions: vec!["1000".into(), "1001".into()] };
+        let mut a = attacker(kind, 10);
+        // A server that tells users apart: 401 for 1001, 404 for the rest.
+        let e = run(&mut a, |req| {
+            let text = String::from_utf8_lossy(req);
+            Some(reply(req, if text.contains("To: <sip:1001@") { 401 } else { 404 }, ""))
+        });
+        let ActorEvent::AttackReport { found, found_items, .. } = e else { panic!() };
+        assert_eq!((found, found_items), (1, vec!["1001".to_string()]));
+    }
+
+    #[test]
+    fn a_cracker_answers_each_challenge_with_its_guess() {
+        let kind = Kind::Cracker { user: "1001".into(), guesses: (0..30).map(|n| format!("{n:04}")).collect() };
+        let mut a = attacker(kind, 10);
+        let challenge = "WWW-Authenticate: Digest realm=\"x\", nonce=\"n\", qop=\"auth\"\r\n";
+        let e = run(&mut a, |req| {
+            let Ok(Message::Request(r)) = Message::parse(req) else { return None };
+            match r.headers.get("Authorization") {
+                None => Some(reply(req, 401, challenge)),
+                Some(h) => {
+                    let ok = switch::sip::digest::Authorization::parse(h).unwrap().verify("REGISTER", "0017");
+                    Some(reply(req, if ok { 200 } else { 403 }, ""))
+                }
+            }
+        });
+        let ActorEvent::AttackReport { found_items, values, .. } = e else { panic!() };
+        assert_eq!(found_items, vec!["0017".to_string()]);
+        assert_eq!(values.get("guesses"), Some(&20), "10/s for 2 s");
+    }
+}

@@ -732,3 +732,123 @@ impl Actor for Phone {
         self.events.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switch::sip::digest::Authorization;
+
+    use super::*;
+
+    fn config() -> PhoneConfig {
+        PhoneConfig {
+            name: "alice".into(),
+            user: "1001".into(),
+            password: "alice-long-secret".into(),
+            server: "192.168.0.1:5060".parse().unwrap(),
+            local: "10.1.0.2:5060".parse().unwrap(),
+            rtp_port: 4000,
+            register: true,
+            register_at: Duration::from_secs(1),
+            expires: 300,
+            keepalive: None,
+            rport: true,
+            silence: Duration::ZERO,
+            answer_after: Duration::from_secs(1),
+            calls: vec![PlannedCall { at: Duration::from_secs(5), to: "9196".into(), hold: Duration::from_secs(2) }],
+            others: BTreeMap::new(),
+        }
+    }
+
+    fn request(t: &Transmit) -> Request {
+        match Message::parse(&t.payload).expect("the phone writes parseable SIP") {
+            Message::Request(r) => r,
+            Message::Response(r) => panic!("expected a request, got {}", r.status),
+        }
+    }
+
+    /// A response to `r` as a server writes it.
+    fn answer(r: &Request, status: u16, extra: &str, body: &str) -> Vec<u8> {
+        let mut t = format!("SIP/2.0 {status} X\r\n");
+        for name in ["Via", "From", "Call-ID", "CSeq"] {
+            t.push_str(&format!("{name}: {}\r\n", r.headers.get(name).unwrap()));
+        }
+        t.push_str(&format!(
+            "To: {};tag=srv\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            r.headers.get("To").unwrap(),
+            body.len()
+        ));
+        t.into_bytes()
+    }
+
+    fn drain(p: &mut Phone) -> Vec<Transmit> {
+        std::iter::from_fn(|| p.poll_transmit()).collect()
+    }
+
+    #[test]
+    fn registers_with_digest_calls_and_hears_its_echo() {
+        let t0 = Instant::now();
+        let server: SocketAddr = "192.168.0.1:5060".parse().unwrap();
+        let mut p = Phone::new(config(), 1, t0);
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        p.handle_timeout(t0 + Duration::from_secs(1));
+        let out = drain(&mut p);
+        let register = request(&out[0]);
+        assert_eq!(out[0].to, server);
+        assert!(register.headers.get("Via").unwrap().contains(";rport"));
+        assert_eq!(register.headers.get("Contact"), Some("<sip:1001@10.1.0.2:5060>"), "its own, private address");
+        let challenge = "WWW-Authenticate: Digest realm=\"switch\", nonce=\"abc123\", qop=\"auth\", algorithm=MD5\r\n";
+        p.handle_input(t0 + Duration::from_millis(1040), 5060, server, &answer(&register, 401, challenge, ""));
+        let out = drain(&mut p);
+        let authorised = request(&out[0]);
+        let credentials = Authorization::parse(authorised.headers.get("Authorization").unwrap()).unwrap();
+        assert!(credentials.verify("REGISTER", "alice-long-secret"));
+        p.handle_input(
+            t0 + Duration::from_millis(1080),
+            5060,
+            server,
+            &answer(&authorised, 200, "Expires: 300\r\n", ""),
+        );
+        assert!(matches!(p.poll_event(), Some(ActorEvent::PhoneRegistered { expires: 300, .. })));
+
+        p.handle_timeout(t0 + Duration::from_secs(5));
+        let invite = request(&drain(&mut p)[0]);
+        assert_eq!(invite.uri.to_string(), "sip:9196@192.168.0.1");
+        let challenge = "Proxy-Authenticate: Digest realm=\"switch\", nonce=\"n2\", qop=\"auth\"\r\n";
+        p.handle_input(t0 + Duration::from_millis(5040), 5060, server, &answer(&invite, 407, challenge, ""));
+        let out = drain(&mut p);
+        assert_eq!(request(&out[0]).method, Method::Ack, "the 407 is acknowledged in its transaction");
+        let invite = request(&out[1]);
+        let credentials = Authorization::parse(invite.headers.get("Proxy-Authorization").unwrap()).unwrap();
+        assert!(credentials.verify("INVITE", "alice-long-secret"));
+        let sdp =
+            "v=0\r\no=- 1 1 IN IP4 192.168.0.1\r\ns=-\r\nc=IN IP4 192.168.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+        let contact = "Contact: <sip:9196@192.168.0.1:5060>\r\nContent-Type: application/sdp\r\n";
+        let answered = t0 + Duration::from_millis(5080);
+        p.handle_input(answered, 5060, server, &answer(&invite, 200, contact, sdp));
+        assert_eq!(request(&drain(&mut p)[0]).method, Method::Ack);
+        assert!(matches!(p.poll_event(), Some(ActorEvent::PhoneCallAnswered { setup_ms: 80, .. })));
+
+        // Two seconds of the pattern to the SDP's address, each echoed back.
+        let media: SocketAddr = "192.168.0.1:20000".parse().unwrap();
+        let mut now = answered;
+        while now < answered + Duration::from_secs(2) {
+            p.handle_timeout(now);
+            for t in drain(&mut p) {
+                if t.port == 4000 {
+                    assert_eq!(t.to, media);
+                    p.handle_input(now, 4000, media, &t.payload);
+                }
+            }
+            now = p.poll_timeout().unwrap();
+        }
+        p.handle_timeout(now);
+        assert_eq!(request(&drain(&mut p)[0]).method, Method::Bye);
+        match p.poll_event() {
+            Some(ActorEvent::PhoneCallEnded { own, sent, lost, other, .. }) => {
+                assert_eq!((own, lost, other), (sent, 0, 0));
+                assert!(sent >= 99, "{sent} frames in 2 s");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}
