@@ -16,7 +16,7 @@ use sip_synthetic::{pcap as synthetic_pcap, PASSWORD};
 
 fn config() -> BTreeMap<String, String> {
     let toml = format!(
-        "[sip]\nlisten = \"10.0.0.2:5060\"\nrtp = \"10.0.0.2:16384\"\nrealm = \"switch\"\ncontext = \"default\"\n\
+        "[sip]\nlisten = \"10.0.0.2:5060\"\nrtp = \"10.0.0.2\"\nrealm = \"switch\"\ncontext = \"default\"\n\
          [sip.users.alice]\npassword = \"{PASSWORD}\"\n[dialplan.default]\n\"echo\" = \"echo\"\n"
     );
     BTreeMap::from([("iax.conf".to_string(), "[general]\nbindport = 4569\n".to_string()), ("switch.toml".into(), toml)])

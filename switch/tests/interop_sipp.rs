@@ -84,11 +84,15 @@ fn sipp_binary() -> Option<PathBuf> {
     program(&["sipp"], "sip-tester")
 }
 
+/// Ports in the switch's `rtp_ports` (pairs: half as many calls).
+const RTP_PORTS: u16 = 400;
+
 /// The live switch with one SIP user and the echo extension.
 struct Rig {
     switch: Switch,
     sip_port: u16,
-    rtp_port: u16,
+    /// The switch's `rtp_ports`.
+    rtp_ports: (u16, u16),
     dir: TempDir,
     _serial: MutexGuard<'static, ()>,
 }
@@ -114,19 +118,21 @@ impl Rig {
         std::fs::create_dir_all(&config).unwrap();
         let control = free_tcp_port();
         let sip_port = free_udp_port();
-        let rtp_port = free_udp_ports(2);
+        // Enough pairs for the load test's 100 calls within the ports' quarantine.
+        let first = free_udp_ports(RTP_PORTS);
+        let rtp_ports = (first, first + RTP_PORTS - 1);
         SipConfig {
             iax_port: free_udp_port(),
             control,
             sip_port,
-            rtp_port,
+            rtp_ports,
             rtp_timeout,
             users: &[(USER, PASSWORD)],
             dialplan: &[(ECHO, "echo")],
         }
         .write(&config);
         let switch = Switch::start(&config, Some(control));
-        Rig { switch, sip_port, rtp_port, dir, _serial: serial }
+        Rig { switch, sip_port, rtp_ports, dir, _serial: serial }
     }
 
     /// SIPp's address options for `phone`, the scenario's `service` and the
@@ -322,7 +328,7 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     let mut rig = Rig::start("sipp-echo", 60);
     write_alaw(&rig.dir.0, 4);
     let phone = Phone::new();
-    let capture = SipCapture::start(&rig.dir.0, &[rig.sip_port, rig.rtp_port, phone.port, phone.media]);
+    let capture = SipCapture::start(&rig.dir.0, &[rig.sip_port, phone.port, phone.media], rig.rtp_ports);
     let run = rig.sipp(&sipp, "call_echo.xml", &rig.args(&phone, ECHO, USER, PASSWORD));
     assert_eq!(run.code, Some(0), "SIPp's call to the echo failed{}{}", run.context(), rig.context());
 
@@ -345,7 +351,7 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     assert_eq!(u(&ended, "duplicated"), 0, "{ended}");
 
     let Some(capture) = capture else { return };
-    let d = capture.finish(rig.sip_port, rig.rtp_port);
+    let d = capture.finish(rig.sip_port, rig.rtp_ports);
     let ladder = d.ladder();
     eprintln!("SIP on lo (switch {}; phone {}):\n{ladder}", rig.sip_port, phone.port);
     assert!(d.malformed.trim().is_empty(), "tshark reports malformed or erroneous frames:\n{}", d.malformed);
@@ -358,7 +364,13 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     assert_eq!(count(&|f| from_switch(f) && f.status == Some(407)), 1, "{ladder}");
     assert_eq!(count(&|f| from_switch(f) && f.status == Some(200) && f.cseq_method == "INVITE"), 1, "{ladder}");
     assert_eq!(count(&|f| from_switch(f) && f.status == Some(200) && f.cseq_method == "BYE"), 1, "{ladder}");
-    let (inbound, outbound) = (d.rtp_to(rig.rtp_port), d.rtp_from(rig.rtp_port));
+    // The call's own port, as its SDP said: the one RTP went to.
+    let in_range = |p: u16| (rig.rtp_ports.0..=rig.rtp_ports.1).contains(&p);
+    let port = d.frames.iter().find(|f| f.rtp_pt.is_some() && in_range(f.dst_port)).map(|f| f.dst_port);
+    let port = port.unwrap_or_else(|| panic!("no RTP to the switch's rtp_ports {:?}:\n{ladder}", rig.rtp_ports));
+    assert_eq!(port % 2, 0, "RTP on an odd port");
+    assert!(d.frames.iter().filter(|f| f.rtp_pt.is_some()).all(|f| f.dst_port == port || f.src_port == port));
+    let (inbound, outbound) = (d.rtp_to(port), d.rtp_from(port));
     eprintln!("RTP on lo: {} packets to the switch, {} back", inbound.len(), outbound.len());
     assert_eq!(inbound.len() as u64, received, "tshark's count of RTP to the switch");
     assert_eq!(outbound.len() as u64, sent, "tshark's count of RTP from the switch");

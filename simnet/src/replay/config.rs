@@ -144,7 +144,10 @@ pub fn builtin_sip(
     let realm = realm
         .filter(|r| !r.trim().is_empty() && !r.contains(|c: char| c == '"' || c == '\\' || c.is_control()))
         .unwrap_or("switch");
-    let rtp = SocketAddr::new(listen.ip(), sip_rtp_port(listen, media));
+    // Media takes a port pair per call from the default rtp_ports; the replay
+    // sends RTP wherever the switch's SDP says.
+    let _ = media;
+    let rtp = listen.ip();
     let mut t = format!(
         "\n# Built-in SIP replay configuration (docs/replay.md).\n[sip]\nlisten = \"{listen}\"\nrtp = \"{rtp}\"\n\
          realm = \"{realm}\"\ncontext = \"{BUILTIN_SIP_CONTEXT}\"\n"
