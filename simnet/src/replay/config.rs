@@ -213,7 +213,7 @@ mod tests {
         files.insert("switch.toml".into(), builtin_sip(listen, Some(4569), Some("Huawei"), &users, &extens));
         let loaded = load(&files).unwrap();
         let sip = loaded.switch.sip.unwrap();
-        assert_eq!((sip.listen, sip.rtp.port(), sip.realm.as_str()), (listen, 16384, "Huawei"));
+        assert_eq!((sip.listen, sip.rtp, sip.realm.as_str()), (listen, listen.ip(), "Huawei"));
         assert_eq!(sip.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice"]);
         assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "4321").is_some());
         assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "1234").is_none());
