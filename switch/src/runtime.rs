@@ -317,8 +317,13 @@ fn read_media<S: DatagramSocket>(
                         return;
                     }
                 }
-                // ICMP errors surface here on some platforms; the RTP timeout finds a dead peer.
-                Err(e) => tracing::debug!("RTP recv_from on port {port}: {e}"),
+                // ICMP errors surface here on some platforms; the RTP timeout
+                // finds a dead peer. The pause keeps a socket that errs at
+                // once from spinning (and a simulated host from never idling).
+                Err(e) => {
+                    tracing::debug!("RTP recv_from on port {port}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
             }
         }
     })

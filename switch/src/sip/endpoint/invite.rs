@@ -59,14 +59,6 @@ impl SipEndpoint {
             return self.reject_invite(now, from, &key, request, id, &exten, 488, "no PCMU or PCMA in the offer");
         };
         chosen.remote = nated_media(request, from, chosen.remote);
-        let Some(port) = self.allocate_port(now) else {
-            let reason = format!(
-                "no free RTP port in rtp_ports {}-{}",
-                self.settings.rtp_ports.start(),
-                self.settings.rtp_ports.end()
-            );
-            return self.reject_invite(now, from, &key, request, id, &exten, 503, &reason);
-        };
 
         let local_ip = self.advertised_ip(request, from);
         let local_tag = self.to_tag(request);
@@ -77,6 +69,12 @@ impl SipEndpoint {
             _ => caller.uri.to_string(),
         };
         let (Ok(call_id), Ok(cseq)) = (request.call_id(), request.cseq()) else { return };
+        // Last of the checks, so a refused INVITE never holds a port.
+        let Some(port) = self.allocate_port(now) else {
+            let range = &self.settings.rtp_ports;
+            let reason = format!("no free RTP port in rtp_ports {}-{}", range.start(), range.end());
+            return self.reject_invite(now, from, &key, request, id, &exten, 503, &reason);
+        };
         let dialog = Dialog {
             call_id: call_id.to_string(),
             local_tag: local_tag.clone(),
