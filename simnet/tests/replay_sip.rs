@@ -58,7 +58,7 @@ fn synthetic_call_matches_with_the_password() {
         o.report_md.split(sent).nth(1).and_then(|r| r.split(',').next()?.parse().ok()).unwrap_or_else(|| {
             panic!("{}", o.report_md);
         });
-    assert!(port % 2 == 0 && (16384..=32766).contains(&port), "{port}");
+    assert!(port.is_multiple_of(2) && (16384..=32766).contains(&port), "{port}");
     assert!(!o.report_md.contains(" 0 packet(s) received from the switch"), "{}", o.report_md);
     assert!(o.events_jsonl.contains("\"event\":\"sip_call_answered\""), "{}", o.events_jsonl);
 }
