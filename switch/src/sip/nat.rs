@@ -30,24 +30,28 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// An address literal, IPv4-mapped IPv6 as IPv4 (a dual-stack socket
+/// reports IPv4 sources that way).
 fn host_ip(host: &str) -> Option<IpAddr> {
-    host.trim_matches(|c| c == '[' || c == ']').parse().ok()
+    host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 /// The top Via's sent-by is not where the request came from.
 pub fn via_differs(via: &Via, from: SocketAddr) -> bool {
-    host_ip(&via.host) != Some(from.ip()) || via.port.unwrap_or(5060) != from.port()
+    host_ip(&via.host) != Some(from.ip().to_canonical()) || via.port.unwrap_or(5060) != from.port()
 }
 
 /// The Contact names another address than the source, or a private one
 /// while the source is routable. A Contact with a host name says nothing.
 pub fn contact_differs(contact: &Uri, from: SocketAddr) -> bool {
     let Some(ip) = host_ip(&contact.host) else { return false };
+    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
     SocketAddr::new(ip, contact.port.unwrap_or(5060)) != from || private_behind_public(ip, from.ip())
 }
 
 /// `signalled` is private but the packet came from a routable address.
 pub fn private_behind_public(signalled: IpAddr, source: IpAddr) -> bool {
+    let (signalled, source) = (signalled.to_canonical(), source.to_canonical());
     is_private(signalled) && !is_private(source) && !source.is_loopback()
 }
 
@@ -84,6 +88,8 @@ mod tests {
         assert!(via_differs(&via("SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK1;rport"), from));
         assert!(via_differs(&via("SIP/2.0/UDP 203.0.113.7;branch=z9hG4bK1"), from), "default port 5060");
         assert!(!via_differs(&via("SIP/2.0/UDP 203.0.113.7:34567;branch=z9hG4bK1"), from));
+        let mapped: SocketAddr = "[::ffff:203.0.113.7]:34567".parse().unwrap();
+        assert!(!via_differs(&via("SIP/2.0/UDP 203.0.113.7:34567;branch=z9hG4bK1"), mapped), "dual-stack socket");
         assert!(via_differs(&via("SIP/2.0/UDP phone.example;branch=z9hG4bK1"), from), "a name is not the source");
         assert!(contact_differs(&Uri::parse("sip:alice@192.168.1.20:5060").unwrap(), from));
         assert!(!contact_differs(&Uri::parse("sip:alice@203.0.113.7:34567").unwrap(), from));

@@ -63,7 +63,7 @@ impl StrictRtp {
             window,
             learning_until: now + window,
             signalled,
-            eligible: [signalled.ip(), signalling],
+            eligible: [signalled.ip().to_canonical(), signalling.to_canonical()],
             learnt: None,
             candidate: None,
             refused: BTreeMap::new(),
@@ -75,7 +75,7 @@ impl StrictRtp {
     /// address): forget what was learnt and learn again for one window.
     pub fn restart(&mut self, now: Instant, signalled: SocketAddr, signalling: IpAddr) {
         self.signalled = signalled;
-        self.eligible = [signalled.ip(), signalling];
+        self.eligible = [signalled.ip().to_canonical(), signalling.to_canonical()];
         self.learnt = None;
         self.candidate = None;
         self.learning_until = now + self.window;
@@ -101,9 +101,12 @@ impl StrictRtp {
         if let Some(learnt) = self.learnt {
             return if learnt == from { Verdict::Accept } else { self.refuse(from) };
         }
-        if now < self.learning_until && self.eligible.contains(&from.ip()) {
+        // A dual-stack socket reports IPv4 sources as ::ffff:a.b.c.d.
+        if now < self.learning_until && self.eligible.contains(&from.ip().to_canonical()) {
             let run = match self.candidate {
-                Some(c) if c.source == from && c.ssrc == ssrc && c.sequence.wrapping_add(1) == sequence => c.run + 1,
+                Some(c) if c.source == from && c.ssrc == ssrc && c.sequence.wrapping_add(1) == sequence => {
+                    c.run.saturating_add(1)
+                }
                 _ => 1,
             };
             self.candidate = Some(Candidate { source: from, ssrc, sequence, run });
@@ -236,6 +239,17 @@ mod tests {
             assert_eq!(s.on_packet(late, addr("192.0.2.10:42000"), 2, i), Verdict::Refuse);
         }
         assert_eq!(s.learnt(), Some(addr(PHONE_NAT)));
+    }
+
+    #[test]
+    fn an_ipv4_phone_seen_through_a_dual_stack_socket_is_eligible() {
+        let t0 = Instant::now();
+        let mut s = strict(t0);
+        let mapped: SocketAddr = "[::ffff:192.0.2.10]:61000".parse().unwrap();
+        for i in 0..4u16 {
+            s.on_packet(t0, mapped, 1, i);
+        }
+        assert_eq!(s.learnt(), Some(mapped));
     }
 
     #[test]

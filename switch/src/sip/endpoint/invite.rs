@@ -307,12 +307,16 @@ impl SipEndpoint {
 /// behind a routable source, or the Via's own address that the source
 /// contradicts): a provider whose media server is elsewhere is left alone.
 pub(super) fn nated_media(request: &Request, from: SocketAddr, remote: SocketAddr) -> SocketAddr {
-    let ip = remote.ip();
-    if ip == from.ip() || remote.port() == 0 {
+    let (ip, source) = (remote.ip().to_canonical(), from.ip().to_canonical());
+    if ip == source || remote.port() == 0 {
         return remote;
     }
-    let via_ip = request.top_via().ok().and_then(|v| v.host.trim_matches(|c| c == '[' || c == ']').parse().ok());
-    if nat::private_behind_public(ip, from.ip()) || (via_ip == Some(ip) && via_ip != Some(from.ip())) {
+    let via_ip = request
+        .top_via()
+        .ok()
+        .and_then(|v| v.host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical());
+    if nat::private_behind_public(ip, source) || (via_ip == Some(ip) && via_ip != Some(source)) {
         SocketAddr::new(from.ip(), remote.port())
     } else {
         remote
