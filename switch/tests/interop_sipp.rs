@@ -414,19 +414,15 @@ fn sipp_replays_the_public_captures_to_the_echo() {
     eprintln!("packets_received {} (RFC 3550 figures restart with the digit's SSRC)", u(&ended, "packets_received"));
 }
 
-/// FAILS until fixed. A phone vanishes mid-call (power cut: no BYE, RTP just
-/// stops); it comes back and calls again from the same RTP port, as phones
-/// with a fixed RTP port range do. The new call's RTP must reach the new call.
+/// A phone vanishes mid-call (power cut: no BYE, RTP just stops); it comes
+/// back and calls again from the same RTP port, as phones with a fixed RTP
+/// port range do. The new call's RTP must reach the new call.
 ///
-/// The switch latches each RTP source address to a call
-/// (`SipEndpoint::media_call` in switch/src/sip/endpoint.rs) and looks up
-/// `by_media_source` before anything else; the latch of the dead call is only
-/// removed when that call ends. So the new call's RTP, whose source is exactly
-/// the address its own SDP offered, is counted and echoed on the dead call,
-/// which it keeps alive past `rtp_timeout`, while the new call gets nothing
-/// and is hung up for "RTP timeout". An address offered in a newer SDP (RFC
-/// 3264 5/6: the offer says where the offerer receives, and symmetric RTP,
-/// RFC 4961, sends from there) must win over an older latch.
+/// When all calls shared one media socket, the dead call's latch on that
+/// source address won, kept the dead call alive past `rtp_timeout` and
+/// starved the new one. Now each call has its own port, so the new call's
+/// RTP goes to the port its own SDP answer named, and the dead call, hearing
+/// nothing on its port, ends for "RTP timeout".
 #[test]
 fn vanished_phone_does_not_keep_the_next_calls_media() {
     let Some(sipp) = sipp_binary() else { return };
@@ -451,8 +447,8 @@ fn vanished_phone_does_not_keep_the_next_calls_media() {
     eprintln!("second call ended: {ended}\nfirst call ended: {first_end:?}");
     assert!(
         u(&ended, "packets_received") > 100,
-        "the second call got {} RTP packets: the vanished first call {first_call} took them (its RTP latch \
-         in SipEndpoint::media_call wins over the second call's own SDP address); second call: {ended}; \
+        "the second call got {} RTP packets: the vanished first call {first_call} took them (each call \
+         has its own media port: did the second call's SDP name the first call's?); second call: {ended}; \
          first call: {first_end:?}",
         u(&ended, "packets_received")
     );

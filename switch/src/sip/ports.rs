@@ -176,6 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_that_moves_the_range_keeps_ports_in_use() {
+        let now = Instant::now();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut pool = PortPool::new(40000..=40003, &[]);
+        let a = pool.allocate(now, &mut rng).unwrap();
+        pool.resize(40000..=40001, &[]);
+        // Whichever pair the call holds, the narrowed range must not hand it out again.
+        let again = pool.allocate(now, &mut rng);
+        assert_ne!(again, Some(a));
+        pool.release(now, a);
+        assert_eq!(pool.in_use(), usize::from(again.is_some()));
+    }
+
+    #[test]
     fn pair_of_is_bounded_by_the_range() {
         let pool = PortPool::new(16384..=16389, &[]);
         assert_eq!(pool.pair_of(16385), Some(16384));
