@@ -344,6 +344,10 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "sip_gateway_registered",
     "sip_gateway_refused",
     "sip_gateway_timeout",
+    "sip_nat_detected",
+    "rtp_source_learned",
+    "rtp_source_refused",
+    "rtp_port_unavailable",
     "datagram_dropped",
     "call_token_required",
 ];
@@ -1590,6 +1594,10 @@ mod tests {
             Event::SipGatewayRegistered { gateway: s(), expires: 0 },
             Event::SipGatewayRefused { gateway: s(), status: 0, retry_in_ms: 0 },
             Event::SipGatewayTimeout { gateway: s(), retry_in_ms: 0 },
+            Event::SipNatDetected { user: s(), contact: s(), source: addr },
+            Event::RtpSourceLearned { call: 1, source: addr },
+            Event::RtpSourceRefused { call: 1, source: addr, packets: 0 },
+            Event::RtpPortUnavailable { port: 0, reason: s() },
             Event::DatagramDropped { from: addr, reason: s() },
             Event::CallTokenRequired { from: addr },
         ];
@@ -1624,6 +1632,10 @@ mod tests {
                 | Event::SipGatewayRegistered { .. }
                 | Event::SipGatewayRefused { .. }
                 | Event::SipGatewayTimeout { .. }
+                | Event::SipNatDetected { .. }
+                | Event::RtpSourceLearned { .. }
+                | Event::RtpSourceRefused { .. }
+                | Event::RtpPortUnavailable { .. }
                 | Event::DatagramDropped { .. }
                 | Event::CallTokenRequired { .. } => {}
             }

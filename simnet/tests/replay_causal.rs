@@ -169,7 +169,7 @@ fn sip_fast() -> Vec<u8> {
 fn sip_requests_wait_for_the_challenge_and_the_dialog() {
     let c = capture::read(&sip_fast()).unwrap();
     let toml = format!(
-        "[sip]\nlisten = \"10.0.0.2:5060\"\nrtp = \"10.0.0.2:16384\"\nrealm = \"switch\"\ncontext = \"default\"\n\
+        "[sip]\nlisten = \"10.0.0.2:5060\"\nrtp = \"10.0.0.2\"\nrealm = \"switch\"\ncontext = \"default\"\n\
          [sip.users.alice]\npassword = \"{}\"\n[dialplan.default]\n\"echo\" = \"echo\"\n",
         sip_synthetic::PASSWORD
     );
@@ -191,7 +191,7 @@ fn sip_config_listening_on_the_client_plays_the_client() {
     // switch the UA, without --role.
     let c = capture::read(&sip_synthetic::pcap(false)).unwrap();
     let toml = format!(
-        "[sip]\nlisten = \"10.0.0.1:5060\"\nrtp = \"10.0.0.1:40000\"\ncontext = \"default\"\n\
+        "[sip]\nlisten = \"10.0.0.1:5060\"\nrtp = \"10.0.0.1\"\ncontext = \"default\"\n\
          [sip.gateways.server]\nproxy = \"10.0.0.2:5060\"\nusername = \"alice\"\npassword = \"{}\"\n\
          [dialplan.default]\n\"_.\" = \"echo\"\n",
         sip_synthetic::PASSWORD

@@ -69,7 +69,11 @@ fn sip_messages(c: &mut Criterion) {
 fn challenges(c: &mut Criterion) {
     let settings = SipSettings {
         listen: "192.0.2.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
-        rtp: "192.0.2.1:16384".parse().unwrap_or_else(|e| panic!("{e}")),
+        rtp: "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}")),
+        rtp_ports: 16384..=32768,
+        rtp_learning_packets: 4,
+        rtp_learning_window: 5,
+        nat_keepalive: 20,
         external_ip: None,
         realm: "switch".into(),
         context: "default".into(),

@@ -133,6 +133,17 @@ pub enum Event {
     SipGatewayRefused { gateway: String, status: u16, retry_in_ms: u64 },
     /// The gateway did not answer our REGISTER.
     SipGatewayTimeout { gateway: String, retry_in_ms: u64 },
+    /// A REGISTER showed the phone behind NAT (first time, or a new mapping):
+    /// requests to `contact` go to `source`, and it gets keepalives.
+    SipNatDetected { user: String, contact: String, source: SocketAddr },
+    /// Strict RTP took `source` as the call's media source.
+    RtpSourceLearned { call: u32, source: SocketAddr },
+    /// At the end of a call: RTP from `source` that strict RTP dropped.
+    /// `source` 0.0.0.0:0 sums the sources past the first eight.
+    RtpSourceRefused { call: u32, source: SocketAddr, packets: u64 },
+    /// The host would not bind media port `port` (or the RTCP port above
+    /// it); it is not used again, and the call that got it fails.
+    RtpPortUnavailable { port: u16, reason: String },
 
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
@@ -174,6 +185,10 @@ impl Event {
             Event::SipGatewayRegistered { .. } => "sip_gateway_registered",
             Event::SipGatewayRefused { .. } => "sip_gateway_refused",
             Event::SipGatewayTimeout { .. } => "sip_gateway_timeout",
+            Event::SipNatDetected { .. } => "sip_nat_detected",
+            Event::RtpSourceLearned { .. } => "rtp_source_learned",
+            Event::RtpSourceRefused { .. } => "rtp_source_refused",
+            Event::RtpPortUnavailable { .. } => "rtp_port_unavailable",
             Event::DatagramDropped { .. } => "datagram_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
         }

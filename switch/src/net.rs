@@ -17,6 +17,12 @@ pub trait DatagramSocket: Send + Sync + 'static {
 pub trait Net: Send + Sync + 'static {
     type Socket: DatagramSocket;
     fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send;
+    /// A call's media socket. Many come and go, one pair per call, so the
+    /// large receive buffer (and its warning) of [`Net::bind_udp`] is not
+    /// wanted; by default it is the same.
+    fn bind_media(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
+        self.bind_udp(addr)
+    }
     /// Resolves a host name or address literal to its addresses, in a stable order.
     fn resolve(&self, host: &str) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
     /// Seconds since the UNIX epoch, now: the civil time the world tells the
@@ -65,6 +71,10 @@ impl Net for TokioNet {
             Err(e) => tracing::warn!("cannot read the UDP receive buffer size: {e}"),
         }
         Ok(socket)
+    }
+
+    async fn bind_media(&self, addr: SocketAddr) -> io::Result<Self::Socket> {
+        tokio::net::UdpSocket::bind(addr).await
     }
 
     async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {

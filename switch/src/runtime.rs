@@ -15,7 +15,7 @@ use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
 use crate::event::{Event, EventSink};
 use crate::iax2::endpoint::{Endpoint, Originate, Placement, ResolvedHosts};
 use crate::net::{DatagramSocket, Net};
-use crate::sip::endpoint::{SipEndpoint, SipSocket};
+use crate::sip::endpoint::{MediaSocket, SipEndpoint, SipSocket};
 use crate::state::{Persister, StateStore};
 
 /// Largest datagram we accept; anything longer is truncated by the socket and
@@ -91,20 +91,31 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 what: "listen",
                 source,
             })?;
-            let media = net.bind_udp(settings.rtp).await.map_err(|source| RunError::BindSip {
-                addr: settings.rtp,
-                what: "rtp",
-                source,
-            })?;
             // Its own stream of the one seed: SIP traffic does not shift IAX2's random values.
             let mut rng = ChaCha20Rng::seed_from_u64(setup.seed);
             rng.set_stream(1);
             let mut sip = SipEndpoint::new(Arc::new(settings.clone()), &resolved, rng, Instant::now().into_std());
             sip.set_dialplan(loaded.switch.dialplan.clone());
-            Some(Sip { endpoint: sip, signalling, media, listen: settings.listen, rtp: settings.rtp })
+            let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+            Some((
+                Sip {
+                    endpoint: sip,
+                    signalling,
+                    media: BTreeMap::new(),
+                    media_tx,
+                    listen: settings.listen,
+                    rtp: settings.rtp,
+                },
+                media_rx,
+            ))
         }
     };
-    let mut sip = sip;
+    // The receiver lives apart from `sip`: the loop waits on it while other
+    // branches borrow the signalling socket.
+    let (mut sip, mut media_rx) = match sip {
+        Some((sip, rx)) => (Some(sip), Some(rx)),
+        None => (None, None),
+    };
 
     let rng = ChaCha20Rng::seed_from_u64(setup.seed);
     let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
@@ -123,14 +134,13 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut sip_buf = vec![0u8; MAX_DATAGRAM];
-    let mut rtp_buf = vec![0u8; MAX_DATAGRAM];
     loop {
         if let Some(p) = &mut persister {
             p.poll(&mut endpoint, Instant::now().into_std(), false);
         }
         flush(&socket, &mut endpoint, &mut setup.events).await;
         if let Some(sip) = &mut sip {
-            sip.flush(&mut setup.events).await;
+            sip.flush(&net, &mut setup.events).await;
         }
         let deadline = [
             endpoint.poll_timeout(),
@@ -234,10 +244,8 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 (Err(e), _) => tracing::debug!("SIP recv_from: {e}"),
                 _ => {}
             },
-            received = recv_from(sip.as_ref().map(|s| &s.media), &mut rtp_buf) => match (received, &mut sip) {
-                (Ok((len, from)), Some(sip)) => sip.endpoint.handle_media(Instant::now().into_std(), from, &rtp_buf[..len]),
-                (Err(e), _) => tracing::debug!("RTP recv_from: {e}"),
-                _ => {}
+            received = recv_media(media_rx.as_mut()) => if let (Some(m), Some(sip)) = (received, &mut sip) {
+                sip.endpoint.handle_media(Instant::now().into_std(), m.port, m.from, &m.payload);
             },
             _ = sleep_until(deadline) => {
                 let now = Instant::now().into_std();
@@ -252,29 +260,120 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
 
 const SIP_OFF: &str = "SIP is off: add a [sip] table to switch.toml\n";
 
-/// The SIP endpoint and its two sockets.
+/// Datagrams read by the media sockets' tasks and not yet handled. Bounded:
+/// when the loop falls behind, the readers wait and the kernel drops.
+const MEDIA_QUEUE: usize = 4096;
+
+/// The largest media datagram read whole: audio RTP is a few hundred bytes,
+/// and anything longer than a path MTU is no call's audio.
+const MAX_MEDIA_DATAGRAM: usize = 2048;
+
+/// The SIP endpoint, its signalling socket and the media sockets it asked for.
 struct Sip<S> {
     endpoint: SipEndpoint,
     signalling: S,
-    media: S,
+    /// RTP port -> its pair of sockets.
+    media: BTreeMap<u16, MediaPair<S>>,
+    media_tx: mpsc::Sender<MediaDatagram>,
     listen: SocketAddr,
-    rtp: SocketAddr,
+    rtp: IpAddr,
+}
+
+struct MediaDatagram {
+    port: u16,
+    from: SocketAddr,
+    payload: Vec<u8>,
+}
+
+/// A call's RTP and RTCP sockets. Each is read by its own task that forwards
+/// into the loop's one channel: the loop waits on one receiver however many
+/// calls there are, and a channel receive is cancel-safe. Under turmoil a
+/// host runs on one thread, so the interleaving stays deterministic.
+struct MediaPair<S> {
+    rtp: Arc<S>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<S> Drop for MediaPair<S> {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
+fn read_media<S: DatagramSocket>(
+    socket: Arc<S>,
+    port: u16,
+    tx: mpsc::Sender<MediaDatagram>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_MEDIA_DATAGRAM];
+        loop {
+            match socket.recv_from(&mut buf).await {
+                Ok((len, from)) => {
+                    let payload = buf[..len.min(buf.len())].to_vec();
+                    if tx.send(MediaDatagram { port, from, payload }).await.is_err() {
+                        return;
+                    }
+                }
+                // ICMP errors surface here on some platforms; the RTP timeout
+                // finds a dead peer. The pause keeps a socket that errs at
+                // once from spinning (and a simulated host from never idling).
+                Err(e) => {
+                    tracing::debug!("RTP recv_from on port {port}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
 }
 
 impl<S: DatagramSocket> Sip<S> {
-    async fn flush(&mut self, events: &mut impl EventSink) {
-        while let Some(t) = self.endpoint.poll_transmit() {
-            let socket = match t.socket {
-                SipSocket::Signalling => &self.signalling,
-                SipSocket::Media => &self.media,
+    /// Opens and closes media sockets as the endpoint asks (each before the
+    /// datagrams that need it), sends what it has to send, and reports.
+    async fn flush<N: Net<Socket = S>>(&mut self, net: &N, events: &mut impl EventSink) {
+        loop {
+            while let Some(request) = self.endpoint.poll_media_socket() {
+                match request {
+                    MediaSocket::Open(port) => {
+                        if let Err(e) = self.open_media(net, port).await {
+                            tracing::warn!("cannot bind media ports {port}/{} on {}: {e}", port + 1, self.rtp);
+                            self.endpoint.media_socket_failed(Instant::now().into_std(), port, &e.to_string());
+                        }
+                    }
+                    MediaSocket::Close(port) => {
+                        self.media.remove(&port);
+                    }
+                }
+            }
+            let Some(t) = self.endpoint.poll_transmit() else { break };
+            let result = match t.socket {
+                SipSocket::Signalling => self.signalling.send_to(&t.payload, t.destination).await,
+                SipSocket::Media(port) => match self.media.get(&port) {
+                    Some(pair) => pair.rtp.send_to(&t.payload, t.destination).await,
+                    None => continue,
+                },
             };
-            if let Err(e) = socket.send_to(&t.payload, t.destination).await {
+            if let Err(e) = result {
                 tracing::debug!("SIP send_to {}: {e}", t.destination);
             }
         }
         while let Some(event) = self.endpoint.poll_event() {
             events.emit(&event);
         }
+    }
+
+    async fn open_media<N: Net<Socket = S>>(&mut self, net: &N, port: u16) -> std::io::Result<()> {
+        let rtcp_port = port.checked_add(1).ok_or_else(|| std::io::Error::other("no RTCP port above 65535"))?;
+        let rtp = Arc::new(net.bind_media(SocketAddr::new(self.rtp, port)).await?);
+        let rtcp = Arc::new(net.bind_media(SocketAddr::new(self.rtp, rtcp_port)).await?);
+        let readers = vec![
+            read_media(rtp.clone(), port, self.media_tx.clone()),
+            read_media(rtcp, rtcp_port, self.media_tx.clone()),
+        ];
+        self.media.insert(port, MediaPair { rtp, readers });
+        Ok(())
     }
 
     fn reconfigure(&mut self, loaded: &LoadedConfig, resolved: &ResolvedHosts) {
@@ -288,6 +387,14 @@ impl<S: DatagramSocket> Sip<S> {
             None => tracing::warn!("[sip] was removed from switch.toml: SIP stays up until a restart"),
         }
         self.endpoint.set_dialplan(loaded.switch.dialplan.clone());
+    }
+}
+
+/// The next media datagram, or never when SIP is off.
+async fn recv_media(rx: Option<&mut mpsc::Receiver<MediaDatagram>>) -> Option<MediaDatagram> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

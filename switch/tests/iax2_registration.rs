@@ -74,6 +74,11 @@ struct Pair {
     net_rng: ChaCha20Rng,
     /// Every datagram put on the wire, for assertions about what an eavesdropper sees.
     sniffed: Vec<Vec<u8>>,
+    /// A NAT in front of B: what B sends appears to come from this address,
+    /// and what is sent to it reaches B.
+    b_behind_nat: Option<SocketAddr>,
+    /// Where A sent each datagram.
+    a_sent_to: Vec<SocketAddr>,
 }
 
 impl Pair {
@@ -93,18 +98,24 @@ impl Pair {
             duplicate: 0.0,
             net_rng: ChaCha20Rng::seed_from_u64(99),
             sniffed: vec![],
+            b_behind_nat: None,
+            a_sent_to: vec![],
         }
     }
 
     fn collect(&mut self) {
         use rand::Rng;
         let latency = self.latency;
-        for (name, ep, me) in [("a", &mut self.a, addr(A)), ("b", &mut self.b, addr(B))] {
+        let b_apparent = self.b_behind_nat.unwrap_or(addr(B));
+        for (name, ep, me) in [("a", &mut self.a, addr(A)), ("b", &mut self.b, b_apparent)] {
             while let Some(e) = ep.poll_event() {
                 self.events.push((self.now - self.start, name, e));
             }
             while let Some(t) = ep.poll_transmit() {
                 self.sniffed.push(t.payload.clone());
+                if name == "a" {
+                    self.a_sent_to.push(t.destination);
+                }
                 if self.partitioned || self.net_rng.gen_bool(self.loss) {
                     continue;
                 }
@@ -905,4 +916,59 @@ fn a_restarted_registrar_reaches_its_peer_at_once_from_saved_state() {
     let refreshed: Vec<_> =
         p.find("a", |e| matches!(e, Event::PeerRegistered { .. })).into_iter().filter(after).collect();
     assert!(refreshed.first().is_none_or(|r| answered[0] < *r), "{refreshed:?} {answered:?}");
+}
+
+/// A `host=dynamic` peer registered from behind NAT: the registrar knows it
+/// only by the apparent address its REGREQ came from (nothing in its
+/// configuration names it), and it is qualified, called and sent media there.
+#[test]
+fn a_dynamic_peer_behind_nat_is_reached_at_its_apparent_address() {
+    use switch::dialplan::{App, Dialplan};
+    use switch::iax2::endpoint::Originate;
+    let apparent = addr("198.51.100.9:40123");
+    // One secret both ways: A has no registration of its own to take its
+    // outbound secret from.
+    let mut a = config("B", "shared", "A", "shared", "b");
+    a.registrations.clear(); // A only serves; it never learns B's real address
+    let b = config("A", "shared", "B", "shared", "a");
+    let mut p = Pair::new(a, b);
+    p.b_behind_nat = Some(apparent);
+    let mut plan = Dialplan::default();
+    plan.add("iaxinbound", "600", App::Echo);
+    p.b.set_dialplan(plan);
+    p.run_until(Duration::from_secs(2));
+    assert!(
+        p.events.iter().any(|(_, h, e)| *h == "a"
+            && matches!(e, Event::PeerRegistered { peer, addr, .. } if peer == "B" && *addr == apparent)),
+        "{:#?}",
+        p.events
+    );
+    p.run_until(Duration::from_secs(15));
+    assert!(
+        !p.find("a", |e| matches!(e, Event::PeerStateChanged { peer, to: PeerState::Ok, .. } if peer == "B"))
+            .is_empty(),
+        "qualified OK through the NAT: {:#?}",
+        p.events
+    );
+    let hold = Duration::from_secs(5);
+    let req = Originate { dial: "IAX2/B/600".into(), app: App::Pattern, hold: Some(hold), calling: (None, None) };
+    p.a.originate(p.now, &req).unwrap();
+    p.run_until(Duration::from_secs(25));
+    let ended: Vec<&Event> = p
+        .events
+        .iter()
+        .filter(|(_, h, e)| *h == "a" && matches!(e, Event::CallEnded { .. }))
+        .map(|(_, _, e)| e)
+        .collect();
+    let [Event::CallEnded { frames_sent, frames_received, code, .. }] = ended[..] else {
+        panic!("one call on A: {:#?}", p.events)
+    };
+    assert_eq!(*code, 16);
+    assert!(*frames_sent > 200 && frames_sent - frames_received <= 2, "{frames_sent} sent, {frames_received} echoed");
+    assert!(!p.a_sent_to.is_empty());
+    assert!(
+        p.a_sent_to.iter().all(|d| *d == apparent),
+        "A sent to {:?}",
+        p.a_sent_to.iter().collect::<std::collections::BTreeSet<_>>()
+    );
 }

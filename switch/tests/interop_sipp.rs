@@ -84,11 +84,15 @@ fn sipp_binary() -> Option<PathBuf> {
     program(&["sipp"], "sip-tester")
 }
 
+/// Ports in the switch's `rtp_ports` (pairs: half as many calls).
+const RTP_PORTS: u16 = 400;
+
 /// The live switch with one SIP user and the echo extension.
 struct Rig {
     switch: Switch,
     sip_port: u16,
-    rtp_port: u16,
+    /// The switch's `rtp_ports`.
+    rtp_ports: (u16, u16),
     dir: TempDir,
     _serial: MutexGuard<'static, ()>,
 }
@@ -114,19 +118,21 @@ impl Rig {
         std::fs::create_dir_all(&config).unwrap();
         let control = free_tcp_port();
         let sip_port = free_udp_port();
-        let rtp_port = free_udp_ports(2);
+        // Enough pairs for the load test's 100 calls within the ports' quarantine.
+        let first = free_udp_ports(RTP_PORTS);
+        let rtp_ports = (first, first + RTP_PORTS - 1);
         SipConfig {
             iax_port: free_udp_port(),
             control,
             sip_port,
-            rtp_port,
+            rtp_ports,
             rtp_timeout,
             users: &[(USER, PASSWORD)],
             dialplan: &[(ECHO, "echo")],
         }
         .write(&config);
         let switch = Switch::start(&config, Some(control));
-        Rig { switch, sip_port, rtp_port, dir, _serial: serial }
+        Rig { switch, sip_port, rtp_ports, dir, _serial: serial }
     }
 
     /// SIPp's address options for `phone`, the scenario's `service` and the
@@ -322,7 +328,7 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     let mut rig = Rig::start("sipp-echo", 60);
     write_alaw(&rig.dir.0, 4);
     let phone = Phone::new();
-    let capture = SipCapture::start(&rig.dir.0, &[rig.sip_port, rig.rtp_port, phone.port, phone.media]);
+    let capture = SipCapture::start(&rig.dir.0, &[rig.sip_port, phone.port, phone.media], rig.rtp_ports);
     let run = rig.sipp(&sipp, "call_echo.xml", &rig.args(&phone, ECHO, USER, PASSWORD));
     assert_eq!(run.code, Some(0), "SIPp's call to the echo failed{}{}", run.context(), rig.context());
 
@@ -345,7 +351,7 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     assert_eq!(u(&ended, "duplicated"), 0, "{ended}");
 
     let Some(capture) = capture else { return };
-    let d = capture.finish(rig.sip_port, rig.rtp_port);
+    let d = capture.finish(rig.sip_port, rig.rtp_ports);
     let ladder = d.ladder();
     eprintln!("SIP on lo (switch {}; phone {}):\n{ladder}", rig.sip_port, phone.port);
     assert!(d.malformed.trim().is_empty(), "tshark reports malformed or erroneous frames:\n{}", d.malformed);
@@ -358,7 +364,13 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     assert_eq!(count(&|f| from_switch(f) && f.status == Some(407)), 1, "{ladder}");
     assert_eq!(count(&|f| from_switch(f) && f.status == Some(200) && f.cseq_method == "INVITE"), 1, "{ladder}");
     assert_eq!(count(&|f| from_switch(f) && f.status == Some(200) && f.cseq_method == "BYE"), 1, "{ladder}");
-    let (inbound, outbound) = (d.rtp_to(rig.rtp_port), d.rtp_from(rig.rtp_port));
+    // The call's own port, as its SDP said: the one RTP went to.
+    let in_range = |p: u16| (rig.rtp_ports.0..=rig.rtp_ports.1).contains(&p);
+    let port = d.frames.iter().find(|f| f.rtp_pt.is_some() && in_range(f.dst_port)).map(|f| f.dst_port);
+    let port = port.unwrap_or_else(|| panic!("no RTP to the switch's rtp_ports {:?}:\n{ladder}", rig.rtp_ports));
+    assert_eq!(port % 2, 0, "RTP on an odd port");
+    assert!(d.frames.iter().filter(|f| f.rtp_pt.is_some()).all(|f| f.dst_port == port || f.src_port == port));
+    let (inbound, outbound) = (d.rtp_to(port), d.rtp_from(port));
     eprintln!("RTP on lo: {} packets to the switch, {} back", inbound.len(), outbound.len());
     assert_eq!(inbound.len() as u64, received, "tshark's count of RTP to the switch");
     assert_eq!(outbound.len() as u64, sent, "tshark's count of RTP from the switch");
@@ -402,19 +414,15 @@ fn sipp_replays_the_public_captures_to_the_echo() {
     eprintln!("packets_received {} (RFC 3550 figures restart with the digit's SSRC)", u(&ended, "packets_received"));
 }
 
-/// FAILS until fixed. A phone vanishes mid-call (power cut: no BYE, RTP just
-/// stops); it comes back and calls again from the same RTP port, as phones
-/// with a fixed RTP port range do. The new call's RTP must reach the new call.
+/// A phone vanishes mid-call (power cut: no BYE, RTP just stops); it comes
+/// back and calls again from the same RTP port, as phones with a fixed RTP
+/// port range do. The new call's RTP must reach the new call.
 ///
-/// The switch latches each RTP source address to a call
-/// (`SipEndpoint::media_call` in switch/src/sip/endpoint.rs) and looks up
-/// `by_media_source` before anything else; the latch of the dead call is only
-/// removed when that call ends. So the new call's RTP, whose source is exactly
-/// the address its own SDP offered, is counted and echoed on the dead call,
-/// which it keeps alive past `rtp_timeout`, while the new call gets nothing
-/// and is hung up for "RTP timeout". An address offered in a newer SDP (RFC
-/// 3264 5/6: the offer says where the offerer receives, and symmetric RTP,
-/// RFC 4961, sends from there) must win over an older latch.
+/// When all calls shared one media socket, the dead call's latch on that
+/// source address won, kept the dead call alive past `rtp_timeout` and
+/// starved the new one. Now each call has its own port, so the new call's
+/// RTP goes to the port its own SDP answer named, and the dead call, hearing
+/// nothing on its port, ends for "RTP timeout".
 #[test]
 fn vanished_phone_does_not_keep_the_next_calls_media() {
     let Some(sipp) = sipp_binary() else { return };
@@ -439,8 +447,8 @@ fn vanished_phone_does_not_keep_the_next_calls_media() {
     eprintln!("second call ended: {ended}\nfirst call ended: {first_end:?}");
     assert!(
         u(&ended, "packets_received") > 100,
-        "the second call got {} RTP packets: the vanished first call {first_call} took them (its RTP latch \
-         in SipEndpoint::media_call wins over the second call's own SDP address); second call: {ended}; \
+        "the second call got {} RTP packets: the vanished first call {first_call} took them (each call \
+         has its own media port: did the second call's SDP name the first call's?); second call: {ended}; \
          first call: {first_end:?}",
         u(&ended, "packets_received")
     );

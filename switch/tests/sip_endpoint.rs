@@ -14,7 +14,7 @@ use switch::event::Event;
 use switch::iax2::endpoint::ResolvedHosts;
 use switch::rtp::{write_rtp, RtpHeader, RtpPacket};
 use switch::sip::digest::{Authorization, Challenge};
-use switch::sip::endpoint::{SipEndpoint, SipSocket, SipTransmit};
+use switch::sip::endpoint::{MediaSocket, SipEndpoint, SipSocket, SipTransmit};
 use switch::sip::message::{Message, Response};
 
 const PHONE: &str = "192.0.2.10:5060";
@@ -23,7 +23,11 @@ const PHONE_RTP: &str = "192.0.2.10:40000";
 fn settings() -> SipSettings {
     SipSettings {
         listen: "192.0.2.1:5060".parse().unwrap(),
-        rtp: "192.0.2.1:16384".parse().unwrap(),
+        rtp: "192.0.2.1".parse().unwrap(),
+        rtp_ports: 16384..=32768,
+        rtp_learning_packets: 4,
+        rtp_learning_window: 5,
+        nat_keepalive: 20,
         external_ip: None,
         realm: "switch".into(),
         context: "default".into(),
@@ -123,6 +127,23 @@ impl Bench {
     }
 }
 
+fn is_media(t: &SipTransmit) -> bool {
+    matches!(t.socket, SipSocket::Media(_))
+}
+
+/// The audio port of an SDP body.
+fn sdp_port(body: &[u8]) -> u16 {
+    let sdp = String::from_utf8_lossy(body);
+    let line = sdp.lines().find(|l| l.starts_with("m=audio ")).unwrap_or_else(|| panic!("no m=audio in {sdp}"));
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut packet = Vec::new();
+    write_rtp(&RtpHeader::new(8, seq, 160 * u32::from(seq), ssrc), &[0xd5; 160], &mut packet);
+    packet
+}
+
 fn responses(out: &[SipTransmit]) -> Vec<Response> {
     out.iter()
         .filter(|t| t.socket == SipSocket::Signalling)
@@ -196,7 +217,10 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
     let ok = &out[1];
     let to_tag = ok.to().unwrap().tag().unwrap().to_string();
     let sdp = String::from_utf8(ok.body.clone()).unwrap();
-    assert!(sdp.contains("m=audio 16384 RTP/AVP 8 101\r\n"), "{sdp}");
+    let port = sdp_port(&ok.body);
+    assert!(port.is_multiple_of(2) && (16384..=32766).contains(&port), "{sdp}");
+    assert!(sdp.contains(&format!("m=audio {port} RTP/AVP 8 101\r\n")), "{sdp}");
+    assert_eq!(b.sip.poll_media_socket(), Some(MediaSocket::Open(port)), "the runtime binds the call's pair");
     assert!(sdp.contains("c=IN IP4 192.0.2.1\r\n"), "{sdp}");
     let events = b.events();
     assert!(
@@ -215,17 +239,16 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
     assert!(b.send(&ack).is_empty(), "ACK is never answered");
     assert!(responses(&b.advance(Duration::from_secs(2))).is_empty(), "no 200 after the ACK");
 
-    // RTP from the phone is echoed back to where it came from.
+    // RTP from the phone is echoed back to where it came from, from the call's port.
     let rtp_from: SocketAddr = PHONE_RTP.parse().unwrap();
     for seq in 0..5u16 {
-        let mut packet = Vec::new();
-        write_rtp(&RtpHeader::new(8, 1000 + seq, 160 * u32::from(seq), 0xfeed), &[0xd5; 160], &mut packet);
-        b.sip.handle_media(b.now, rtp_from, &packet);
+        b.sip.handle_media(b.now, port, rtp_from, &rtp(1000 + seq, 0xfeed));
     }
+    assert!(b.events().contains(&Event::RtpSourceLearned { call: 1, source: rtp_from }));
     let echoed = b.drain();
     assert_eq!(echoed.len(), 5);
     for t in &echoed {
-        assert_eq!((t.socket, t.destination), (SipSocket::Media, rtp_from));
+        assert_eq!((t.socket, t.destination), (SipSocket::Media(port), rtp_from));
         let p = RtpPacket::parse(&t.payload).unwrap();
         assert_eq!((p.header.payload_type, p.payload.len()), (8, 160));
         assert_ne!(p.header.ssrc, 0xfeed, "our own SSRC");
@@ -245,6 +268,7 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
         _ => None,
     });
     assert_eq!(ended, Some((1, "remote BYE".to_string(), 5, 5, 0)));
+    assert_eq!(b.sip.poll_media_socket(), Some(MediaSocket::Close(port)));
     // A BYE for a dialog that is gone: 481.
     assert_eq!(responses(&b.send(&bye.replace("bye1", "bye2").replace("3 BYE", "4 BYE")))[0].status, 481);
 }
@@ -301,7 +325,7 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
 
     // Music flows every 20 ms to the offered address until RTP silence ends the calls.
     let out = b.advance(Duration::from_millis(100));
-    let media: Vec<_> = out.iter().filter(|t| t.socket == SipSocket::Media).collect();
+    let media: Vec<_> = out.iter().filter(|t| is_media(t)).collect();
     assert_eq!(media.len(), 10, "2 calls x 5 frames");
     assert!(media.iter().all(|t| t.destination == PHONE_RTP.parse().unwrap()));
     let out = b.advance(Duration::from_secs(11));
@@ -329,7 +353,7 @@ fn extensions_conf_wait_then_hangup_sends_bye() {
     let out = responses(&b.send(&invite("1000", "t2", 2, Some(&auth))));
     assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 200]);
     let out = b.advance(Duration::from_millis(1990));
-    let media = out.iter().filter(|t| t.socket == SipSocket::Media).count();
+    let media = out.iter().filter(|t| is_media(t)).count();
     assert!((98..=100).contains(&media), "two seconds of tone: {media}");
     assert!(b.ended_causes().is_empty());
     let out = b.advance(Duration::from_millis(40));
@@ -373,7 +397,8 @@ fn a_call_to_a_registered_user_is_bridged() {
     assert_eq!(to_bob.destination, bob);
     let Ok(Message::Request(invite_b)) = Message::parse(&to_bob.payload) else { panic!("an INVITE to bob") };
     assert_eq!(invite_b.uri.to_string(), "sip:alice@192.0.2.11:5060".replace("alice", "bob"));
-    assert!(String::from_utf8_lossy(&invite_b.body).contains("m=audio 16384 RTP/AVP 8 101"), "the caller's codec");
+    assert!(String::from_utf8_lossy(&invite_b.body).contains(" RTP/AVP 8 101"), "the caller's codec");
+    let bob_port = sdp_port(&invite_b.body);
 
     // bob rings and answers; the switch ACKs bob and relays 180 and 200 to alice.
     let reply = |status: u16, tag: bool, sdp: bool| {
@@ -402,16 +427,22 @@ fn a_call_to_a_registered_user_is_bridged() {
     let ok: Vec<Response> = responses(&out.iter().filter(|t| t.destination == b.phone).cloned().collect::<Vec<_>>());
     assert_eq!(ok.iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
     let alice_tag = ok[0].to().unwrap().tag().unwrap().to_string();
+    let alice_port = sdp_port(&ok[0].body);
+    assert_ne!(alice_port, bob_port, "each leg has its own port");
 
-    // RTP is relayed both ways, as it came.
+    // RTP is relayed both ways, as it came, each leg on its own port.
     let mut packet = Vec::new();
     write_rtp(&RtpHeader::new(8, 7, 160, 0xa11ce), &[0x55; 160], &mut packet);
-    b.sip.handle_media(b.now, PHONE_RTP.parse().unwrap(), &packet);
+    b.sip.handle_media(b.now, alice_port, PHONE_RTP.parse().unwrap(), &packet);
     let relayed = b.drain();
     assert_eq!(relayed.len(), 1);
-    assert_eq!((relayed[0].destination, &relayed[0].payload), ("192.0.2.11:41000".parse().unwrap(), &packet));
-    b.sip.handle_media(b.now, "192.0.2.11:41000".parse().unwrap(), &packet);
-    assert_eq!(b.drain()[0].destination, PHONE_RTP.parse().unwrap());
+    assert_eq!(
+        (relayed[0].socket, relayed[0].destination, &relayed[0].payload),
+        (SipSocket::Media(bob_port), "192.0.2.11:41000".parse().unwrap(), &packet)
+    );
+    b.sip.handle_media(b.now, bob_port, "192.0.2.11:41000".parse().unwrap(), &packet);
+    let back = b.drain();
+    assert_eq!((back[0].socket, back[0].destination), (SipSocket::Media(alice_port), PHONE_RTP.parse().unwrap()));
 
     // alice hangs up: 200 to her, BYE to bob.
     let bye = format!(
@@ -509,8 +540,8 @@ mod hostile {
                 requests += 1;
                 answers += b.drain().iter().filter(|t| t.socket == SipSocket::Signalling).count();
             }
-            for datagram in &rtp {
-                b.sip.handle_media(b.now, PHONE_RTP.parse().unwrap(), datagram);
+            for (i, datagram) in rtp.iter().enumerate() {
+                b.sip.handle_media(b.now, 16384 + i as u16, PHONE_RTP.parse().unwrap(), datagram);
             }
             let _ = b.advance(Duration::from_secs(70));
             prop_assert!(answers <= 2 * requests, "{answers} answers to {requests} requests");
@@ -635,15 +666,348 @@ fn originate_through_a_gateway_answers_its_challenge_and_holds() {
     let out = b.send(&String::from_utf8(ok.encode()).unwrap());
     assert!(matches!(Message::parse(&out[0].payload), Ok(Message::Request(r)) if r.method.as_str() == "ACK"));
     let out = b.advance(Duration::from_millis(1100));
-    let media = out.iter().filter(|t| t.socket == SipSocket::Media).count();
+    let media = out.iter().filter(|t| is_media(t)).count();
     assert!((49..=51).contains(&media), "{media} pattern frames in the 1 s hold");
-    assert!(out
-        .iter()
-        .all(|t| t.socket == SipSocket::Signalling || t.destination == "198.51.100.9:30000".parse().unwrap()));
+    assert!(out.iter().all(|t| !is_media(t) || t.destination == "198.51.100.9:30000".parse().unwrap()));
     let bye = out.iter().find_map(|t| match Message::parse(&t.payload) {
         Ok(Message::Request(r)) if r.method.as_str() == "BYE" => Some(r),
         _ => None,
     });
     assert_eq!(bye.map(|r| r.to().unwrap().tag().map(str::to_string)), Some(Some("p2".into())));
     assert!(b.events().iter().any(|e| matches!(e, Event::SipCallEnded { cause, .. } if cause == "hold time over")));
+}
+
+// ---- media ports, strict RTP and NAT (issue 9) ----
+
+/// The public address of a NAT with phones behind it on 10.0.0.0/8.
+const NAT_IP: &str = "203.0.113.7";
+
+/// An INVITE from `user` whose Via, Contact and SDP name its inside address
+/// `lan` (the SDP's audio port `sdp_port`), as a phone behind NAT writes it.
+fn invite_from(
+    user: &str,
+    lan: &str,
+    sdp_port: u16,
+    exten: &str,
+    branch: &str,
+    cseq: u32,
+    auth: Option<&str>,
+) -> String {
+    let text = invite(exten, branch, cseq, auth)
+        .replace("alice@", &format!("{user}@"))
+        .replace("192.0.2.10:5060", &format!("{lan}:5060"))
+        .replace("IN IP4 192.0.2.10", &format!("IN IP4 {lan}"))
+        .replace("m=audio 40000", &format!("m=audio {sdp_port}"))
+        .replace("tag=c1", &format!("tag=c1{user}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let head: Vec<String> =
+        head.split("\r\n")
+            .map(|l| {
+                if l.starts_with("Content-Length:") {
+                    format!("Content-Length: {}", body.len())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n"))
+}
+
+fn password(user: &str) -> &'static str {
+    if user == "alice" {
+        "wonderland"
+    } else {
+        "builder"
+    }
+}
+
+impl Bench {
+    /// An authenticated INVITE from `user` at `from`; returns what came back.
+    fn call_from(
+        &mut self,
+        from: SocketAddr,
+        user: &str,
+        lan: &str,
+        sdp_port: u16,
+        exten: &str,
+        branch: &str,
+    ) -> Vec<SipTransmit> {
+        let first = invite_from(user, lan, sdp_port, exten, &format!("{branch}x"), 1, None);
+        let challenge =
+            responses(&self.send_from(from, &first))[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+        let auth = answer_as(user, &challenge, "INVITE", &format!("sip:{exten}@192.0.2.1"), password(user));
+        self.send_from(from, &invite_from(user, lan, sdp_port, exten, branch, 2, Some(&auth)))
+    }
+
+    /// The audio port of the 200 OK among `out`.
+    fn answered_port(out: &[SipTransmit]) -> u16 {
+        let ok = responses(out).into_iter().find(|r| r.status == 200).expect("a 200 OK");
+        sdp_port(&ok.body)
+    }
+
+    fn media_sockets(&mut self) -> Vec<MediaSocket> {
+        std::iter::from_fn(|| self.sip.poll_media_socket()).collect()
+    }
+}
+
+fn bench_with(f: impl FnOnce(&mut SipSettings)) -> Bench {
+    let mut s = settings();
+    f(&mut s);
+    let mut b = Bench::new();
+    let plan = {
+        let mut plan = Dialplan::default();
+        plan.add("default", "9196", App::Echo);
+        plan.add("default", "9664", App::Music);
+        plan.add("default", "bob", App::Dial { target: "SIP/bob".into() });
+        plan
+    };
+    b.sip = SipEndpoint::new(Arc::new(s), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(11), b.now);
+    b.sip.set_dialplan(plan);
+    b
+}
+
+#[test]
+fn an_exhausted_port_range_refuses_calls_with_503_and_ports_rest_after_a_call() {
+    // One pair: 30000 (RTP) and 30001 (RTCP).
+    let mut b = bench_with(|s| {
+        s.rtp_ports = 30000..=30001;
+        s.max_calls = 10;
+    });
+    let phone = b.phone;
+    let out = b.call_from(phone, "alice", "192.0.2.10", 40000, "9664", "p1");
+    assert_eq!(Bench::answered_port(&out), 30000);
+    assert_eq!(b.media_sockets(), [MediaSocket::Open(30000)]);
+    let out = b.call_from(phone, "alice", "192.0.2.10", 40002, "9664", "p2");
+    assert_eq!(responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(), [100, 503]);
+    assert!(b.events().iter().any(|e| matches!(e, Event::SipCallRejected { status: 503, reason, .. }
+        if reason == "no free RTP port in rtp_ports 30000-30001")));
+    assert!(b.media_sockets().is_empty());
+
+    // The first call ends (hangup all): its port closes but rests before reuse,
+    // so its late RTP cannot reach the next call.
+    assert_eq!(b.sip.hangup_all(b.now), 1);
+    let _bye = b.drain();
+    assert_eq!(b.media_sockets(), [MediaSocket::Close(30000)]);
+    let out = b.call_from(phone, "alice", "192.0.2.10", 40004, "9664", "p3");
+    assert_eq!(responses(&out).last().map(|r| r.status), Some(503), "still in quarantine");
+    b.sip.handle_media(b.now, 30000, PHONE_RTP.parse().unwrap(), &rtp(1, 1));
+    assert!(b.drain().iter().all(|t| !is_media(t)), "late RTP of the old call goes nowhere");
+    let _ = b.advance(Duration::from_secs(10));
+    let out = b.call_from(phone, "alice", "192.0.2.10", 40006, "9664", "p4");
+    assert_eq!(Bench::answered_port(&out), 30000, "after the quarantine");
+}
+
+#[test]
+fn a_port_the_host_will_not_bind_fails_its_call_and_is_not_offered_again() {
+    let mut b = bench_with(|s| {
+        s.rtp_ports = 30000..=30003;
+        s.max_calls = 10;
+    });
+    let phone = b.phone;
+    let out = b.call_from(phone, "alice", "192.0.2.10", 40000, "9196", "f1");
+    let port = Bench::answered_port(&out);
+    assert_eq!(b.media_sockets(), [MediaSocket::Open(port)]);
+    b.sip.media_socket_failed(b.now, port, "address in use");
+    let out = b.drain();
+    assert!(
+        out.iter().any(|t| matches!(Message::parse(&t.payload), Ok(Message::Request(r)) if r.method.as_str() == "BYE")),
+        "the answered call is hung up"
+    );
+    let events = b.events();
+    assert!(events.contains(&Event::RtpPortUnavailable { port, reason: "address in use".into() }), "{events:?}");
+    assert!(b.media_sockets().is_empty(), "nothing to close: it never opened");
+    let _ = b.advance(Duration::from_secs(60));
+    for n in 0..3 {
+        let out = b.call_from(phone, "alice", "192.0.2.10", 40010 + n * 2, "9664", &format!("g{n}"));
+        let statuses: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();
+        if n == 0 {
+            assert_ne!(Bench::answered_port(&out), port);
+        } else {
+            assert_eq!(statuses.last(), Some(&503), "one usable pair left, and it is taken");
+        }
+    }
+}
+
+/// RTP bleed: a sprayer hitting the call's port before the phone's first
+/// packet takes nothing; the phone behind NAT is learnt from its signalling
+/// IP; the sprayer's packets are summarised once at the end.
+#[test]
+fn strict_rtp_learns_the_phone_and_refuses_a_sprayer() {
+    let mut b = bench_with(|_| {});
+    let source: SocketAddr = format!("{NAT_IP}:34567").parse().unwrap();
+    let out = b.call_from(source, "alice", "10.0.0.5", 40000, "9196", "s1");
+    let port = Bench::answered_port(&out);
+    let sprayer: SocketAddr = "198.51.100.66:5004".parse().unwrap();
+    for seq in 0..20u16 {
+        b.sip.handle_media(b.now, port, sprayer, &rtp(seq, 0x5ba7));
+    }
+    assert!(b.drain().is_empty(), "nothing is echoed to a sprayer");
+    // A sprayer behind the phone's own NAT, random sequence and SSRC: not learnt either.
+    let neighbour: SocketAddr = format!("{NAT_IP}:9999").parse().unwrap();
+    let mut x: u32 = 1;
+    for _ in 0..50 {
+        x = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+        b.sip.handle_media(b.now, port, neighbour, &rtp((x >> 16) as u16, x));
+    }
+    assert!(b.drain().is_empty());
+    // The phone's RTP leaves the NAT from another port than the SDP's.
+    let phone_rtp: SocketAddr = format!("{NAT_IP}:61000").parse().unwrap();
+    for seq in 0..6u16 {
+        b.sip.handle_media(b.now, port, phone_rtp, &rtp(500 + seq, 0xfeed));
+    }
+    let echoed = b.drain();
+    assert_eq!(echoed.len(), 3, "the 4th sequential packet learns the source; it and the rest are echoed");
+    assert!(echoed.iter().all(|t| t.destination == phone_rtp && t.socket == SipSocket::Media(port)));
+    assert!(b.events().contains(&Event::RtpSourceLearned { call: 1, source: phone_rtp }));
+    // Once learnt, even a perfect run from the sprayer is refused.
+    for seq in 0..10u16 {
+        b.sip.handle_media(b.now, port, sprayer, &rtp(seq + 100, 0x5ba7));
+    }
+    assert!(b.drain().is_empty());
+    assert_eq!(b.sip.hangup_all(b.now), 1);
+    let refused: Vec<(SocketAddr, u64)> = b
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RtpSourceRefused { call: 1, source, packets } => Some((source, packets)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [(sprayer, 30), (neighbour, 50)], "one summary per source, none for the phone");
+}
+
+#[test]
+fn after_the_learning_window_only_the_signalled_address_plays() {
+    let mut b = bench_with(|_| {});
+    let source: SocketAddr = format!("{NAT_IP}:34567").parse().unwrap();
+    let out = b.call_from(source, "alice", "10.0.0.5", 40000, "9196", "w1");
+    let port = Bench::answered_port(&out);
+    let _ = b.advance(Duration::from_secs(6));
+    let _ = b.drain();
+    let late: SocketAddr = format!("{NAT_IP}:61000").parse().unwrap();
+    for seq in 0..10u16 {
+        b.sip.handle_media(b.now, port, late, &rtp(seq, 7));
+    }
+    assert!(b.drain().is_empty(), "no learning after the window");
+    // The SDP's port at the signalling IP (fix_nated_sdp) still plays.
+    let signalled: SocketAddr = format!("{NAT_IP}:40000").parse().unwrap();
+    b.sip.handle_media(b.now, port, signalled, &rtp(20, 7));
+    assert_eq!(b.drain().iter().map(|t| t.destination).collect::<Vec<_>>(), [signalled]);
+}
+
+/// Two phones behind one NAT (one public IP, different ports) call echo at
+/// once: each hears only itself.
+#[test]
+fn two_phones_behind_one_nat_each_get_their_own_echo() {
+    let mut b = bench_with(|_| {});
+    let alice: SocketAddr = format!("{NAT_IP}:5060").parse().unwrap();
+    let bob: SocketAddr = format!("{NAT_IP}:5062").parse().unwrap();
+    let pa = Bench::answered_port(&b.call_from(alice, "alice", "10.0.0.5", 40000, "9196", "n1"));
+    let pb = Bench::answered_port(&b.call_from(bob, "bob", "10.0.0.6", 40000, "9196", "n2"));
+    assert_ne!(pa, pb);
+    // Before any RTP, our audio goes to the NAT's address at each SDP's port.
+    let (alice_rtp, bob_rtp): (SocketAddr, SocketAddr) =
+        (format!("{NAT_IP}:40001").parse().unwrap(), format!("{NAT_IP}:40003").parse().unwrap());
+    for seq in 0..8u16 {
+        b.sip.handle_media(b.now, pa, alice_rtp, &rtp(seq, 0xa));
+        b.sip.handle_media(b.now, pb, bob_rtp, &rtp(seq + 1000, 0xb));
+    }
+    let out = b.drain();
+    let to = |port: u16| out.iter().filter(move |t| t.socket == SipSocket::Media(port)).map(|t| t.destination);
+    assert_eq!(to(pa).count(), 5);
+    assert!(to(pa).all(|d| d == alice_rtp), "alice's echo goes to alice only");
+    assert_eq!(to(pb).count(), 5);
+    assert!(to(pb).all(|d| d == bob_rtp), "bob's echo goes to bob only");
+}
+
+/// Kamailio's nathelper on REGISTER: rport/received in the answer, the
+/// source kept as the binding's reach address, INVITEs sent there with the
+/// Contact as Request-URI, OPTIONS keepalives every `nat_keepalive`, and no
+/// unregistration for keepalives unanswered.
+#[test]
+fn a_phone_behind_nat_is_registered_at_its_source_and_kept_alive() {
+    let mut b = bench_with(|_| {});
+    let source: SocketAddr = format!("{NAT_IP}:34567").parse().unwrap();
+    let reg =
+        |branch: &str, cseq: u32, auth: Option<&str>| register(branch, cseq, auth).replace("192.0.2.10", "10.0.0.5");
+    let out = responses(&b.send_from(source, &reg("r1", 1, None)));
+    let via = out[0].top_via().unwrap();
+    assert_eq!((via.received(), via.rport()), (Some(NAT_IP), Some(Some(34567))), "RFC 3581");
+    let challenge = out[0].headers.get("WWW-Authenticate").unwrap().to_string();
+    let auth = answer(&challenge, "REGISTER", "sip:192.0.2.1", "wonderland");
+    let out = b.send_from(source, &reg("r2", 2, Some(&auth)));
+    assert_eq!((responses(&out)[0].status, out[0].destination), (200, source), "answered at the source");
+    let events = b.events();
+    assert!(events.contains(&Event::SipNatDetected {
+        user: "alice".into(),
+        contact: "sip:alice@10.0.0.5:5060".into(),
+        source
+    }));
+    // A refresh from the same mapping is not news.
+    let out = responses(&b.send_from(source, &reg("r3", 3, None)));
+    let auth = answer(out[0].headers.get("WWW-Authenticate").unwrap(), "REGISTER", "sip:192.0.2.1", "wonderland");
+    b.send_from(source, &reg("r4", 4, Some(&auth)));
+    assert!(!b.events().iter().any(|e| matches!(e, Event::SipNatDetected { .. })));
+
+    // Keepalives: one OPTIONS every 20 s to the source, none answered.
+    let mut pings = Vec::new();
+    let start = b.now;
+    for _ in 0..110 {
+        for t in b.advance(Duration::from_secs(1)) {
+            if let Ok(Message::Request(r)) = Message::parse(&t.payload) {
+                assert_eq!((r.method.as_str(), t.destination, t.socket), ("OPTIONS", source, SipSocket::Signalling));
+                assert_eq!(r.uri.to_string(), "sip:alice@10.0.0.5:5060");
+                pings.push(b.now.duration_since(start).as_secs());
+            }
+        }
+    }
+    assert_eq!(pings, [20, 40, 60, 80, 100]);
+    assert!(
+        !b.events().iter().any(|e| matches!(e, Event::SipUnregistered { .. })),
+        "unanswered keepalives do not unregister"
+    );
+
+    // bob calls alice: the INVITE goes to the NAT's mapping, Request-URI the Contact.
+    let bob_src: SocketAddr = "192.0.2.11:5060".parse().unwrap();
+    let mut plan = Dialplan::default();
+    plan.add("default", "2000", App::Dial { target: "SIP/alice".into() });
+    b.sip.set_dialplan(plan);
+    let out = b.call_from(bob_src, "bob", "192.0.2.11", 41000, "2000", "b1");
+    let to_alice = out.iter().find(|t| t.destination == source).unwrap_or_else(|| {
+        panic!(
+            "an INVITE to alice's mapping: {:?} {:?}",
+            out.iter()
+                .map(|t| (t.destination, String::from_utf8_lossy(&t.payload).lines().next().map(str::to_string)))
+                .collect::<Vec<_>>(),
+            b.events()
+        )
+    });
+    let Ok(Message::Request(inv)) = Message::parse(&to_alice.payload) else { panic!("an INVITE") };
+    assert_eq!((inv.method.as_str(), inv.uri.to_string()), ("INVITE", "sip:alice@10.0.0.5:5060".to_string()));
+    // Her answer names her inside address; our RTP goes to the NAT at its port.
+    let mut ok = Response::to_request(&inv, 200, "OK");
+    let to = ok.headers.get("To").unwrap().to_string();
+    ok.headers.set("To", format!("{to};tag=at"));
+    ok.headers.push("Contact", "<sip:alice@10.0.0.5:5060>");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body =
+        b"v=0\r\no=- 2 2 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 42000 RTP/AVP 8\r\n".to_vec();
+    let out = b.send_from(source, &String::from_utf8(ok.encode()).unwrap());
+    let to_bob: Vec<SipTransmit> = out.into_iter().filter(|t| t.destination == bob_src).collect();
+    let caller_port = Bench::answered_port(&to_bob);
+    b.sip.handle_media(b.now, caller_port, "192.0.2.11:41000".parse().unwrap(), &rtp(1, 9));
+    let relayed = b.drain();
+    assert_eq!(relayed.iter().map(|t| t.destination).collect::<Vec<_>>(), [format!("{NAT_IP}:42000").parse().unwrap()]);
+}
+
+#[test]
+fn a_phone_on_a_public_address_is_not_taken_for_natted() {
+    let mut b = Bench::new();
+    let out = responses(&b.send(&register("p1", 1, None)));
+    let via = out[0].top_via().unwrap();
+    assert_eq!(via.received(), None, "Via sent-by is the source: no received=");
+    let auth = answer(out[0].headers.get("WWW-Authenticate").unwrap(), "REGISTER", "sip:192.0.2.1", "wonderland");
+    b.send(&register("p2", 2, Some(&auth)));
+    assert!(!b.events().iter().any(|e| matches!(e, Event::SipNatDetected { .. })));
+    assert!(b.advance(Duration::from_secs(100)).is_empty(), "no keepalives");
 }

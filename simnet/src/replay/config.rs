@@ -144,7 +144,10 @@ pub fn builtin_sip(
     let realm = realm
         .filter(|r| !r.trim().is_empty() && !r.contains(|c: char| c == '"' || c == '\\' || c.is_control()))
         .unwrap_or("switch");
-    let rtp = SocketAddr::new(listen.ip(), sip_rtp_port(listen, media));
+    // Media takes a port pair per call from the default rtp_ports; the replay
+    // sends RTP wherever the switch's SDP says.
+    let _ = media;
+    let rtp = listen.ip();
     let mut t = format!(
         "\n# Built-in SIP replay configuration (docs/replay.md).\n[sip]\nlisten = \"{listen}\"\nrtp = \"{rtp}\"\n\
          realm = \"{realm}\"\ncontext = \"{BUILTIN_SIP_CONTEXT}\"\n"
@@ -210,7 +213,7 @@ mod tests {
         files.insert("switch.toml".into(), builtin_sip(listen, Some(4569), Some("Huawei"), &users, &extens));
         let loaded = load(&files).unwrap();
         let sip = loaded.switch.sip.unwrap();
-        assert_eq!((sip.listen, sip.rtp.port(), sip.realm.as_str()), (listen, 16384, "Huawei"));
+        assert_eq!((sip.listen, sip.rtp, sip.realm.as_str()), (listen, listen.ip(), "Huawei"));
         assert_eq!(sip.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice"]);
         assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "4321").is_some());
         assert!(loaded.switch.dialplan.lookup(BUILTIN_SIP_CONTEXT, "1234").is_none());

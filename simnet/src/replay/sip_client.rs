@@ -908,14 +908,12 @@ fn toml_str(s: &str) -> String {
 
 /// The built-in configuration of the client role (switch.toml text).
 fn builtin(listen: SocketAddr, media: Option<u16>, gateways: &[(String, SocketAddr, String, u32, bool)]) -> String {
-    let rtp = [media.unwrap_or(16384), 16384, 16386]
-        .into_iter()
-        .find(|p| *p != 0 && *p != listen.port() && *p != 4569)
-        .unwrap_or(16388);
+    // Media takes a port pair per call from the default rtp_ports.
+    let _ = media;
     let mut t = format!(
         "\n# Built-in SIP replay configuration for --role client (docs/replay.md).\n[sip]\nlisten = \"{listen}\"\n\
          rtp = \"{}\"\ncontext = \"{}\"\n",
-        SocketAddr::new(listen.ip(), rtp),
+        listen.ip(),
         config::BUILTIN_SIP_CONTEXT
     );
     for (name, proxy, user, expires, registers) in gateways {

@@ -83,8 +83,21 @@ pub struct SwitchSettings {
 pub struct SipSettings {
     /// `listen`: the UDP address SIP is served on (default `0.0.0.0:5060`).
     pub listen: SocketAddr,
-    /// `rtp`: the one UDP socket all calls' RTP uses (default port 16384 on the listen address).
-    pub rtp: SocketAddr,
+    /// `rtp`: the address media sockets bind to (default: the listen address's IP).
+    pub rtp: std::net::IpAddr,
+    /// `rtp_ports`: each call takes an even RTP port and the odd RTCP port
+    /// above it from this range (default 16384-32768, as FreeSWITCH).
+    pub rtp_ports: std::ops::RangeInclusive<u16>,
+    /// `rtp_learning_packets`: packets with consecutive sequence numbers and
+    /// one SSRC before a new RTP source is taken (default 4, Asterisk's
+    /// `learning_min_sequential`).
+    pub rtp_learning_packets: u16,
+    /// `rtp_learning_window`: seconds after the media starts (or moves) during
+    /// which a source may be learnt (default 5).
+    pub rtp_learning_window: u32,
+    /// `nat_keepalive`: seconds between the OPTIONS sent to registrations
+    /// behind NAT (default 20; 0 = none).
+    pub nat_keepalive: u32,
     /// `external_ip`: the address written into Contact and SDP when the switch
     /// sits behind NAT or listens on a wildcard address.
     pub external_ip: Option<std::net::IpAddr>,

@@ -14,7 +14,11 @@
 //!
 //! [sip]                       # SIP is off without this table
 //! listen = "0.0.0.0:5060"
-//! rtp = "0.0.0.0:16384"       # one media socket for every call
+//! rtp = "0.0.0.0"             # media bind address (default: listen's IP); no port
+//! rtp_ports = "16384-32768"   # each call: an even RTP port and RTCP on the next
+//! rtp_learning_packets = 4    # strict RTP: sequential packets before a source is taken
+//! rtp_learning_window = 5     # seconds after media starts or moves while learning is open
+//! nat_keepalive = 20          # seconds between OPTIONS to phones behind NAT; 0 = none
 //! external_ip = "203.0.113.5" # written in Contact and SDP (NAT, wildcard binds)
 //! realm = "switch"
 //! context = "default"         # dialplan context of users' calls
@@ -37,6 +41,11 @@
 //! [state]
 //! dir = "/var/lib/switch"     # dynamic peers' registrations survive a restart; off without it
 //! ```
+//!
+//! `rtp` used to be one `"address:port"` socket shared by every call. It is
+//! now only the address media binds to: each call takes its own port pair
+//! from `rtp_ports`, so an old `rtp = "0.0.0.0:16384"` is refused with a hint
+//! rather than silently read as a one-port range (which would allow one call).
 //!
 //! Every table and key is optional; unknown ones are errors. The control socket
 //! has no authentication, so it may only listen on a loopback address; a SIP
@@ -86,6 +95,10 @@ struct Sip {
     max_expires: Option<Spanned<u32>>,
     max_calls: Option<Spanned<u32>>,
     rtp_timeout: Option<Spanned<u32>>,
+    rtp_ports: Option<Spanned<String>>,
+    rtp_learning_packets: Option<Spanned<u16>>,
+    rtp_learning_window: Option<Spanned<u32>>,
+    nat_keepalive: Option<Spanned<u32>>,
     users: Option<Ordered<Spanned<String>, Spanned<SipUserTable>>>,
     gateways: Option<Ordered<Spanned<String>, Spanned<SipGatewayTable>>>,
 }
@@ -295,20 +308,57 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
         },
     };
     let rtp = match &sip.rtp {
-        None => SocketAddr::new(listen.ip(), 16384),
-        Some(v) => match SocketAddr::from_str(v.get_ref().trim()) {
-            Ok(addr) if addr.port() != 0 && addr != listen => addr,
-            _ => {
+        None => listen.ip(),
+        Some(v) => match parse_rtp_ip(v.get_ref()) {
+            Ok(ip) => ip,
+            Err((message, hint)) => {
+                bad(v.span().start, "rtp", message, &hint);
+                return None;
+            }
+        },
+    };
+    let rtp_ports = match &sip.rtp_ports {
+        None => 16384..=32768,
+        Some(v) => match parse_port_range(v.get_ref()) {
+            Some(range) => range,
+            None => {
                 bad(
                     v.span().start,
-                    "rtp",
-                    format!("expected \"address:port\" other than listen, got {:?}", v.get_ref()),
-                    "write e.g. rtp = \"0.0.0.0:16384\"",
+                    "rtp_ports",
+                    format!("expected \"FIRST-LAST\" with room for one even port and the next, got {:?}", v.get_ref()),
+                    "write e.g. rtp_ports = \"16384-32768\"",
                 );
                 return None;
             }
         },
     };
+    let rtp_learning_packets = sip.rtp_learning_packets.as_ref().map_or(4, |v| *v.get_ref());
+    if let Some(v) = sip.rtp_learning_packets.as_ref().filter(|v| !(1..=64).contains(v.get_ref())) {
+        bad(
+            v.span().start,
+            "rtp_learning_packets",
+            format!("{} is outside 1-64", v.get_ref()),
+            "write e.g. rtp_learning_packets = 4",
+        );
+    }
+    let rtp_learning_window = sip.rtp_learning_window.as_ref().map_or(5, |v| *v.get_ref());
+    if let Some(v) = sip.rtp_learning_window.as_ref().filter(|v| !(1..=300).contains(v.get_ref())) {
+        bad(
+            v.span().start,
+            "rtp_learning_window",
+            format!("{} s is outside 1-300", v.get_ref()),
+            "write e.g. rtp_learning_window = 5",
+        );
+    }
+    let nat_keepalive = sip.nat_keepalive.as_ref().map_or(20, |v| *v.get_ref());
+    if let Some(v) = sip.nat_keepalive.as_ref().filter(|v| *v.get_ref() > 3600) {
+        bad(
+            v.span().start,
+            "nat_keepalive",
+            format!("{} s is more than an hour: NAT bindings would close long before", v.get_ref()),
+            "write e.g. nat_keepalive = 20 (0 disables)",
+        );
+    }
     let external_ip = match &sip.external_ip {
         None => None,
         Some(v) => match v.get_ref().trim().parse() {
@@ -442,6 +492,10 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
         gateways,
         listen,
         rtp,
+        rtp_ports,
+        rtp_learning_packets,
+        rtp_learning_window,
+        nat_keepalive,
         external_ip,
         realm,
         context,
@@ -451,6 +505,30 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
         rtp_timeout,
         users,
     })
+}
+
+/// `rtp`: an IP address. A port is refused rather than ignored: the old
+/// meaning (one shared socket) is gone, and the operator should know.
+fn parse_rtp_ip(v: &str) -> Result<std::net::IpAddr, (String, String)> {
+    let v = v.trim();
+    if let Ok(ip) = v.trim_matches(|c| c == '[' || c == ']').parse() {
+        return Ok(ip);
+    }
+    match SocketAddr::from_str(v) {
+        Ok(addr) => Err((
+            format!("{v:?} has a port, but calls no longer share one media socket: `rtp` is only the address media binds to"),
+            format!("write rtp = \"{}\" and, for the ports, rtp_ports = \"16384-32768\"", addr.ip()),
+        )),
+        Err(_) => Err((format!("expected an IP address, got {v:?}"), "write e.g. rtp = \"0.0.0.0\"".to_string())),
+    }
+}
+
+/// `"FIRST-LAST"`, trimmed to whole even/odd pairs; `None` without one.
+fn parse_port_range(v: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let (a, b) = v.trim().split_once('-')?;
+    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    let first = a.checked_add(a % 2)?;
+    (first > 0 && first < b).then_some(first..=b)
 }
 
 fn parse_listen(v: &str) -> Result<Option<SocketAddr>, (String, String)> {
@@ -504,7 +582,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -606,7 +684,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);
@@ -625,7 +703,9 @@ mod tests {
             .sip
             .unwrap();
         assert_eq!(s.listen, "0.0.0.0:5060".parse().unwrap());
-        assert_eq!(s.rtp, "0.0.0.0:16384".parse().unwrap());
+        assert_eq!(s.rtp, "0.0.0.0".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(s.rtp_ports, 16384..=32768);
+        assert_eq!((s.rtp_learning_packets, s.rtp_learning_window, s.nat_keepalive), (4, 5, 20));
         assert_eq!(
             (s.realm.as_str(), s.context.as_str(), s.min_expires, s.max_expires),
             ("switch", "default", 60, 3600)
@@ -653,8 +733,17 @@ mod tests {
     fn sip_errors_have_lines() {
         let e = errs("[sip]\nlisten = \"nowhere\"\n");
         assert!(e[0].starts_with("switch.toml:2: `listen`: expected \"address:port\""), "{e:?}");
-        let e = errs("[sip]\nrtp = \"0.0.0.0:5060\"\n");
-        assert!(e[0].starts_with("switch.toml:2: `rtp`:"), "{e:?}");
+        let e = errs("[sip]\nrtp = \"0.0.0.0:16384\"\n");
+        assert!(e[0].starts_with("switch.toml:2: `rtp`: \"0.0.0.0:16384\" has a port"), "{e:?}");
+        assert!(e[0].contains("rtp = \"0.0.0.0\" and, for the ports, rtp_ports"), "{e:?}");
+        for bad in ["30000", "30001-30001", "30000-30000", "b-a", "40000-30000"] {
+            let e = errs(&format!("[sip]\nrtp_ports = \"{bad}\"\n"));
+            assert!(e[0].starts_with("switch.toml:2: `rtp_ports`:"), "{bad}: {e:?}");
+        }
+        let s = parse("switch.toml", "[sip]\nrtp = \"[::1]\"\nrtp_ports = \"30001-30004\"\n").unwrap().sip.unwrap();
+        assert_eq!((s.rtp, s.rtp_ports), ("::1".parse::<std::net::IpAddr>().unwrap(), 30002..=30004));
+        let e = errs("[sip]\nrtp_learning_packets = 0\n");
+        assert!(e[0].starts_with("switch.toml:2: `rtp_learning_packets`:"), "{e:?}");
         let e = errs("[sip]\nmin_expires = 600\nmax_expires = 60\n");
         assert!(e[0].starts_with("switch.toml:2: `min_expires`:"), "{e:?}");
         let e = errs("[sip]\n[sip.users.alice]\npasword = \"x\"\n");

@@ -1,11 +1,12 @@
 //! One SIP call the switch answered: its dialog (RFC 3261 12) and its RTP
-//! media (RFC 3550) on the switch's one media socket.
+//! media (RFC 3550) on its own port pair, with strict source learning.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
+use super::strict::{StrictRtp, Verdict};
 use crate::dialplan::App;
 use crate::media::{MediaStats, Source, G711};
 use crate::rtp::{RtpPacket, RtpReceiverStats, RtpSender, TelephoneEvent};
@@ -37,10 +38,13 @@ pub struct CallMedia {
     pub codec: G711,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
-    /// Where the SDP offer said to send RTP.
+    /// Where the SDP said to send RTP (its IP replaced by the signalling
+    /// source's for a phone behind NAT, as Kamailio's fix_nated_sdp).
     pub offered: SocketAddr,
-    /// Where RTP actually comes from, once seen (symmetric RTP through NAT).
-    pub latched: Option<SocketAddr>,
+    /// Our RTP port (RTCP on the next); 0 until one is allocated.
+    pub local_port: u16,
+    /// Which source the call's RTP is taken from (symmetric RTP through NAT).
+    pub strict: StrictRtp,
     pub echo: bool,
     pub source: Source,
     pub sender: RtpSender,
@@ -76,14 +80,23 @@ pub struct Negotiated {
 }
 
 impl CallMedia {
-    /// Media for `app` (`tag` numbers its test pattern).
-    pub fn new(now: Instant, agreed: &Negotiated, app: &App, tag: u16, rng: &mut impl RngCore) -> Self {
+    /// Media for `app` (`tag` numbers its test pattern) on our port `local_port`.
+    pub fn new(
+        now: Instant,
+        agreed: &Negotiated,
+        app: &App,
+        tag: u16,
+        local_port: u16,
+        strict: StrictRtp,
+        rng: &mut impl RngCore,
+    ) -> Self {
         CallMedia {
             codec: agreed.codec,
             payload_type: agreed.payload_type,
             dtmf_payload_type: agreed.dtmf,
             offered: agreed.remote,
-            latched: None,
+            local_port,
+            strict,
             echo: *app == App::Echo,
             source: Source::for_app(app, tag),
             sender: RtpSender::new(agreed.payload_type, rng),
@@ -96,9 +109,21 @@ impl CallMedia {
         }
     }
 
-    /// Where our RTP goes: the latched source, else the offer's address.
+    /// Where our RTP goes: the learnt source, else the SDP's address.
     pub fn destination(&self) -> SocketAddr {
-        self.latched.unwrap_or(self.offered)
+        self.strict.destination()
+    }
+
+    /// The far end's SDP names a new address (answer, re-INVITE, UPDATE):
+    /// learning starts over for it.
+    pub fn move_to(&mut self, now: Instant, remote: SocketAddr, signalling: std::net::IpAddr) {
+        self.offered = remote;
+        self.strict.restart(now, remote, signalling);
+    }
+
+    /// Whether a packet from `from` is the call's, learning its source on the way.
+    pub fn admit(&mut self, now: Instant, from: SocketAddr, packet: &RtpPacket<'_>) -> Verdict {
+        self.strict.on_packet(now, from, packet.header.ssrc, packet.header.sequence)
     }
 
     /// Accounts a received packet; `since_epoch` is its arrival on the switch's clock.
@@ -155,6 +180,8 @@ pub struct Outbound {
     pub originated: bool,
     /// Hang up this long after the answer (`originate ... hold=S`).
     pub hold: Option<std::time::Duration>,
+    /// The callee's registration showed it behind NAT.
+    pub behind_nat: bool,
 }
 
 /// One leg of a call: a caller's INVITE we answered (or will), or our INVITE to a callee.

@@ -17,8 +17,11 @@ pub const MAX_BINDINGS: usize = 10;
 pub struct Binding {
     /// The Contact URI as the UA wrote it.
     pub contact: String,
-    /// Where the REGISTER came from: where requests to this contact go (NAT).
+    /// Where the REGISTER came from: where requests to this contact go, its
+    /// reach address (Kamailio's `received`), whatever the Contact says.
     pub source: SocketAddr,
+    /// The REGISTER showed the phone behind NAT (see [`crate::sip::nat`]).
+    pub nat: bool,
     pub expires_at: Instant,
     /// Call-ID and CSeq of the REGISTER that last refreshed it (RFC 3261 10.3 step 7).
     pub call_id: String,
@@ -31,6 +34,8 @@ pub struct ContactRequest {
     pub contact: String,
     /// Seconds; 0 removes the binding.
     pub expires: u32,
+    /// The phone is behind NAT.
+    pub nat: bool,
 }
 
 /// Why a REGISTER was refused as a whole.
@@ -72,6 +77,7 @@ impl Registrar {
                 bindings.push(Binding {
                     contact: c.contact.clone(),
                     source,
+                    nat: c.nat,
                     expires_at: now + Duration::from_secs(u64::from(c.expires)),
                     call_id: call_id.to_string(),
                     cseq,
@@ -150,7 +156,7 @@ mod tests {
     }
 
     fn contact(c: &str, expires: u32) -> ContactRequest {
-        ContactRequest { contact: c.into(), expires }
+        ContactRequest { contact: c.into(), expires, nat: false }
     }
 
     #[test]

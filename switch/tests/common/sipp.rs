@@ -51,7 +51,8 @@ pub struct SipConfig<'a> {
     pub iax_port: u16,
     pub control: u16,
     pub sip_port: u16,
-    pub rtp_port: u16,
+    /// `rtp_ports`: each call takes a pair from FIRST to LAST.
+    pub rtp_ports: (u16, u16),
     /// Seconds without RTP before the switch hangs up.
     pub rtp_timeout: u32,
     /// `[sip.users.NAME] password = ...`
@@ -65,9 +66,9 @@ impl SipConfig<'_> {
         std::fs::write(dir.join("iax.conf"), format!("[general]\nbindaddr=127.0.0.1\nbindport={}\n", self.iax_port))
             .expect("write iax.conf");
         let mut toml = format!(
-            "[control]\nlisten = \"127.0.0.1:{}\"\n\n[sip]\nlisten = \"127.0.0.1:{}\"\nrtp = \"127.0.0.1:{}\"\n\
-             realm = \"switch\"\ncontext = \"default\"\nrtp_timeout = {}\n",
-            self.control, self.sip_port, self.rtp_port, self.rtp_timeout
+            "[control]\nlisten = \"127.0.0.1:{}\"\n\n[sip]\nlisten = \"127.0.0.1:{}\"\nrtp = \"127.0.0.1\"\n\
+             rtp_ports = \"{}-{}\"\nrealm = \"switch\"\ncontext = \"default\"\nrtp_timeout = {}\n",
+            self.control, self.sip_port, self.rtp_ports.0, self.rtp_ports.1, self.rtp_timeout
         );
         for (user, password) in self.users {
             toml.push_str(&format!("\n[sip.users.{user}]\npassword = \"{password}\"\n"));
@@ -254,16 +255,17 @@ impl SipDissected {
 impl SipCapture {
     /// Starts capturing `udp port P or ...` on lo, or says why not and returns
     /// `None` (capturing needs root, dumpcap and tshark).
-    pub fn start(dir: &Path, ports: &[u16]) -> Option<SipCapture> {
+    pub fn start(dir: &Path, ports: &[u16], media: (u16, u16)) -> Option<SipCapture> {
         let pcap = dir.join("sip.pcapng");
-        let filter = ports.iter().map(|p| format!("udp port {p}")).collect::<Vec<_>>().join(" or ");
+        let mut filter = ports.iter().map(|p| format!("udp port {p}")).collect::<Vec<_>>().join(" or ");
+        filter.push_str(&format!(" or udp portrange {}-{}", media.0, media.1));
         let (proc, tshark) = start_dumpcap(&pcap, &filter, 60)?;
         Some(SipCapture { proc, pcap, tshark })
     }
 
-    /// Stops the capture and dissects it, decoding `sip_port` as SIP and `rtp_port` as RTP
-    /// (neither is a well-known port, so tshark would not guess).
-    pub fn finish(mut self, sip_port: u16, rtp_port: u16) -> SipDissected {
+    /// Stops the capture and dissects it, decoding `sip_port` as SIP and the
+    /// switch's `rtp_ports` as RTP (not well-known ports, so tshark would not guess).
+    pub fn finish(mut self, sip_port: u16, rtp_ports: (u16, u16)) -> SipDissected {
         std::thread::sleep(Duration::from_millis(300));
         let _ = Command::new("kill")
             .arg("-INT")
@@ -276,7 +278,7 @@ impl SipCapture {
             std::thread::sleep(Duration::from_millis(50));
         }
         let sip = format!("udp.port=={sip_port},sip");
-        let rtp = format!("udp.port=={rtp_port},rtp");
+        let rtp = format!("udp.port=={}-{},rtp", rtp_ports.0, rtp_ports.1);
         let read = |extra: &[&str]| -> String {
             let mut child = Command::new(&self.tshark)
                 .args(["-n", "-r"])

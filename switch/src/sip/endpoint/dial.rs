@@ -39,6 +39,8 @@ struct OutboundSpec {
     /// A gateway's username and password, to answer its challenges.
     credentials: Option<(String, String)>,
     hold: Option<std::time::Duration>,
+    /// The callee registered from behind NAT: its SDP address is corrected.
+    behind_nat: bool,
 }
 
 /// A SIP dial string: `SIP/user` or `SIP/gateway/exten`.
@@ -120,10 +122,15 @@ impl SipEndpoint {
             peer: Some(a),
             credentials: None,
             hold: None,
+            behind_nat: binding.nat,
         };
-        let b = self.invite_out(now, spec);
-        if let Some(caller) = self.calls.get_mut(&a) {
-            caller.peer = Some(b);
+        match self.invite_out(now, spec) {
+            Ok(b) => {
+                if let Some(caller) = self.calls.get_mut(&a) {
+                    caller.peer = Some(b);
+                }
+            }
+            Err(reason) => self.reject_inbound(now, a, 503, &reason),
         }
     }
 
@@ -159,6 +166,7 @@ impl SipEndpoint {
                     peer: None,
                     credentials: None,
                     hold: request.hold,
+                    behind_nat: binding.nat,
                 }
             }
             SipTarget::Gateway { gateway, exten } => {
@@ -184,14 +192,15 @@ impl SipEndpoint {
                     peer: None,
                     credentials: Some((g.gateway.username.clone(), g.gateway.password.clone())),
                     hold: request.hold,
+                    behind_nat: false,
                 }
             }
         };
-        Ok(self.invite_out(now, spec))
+        self.invite_out(now, spec)
     }
 
     /// Our address as the far end should see it, in its address family.
-    fn local_ip_towards(&self, preferred: IpAddr, theirs: IpAddr) -> IpAddr {
+    pub(super) fn local_ip_towards(&self, preferred: IpAddr, theirs: IpAddr) -> IpAddr {
         if preferred.is_ipv4() == theirs.is_ipv4() && !preferred.is_unspecified() {
             return preferred;
         }
@@ -202,8 +211,13 @@ impl SipEndpoint {
         })
     }
 
-    /// Sends an INVITE for a new outbound leg; returns its call number.
-    fn invite_out(&mut self, now: Instant, spec: OutboundSpec) -> u32 {
+    /// Sends an INVITE for a new outbound leg; returns its call number, or
+    /// why there is none (no free RTP port).
+    fn invite_out(&mut self, now: Instant, spec: OutboundSpec) -> Result<u32, String> {
+        let Some(port) = self.allocate_port(now) else {
+            let range = &self.settings.rtp_ports;
+            return Err(format!("no free RTP port in rtp_ports {}-{}", range.start(), range.end()));
+        };
         let b = self.next_call;
         self.next_call = self.next_call.wrapping_add(1).max(1);
         let local_ip = spec.local_ip;
@@ -218,7 +232,7 @@ impl SipEndpoint {
             None => format!("<sip:{caller_user}@{from_host}>"),
         };
         let to_uri = format!("<sip:{}@{}>", spec.to_user, spec.to_host.unwrap_or(bracketed));
-        let sdp = self.sdp(local_ip, &spec.codec);
+        let sdp = self.sdp(local_ip, &spec.codec, port);
         let dialog = Dialog {
             call_id: call_id.clone(),
             local_tag: tag.clone(),
@@ -231,7 +245,8 @@ impl SipEndpoint {
             local_cseq: 0,
             remote_cseq: 0,
         };
-        let media = CallMedia::new(now, &spec.codec, &spec.app, b as u16, &mut self.rng);
+        let strict = self.strict_rtp(now, spec.codec.remote, spec.destination.ip());
+        let media = CallMedia::new(now, &spec.codec, &spec.app, b as u16, port, strict, &mut self.rng);
         let callee = SipCall {
             id: b,
             exten: spec.to_user.clone(),
@@ -249,6 +264,7 @@ impl SipEndpoint {
                 challenged: false,
                 originated: spec.peer.is_none(),
                 hold: spec.hold,
+                behind_nat: spec.behind_nat,
             }),
             peer: spec.peer,
             local_sdp: sdp,
@@ -257,6 +273,7 @@ impl SipEndpoint {
         };
         self.by_dialog.insert((call_id, tag), b);
         self.calls.insert(b, callee);
+        self.route_port(b, port);
         self.events.push_back(Event::SipCallStarted {
             call: b,
             user: spec.to_user.clone(),
@@ -265,7 +282,7 @@ impl SipEndpoint {
             caller: caller_user,
         });
         self.send_invite(now, b, None);
-        b
+        Ok(b)
     }
 
     /// (Re)sends leg `b`'s INVITE: a new CSeq and branch, with credentials
@@ -329,7 +346,15 @@ impl SipEndpoint {
                     }
                 }
                 if let Some(answer) = &answer {
-                    callee.media.offered = answer.remote;
+                    let signalling = callee.dialog.signalling.ip();
+                    let nated = callee.outbound.as_ref().is_some_and(|o| o.behind_nat)
+                        || crate::sip::nat::private_behind_public(answer.remote.ip(), signalling);
+                    let remote = if nated && answer.remote.port() != 0 {
+                        SocketAddr::new(signalling, answer.remote.port())
+                    } else {
+                        answer.remote
+                    };
+                    callee.media.move_to(now, remote, signalling);
                     // The answer may pick another of our codecs: send what it chose.
                     callee.media.codec = answer.codec;
                     callee.media.payload_type = answer.payload_type;
@@ -346,7 +371,6 @@ impl SipEndpoint {
                     self.send(SipSocket::Signalling, destination, bytes);
                 }
                 self.events.push_back(Event::SipCallAnswered { call: b, codec: codec.into() });
-                self.expect_media(b);
                 match a {
                     Some(a) => self.answer_inbound(now, a),
                     None if originated => self.media_tick_from(now),
@@ -376,7 +400,7 @@ impl SipEndpoint {
 
     /// The callee leg `b` failed before answering: the caller gets its status.
     pub(super) fn callee_failed(&mut self, now: Instant, b: u32, status: u16, reason: &str) {
-        let Some(callee) = self.forget(b) else { return };
+        let Some(callee) = self.forget(now, b) else { return };
         self.events.push_back(Event::SipCallRejected {
             call: b,
             exten: callee.exten.clone(),

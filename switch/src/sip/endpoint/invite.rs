@@ -2,6 +2,7 @@
 //! CANCEL, and requests inside an answered dialog (BYE, re-INVITE, INFO).
 
 use super::*;
+use crate::sip::nat;
 
 impl SipEndpoint {
     pub(super) fn on_invite(&mut self, now: Instant, from: SocketAddr, key: String, request: &Request) {
@@ -54,9 +55,10 @@ impl SipEndpoint {
             Ok(sdp) if !request.body.is_empty() => sdp,
             _ => return self.reject_invite(now, from, &key, request, id, &exten, 488, "no SDP offer"),
         };
-        let Some(chosen) = negotiate(&offer) else {
+        let Some(mut chosen) = negotiate(&offer) else {
             return self.reject_invite(now, from, &key, request, id, &exten, 488, "no PCMU or PCMA in the offer");
         };
+        chosen.remote = nated_media(request, from, chosen.remote);
 
         let local_ip = self.advertised_ip(request, from);
         let local_tag = self.to_tag(request);
@@ -67,6 +69,12 @@ impl SipEndpoint {
             _ => caller.uri.to_string(),
         };
         let (Ok(call_id), Ok(cseq)) = (request.call_id(), request.cseq()) else { return };
+        // Last of the checks, so a refused INVITE never holds a port.
+        let Some(port) = self.allocate_port(now) else {
+            let range = &self.settings.rtp_ports;
+            let reason = format!("no free RTP port in rtp_ports {}-{}", range.start(), range.end());
+            return self.reject_invite(now, from, &key, request, id, &exten, 503, &reason);
+        };
         let dialog = Dialog {
             call_id: call_id.to_string(),
             local_tag: local_tag.clone(),
@@ -79,8 +87,10 @@ impl SipEndpoint {
             local_cseq: self.rng.next_u32() & 0x7fff_ffff,
             remote_cseq: cseq.seq,
         };
-        let media = CallMedia::new(now, &chosen, &app, id as u16, &mut self.rng);
-        let local_sdp = self.sdp(local_ip, &chosen);
+        let strict = self.strict_rtp(now, chosen.remote, from.ip());
+        let media = CallMedia::new(now, &chosen, &app, id as u16, port, strict, &mut self.rng);
+        let local_sdp = self.sdp(local_ip, &chosen, port);
+        self.route_port(id, port);
         if let Some(Server { txn: ServerTxn::Invite { call, .. }, .. }) = self.servers.get_mut(&key) {
             *call = Some(id);
         }
@@ -115,6 +125,7 @@ impl SipEndpoint {
         let Some(request) = call.pending.take() else { return };
         call.answered = true;
         call.media.last_received = now;
+        call.media.strict.open_window(now);
         let (from, key) = (call.dialog.signalling, call.invite.clone().unwrap_or_default());
         let contact = format!("<sip:{}@{}>", exten_for_uri(&call.exten), host_port(call.dialog.local_ip, port));
         let (tag, sdp, codec) = (call.dialog.local_tag.clone(), call.local_sdp.clone(), codec_name(call.media.codec));
@@ -126,7 +137,6 @@ impl SipEndpoint {
         ok.body = sdp;
         self.respond(now, &key, &ok);
         self.events.push_back(Event::SipCallAnswered { call: id, codec: codec.into() });
-        self.expect_media(id);
         self.media_tick_from(now);
     }
 
@@ -135,7 +145,7 @@ impl SipEndpoint {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let Some(request) = call.pending.take() else { return };
         let (from, key, exten) = (call.dialog.signalling, call.invite.clone().unwrap_or_default(), call.exten.clone());
-        let peer = self.forget(id).and_then(|c| c.peer);
+        let peer = self.forget(now, id).and_then(|c| c.peer);
         self.reject_invite(now, from, &key, &request, id, &exten, status, reason);
         if let Some(peer) = peer {
             self.hang_up(now, peer, reason);
@@ -216,14 +226,16 @@ impl SipEndpoint {
                 self.end_call(now, id, "remote BYE");
             }
             Method::Invite => {
-                // A re-INVITE (session refresh, hold): keep our answer.
+                // A re-INVITE (session refresh, hold): keep our answer. Only a
+                // new address restarts learning; a refresh keeps the source.
                 if let Ok(offer) = SessionDescription::parse(&request.body) {
                     if let Some(chosen) = negotiate(&offer) {
-                        call.media.offered = chosen.remote;
-                        call.media.latched = None;
+                        let remote = nated_media(&request, from, chosen.remote);
+                        if remote != call.media.offered {
+                            call.media.move_to(now, remote, from.ip());
+                        }
                     }
                 }
-                self.expect_media(id);
                 let mut ok = self.response(&request, from, 200);
                 if let Some(call) = self.calls.get(&id) {
                     ok.headers.push("Content-Type", "application/sdp");
@@ -258,7 +270,7 @@ impl SipEndpoint {
         if let Some(ip) = self.settings.external_ip {
             return ip;
         }
-        for ip in [self.settings.rtp.ip(), self.settings.listen.ip()] {
+        for ip in [self.settings.rtp, self.settings.listen.ip()] {
             if !ip.is_unspecified() {
                 return ip;
             }
@@ -271,7 +283,7 @@ impl SipEndpoint {
         }
     }
 
-    pub(super) fn sdp(&mut self, ip: IpAddr, chosen: &Negotiated) -> Vec<u8> {
+    pub(super) fn sdp(&mut self, ip: IpAddr, chosen: &Negotiated, port: u16) -> Vec<u8> {
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let session = self.rng.next_u32();
         let mut formats = chosen.payload_type.to_string();
@@ -282,9 +294,31 @@ impl SipEndpoint {
         }
         format!(
             "v=0\r\no=switch {session} 1 IN {family} {ip}\r\ns=switch\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-             m=audio {} RTP/AVP {formats}\r\n{attributes}a=ptime:20\r\na=sendrecv\r\n",
-            self.settings.rtp.port()
+             m=audio {port} RTP/AVP {formats}\r\n{attributes}a=ptime:20\r\na=sendrecv\r\n"
         )
         .into_bytes()
+    }
+}
+
+/// Where a caller's RTP should go, as Kamailio's fix_nated_sdp: a phone
+/// behind NAT writes its inside address in the SDP, which cannot be reached;
+/// its signalling source IP with the SDP's port can, until strict RTP learns
+/// the real source. Only when the SDP shows the inside address (private
+/// behind a routable source, or the Via's own address that the source
+/// contradicts): a provider whose media server is elsewhere is left alone.
+pub(super) fn nated_media(request: &Request, from: SocketAddr, remote: SocketAddr) -> SocketAddr {
+    let (ip, source) = (remote.ip().to_canonical(), from.ip().to_canonical());
+    if ip == source || remote.port() == 0 {
+        return remote;
+    }
+    let via_ip = request
+        .top_via()
+        .ok()
+        .and_then(|v| v.host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical());
+    if nat::private_behind_public(ip, source) || (via_ip == Some(ip) && via_ip != Some(source)) {
+        SocketAddr::new(from.ip(), remote.port())
+    } else {
+        remote
     }
 }

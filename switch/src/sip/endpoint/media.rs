@@ -1,14 +1,20 @@
-//! RTP on the one media socket: which call a packet belongs to (latching
-//! through NAT), echo and bridge relay, the 20 ms clock of generated audio,
-//! hold times and the RTP timeout.
+//! RTP on each call's own port pair: allocation and release of the ports
+//! (the runtime binds what [`MediaSocket`] asks), strict source learning,
+//! echo and bridge relay, the 20 ms clock of generated audio, hold times and
+//! the RTP timeout.
 
 use super::*;
+use crate::sip::strict::{StrictRtp, Verdict};
+
+/// Counted, never logged per packet: a sprayer must not flood the log.
+const REFUSED: &str = "RTP from a source strict RTP refused";
 
 impl SipEndpoint {
-    /// A datagram on the media socket.
-    pub fn handle_media(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    /// A datagram on our media port `local_port` (RTP on the even port,
+    /// RTCP on the odd one above it).
+    pub fn handle_media(&mut self, now: Instant, local_port: u16, from: SocketAddr, datagram: &[u8]) {
         self.stats.rtp_in += 1;
-        if rtp::is_rtcp(datagram) {
+        if local_port % 2 == 1 || rtp::is_rtcp(datagram) {
             // Reports are read for validity only; our figures come from the RTP itself.
             if let Err(e) = rtp::parse_rtcp(datagram) {
                 self.drop_datagram(from, format!("malformed RTCP: {e}"));
@@ -19,62 +25,102 @@ impl SipEndpoint {
             Ok(p) => p,
             Err(e) => return self.drop_datagram(from, format!("malformed RTP: {e}")),
         };
-        let Some(id) = self.media_call(from) else {
-            return self.drop_datagram(from, "RTP from no call's address".into());
+        let Some(id) = self.by_media_port.get(&local_port).copied() else {
+            // A port in quarantine: late packets of an ended call.
+            return self.drop_datagram(from, "RTP on no call's port".into());
         };
         let since = now.saturating_duration_since(self.epoch);
         let Some(call) = self.calls.get_mut(&id) else { return };
+        match call.media.admit(now, from, &packet) {
+            Verdict::Refuse => {
+                *self.stats.dropped.entry(REFUSED.into()).or_default() += 1;
+                return;
+            }
+            Verdict::Learnt(source) => self.events.push_back(Event::RtpSourceLearned { call: id, source }),
+            Verdict::Accept => {}
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
         let result = call.media.on_rtp(now, since, &packet);
-        let destination = call.media.destination();
+        let (destination, port) = (call.media.destination(), call.media.local_port);
         // A bridge relays the packet as it came, so DTMF and timing pass untouched.
         if let Some(peer) = call.peer.and_then(|p| self.calls.get_mut(&p)) {
             if peer.answered && peer.media.offered.port() != 0 {
                 peer.media.packets_sent += 1;
-                let to = peer.media.destination();
-                self.send(SipSocket::Media, to, datagram.to_vec());
+                let (to, from_port) = (peer.media.destination(), peer.media.local_port);
+                self.send(SipSocket::Media(from_port), to, datagram.to_vec());
             }
         }
         if let Some(digit) = result.digit {
             self.events.push_back(Event::SipDtmf { call: id, digit: digit.to_string() });
         }
         if let Some(reply) = result.reply {
-            self.send(SipSocket::Media, destination, reply);
+            self.send(SipSocket::Media(port), destination, reply);
         }
     }
 
-    /// The call an RTP packet from `from` belongs to, latching it on the first one.
-    pub(super) fn media_call(&mut self, from: SocketAddr) -> Option<u32> {
-        let id = match self.by_media_source.get(&from) {
-            Some(id) => *id,
-            // Not where any SDP said: a phone behind NAT sends from another
-            // port (or address) than it offered. Latch the first call still
-            // waiting for media from that host.
-            None => {
-                let id = self
-                    .calls
-                    .values()
-                    .filter(|c| c.media.latched.is_none())
-                    .find(|c| c.media.offered.ip() == from.ip() || c.dialog.signalling.ip() == from.ip())?
-                    .id;
-                self.by_media_source.insert(from, id);
-                id
-            }
-        };
+    /// A port pair for a new call leg, asked of the runtime; `None` when
+    /// `rtp_ports` has no free pair.
+    pub(super) fn allocate_port(&mut self, now: Instant) -> Option<u16> {
+        let port = self.ports.allocate(now, &mut self.rng)?;
+        self.media_sockets.push_back(MediaSocket::Open(port));
+        Some(port)
+    }
+
+    /// Binds call `id` to `port` for incoming media.
+    pub(super) fn route_port(&mut self, id: u32, port: u16) {
+        self.by_media_port.insert(port, id);
+    }
+
+    pub(super) fn release_port(&mut self, now: Instant, id: u32, port: u16) {
+        if self.by_media_port.get(&port) == Some(&id) {
+            self.by_media_port.remove(&port);
+        }
+        if port != 0 {
+            self.ports.release(now, port);
+            self.media_sockets.push_back(MediaSocket::Close(port));
+        }
+    }
+
+    /// The host would not bind `port` (or the RTCP port above it): another
+    /// process holds it. The pair is never offered again, and the call that
+    /// got it fails: its SDP already named the port.
+    pub fn media_socket_failed(&mut self, now: Instant, port: u16, error: &str) {
+        self.ports.mark_unusable(port);
+        self.events.push_back(Event::RtpPortUnavailable { port, reason: error.to_string() });
+        let Some(id) = self.by_media_port.remove(&port) else { return };
         if let Some(call) = self.calls.get_mut(&id) {
-            call.media.latched.get_or_insert(from);
+            // Nothing to close, and the pair must not go to quarantine.
+            call.media.local_port = 0;
         }
-        Some(id)
+        let pending = self.calls.get(&id).is_some_and(|c| c.pending.is_some());
+        if pending {
+            self.reject_inbound(now, id, 503, "RTP port unavailable");
+        } else {
+            self.hang_up(now, id, "RTP port unavailable");
+        }
     }
 
-    /// Routes RTP from the address call `id`'s SDP named to it. A newer offer
-    /// of the same address wins over an older call's latch: that phone has
-    /// moved on (RFC 3264: the offer says where the offerer receives).
-    pub(super) fn expect_media(&mut self, id: u32) {
-        let Some(offered) = self.calls.get(&id).map(|c| c.media.offered).filter(|a| a.port() != 0) else { return };
-        if let Some(old) = self.by_media_source.insert(offered, id).filter(|old| *old != id) {
-            if let Some(call) = self.calls.get_mut(&old) {
-                call.media.latched = None;
-            }
+    /// Strict RTP for a call leg: learning from the SDP's address and the
+    /// signalling source's IP.
+    pub(super) fn strict_rtp(&self, now: Instant, signalled: SocketAddr, signalling: IpAddr) -> StrictRtp {
+        StrictRtp::new(
+            now,
+            self.settings.rtp_learning_packets,
+            Duration::from_secs(u64::from(self.settings.rtp_learning_window)),
+            signalled,
+            signalling,
+        )
+    }
+
+    /// One summary per refused source when the call ends.
+    pub(super) fn report_refused(&mut self, id: u32, strict: &StrictRtp) {
+        let (per_source, elsewhere) = strict.refused();
+        for (source, packets) in per_source {
+            self.events.push_back(Event::RtpSourceRefused { call: id, source: *source, packets: *packets });
+        }
+        if elsewhere > 0 {
+            let any = SocketAddr::from(([0, 0, 0, 0], 0));
+            self.events.push_back(Event::RtpSourceRefused { call: id, source: any, packets: elsewhere });
         }
     }
 
@@ -96,11 +142,11 @@ impl SipEndpoint {
                 continue;
             }
             if let Some(packet) = call.media.tick() {
-                packets.push((call.media.destination(), packet));
+                packets.push((call.media.local_port, call.media.destination(), packet));
             }
         }
-        for (destination, packet) in packets {
-            self.send(SipSocket::Media, destination, packet);
+        for (port, destination, packet) in packets {
+            self.send(SipSocket::Media(port), destination, packet);
         }
         for id in silent {
             self.hang_up(now, id, "RTP timeout");

@@ -9,9 +9,12 @@
 //! `originate`), `media.rs` (RTP), `gateways.rs` (registrations upstream)
 //! and `show.rs` (control-socket views) each add one part of it.
 //!
-//! Fed with `(now, datagram)` on the signalling socket and on the one media
-//! socket, and with timer expiries; polled for datagrams, events and its next
-//! deadline, exactly like the IAX2 [`Endpoint`](crate::iax2::endpoint::Endpoint).
+//! Fed with `(now, datagram)` on the signalling socket and on each call's
+//! media port, and with timer expiries; polled for datagrams, events and its
+//! next deadline, exactly like the IAX2 [`Endpoint`](crate::iax2::endpoint::Endpoint).
+//! It decides which media ports exist and the runtime binds them: polled for
+//! [`MediaSocket`] requests (always before the datagrams that need them), told
+//! of a port the host would not bind with [`SipEndpoint::media_socket_failed`].
 //!
 //! What a stranger can make it do is bounded: until a request carries valid
 //! digest credentials the switch answers it statelessly (a challenge no
@@ -44,6 +47,7 @@ use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
 use super::gateway::{GatewayRegistration, GatewayState, Outcome as GatewayOutcome};
 use super::header::{Contact, Method, NameAddr, Via};
 use super::message::{reason_phrase, Headers, Message, ParseError, Request, Response};
+use super::ports::PortPool;
 use super::registrar::{ContactRequest, Refused, Registrar};
 use super::sdp::SessionDescription;
 use super::transaction::{
@@ -68,11 +72,22 @@ const MAX_TRANSACTIONS: usize = 16_384;
 pub(crate) const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
 
-/// Which of the two sockets a datagram belongs to.
+/// Which socket a datagram belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SipSocket {
     Signalling,
-    Media,
+    /// A call's media port (even: RTP, the next odd one: RTCP).
+    Media(u16),
+}
+
+/// What the runtime must do with the host's media sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaSocket {
+    /// Bind the RTP port and the RTCP port above it, and feed both to
+    /// [`SipEndpoint::handle_media`].
+    Open(u16),
+    /// The call on this pair is over: close both.
+    Close(u16),
 }
 
 /// A datagram to send.
@@ -152,8 +167,13 @@ pub struct SipEndpoint {
     calls: BTreeMap<u32, SipCall>,
     /// (Call-ID, our tag) -> call.
     by_dialog: BTreeMap<(String, String), u32>,
-    /// Latched RTP source -> call.
-    by_media_source: BTreeMap<SocketAddr, u32>,
+    /// Our RTP port -> call.
+    by_media_port: BTreeMap<u16, u32>,
+    ports: PortPool,
+    media_sockets: VecDeque<MediaSocket>,
+    /// NAT keepalives: (user, contact) -> (reach address, next OPTIONS).
+    /// Bounded by the bindings: an entry whose binding is gone goes at its next ping.
+    nat_pings: BTreeMap<(String, String), (SocketAddr, Option<Instant>)>,
     next_call: u32,
     media_tick: Option<Instant>,
     out: VecDeque<SipTransmit>,
@@ -181,7 +201,10 @@ impl SipEndpoint {
             clients: BTreeMap::new(),
             calls: BTreeMap::new(),
             by_dialog: BTreeMap::new(),
-            by_media_source: BTreeMap::new(),
+            by_media_port: BTreeMap::new(),
+            ports: PortPool::new(settings.rtp_ports.clone(), &[settings.listen.port()]),
+            media_sockets: VecDeque::new(),
+            nat_pings: BTreeMap::new(),
             next_call: 1,
             media_tick: None,
             out: VecDeque::new(),
@@ -208,6 +231,9 @@ impl SipEndpoint {
                 None => self.gateways.push(GatewayRegistration::new(gateway.clone(), server, now, &mut self.rng)),
             }
         }
+        if settings.rtp_ports != self.settings.rtp_ports {
+            self.ports.resize(settings.rtp_ports.clone(), &[settings.listen.port()]);
+        }
         self.settings = settings;
     }
 
@@ -217,6 +243,11 @@ impl SipEndpoint {
 
     pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
         self.out.pop_front()
+    }
+
+    /// Sockets to open or close; poll them all before [`Self::poll_transmit`].
+    pub fn poll_media_socket(&mut self) -> Option<MediaSocket> {
+        self.media_sockets.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -235,7 +266,14 @@ impl SipEndpoint {
         });
         let clients = self.clients.values().filter_map(|c| c.txn.poll_timeout());
         let gateways = self.gateways.iter().filter_map(|g| g.next_attempt);
-        servers.chain(clients).chain(gateways).chain(self.media_tick).chain(self.registrar.next_expiry()).min()
+        let pings = self.nat_pings.values().filter_map(|(_, at)| *at);
+        servers
+            .chain(clients)
+            .chain(gateways)
+            .chain(pings)
+            .chain(self.media_tick)
+            .chain(self.registrar.next_expiry())
+            .min()
     }
 
     /// A datagram on the signalling socket.
@@ -301,7 +339,9 @@ impl SipEndpoint {
             for user in self.registrar.expire(now) {
                 self.events.push_back(Event::SipUnregistered { user, reason: "expired".into() });
             }
+            self.prune_nat_pings(now);
         }
+        self.nat_keepalives(now);
         if self.media_tick.is_some_and(|t| t <= now) {
             self.on_media_tick(now);
         }
@@ -507,11 +547,11 @@ impl SipEndpoint {
         }
     }
 
-    /// Removes a call from every index, reporting nothing.
-    fn forget(&mut self, id: u32) -> Option<SipCall> {
+    /// Removes a call from every index and gives its ports back, reporting nothing.
+    fn forget(&mut self, now: Instant, id: u32) -> Option<SipCall> {
         let call = self.calls.remove(&id)?;
         self.by_dialog.remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
-        self.by_media_source.retain(|_, owner| *owner != id);
+        self.release_port(now, id, call.media.local_port);
         if self.calls.is_empty() {
             self.media_tick = None;
         }
@@ -520,7 +560,8 @@ impl SipEndpoint {
 
     /// The call is over: its figures are reported, and a bridged other leg is hung up too.
     fn end_call(&mut self, now: Instant, id: u32, cause: &str) {
-        let Some(call) = self.forget(id) else { return };
+        let Some(call) = self.forget(now, id) else { return };
+        self.report_refused(id, &call.media.strict);
         let m = &call.media;
         self.events.push_back(Event::SipCallEnded {
             call: id,
@@ -650,7 +691,7 @@ impl SipEndpoint {
     fn send(&mut self, socket: SipSocket, destination: SocketAddr, payload: Vec<u8>) {
         match socket {
             SipSocket::Signalling => self.stats.datagrams_out += 1,
-            SipSocket::Media => self.stats.rtp_out += 1,
+            SipSocket::Media(_) => self.stats.rtp_out += 1,
         }
         self.out.push_back(SipTransmit { socket, destination, payload });
     }

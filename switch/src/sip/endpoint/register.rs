@@ -3,6 +3,7 @@
 //! passwords, and only authenticated REGISTERs reach the location service.
 
 use super::*;
+use crate::sip::nat;
 
 impl SipEndpoint {
     pub(super) fn on_register(&mut self, now: Instant, from: SocketAddr, key: String, request: &Request) {
@@ -36,6 +37,7 @@ impl SipEndpoint {
                 }
             }
             Some(Contact::Addrs(addrs)) => {
+                let via_nat = request.top_via().is_ok_and(|v| nat::via_differs(&v, from));
                 let mut wanted = Vec::new();
                 for addr in &addrs {
                     let asked = addr.expires().or(request.expires()).unwrap_or(self.settings.max_expires);
@@ -53,11 +55,13 @@ impl SipEndpoint {
                     wanted.push(ContactRequest {
                         contact: addr.uri.to_string(),
                         expires: asked.min(self.settings.max_expires),
+                        nat: via_nat || nat::contact_differs(&addr.uri, from),
                     });
                 }
                 match self.registrar.update(now, &user.name, from, call_id, cseq.seq, &wanted) {
                     Ok(()) => {
                         for c in &wanted {
+                            self.track_nat(now, &user.name, c, from);
                             self.events.push_back(Event::SipRegistered {
                                 user: user.name.clone(),
                                 contact: c.contact.clone(),
@@ -154,5 +158,89 @@ impl SipEndpoint {
         self.events.push_back(Event::SipAuthFailed { method, user, addr: from, status: challenge_status });
         self.reply_stateless(from, &response);
         Auth::Refused
+    }
+}
+
+impl SipEndpoint {
+    /// Keeps the keepalive schedule of a binding in step with its REGISTER,
+    /// and reports a phone newly seen behind NAT (or behind a new mapping).
+    fn track_nat(&mut self, now: Instant, user: &str, c: &ContactRequest, from: SocketAddr) {
+        let key = (user.to_string(), c.contact.clone());
+        self.prune_nat_pings(now);
+        if !c.nat || c.expires == 0 {
+            self.nat_pings.remove(&key);
+            return;
+        }
+        let known = self.nat_pings.get(&key).map(|(source, _)| *source);
+        if known != Some(from) {
+            self.events.push_back(Event::SipNatDetected {
+                user: user.to_string(),
+                contact: c.contact.clone(),
+                source: from,
+            });
+        }
+        let interval = Duration::from_secs(u64::from(self.settings.nat_keepalive));
+        // A refresh from the same mapping keeps the cadence; a new mapping starts one.
+        let next = match self.nat_pings.get(&key) {
+            _ if interval.is_zero() => None,
+            Some((source, Some(next))) if *source == from => Some(*next),
+            _ => Some(now + interval),
+        };
+        self.nat_pings.insert(key, (from, next));
+    }
+
+    /// Forgets keepalives of bindings that are gone, so the schedule stays
+    /// bounded by the registrar.
+    pub(super) fn prune_nat_pings(&mut self, now: Instant) {
+        let registrar = &self.registrar;
+        self.nat_pings.retain(|(user, contact), _| registrar.bindings(now, user).iter().any(|b| &b.contact == contact));
+    }
+
+    /// Kamailio's natping: an OPTIONS from the signalling socket to each
+    /// NATed binding's reach address keeps the NAT's UDP mapping open. The
+    /// answer is not awaited: a silent phone stays registered until its
+    /// binding expires, as a REGISTER refresh is what proves it gone.
+    pub(super) fn nat_keepalives(&mut self, now: Instant) {
+        let due: Vec<(String, String)> =
+            self.nat_pings.iter().filter(|(_, (_, at))| at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
+        let interval = Duration::from_secs(u64::from(self.settings.nat_keepalive));
+        for key in due {
+            let live = self
+                .registrar
+                .bindings(now, &key.0)
+                .into_iter()
+                .find(|b| b.contact == key.1 && b.nat)
+                .map(|b| b.source);
+            match live {
+                Some(reach) if !interval.is_zero() => {
+                    self.send_keepalive(&key.1, reach);
+                    self.nat_pings.insert(key, (reach, Some(now + interval)));
+                }
+                _ => {
+                    self.nat_pings.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn send_keepalive(&mut self, contact: &str, reach: SocketAddr) {
+        let ours = self.settings.external_ip.unwrap_or(self.settings.listen.ip());
+        let ip = self.local_ip_towards(ours, reach.ip());
+        let host = host_port(ip, self.settings.listen.port());
+        let branch = transaction::new_branch(&mut self.rng);
+        let tag = transaction::new_tag(&mut self.rng);
+        let call_id = transaction::new_call_id(&mut self.rng, &ip.to_string());
+        let Ok(uri) = Uri::parse(contact) else { return };
+        let bracketed = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+        let mut headers = Headers::default();
+        headers.push("Via", format!("SIP/2.0/UDP {host};branch={branch};rport"));
+        headers.push("Max-Forwards", "70");
+        headers.push("From", format!("<sip:switch@{bracketed}>;tag={tag}"));
+        headers.push("To", format!("<{contact}>"));
+        headers.push("Call-ID", call_id);
+        headers.push("CSeq", "1 OPTIONS");
+        headers.push("User-Agent", USER_AGENT);
+        let options = Request { method: Method::Options, uri, headers, body: Vec::new() };
+        self.send(SipSocket::Signalling, reach, options.encode());
     }
 }
