@@ -337,6 +337,8 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "sip_gateway_registered",
     "sip_gateway_refused",
     "sip_gateway_timeout",
+    "sip_overload_started",
+    "sip_overload_ended",
     "datagram_dropped",
     "call_token_required",
 ];
@@ -1523,6 +1525,8 @@ mod tests {
             Event::SipGatewayRegistered { gateway: s(), expires: 0 },
             Event::SipGatewayRefused { gateway: s(), status: 0, retry_in_ms: 0 },
             Event::SipGatewayTimeout { gateway: s(), retry_in_ms: 0 },
+            Event::SipOverloadStarted { reason: s(), transactions: 0, bytes: 0 },
+            Event::SipOverloadEnded { duration_ms: 0, refused_register: 0, refused_invite: 0, shed: 0 },
             Event::DatagramDropped { from: addr, reason: s() },
             Event::CallTokenRequired { from: addr },
         ];
@@ -1557,6 +1561,8 @@ mod tests {
                 | Event::SipGatewayRegistered { .. }
                 | Event::SipGatewayRefused { .. }
                 | Event::SipGatewayTimeout { .. }
+                | Event::SipOverloadStarted { .. }
+                | Event::SipOverloadEnded { .. }
                 | Event::DatagramDropped { .. }
                 | Event::CallTokenRequired { .. } => {}
             }

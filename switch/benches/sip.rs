@@ -77,6 +77,7 @@ fn challenges(c: &mut Criterion) {
         max_expires: 3600,
         max_calls: 1000,
         rtp_timeout: 60,
+        transaction_memory: 64 << 20,
         gateways: Vec::new(),
         users: vec![SipUser { name: "1000".into(), password: "secret".into(), context: None }],
     };

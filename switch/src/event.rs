@@ -133,6 +133,13 @@ pub enum Event {
     SipGatewayRefused { gateway: String, status: u16, retry_in_ms: u64 },
     /// The gateway did not answer our REGISTER.
     SipGatewayTimeout { gateway: String, retry_in_ms: u64 },
+    /// SIP transaction memory reached `[sip] transaction_memory`: completed
+    /// transactions are being shed or requests refused. Once per period;
+    /// `transactions` and `bytes` are what was held when it began.
+    SipOverloadStarted { reason: String, transactions: u64, bytes: u64 },
+    /// The overload period is over (5 s without shedding or refusing), with
+    /// what it cost: REGISTERs and INVITEs answered 503, completed transactions shed.
+    SipOverloadEnded { duration_ms: u64, refused_register: u64, refused_invite: u64, shed: u64 },
 
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
@@ -174,6 +181,8 @@ impl Event {
             Event::SipGatewayRegistered { .. } => "sip_gateway_registered",
             Event::SipGatewayRefused { .. } => "sip_gateway_refused",
             Event::SipGatewayTimeout { .. } => "sip_gateway_timeout",
+            Event::SipOverloadStarted { .. } => "sip_overload_started",
+            Event::SipOverloadEnded { .. } => "sip_overload_ended",
             Event::DatagramDropped { .. } => "datagram_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
         }
