@@ -471,8 +471,8 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
     })
 }
 
-/// `[sip] transaction_memory` when absent: at about 700 bytes a completed
-/// REGISTER, 32 s of 3,000 REGISTER/s before anything is shed.
+/// `[sip] transaction_memory` when absent: at about 600 bytes a completed
+/// REGISTER, 32 s of 2,500 REGISTER/s fit under the REGISTER ceiling (3/4).
 pub const DEFAULT_TRANSACTION_MEMORY: usize = 64 << 20;
 /// Below this a handful of calls would exhaust it.
 const MIN_TRANSACTION_MEMORY: usize = 64 << 10;
