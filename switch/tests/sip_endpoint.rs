@@ -877,7 +877,7 @@ fn a_registration_storm_within_budget_refuses_nothing_and_calls_go_through() {
             assert_eq!((*refused_register, *refused_invite), (0, 0));
             assert_eq!(*shed, usage.shed);
             assert!(*shed > 50_000, "{shed}");
-            println!("default budget: {shed} shed, peak {} bytes", s.peak_bytes);
+            println!("default budget: {during:?} {after:?}, peak {} bytes", s.peak_bytes);
         }
         other => panic!("expected one overload period, got {other:?}"),
     }
@@ -924,7 +924,7 @@ fn a_tiny_budget_refuses_registers_but_not_calls() {
             assert_eq!(*shed, usage.shed);
             assert!((20_000..30_000).contains(duration_ms), "{duration_ms} ms: the storm's 20 s and the 5 s hold");
             println!(
-                "tiny budget: {} REGISTERs served, {refused_register} refused, {shed} shed, peak {} bytes, {duration_ms} ms",
+                "tiny budget: {} REGISTERs served, {during:?} {after:?}, peak {} bytes",
                 s.register_ok, s.peak_bytes
             );
         }
