@@ -136,17 +136,20 @@ impl SipEndpoint {
         rng.fill_bytes(&mut key);
         let mut tag_key = [0u8; 16];
         rng.fill_bytes(&mut tag_key);
+        let timers = Timers::default();
         let mut endpoint = SipEndpoint {
             tag_key,
             settings: settings.clone(),
             dialplan: Dialplan::default(),
             rng,
             epoch: now,
-            timers: Timers::default(),
+            timers,
             nonces: NonceIssuer::new(key, NONCE_LIFETIME),
             registrar: Registrar::default(),
             gateways: Vec::new(),
-            txns: Transactions::new(settings.transaction_memory, Timers::default().t2, Timers::default().timeout()),
+            // Completed transactions absorb the retransmissions of their
+            // first T2 (at T1, 3 T1, 7 T1) before a REGISTER may shed them.
+            txns: Transactions::new(settings.transaction_memory, timers.t2, timers.timeout()),
             calls: BTreeMap::new(),
             by_dialog: BTreeMap::new(),
             by_media_source: BTreeMap::new(),
