@@ -755,7 +755,6 @@ impl Storm {
             self.challenge();
         }
         let (auths, invite_auth) = (self.auths.clone(), self.invite_auth.clone());
-        self.b.events();
         let mut pending_bye: Option<(Instant, String)> = None;
         for n in 0..registers {
             let at = t0 + step * n as u32;
@@ -809,6 +808,7 @@ impl Storm {
         let out = responses(&self.b.send(&invite("9196", "storm-c", 1, None)));
         let challenge = out[0].headers.get("Proxy-Authenticate").unwrap().to_string();
         self.invite_auth = answer(&challenge, "INVITE", "sip:9196@192.0.2.1", "wonderland");
+        self.b.events();
     }
 
     /// An authenticated INVITE to echo; on a 200 it is ACKed and the BYE to
@@ -968,4 +968,29 @@ fn an_invite_is_refused_only_when_calls_cannot_get_state() {
         _ => None,
     });
     assert_eq!(refused, Some((1, 100)));
+}
+
+/// Two storms ten seconds apart are two overload periods, each reported by
+/// one start and one end event, whose counts add up to what was refused.
+#[test]
+fn two_storms_apart_are_two_overload_periods() {
+    let mut s = Storm::new(256 << 10);
+    s.run(20_000, 10_000);
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(10));
+    s.run(20_000, 10_000);
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(10));
+    let events = s.overload_events();
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["sip_overload_started", "sip_overload_ended", "sip_overload_started", "sip_overload_ended"]);
+    let refused: u64 = events
+        .iter()
+        .map(|e| match e {
+            Event::SipOverloadEnded { refused_register, .. } => *refused_register,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(refused as usize, s.register_503);
+    assert!(s.invites_refused.is_empty(), "{:?}", s.invites_refused);
 }
