@@ -348,6 +348,8 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "rtp_source_learned",
     "rtp_source_refused",
     "rtp_port_unavailable",
+    "sip_overload_started",
+    "sip_overload_ended",
     "datagram_dropped",
     "call_token_required",
 ];
@@ -1598,6 +1600,8 @@ mod tests {
             Event::RtpSourceLearned { call: 1, source: addr },
             Event::RtpSourceRefused { call: 1, source: addr, packets: 0 },
             Event::RtpPortUnavailable { port: 0, reason: s() },
+            Event::SipOverloadStarted { reason: s(), transactions: 0, bytes: 0 },
+            Event::SipOverloadEnded { duration_ms: 0, refused_register: 0, refused_invite: 0, shed: 0 },
             Event::DatagramDropped { from: addr, reason: s() },
             Event::CallTokenRequired { from: addr },
         ];
@@ -1636,6 +1640,8 @@ mod tests {
                 | Event::RtpSourceLearned { .. }
                 | Event::RtpSourceRefused { .. }
                 | Event::RtpPortUnavailable { .. }
+                | Event::SipOverloadStarted { .. }
+                | Event::SipOverloadEnded { .. }
                 | Event::DatagramDropped { .. }
                 | Event::CallTokenRequired { .. } => {}
             }

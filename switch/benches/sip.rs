@@ -1,7 +1,9 @@
 //! Rates of the SIP and RTP hot paths: parsing and encoding an INVITE with
 //! SDP as a softphone sends it, verifying a digest answer, parsing an RTP
-//! packet, and the endpoint answering a REGISTER with a stateless challenge
-//! (what a scanner flood costs).
+//! packet, the endpoint answering a REGISTER with a stateless challenge
+//! (what a scanner flood costs), and authenticated REGISTERs answered 200
+//! with 1,000 and 100,000 completed transactions live (a registration
+//! storm's steady state: the cost per request must not grow with them).
 //!
 //! `cargo bench -p switch --bench sip`; `cargo xtask bench` runs every bench.
 
@@ -81,6 +83,7 @@ fn challenges(c: &mut Criterion) {
         max_expires: 3600,
         max_calls: 1000,
         rtp_timeout: 60,
+        transaction_memory: 64 << 20,
         gateways: Vec::new(),
         users: vec![SipUser { name: "1000".into(), password: "secret".into(), context: None }],
     };
@@ -103,5 +106,131 @@ fn challenges(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sip_messages, challenges);
+/// A steady registration storm: every request is a new authenticated
+/// REGISTER (own branch, next CSeq) answered 200 in a new transaction, and
+/// the fake clock moves so that Timer J expires one old transaction per new
+/// one, keeping `live` of them.
+struct Storm {
+    sip: SipEndpoint,
+    now: Instant,
+    step: Duration,
+    auths: Vec<String>,
+    rng: ChaCha20Rng,
+    sent: usize,
+}
+
+const STORM_USERS: usize = 100;
+
+impl Storm {
+    fn new(live: u32) -> Storm {
+        let settings = SipSettings {
+            listen: "192.0.2.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
+            rtp: "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}")),
+            rtp_ports: 16384..=32768,
+            rtp_learning_packets: 4,
+            rtp_learning_window: 5,
+            nat_keepalive: 20,
+            external_ip: None,
+            realm: "switch".into(),
+            context: "default".into(),
+            min_expires: 60,
+            max_expires: 3600,
+            max_calls: 1000,
+            rtp_timeout: 60,
+            transaction_memory: 1 << 30,
+            gateways: Vec::new(),
+            users: (0..STORM_USERS)
+                .map(|u| SipUser { name: format!("u{u}"), password: format!("pw{u}"), context: None })
+                .collect(),
+        };
+        let now = Instant::now();
+        let mut sip =
+            SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let auths = (0..STORM_USERS)
+            .map(|u| {
+                sip.handle_signalling(now, Self::source(u), Self::text(u, u, None).as_bytes());
+                let out = sip.poll_transmit().unwrap_or_else(|| panic!("no challenge"));
+                Self::answer(u, &out.payload, &mut rng)
+            })
+            .collect();
+        while sip.poll_event().is_some() {}
+        // Timer J is 32 s: `live` transactions over it.
+        let step = Duration::from_secs(32) / live;
+        let mut storm = Storm { sip, now, step, auths, rng, sent: STORM_USERS };
+        for _ in 0..live {
+            storm.register();
+        }
+        let usage = storm.sip.transaction_usage();
+        assert!(usage.transactions + 2 >= live as usize && usage.shed == 0, "{usage:?}");
+        storm
+    }
+
+    /// User `u`'s credentials for the challenge in `payload`.
+    fn answer(u: usize, payload: &[u8], rng: &mut ChaCha20Rng) -> String {
+        let challenge = match Message::parse(payload) {
+            Ok(Message::Response(r)) => r.headers.get("WWW-Authenticate").map(str::to_string),
+            _ => None,
+        };
+        let challenge =
+            Challenge::parse(&challenge.unwrap_or_else(|| panic!("no challenge"))).unwrap_or_else(|e| panic!("{e}"));
+        let (user, password) = (format!("u{u}"), format!("pw{u}"));
+        Authorization::answer(&challenge, (&user, &password), "REGISTER", "sip:192.0.2.1", 1, rng)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string()
+    }
+
+    fn source(u: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([10, 0, (u / 250) as u8, (u % 250 + 1) as u8], 5060))
+    }
+
+    fn text(i: usize, u: usize, auth: Option<&str>) -> String {
+        format!(
+            "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKs{i};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:u{u}@192.0.2.1>;tag=t{u}\r\nTo: <sip:u{u}@192.0.2.1>\r\n\
+             Call-ID: storm-{u}@phone\r\nCSeq: {} REGISTER\r\nContact: <sip:u{u}@{}>\r\n\
+             Expires: 600\r\n{}Content-Length: 0\r\n\r\n",
+            Self::source(u),
+            i / STORM_USERS + 1,
+            Self::source(u),
+            auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
+        )
+    }
+
+    /// One turn of the event loop: due timers, then one REGISTER in and its 200 out.
+    fn register(&mut self) {
+        self.now += self.step;
+        while let Some(t) = self.sip.poll_timeout().filter(|t| *t <= self.now) {
+            self.sip.handle_timeout(t);
+        }
+        loop {
+            let (i, u) = (self.sent, self.sent % STORM_USERS);
+            self.sent += 1;
+            let text = Self::text(i, u, Some(&self.auths[u]));
+            self.sip.handle_signalling(self.now, Self::source(u), text.as_bytes());
+            let out = self.sip.poll_transmit().unwrap_or_else(|| panic!("no answer"));
+            if out.payload.starts_with(b"SIP/2.0 200") {
+                break;
+            }
+            // Nonces go stale after 300 s of the fake clock: answer the new challenge, as a phone does.
+            assert!(out.payload.starts_with(b"SIP/2.0 401"), "{}", String::from_utf8_lossy(&out.payload));
+            self.auths[u] = Self::answer(u, &out.payload, &mut self.rng);
+            self.sent -= 1;
+        }
+        while self.sip.poll_event().is_some() {}
+    }
+}
+
+fn storm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sip storm");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    for live in [1_000u32, 100_000] {
+        let mut storm = Storm::new(live);
+        g.bench_function(format!("REGISTER 200 with {live} live"), |b| b.iter(|| storm.register()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, sip_messages, challenges, storm);
 criterion_main!(benches);

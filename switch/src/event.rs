@@ -144,6 +144,13 @@ pub enum Event {
     /// The host would not bind media port `port` (or the RTCP port above
     /// it); it is not used again, and the call that got it fails.
     RtpPortUnavailable { port: u16, reason: String },
+    /// SIP transaction memory reached `[sip] transaction_memory`: completed
+    /// transactions are being shed or requests refused. Once per period;
+    /// `transactions` and `bytes` are what was held when it began.
+    SipOverloadStarted { reason: String, transactions: u64, bytes: u64 },
+    /// The overload period is over (5 s without shedding or refusing), with
+    /// what it cost: REGISTERs and INVITEs answered 503, completed transactions shed.
+    SipOverloadEnded { duration_ms: u64, refused_register: u64, refused_invite: u64, shed: u64 },
 
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
@@ -189,6 +196,8 @@ impl Event {
             Event::RtpSourceLearned { .. } => "rtp_source_learned",
             Event::RtpSourceRefused { .. } => "rtp_source_refused",
             Event::RtpPortUnavailable { .. } => "rtp_port_unavailable",
+            Event::SipOverloadStarted { .. } => "sip_overload_started",
+            Event::SipOverloadEnded { .. } => "sip_overload_ended",
             Event::DatagramDropped { .. } => "datagram_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
         }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod control;
+pub mod deadline;
 pub mod dialplan;
 pub mod event;
 pub mod iax2;

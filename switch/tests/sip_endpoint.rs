@@ -35,6 +35,7 @@ fn settings() -> SipSettings {
         max_expires: 3600,
         max_calls: 2,
         rtp_timeout: 10,
+        transaction_memory: 64 << 20,
         gateways: Vec::new(),
         users: vec![
             SipUser { name: "alice".into(), password: "wonderland".into(), context: None },
@@ -1010,4 +1011,350 @@ fn a_phone_on_a_public_address_is_not_taken_for_natted() {
     b.send(&register("p2", 2, Some(&auth)));
     assert!(!b.events().iter().any(|e| matches!(e, Event::SipNatDetected { .. })));
     assert!(b.advance(Duration::from_secs(100)).is_empty(), "no keepalives");
+}
+
+// ---- overload: a registration storm must not block calls (issue 9) ----
+
+/// Users of the storm, each with its own address, credentials and Call-ID.
+const STORM_USERS: usize = 100;
+
+/// A REGISTER storm at 10,000/s of simulated time with an INVITE (answered,
+/// ACKed, hung up half a second later) every second, against a switch with
+/// `budget` bytes of transaction memory.
+struct Storm {
+    b: Bench,
+    budget: usize,
+    register_ok: usize,
+    register_503: usize,
+    retry_after: Vec<u32>,
+    invites_ok: usize,
+    invites_refused: Vec<u16>,
+    peak_bytes: usize,
+    /// The first accepted REGISTER and its answer, to retransmit.
+    first: Option<(SocketAddr, String, Vec<u8>)>,
+    /// REGISTERs sent so far (each has its own branch and the next CSeq).
+    sent: usize,
+    /// Each user's credentials and alice's for INVITE, from one challenge
+    /// each: stateless nonces stay valid for minutes.
+    auths: Vec<String>,
+    invite_auth: String,
+}
+
+fn storm_settings(budget: usize) -> SipSettings {
+    let mut s = settings();
+    s.transaction_memory = budget;
+    s.users.extend((0..STORM_USERS).map(|i| SipUser {
+        name: format!("u{i}"),
+        password: format!("pw{i}"),
+        context: None,
+    }));
+    s
+}
+
+fn storm_register(i: usize, auth: &str) -> String {
+    let u = i % STORM_USERS;
+    let cseq = i / STORM_USERS + 1;
+    format!(
+        "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.{}.{}:5060;branch=z9hG4bKs{i};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:u{u}@192.0.2.1>;tag=t{u}\r\nTo: <sip:u{u}@192.0.2.1>\r\n\
+         Call-ID: storm-{u}@phone\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:u{u}@10.0.{}.{}:5060>\r\n\
+         Expires: 600\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n",
+        u / 250,
+        u % 250 + 1,
+        u / 250,
+        u % 250 + 1
+    )
+}
+
+fn status_of(payload: &[u8]) -> u16 {
+    std::str::from_utf8(payload.get(8..11).unwrap_or_default()).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+impl Storm {
+    fn new(budget: usize) -> Storm {
+        let mut b = Bench::new();
+        b.sip = SipEndpoint::new(
+            Arc::new(storm_settings(budget)),
+            &ResolvedHosts::default(),
+            ChaCha20Rng::seed_from_u64(7),
+            b.now,
+        );
+        let mut plan = Dialplan::default();
+        plan.add("default", "9196", App::Echo);
+        b.sip.set_dialplan(plan);
+        Storm {
+            b,
+            budget,
+            register_ok: 0,
+            register_503: 0,
+            retry_after: Vec::new(),
+            invites_ok: 0,
+            invites_refused: Vec::new(),
+            peak_bytes: 0,
+            first: None,
+            sent: 0,
+            auths: Vec::new(),
+            invite_auth: String::new(),
+        }
+    }
+
+    /// Moves the clock to `t`, running every timer due on the way.
+    fn until(&mut self, t: Instant) {
+        let out = self.b.advance(t.saturating_duration_since(self.b.now));
+        self.check(&out);
+    }
+
+    fn check(&mut self, out: &[SipTransmit]) {
+        let usage = self.b.sip.transaction_usage();
+        assert!(usage.bytes <= self.budget, "{} bytes held over a budget of {}", usage.bytes, self.budget);
+        self.peak_bytes = self.peak_bytes.max(usage.bytes);
+        // Only our BYE-less echo calls and REGISTERs: nothing else is sent.
+        assert!(out.iter().all(|t| t.socket == SipSocket::Signalling || t.destination == PHONE_RTP.parse().unwrap()));
+    }
+
+    fn run(&mut self, registers: usize, rate: u32) {
+        let t0 = self.b.now;
+        let step = Duration::from_secs(1) / rate;
+        if self.auths.is_empty() {
+            self.challenge();
+        }
+        let (auths, invite_auth) = (self.auths.clone(), self.invite_auth.clone());
+        let mut pending_bye: Option<(Instant, String)> = None;
+        for n in 0..registers {
+            let at = t0 + step * n as u32;
+            let i = self.sent + n;
+            self.until(at);
+            if let Some((_, bye)) = pending_bye.take_if(|(when, _)| *when <= at) {
+                let out = responses(&self.b.send(&bye));
+                assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [200], "BYE of a storm call");
+            }
+            if n % rate as usize == 0 {
+                pending_bye = self.call(i, &invite_auth).map(|bye| (at + Duration::from_millis(500), bye));
+            }
+            let u = i % STORM_USERS;
+            let from: SocketAddr = format!("10.0.{}.{}:5060", u / 250, u % 250 + 1).parse().unwrap();
+            let text = storm_register(i, &auths[u]);
+            let out = self.b.send_from(from, &text);
+            self.check(&out);
+            assert_eq!(out.len(), 1, "one answer per REGISTER");
+            match status_of(&out[0].payload) {
+                200 => {
+                    self.register_ok += 1;
+                    if self.first.is_none() {
+                        self.first = Some((from, text, out[0].payload.clone()));
+                    }
+                }
+                503 => {
+                    self.register_503 += 1;
+                    let r = responses(&out).remove(0);
+                    self.retry_after.push(r.headers.get("Retry-After").unwrap().parse().unwrap());
+                }
+                s => panic!("REGISTER {i} got {s}"),
+            }
+        }
+        if let Some((_, bye)) = pending_bye {
+            let out = responses(&self.b.send(&bye));
+            assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+        }
+        self.sent += registers;
+    }
+
+    fn challenge(&mut self) {
+        self.auths = (0..STORM_USERS)
+            .map(|u| {
+                let from: SocketAddr = format!("10.0.{}.{}:5060", u / 250, u % 250 + 1).parse().unwrap();
+                let text = storm_register(u, "x").replace("Authorization: x\r\n", "");
+                let out = self.b.send_from(from, &text.replace(";branch=z9hG4bKs", ";branch=z9hG4bKc"));
+                let challenge = responses(&out)[0].headers.get("WWW-Authenticate").unwrap().to_string();
+                answer_as(&format!("u{u}"), &challenge, "REGISTER", "sip:192.0.2.1", &format!("pw{u}"))
+            })
+            .collect();
+        let out = responses(&self.b.send(&invite("9196", "storm-c", 1, None)));
+        let challenge = out[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+        self.invite_auth = answer(&challenge, "INVITE", "sip:9196@192.0.2.1", "wonderland");
+        self.b.events();
+    }
+
+    /// An authenticated INVITE to echo; on a 200 it is ACKed and the BYE to
+    /// send later is returned.
+    fn call(&mut self, i: usize, auth: &str) -> Option<String> {
+        let branch = format!("storm-i{i}");
+        let out = self.b.send(&invite("9196", &branch, 2, Some(auth)));
+        self.check(&out);
+        let statuses: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();
+        if statuses != [100, 200] {
+            self.invites_refused.push(*statuses.last().unwrap_or(&0));
+            return None;
+        }
+        self.invites_ok += 1;
+        let ok = responses(&out).remove(1);
+        let to_tag = ok.to().unwrap().tag().unwrap().to_string();
+        let dialog = format!(
+            "From: \"Alice\" <sip:alice@192.0.2.1>;tag=c1\nTo: <sip:9196@192.0.2.1>;tag={to_tag}\n\
+             Call-ID: call-{branch}@phone\n"
+        );
+        let ack = format!(
+            "ACK sip:9196@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKa{i}\n\
+             Max-Forwards: 70\n{dialog}CSeq: 2 ACK\nContent-Length: 0\n\n"
+        );
+        assert!(self.b.send(&ack).is_empty());
+        Some(format!(
+            "BYE sip:9196@192.0.2.1 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKb{i}\n\
+             Max-Forwards: 70\n{dialog}CSeq: 3 BYE\nContent-Length: 0\n\n"
+        ))
+    }
+
+    fn overload_events(&mut self) -> Vec<Event> {
+        self.b
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::SipOverloadStarted { .. } | Event::SipOverloadEnded { .. }))
+            .collect()
+    }
+}
+
+/// With the default budget a storm of 200,000 authenticated REGISTERs at
+/// 10,000/s is served in full: completed transactions older than T2 are
+/// shed to make room (one overload period says so), none gets 503, and
+/// every call in the middle of it is answered.
+#[test]
+fn a_registration_storm_within_budget_refuses_nothing_and_calls_go_through() {
+    let budget = 64 << 20;
+    let mut s = Storm::new(budget);
+    s.run(200_000, 10_000);
+    assert_eq!((s.register_ok, s.register_503), (200_000, 0));
+    assert_eq!((s.invites_ok, s.invites_refused.clone()), (20, vec![]));
+    let during = s.overload_events();
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(40));
+    let after = s.overload_events();
+    let usage = s.b.sip.transaction_usage();
+    assert_eq!((usage.transactions, usage.bytes), (0, 0), "everything expired and nothing leaked");
+    // 10,000/s for 32 s would need about 250 MB: the window shrinks instead.
+    assert!(s.peak_bytes > budget / 2, "peak {}", s.peak_bytes);
+    match (during.as_slice(), after.as_slice()) {
+        (
+            [Event::SipOverloadStarted { reason, .. }],
+            [Event::SipOverloadEnded { refused_register, refused_invite, shed, .. }],
+        ) => {
+            assert!(reason.contains("shedding"), "{reason}");
+            assert_eq!((*refused_register, *refused_invite), (0, 0));
+            assert_eq!(*shed, usage.shed);
+            assert!(*shed > 50_000, "{shed}");
+            println!("default budget: {during:?} {after:?}, peak {} bytes", s.peak_bytes);
+        }
+        other => panic!("expected one overload period, got {other:?}"),
+    }
+}
+
+/// At a storm's rate but within what the budget holds for 32 s, nothing is
+/// shed and no overload is reported.
+#[test]
+fn a_storm_the_budget_holds_is_not_an_overload() {
+    let mut s = Storm::new(64 << 20);
+    s.run(20_000, 800);
+    assert_eq!((s.register_ok, s.register_503, s.invites_ok), (20_000, 0, 25));
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(40));
+    assert_eq!(s.overload_events(), vec![]);
+    assert_eq!(s.b.sip.transaction_usage().shed, 0);
+}
+
+/// A tiny budget: REGISTERs get 503 with a spread Retry-After, calls keep
+/// being answered, the young completed transactions keep absorbing
+/// retransmissions, and the period is reported once, with its counts.
+#[test]
+fn a_tiny_budget_refuses_registers_but_not_calls() {
+    let budget = 256 << 10;
+    let mut s = Storm::new(budget);
+    s.run(200_000, 10_000);
+    assert_eq!((s.invites_ok, s.invites_refused.clone()), (20, vec![]), "every INVITE is answered");
+    assert!(s.register_503 > 150_000 && s.register_ok > 500, "{} refused, {} served", s.register_503, s.register_ok);
+    let spread: std::collections::BTreeSet<u32> = s.retry_after.iter().copied().collect();
+    assert!(spread.iter().all(|r| (10..=20).contains(r)) && spread.len() > 5, "{spread:?}");
+    let during = s.overload_events();
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(40));
+    let after = s.overload_events();
+    let usage = s.b.sip.transaction_usage();
+    match (during.as_slice(), after.as_slice()) {
+        (
+            [Event::SipOverloadStarted { transactions, bytes, .. }],
+            [Event::SipOverloadEnded { refused_register, refused_invite, shed, duration_ms }],
+        ) => {
+            assert!(*transactions > 0 && *bytes as usize <= budget);
+            assert_eq!(*refused_register as usize, s.register_503);
+            assert_eq!(*refused_invite, 0);
+            assert_eq!(*shed, usage.shed);
+            assert!((20_000..30_000).contains(duration_ms), "{duration_ms} ms: the storm's 20 s and the 5 s hold");
+            println!(
+                "tiny budget: {} REGISTERs served, {during:?} {after:?}, peak {} bytes",
+                s.register_ok, s.peak_bytes
+            );
+        }
+        other => panic!("expected one overload period, got {other:?}"),
+    }
+}
+
+/// Under the same tiny budget, a REGISTER retransmitted a second after its
+/// answer still gets that answer from its completed transaction: the storm
+/// may only shed what is older than T2.
+#[test]
+fn completed_transactions_within_budget_absorb_retransmissions_during_a_storm() {
+    let mut s = Storm::new(256 << 10);
+    s.run(12_000, 10_000);
+    assert!(s.register_503 > 0, "the storm is refused by now");
+    let (from, text, answer) = s.first.clone().unwrap();
+    // The first REGISTER completed at 0 s, 1.2 s ago.
+    s.b.events();
+    let out = s.b.send_from(from, &text);
+    assert_eq!(out.iter().map(|t| t.payload.clone()).collect::<Vec<_>>(), vec![answer], "same bytes");
+    assert!(!s.b.events().iter().any(|e| matches!(e, Event::SipRegistered { .. })), "absorbed, not processed again");
+    // Once older than T2 it may be shed; processed again, the registrar's
+    // Call-ID/CSeq ordering refuses it and keeps the binding as it was.
+    s.run(50_000, 10_000);
+    let out = s.b.send_from(from, &text);
+    assert!(matches!(status_of(&out[0].payload), 500 | 503), "{}", status_of(&out[0].payload));
+}
+
+/// Only when calls cannot get state either is an INVITE refused, with 503
+/// and Retry-After, and that is counted too.
+#[test]
+fn an_invite_is_refused_only_when_calls_cannot_get_state() {
+    let mut s = Storm::new(1024);
+    s.run(100, 100);
+    assert_eq!(s.invites_refused, vec![503]);
+    assert_eq!(s.register_ok, 0);
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(10));
+    let refused = s.overload_events().into_iter().find_map(|e| match e {
+        Event::SipOverloadEnded { refused_invite, refused_register, .. } => Some((refused_invite, refused_register)),
+        _ => None,
+    });
+    assert_eq!(refused, Some((1, 100)));
+}
+
+/// Two storms ten seconds apart are two overload periods, each reported by
+/// one start and one end event, whose counts add up to what was refused.
+#[test]
+fn two_storms_apart_are_two_overload_periods() {
+    let mut s = Storm::new(256 << 10);
+    s.run(20_000, 10_000);
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(10));
+    s.run(20_000, 10_000);
+    let t = s.b.now;
+    s.until(t + Duration::from_secs(10));
+    let events = s.overload_events();
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["sip_overload_started", "sip_overload_ended", "sip_overload_started", "sip_overload_ended"]);
+    let refused: u64 = events
+        .iter()
+        .map(|e| match e {
+            Event::SipOverloadEnded { refused_register, .. } => *refused_register,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(refused as usize, s.register_503);
+    assert!(s.invites_refused.is_empty(), "{:?}", s.invites_refused);
 }

@@ -29,6 +29,8 @@ const SUMMARY: &[(&str, &str, &str)] = &[
     ("g711/encode ulaw 160", "g711 ulaw encode 160", "frames/s"),
     ("g711/encode alaw 160", "g711 alaw encode 160", "frames/s"),
     ("endpoint/trunk tick 800", "endpoint trunk tick 800", "call-ticks/s"),
+    ("sip storm/REGISTER 200 with 1000 live", "sip REGISTER 200, 1k live", "requests/s"),
+    ("sip storm/REGISTER 200 with 100000 live", "sip REGISTER 200, 100k live", "requests/s"),
 ];
 
 pub fn run(args: &BenchArgs) -> Result<bool, TaskError> {

@@ -112,6 +112,9 @@ pub struct SipSettings {
     pub max_calls: usize,
     /// `rtp_timeout`: seconds without RTP before an answered call is hung up (default 60, 0 = never).
     pub rtp_timeout: u32,
+    /// `transaction_memory`: bytes the open SIP transactions may hold (default
+    /// 64 MiB); beyond it completed ones are shed and REGISTERs, then INVITEs, get 503.
+    pub transaction_memory: usize,
     /// `[sip.users.NAME]`: who may register and call, in file order.
     pub users: Vec<SipUser>,
     /// `[sip.gateways.NAME]`: upstream servers the switch registers to, in file order.

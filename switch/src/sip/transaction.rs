@@ -245,6 +245,11 @@ impl InviteServerTransaction {
         self.state == InviteServerState::Terminated
     }
 
+    /// Message bytes held (the latest response), for memory accounting.
+    pub fn held_bytes(&self) -> usize {
+        self.last_response.as_ref().map_or(0, Vec::capacity)
+    }
+
     /// Sends the TU's response with `status`, encoded as `encoded`. Returns the
     /// bytes to send, or `None` when the state does not allow this response
     /// (a second final response, anything after the end, a status outside
@@ -400,6 +405,17 @@ impl NonInviteServerTransaction {
         self.state == NonInviteServerState::Terminated
     }
 
+    /// What is left of a Completed transaction: the final response that
+    /// answers retransmissions of the request, and when Timer J ends it.
+    /// `None` in any other state. Callers that answer at once can store just
+    /// this, which is all RFC 3261 17.2.2's Completed state does.
+    pub fn into_completed(self) -> Option<(Vec<u8>, Instant)> {
+        match (self.state, self.last_response, self.end) {
+            (NonInviteServerState::Completed, Some(response), Some(end)) => Some((response, end)),
+            _ => None,
+        }
+    }
+
     /// Sends the TU's response; `None` when the state does not allow it
     /// (after the final response, or a status outside 100-699).
     pub fn respond(&mut self, now: Instant, status: u16, encoded: Vec<u8>) -> Option<Vec<u8>> {
@@ -531,6 +547,11 @@ impl InviteClientTransaction {
 
     pub fn is_terminated(&self) -> bool {
         self.state == InviteClientState::Terminated
+    }
+
+    /// Message bytes held (the INVITE, its ACK, the unsent first copy), for memory accounting.
+    pub fn held_bytes(&self) -> usize {
+        [Some(&self.request), self.ack.as_ref(), self.pending.as_ref()].into_iter().flatten().map(Vec::capacity).sum()
     }
 
     /// The initial INVITE, once.
@@ -682,6 +703,11 @@ impl NonInviteClientTransaction {
 
     pub fn is_terminated(&self) -> bool {
         self.state == NonInviteClientState::Terminated
+    }
+
+    /// Message bytes held (the request and its unsent first copy), for memory accounting.
+    pub fn held_bytes(&self) -> usize {
+        [Some(&self.request), self.pending.as_ref()].into_iter().flatten().map(Vec::capacity).sum()
     }
 
     /// The initial request, once.

@@ -101,7 +101,7 @@ impl Endpoint {
             context,
             caller: c.calling.0.clone().unwrap_or_default(),
         });
-        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)), scheduled: None });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
         self.dialogs.reschedule();
         Ok(local)
     }
@@ -186,7 +186,7 @@ impl Endpoint {
             context,
             caller,
         });
-        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)), scheduled: None });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Call(Box::new(c)) });
 
         let Some(user) = user else {
             return self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "no user matches");

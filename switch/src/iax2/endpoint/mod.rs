@@ -76,8 +76,6 @@ struct RegistrarExchange {
 struct Entry {
     dialog: Dialog,
     role: Role,
-    /// The deadline the table has this dialog indexed under.
-    scheduled: Option<Instant>,
 }
 
 /// Traffic counters, for `show stats` and load reports.
@@ -400,7 +398,7 @@ impl Endpoint {
         };
         let dialog = Dialog::new(local, f.src_call, from, now);
         let role = Role::Registrar(RegistrarExchange { challenge: None, reject_at: None });
-        self.dialogs.insert(local, Entry { dialog, role, scheduled: None });
+        self.dialogs.insert(local, Entry { dialog, role });
         self.by_remote.insert((from, f.src_call), local);
         self.handle_dialog_frame(now, local, f);
     }
@@ -736,7 +734,7 @@ impl Endpoint {
         let mut dialog = Dialog::new(local, 0, server, now);
         dialog.send(now, IaxSubclass::RegReq, &reg.regreq_ies(Some(Vec::new()), None), &mut self.out);
         reg.started(local, &mut self.events);
-        self.dialogs.insert(local, Entry { dialog, role: Role::Registrant, scheduled: None });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Registrant });
     }
 
     /// A POKE to the server of registration `index` when its NAT binding
@@ -757,7 +755,7 @@ impl Endpoint {
         let mut dialog = Dialog::new(local, 0, server, now);
         dialog.send(now, IaxSubclass::Poke, &[], &mut self.out);
         // A POKE of no peer: its PONG or silence changes no qualify state.
-        self.dialogs.insert(local, Entry { dialog, role: Role::Poke { peer: String::new() }, scheduled: None });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Poke { peer: String::new() } });
     }
 
     fn qualify_tick(&mut self, now: Instant, name: &str) {
@@ -783,7 +781,7 @@ impl Endpoint {
         };
         let mut dialog = Dialog::new(local, 0, addr, now);
         dialog.send(now, IaxSubclass::Poke, &[], &mut self.out);
-        self.dialogs.insert(local, Entry { dialog, role: Role::Poke { peer: name.to_string() }, scheduled: None });
+        self.dialogs.insert(local, Entry { dialog, role: Role::Poke { peer: name.to_string() } });
         if let Some(q) = self.qualify.get_mut(name) {
             q.poke_sent(local, now);
         }

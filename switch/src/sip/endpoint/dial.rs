@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use super::transactions::{Client, ClientTxn};
 use super::{codec_name, host_port, negotiate, SipEndpoint, SipSocket, USER_AGENT};
 use crate::dialplan::App;
 use crate::event::Event;
@@ -196,7 +197,9 @@ impl SipEndpoint {
                 }
             }
         };
-        self.invite_out(now, spec)
+        let id = self.invite_out(now, spec)?;
+        self.txns.settle(now, &mut self.events);
+        Ok(id)
     }
 
     /// Our address as the far end should see it, in its address family.
@@ -431,8 +434,7 @@ impl SipEndpoint {
     pub(super) fn cancel(&mut self, now: Instant, b: u32) {
         let Some(callee) = self.calls.get(&b) else { return };
         let Some(out) = &callee.outbound else { return };
-        let Some(super::Client { txn: super::ClientTxn::Invite { invite, .. }, .. }) = self.clients.get(&out.branch)
-        else {
+        let Some(Client { txn: ClientTxn::Invite { invite, .. }, .. }) = self.txns.client(&out.branch) else {
             return;
         };
         let mut headers = Headers::default();

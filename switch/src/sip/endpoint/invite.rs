@@ -5,13 +5,15 @@ use super::*;
 use crate::sip::nat;
 
 impl SipEndpoint {
-    pub(super) fn on_invite(&mut self, now: Instant, from: SocketAddr, key: String, request: &Request) {
+    pub(super) fn on_invite(&mut self, now: Instant, from: SocketAddr, key: String, request: &Request, size: usize) {
         if request.max_forwards() == Some(0) {
             let response = self.response(request, from, 483);
             return self.reply_stateless(from, &response);
         }
         let Auth::Ok(user) = self.authenticate(now, from, request, true) else { return };
-        if self.calls.len() >= self.settings.max_calls || self.servers.len() >= MAX_TRANSACTIONS {
+        if self.calls.len() >= self.settings.max_calls
+            || !self.txns.admit(now, invite_estimate(&key, size), Priority::Call, &mut self.events)
+        {
             let mut response = self.response(request, from, 503);
             response.headers.push("Retry-After", "5");
             return self.reply_stateless(from, &response);
@@ -30,7 +32,7 @@ impl SipEndpoint {
         });
 
         let txn = InviteServerTransaction::new(now, self.timers, Transport::Unreliable);
-        self.servers.insert(key.clone(), Server { txn: ServerTxn::Invite { txn, call: None }, destination: from });
+        self.txns.insert_server(key.clone(), Server::new(txn, from));
         let trying = self.response(request, from, 100);
         self.respond(now, &key, &trying);
 
@@ -91,8 +93,8 @@ impl SipEndpoint {
         let media = CallMedia::new(now, &chosen, &app, id as u16, port, strict, &mut self.rng);
         let local_sdp = self.sdp(local_ip, &chosen, port);
         self.route_port(id, port);
-        if let Some(Server { txn: ServerTxn::Invite { call, .. }, .. }) = self.servers.get_mut(&key) {
-            *call = Some(id);
+        if let Some(server) = self.txns.server_mut(&key) {
+            server.call = Some(id);
         }
         self.by_dialog.insert((dialog.call_id.clone(), local_tag), id);
         let call = SipCall {
@@ -177,8 +179,8 @@ impl SipEndpoint {
     pub(super) fn on_ack(&mut self, now: Instant, key: &str, request: &Request) {
         // The ACK of a non-2xx shares the INVITE's branch; the ACK of our 2xx
         // is a new transaction inside the dialog (RFC 3261 17.1.1.3, 13.2.2.4).
-        if let Some(Server { txn: ServerTxn::Invite { txn, .. }, .. }) = self.servers.get_mut(key) {
-            if txn.on_ack(now) != AckOutcome::Unexpected {
+        if let Some(server) = self.txns.server_mut(key) {
+            if server.txn.on_ack(now) != AckOutcome::Unexpected {
                 return;
             }
         }
@@ -186,18 +188,15 @@ impl SipEndpoint {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.confirmed = true;
         if let Some(invite) = call.invite.clone() {
-            if let Some(Server { txn: ServerTxn::Invite { txn, .. }, .. }) = self.servers.get_mut(&invite) {
-                txn.on_ack(now);
+            if let Some(server) = self.txns.server_mut(&invite) {
+                server.txn.on_ack(now);
             }
         }
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, from: SocketAddr, invite_key: &str, request: &Request) {
-        let call = match self.servers.get(invite_key) {
-            Some(Server { txn: ServerTxn::Invite { call, .. }, .. }) => *call,
-            _ => None,
-        };
-        let status = if self.servers.contains_key(invite_key) { 200 } else { 481 };
+        let call = self.txns.server(invite_key).and_then(|s| s.call);
+        let status = if self.txns.has_server(invite_key) { 200 } else { 481 };
         let response = self.response(request, from, status);
         self.reply_stateless(from, &response);
         // Only a call still ringing its callee can be cancelled; an answered
@@ -207,7 +206,7 @@ impl SipEndpoint {
         }
     }
 
-    pub(super) fn in_dialog(&mut self, now: Instant, from: SocketAddr, key: String, request: Request) {
+    pub(super) fn in_dialog(&mut self, now: Instant, from: SocketAddr, key: String, request: Request, size: usize) {
         let Some(id) = self.dialog_of(&request) else {
             let response = self.response(&request, from, 481);
             return self.reply_stateless(from, &response);
@@ -224,6 +223,12 @@ impl SipEndpoint {
                 let response = self.response(&request, from, 200);
                 self.reply_in_transaction(now, from, key, &response);
                 self.end_call(now, id, "remote BYE");
+            }
+            Method::Invite if !self.txns.admit(now, invite_estimate(&key, size), Priority::Call, &mut self.events) => {
+                // The dialog stays as it was (RFC 3261 14.2).
+                let mut response = self.response(&request, from, 503);
+                response.headers.push("Retry-After", "5");
+                self.reply_stateless(from, &response);
             }
             Method::Invite => {
                 // A re-INVITE (session refresh, hold): keep our answer. Only a
@@ -242,8 +247,7 @@ impl SipEndpoint {
                     ok.body = call.local_sdp.clone();
                 }
                 let txn = InviteServerTransaction::new(now, self.timers, Transport::Unreliable);
-                self.servers
-                    .insert(key.clone(), Server { txn: ServerTxn::Invite { txn, call: None }, destination: from });
+                self.txns.insert_server(key.clone(), Server::new(txn, from));
                 self.respond(now, &key, &ok);
             }
             Method::Info | Method::Options => {
@@ -321,4 +325,10 @@ pub(super) fn nated_media(request: &Request, from: SocketAddr, remote: SocketAdd
     } else {
         remote
     }
+}
+
+/// The memory an INVITE of `size` bytes is admitted with: its transaction
+/// ends up holding a 200 with our SDP, about as large as the offer it answers.
+fn invite_estimate(key: &str, size: usize) -> usize {
+    Transactions::estimate(key, size)
 }

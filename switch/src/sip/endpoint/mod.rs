@@ -39,8 +39,10 @@ mod invite;
 mod media;
 mod register;
 mod show;
+mod transactions;
 
 pub use dial::SipTarget;
+pub use transactions::TransactionUsage;
 
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
 use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
@@ -61,13 +63,15 @@ use crate::event::Event;
 use crate::iax2::endpoint::ResolvedHosts;
 use crate::media::G711;
 use crate::rtp::{self, RtpPacket};
+use transactions::{Client, ClientTxn, Priority, Server, Transactions};
 
 /// How long a nonce stays fresh; older ones get `stale=true`.
 const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 /// The 20 ms media clock.
 const FRAME: Duration = Duration::from_millis(20);
-/// Server transactions alive at once; beyond it new requests are dropped.
-const MAX_TRANSACTIONS: usize = 16_384;
+/// `Retry-After` of a REGISTER refused for memory: this many seconds plus up
+/// to as many again at random, so refused clients do not return in lockstep.
+const REGISTER_RETRY_AFTER: u32 = 10;
 /// What we say we are.
 pub(crate) const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
@@ -109,40 +113,6 @@ pub struct SipStats {
     pub dropped: BTreeMap<String, u64>,
 }
 
-enum ServerTxn {
-    Invite { txn: InviteServerTransaction, call: Option<u32> },
-    NonInvite(NonInviteServerTransaction),
-}
-
-struct Server {
-    txn: ServerTxn,
-    destination: SocketAddr,
-}
-
-enum ClientTxn {
-    /// Our INVITE to the callee leg `call`, kept for its ACK and CANCEL.
-    Invite {
-        txn: InviteClientTransaction,
-        call: u32,
-        invite: Box<Request>,
-    },
-    NonInvite(NonInviteClientTransaction),
-}
-
-struct Client {
-    txn: ClientTxn,
-    destination: SocketAddr,
-}
-
-impl ClientTxn {
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            ClientTxn::Invite { txn, .. } => txn.poll_timeout(),
-            ClientTxn::NonInvite(txn) => txn.poll_timeout(),
-        }
-    }
-}
-
 /// The outcome of checking a request's credentials.
 enum Auth {
     Ok(SipUser),
@@ -162,8 +132,7 @@ pub struct SipEndpoint {
     registrar: Registrar,
     /// `[sip.gateways.NAME]`: our registrations upstream.
     gateways: Vec<GatewayRegistration>,
-    servers: BTreeMap<String, Server>,
-    clients: BTreeMap<String, Client>,
+    txns: Transactions,
     calls: BTreeMap<u32, SipCall>,
     /// (Call-ID, our tag) -> call.
     by_dialog: BTreeMap<(String, String), u32>,
@@ -187,18 +156,20 @@ impl SipEndpoint {
         rng.fill_bytes(&mut key);
         let mut tag_key = [0u8; 16];
         rng.fill_bytes(&mut tag_key);
+        let timers = Timers::default();
         let mut endpoint = SipEndpoint {
             tag_key,
             settings: settings.clone(),
             dialplan: Dialplan::default(),
             rng,
             epoch: now,
-            timers: Timers::default(),
+            timers,
             nonces: NonceIssuer::new(key, NONCE_LIFETIME),
             registrar: Registrar::default(),
             gateways: Vec::new(),
-            servers: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            // Completed transactions absorb the retransmissions of their
+            // first T2 (at T1, 3 T1, 7 T1) before a REGISTER may shed them.
+            txns: Transactions::new(settings.transaction_memory, timers.t2, timers.timeout()),
             calls: BTreeMap::new(),
             by_dialog: BTreeMap::new(),
             by_media_port: BTreeMap::new(),
@@ -234,7 +205,9 @@ impl SipEndpoint {
         if settings.rtp_ports != self.settings.rtp_ports {
             self.ports.resize(settings.rtp_ports.clone(), &[settings.listen.port()]);
         }
+        self.txns.set_budget(settings.transaction_memory);
         self.settings = settings;
+        self.txns.settle(now, &mut self.events);
     }
 
     pub fn set_dialplan(&mut self, dialplan: Dialplan) {
@@ -258,19 +231,19 @@ impl SipEndpoint {
         &self.stats
     }
 
+    /// What the open transactions hold against `[sip] transaction_memory`.
+    pub fn transaction_usage(&self) -> TransactionUsage {
+        self.txns.usage()
+    }
+
     /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work.
+    /// Transactions are indexed by deadline, so this does not grow with them.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let servers = self.servers.values().filter_map(|s| match &s.txn {
-            ServerTxn::Invite { txn, .. } => txn.poll_timeout(),
-            ServerTxn::NonInvite(txn) => txn.poll_timeout(),
-        });
-        let clients = self.clients.values().filter_map(|c| c.txn.poll_timeout());
         let gateways = self.gateways.iter().filter_map(|g| g.next_attempt);
         let pings = self.nat_pings.values().filter_map(|(_, at)| *at);
-        servers
-            .chain(clients)
-            .chain(gateways)
+        gateways
             .chain(pings)
+            .chain(self.txns.next_deadline())
             .chain(self.media_tick)
             .chain(self.registrar.next_expiry())
             .min()
@@ -280,38 +253,22 @@ impl SipEndpoint {
     pub fn handle_signalling(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.stats.datagrams_in += 1;
         match Message::parse(datagram) {
-            Ok(Message::Request(request)) => self.on_request(now, from, request),
+            Ok(Message::Request(request)) => self.on_request(now, from, request, datagram.len()),
             Ok(Message::Response(response)) => self.on_response(now, response),
             // CRLF keep-alives (RFC 5626 3.5.1 style) need no answer over UDP.
             Err(ParseError::Keepalive) => {}
             Err(e) => self.drop_datagram(from, format!("malformed SIP: {e}")),
         }
+        self.txns.settle(now, &mut self.events);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| {
-                match &s.txn {
-                    ServerTxn::Invite { txn, .. } => txn.poll_timeout(),
-                    ServerTxn::NonInvite(txn) => txn.poll_timeout(),
-                }
-                .is_some_and(|t| t <= now)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
+        for key in self.txns.due_servers(now) {
             self.server_timeout(now, &key);
         }
-        let due: Vec<String> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.txn.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let Some(client) = self.clients.get_mut(&key) else { continue };
+        self.txns.expire_completed(now);
+        for key in self.txns.due_clients(now) {
+            let Some(client) = self.txns.client_mut(&key) else { continue };
             let destination = client.destination;
             let (resend, events, call) = match &mut client.txn {
                 ClientTxn::Invite { txn, call, .. } => {
@@ -322,7 +279,7 @@ impl SipEndpoint {
                 }
             };
             if events.contains(&TransactionEvent::Terminated) {
-                self.clients.remove(&key);
+                self.txns.remove_client(&key);
             }
             if let Some(bytes) = resend {
                 self.send(SipSocket::Signalling, destination, bytes);
@@ -345,6 +302,8 @@ impl SipEndpoint {
         if self.media_tick.is_some_and(|t| t <= now) {
             self.on_media_tick(now);
         }
+        self.txns.end_overload(now, &mut self.events);
+        self.txns.settle(now, &mut self.events);
     }
 
     /// Hangs up every call with a BYE; returns how many.
@@ -353,12 +312,13 @@ impl SipEndpoint {
         for &id in &ids {
             self.hang_up(now, id, "hangup all");
         }
+        self.txns.settle(now, &mut self.events);
         ids.len()
     }
 
     // ---- requests ----
 
-    fn on_request(&mut self, now: Instant, from: SocketAddr, request: Request) {
+    fn on_request(&mut self, now: Instant, from: SocketAddr, request: Request, size: usize) {
         if let Err(e) = request.validate_mandatory() {
             let reason = format!("{} without what RFC 3261 8.1.1 requires: {e}", request.method.as_str());
             // A 400 needs the headers that route it back and match it to the
@@ -392,23 +352,32 @@ impl SipEndpoint {
             Method::Cancel => return self.on_cancel(now, from, &key, &request),
             _ => {}
         }
-        if let Some(server) = self.servers.get_mut(&key) {
+        if let Some(server) = self.txns.server_mut(&key) {
             let destination = server.destination;
-            let resend = match &mut server.txn {
-                ServerTxn::Invite { txn, .. } => txn.on_request_retransmission(now),
-                ServerTxn::NonInvite(txn) => txn.on_request_retransmission(now),
-            };
-            if let Some(bytes) = resend {
+            if let Some(bytes) = server.txn.on_request_retransmission(now) {
                 self.send(SipSocket::Signalling, destination, bytes);
             }
             return;
         }
+        if let Some((destination, bytes)) = self.txns.completed(&key) {
+            return self.send(SipSocket::Signalling, destination, bytes);
+        }
         if request.to().ok().and_then(|t| t.tag().map(str::to_string)).is_some() {
-            return self.in_dialog(now, from, key, request);
+            return self.in_dialog(now, from, key, request, size);
         }
         match request.method {
+            // Refused before authentication: a REGISTER that will not get
+            // state is not worth a digest computation.
+            Method::Register
+                if !self.txns.admit(now, Transactions::estimate(&key, size), Priority::Register, &mut self.events) =>
+            {
+                let mut response = self.response(&request, from, 503);
+                let retry = REGISTER_RETRY_AFTER + self.rng.next_u32() % (REGISTER_RETRY_AFTER + 1);
+                response.headers.push("Retry-After", retry.to_string());
+                self.reply_stateless(from, &response);
+            }
             Method::Register => self.on_register(now, from, key, &request),
-            Method::Invite => self.on_invite(now, from, key, &request),
+            Method::Invite => self.on_invite(now, from, key, &request, size),
             Method::Options if self.registrar.is_registered_source(now, from) => {
                 let mut response = self.response(&request, from, 200);
                 response.headers.push("Allow", ALLOW);
@@ -433,7 +402,7 @@ impl SipEndpoint {
         let Some(branch) = via.branch() else { return };
         let Ok(cseq) = response.cseq() else { return };
         let key = format!("{branch}|{}", cseq.method.as_str());
-        let Some(client) = self.clients.get_mut(&key) else {
+        let Some(client) = self.txns.client_mut(&key) else {
             // A 2xx to our INVITE after its transaction ended: our ACK was lost.
             if cseq.method == Method::Invite && (200..300).contains(&response.status) {
                 self.resend_ack(&response);
@@ -458,7 +427,7 @@ impl SipEndpoint {
             }
         };
         if events.contains(&TransactionEvent::Terminated) {
-            self.clients.remove(&key);
+            self.txns.remove_client(&key);
         }
         if let Some(bytes) = send {
             self.send(SipSocket::Signalling, destination, bytes);
@@ -527,22 +496,20 @@ impl SipEndpoint {
         let Some(branch) = request.top_via().ok().and_then(|v| v.branch().map(str::to_string)) else { return };
         let key = format!("{branch}|{}", request.method.as_str());
         let bytes = request.encode();
-        let txn = match call {
+        let (txn, first) = match call {
             Some(call) => {
                 let mut txn = InviteClientTransaction::new(now, self.timers, Transport::Unreliable, bytes);
                 let first = txn.poll_transmit();
-                let invite = Box::new(request);
-                self.clients.insert(key, Client { txn: ClientTxn::Invite { txn, call, invite }, destination });
-                first
+                (ClientTxn::Invite { txn, call, invite: Box::new(request) }, first)
             }
             None => {
                 let mut txn = NonInviteClientTransaction::new(now, self.timers, Transport::Unreliable, bytes);
                 let first = txn.poll_transmit();
-                self.clients.insert(key, Client { txn: ClientTxn::NonInvite(txn), destination });
-                first
+                (ClientTxn::NonInvite(txn), first)
             }
         };
-        if let Some(bytes) = txn {
+        self.txns.insert_client(now, key, Client::new(txn, destination), &mut self.events);
+        if let Some(bytes) = first {
             self.send(SipSocket::Signalling, destination, bytes);
         }
     }
@@ -582,18 +549,10 @@ impl SipEndpoint {
     // ---- transactions and sending ----
 
     fn server_timeout(&mut self, now: Instant, key: &str) {
-        let Some(server) = self.servers.get_mut(key) else { return };
-        let destination = server.destination;
-        let (resend, events, call) = match &mut server.txn {
-            ServerTxn::Invite { txn, call } => {
-                let resend = txn.handle_timeout(now);
-                (resend, std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), *call)
-            }
-            ServerTxn::NonInvite(txn) => {
-                let resend = txn.handle_timeout(now);
-                (resend, std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), None)
-            }
-        };
+        let Some(server) = self.txns.server_mut(key) else { return };
+        let (destination, call) = (server.destination, server.call);
+        let resend = server.txn.handle_timeout(now);
+        let events = std::iter::from_fn(|| server.txn.poll_event()).collect::<Vec<_>>();
         if let Some(bytes) = resend {
             self.send(SipSocket::Signalling, destination, bytes);
         }
@@ -605,7 +564,7 @@ impl SipEndpoint {
                     }
                 }
                 TransactionEvent::Terminated => {
-                    self.servers.remove(key);
+                    self.txns.remove_server(key);
                     if let Some(c) = call.and_then(|id| self.calls.get_mut(&id)) {
                         c.invite = None;
                     }
@@ -615,29 +574,27 @@ impl SipEndpoint {
         }
     }
 
-    /// Sends a response through the server transaction `key`.
+    /// Sends a response through the INVITE server transaction `key`.
     fn respond(&mut self, now: Instant, key: &str, response: &Response) {
-        let Some(server) = self.servers.get_mut(key) else { return };
+        let Some(server) = self.txns.server_mut(key) else { return };
         let destination = server.destination;
-        let bytes = response.encode();
-        let sent = match &mut server.txn {
-            ServerTxn::Invite { txn, .. } => txn.respond(now, response.status, bytes),
-            ServerTxn::NonInvite(txn) => txn.respond(now, response.status, bytes),
-        };
-        if let Some(bytes) = sent {
+        if let Some(bytes) = server.txn.respond(now, response.status, response.encode()) {
             self.send(SipSocket::Signalling, destination, bytes);
         }
     }
 
-    /// Answers an authenticated non-INVITE request in a new server
-    /// transaction, so its retransmissions get the same answer.
+    /// Answers an authenticated non-INVITE request with a final response in a
+    /// new server transaction, kept (memory permitting) so that
+    /// retransmissions of the request get the same answer.
     fn reply_in_transaction(&mut self, now: Instant, from: SocketAddr, key: String, response: &Response) {
-        if self.servers.len() >= MAX_TRANSACTIONS {
-            return self.reply_stateless(from, response);
-        }
-        let txn = NonInviteServerTransaction::new(now, self.timers, Transport::Unreliable);
-        self.servers.insert(key.clone(), Server { txn: ServerTxn::NonInvite(txn), destination: from });
-        self.respond(now, &key, response);
+        let mut txn = NonInviteServerTransaction::new(now, self.timers, Transport::Unreliable);
+        let Some(bytes) = txn.respond(now, response.status, response.encode()) else { return };
+        self.send(SipSocket::Signalling, from, bytes);
+        let priority = match response.cseq() {
+            Ok(c) if c.method == Method::Register => Priority::Register,
+            _ => Priority::Call,
+        };
+        self.txns.complete(now, key, txn, from, priority, &mut self.events);
     }
 
     fn reply_stateless(&mut self, to: SocketAddr, response: &Response) {

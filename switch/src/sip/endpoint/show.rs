@@ -51,7 +51,7 @@ impl SipEndpoint {
             s.rtp_in,
             s.rtp_out,
             s.challenges,
-            self.servers.len() + self.clients.len(),
+            self.txns.len(),
             self.calls.len()
         );
         for (reason, n) in &s.dropped {

@@ -1,0 +1,123 @@
+//! What the SIP endpoint counts against `[sip] transaction_memory` is what
+//! its transactions really take from the allocator: a counting allocator
+//! measures the heap that 20,000 completed REGISTER transactions hold and
+//! compares it with the endpoint's own count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use switch::config::{SipSettings, SipUser};
+use switch::iax2::endpoint::ResolvedHosts;
+use switch::sip::digest::{Authorization, Challenge};
+use switch::sip::endpoint::SipEndpoint;
+use switch::sip::message::Message;
+
+struct Counting;
+
+static IN_USE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        IN_USE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        IN_USE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        IN_USE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const USERS: usize = 100;
+
+fn source(u: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, (u + 1) as u8], 5060))
+}
+
+fn register(i: usize, u: usize, auth: Option<&str>) -> String {
+    format!(
+        "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKm{i};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:u{u}@192.0.2.1>;tag=t{u}\r\nTo: <sip:u{u}@192.0.2.1>\r\n\
+         Call-ID: mem-{u}@phone\r\nCSeq: {} REGISTER\r\nContact: <sip:u{u}@{}>\r\n\
+         Expires: 600\r\n{}Content-Length: 0\r\n\r\n",
+        source(u),
+        i / USERS + 1,
+        source(u),
+        auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
+    )
+}
+
+#[test]
+fn counted_transaction_memory_matches_the_heap() {
+    let settings = SipSettings {
+        listen: "192.0.2.1:5060".parse().unwrap(),
+        rtp: "192.0.2.1".parse().unwrap(),
+        rtp_ports: 16384..=32768,
+        rtp_learning_packets: 4,
+        rtp_learning_window: 5,
+        nat_keepalive: 20,
+        external_ip: None,
+        realm: "switch".into(),
+        context: "default".into(),
+        min_expires: 60,
+        max_expires: 3600,
+        max_calls: 10,
+        rtp_timeout: 60,
+        transaction_memory: 1 << 30,
+        gateways: Vec::new(),
+        users: (0..USERS)
+            .map(|u| SipUser { name: format!("u{u}"), password: format!("pw{u}"), context: None })
+            .collect(),
+    };
+    let mut now = Instant::now();
+    let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let auths: Vec<String> = (0..USERS)
+        .map(|u| {
+            sip.handle_signalling(now, source(u), register(u, u, None).as_bytes());
+            let out = sip.poll_transmit().unwrap();
+            let Ok(Message::Response(r)) = Message::parse(&out.payload) else { panic!("no challenge") };
+            let challenge = Challenge::parse(r.headers.get("WWW-Authenticate").unwrap()).unwrap();
+            let (user, password) = (format!("u{u}"), format!("pw{u}"));
+            Authorization::answer(&challenge, (&user, &password), "REGISTER", "sip:192.0.2.1", 1, &mut rng)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let send = |sip: &mut SipEndpoint, i: usize, now: Instant| {
+        let u = i % USERS;
+        let text = register(i, u, Some(&auths[u]));
+        sip.handle_signalling(now, source(u), text.as_bytes());
+        let out = sip.poll_transmit().unwrap();
+        assert!(out.payload.starts_with(b"SIP/2.0 200"));
+        while sip.poll_event().is_some() {}
+    };
+    // Every user has its binding and the registrar stops growing.
+    for i in USERS..2 * USERS {
+        send(&mut sip, i, now);
+    }
+    let (heap, counted) = (IN_USE.load(Ordering::Relaxed), sip.transaction_usage().bytes as isize);
+    let n = 20_000;
+    for i in 2 * USERS..2 * USERS + n {
+        now += Duration::from_micros(100);
+        send(&mut sip, i, now);
+    }
+    let heap = IN_USE.load(Ordering::Relaxed) - heap;
+    let counted = sip.transaction_usage().bytes as isize - counted;
+    let ratio = heap as f64 / counted as f64;
+    println!("{n} completed REGISTER transactions: heap {heap} bytes, counted {counted} ({ratio:.2})");
+    assert!((0.8..1.25).contains(&ratio), "heap {heap} bytes, counted {counted} bytes");
+}
