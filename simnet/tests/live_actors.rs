@@ -499,72 +499,85 @@ fn free_rtp_port() -> u16 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phone_registers_and_calls_through_sipp() {
-    use simnet::actors::phone::{Phone, PhoneConfig, PlannedCall};
-    use simnet::actors::{drive, ActorEvent};
-    use std::sync::{Arc, Mutex};
+/// What a SIPp run and the phone actor facing it left behind.
+struct SippRun {
+    status: Option<std::process::ExitStatus>,
+    events: Vec<simnet::actors::ActorEvent>,
+    logs: String,
+    context: String,
+}
 
-    const TEST: &str = "phone_registers_and_calls_through_sipp";
-    if !have("sipp") {
-        return skip(TEST, "`sipp` is not installed (apt-get install sip-tester)");
-    }
-    let dir = std::env::temp_dir().join(format!("livecheck-sipp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let (sipp_port, media_port) = (free_port(), free_rtp_port());
-    let mut sipp = Command::new("sipp")
-        .args(["-sf", data("sipp_uas_registrar.xml").to_str().expect("utf-8 path")])
-        .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string(), "-rtp_echo"])
-        .args(["-m", "2", "-timeout", "20s", "-timeout_error"])
-        .args(["-trace_msg", "-message_file", dir.join("messages.log").to_str().expect("utf-8")])
-        .args(["-trace_err", "-error_file", dir.join("errors.log").to_str().expect("utf-8")])
-        .args(["-trace_logs", "-log_file", dir.join("logs.log").to_str().expect("utf-8")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sipp");
-    // Let SIPp bind its port before the phone's first REGISTER.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let server = SocketAddr::from(([127, 0, 0, 1], sipp_port));
-    let local = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = PhoneConfig {
+fn phone_config(server: SocketAddr) -> simnet::actors::phone::PhoneConfig {
+    simnet::actors::phone::PhoneConfig {
         name: "alice".into(),
         user: "1001".into(),
         password: "alice-long-secret".into(),
         server,
-        local,
+        local: SocketAddr::from(([127, 0, 0, 1], free_port())),
         rtp_port: free_rtp_port(),
         register: true,
-        register_at: Duration::from_millis(100),
+        register_at: Duration::from_millis(500),
         expires: 120,
         keepalive: None,
         rport: true,
         silence: Duration::ZERO,
-        answer_after: Duration::from_secs(1),
-        calls: vec![PlannedCall { at: Duration::from_millis(1000), to: "9000".into(), hold: Duration::from_secs(2) }],
+        answer_after: Duration::from_millis(500),
+        calls: Vec::new(),
         others: BTreeMap::new(),
-    };
+    }
+}
+
+/// Runs the phone actor over real loopback sockets, starts SIPp with
+/// `scenario` and `args` after `sipp_after`, and waits (20 s at most) for
+/// SIPp to finish.
+async fn phone_vs_sipp(
+    config: simnet::actors::phone::PhoneConfig,
+    sipp_port: u16,
+    scenario: &str,
+    args: &[String],
+    sipp_after: Duration,
+) -> SippRun {
+    use simnet::actors::phone::Phone;
+    use simnet::actors::{drive, ActorEvent};
+    use std::sync::{Arc, Mutex};
+
+    let dir = std::env::temp_dir().join(format!("livecheck-{scenario}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    let mut command = Command::new("sipp");
+    command
+        .args(["-sf", data(scenario).to_str().expect("utf-8 path")])
+        .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &free_rtp_port().to_string(), "-rtp_echo"])
+        .args(["-timeout", "20s", "-timeout_error"])
+        .args(["-trace_msg", "-message_file", &file("messages.log")])
+        .args(["-trace_err", "-error_file", &file("errors.log")])
+        .args(["-trace_logs", "-log_file", &file("logs.log")])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let phone = Box::new(Phone::new(config, 4787, Instant::now()));
     let events = Arc::new(Mutex::new(Vec::<ActorEvent>::new()));
     let sink = {
         let events = events.clone();
         move |e: ActorEvent| events.lock().expect("events").push(e)
     };
-    let started = Instant::now();
     let status = tokio::select! {
         r = drive(&switch::net::TokioNet, IpAddr::V4(Ipv4Addr::LOCALHOST), phone, sink) => {
             panic!("the phone stopped: {r:?}")
         }
         status = async {
+            tokio::time::sleep(sipp_after).await;
+            let started = Instant::now();
+            let mut sipp = command.spawn().expect("start sipp");
             loop {
                 if let Some(status) = sipp.try_wait().expect("wait sipp") {
                     return Some(status);
                 }
                 if started.elapsed() > Duration::from_secs(20) {
                     let _ = sipp.kill();
+                    let _ = sipp.wait();
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -573,19 +586,39 @@ async fn phone_registers_and_calls_through_sipp() {
     };
     let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
     let events = events.lock().expect("events").clone();
-    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
     let context = format!(
         "SIPp exit {status:?}\nphone events {events:#?}\nSIPp log:\n{}\nSIPp errors:\n{}\nmessages:\n{}",
         log("logs.log"),
         log("errors.log"),
         log("messages.log")
     );
+    let logs = log("logs.log");
+    let _ = std::fs::remove_dir_all(&dir);
+    SippRun { status, events, logs, context }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_registers_and_calls_through_sipp() {
+    use simnet::actors::phone::PlannedCall;
+    use simnet::actors::ActorEvent;
+
+    const TEST: &str = "phone_registers_and_calls_through_sipp";
+    if !have("sipp") {
+        return skip(TEST, "`sipp` is not installed (apt-get install sip-tester)");
+    }
+    let sipp_port = free_port();
+    let mut config = phone_config(SocketAddr::from(([127, 0, 0, 1], sipp_port)));
+    config.calls =
+        vec![PlannedCall { at: Duration::from_millis(1500), to: "9000".into(), hold: Duration::from_secs(2) }];
+    let args = ["-m".to_string(), "2".to_string()];
+    let SippRun { status, events, logs, context } =
+        phone_vs_sipp(config, sipp_port, "sipp_uas_registrar.xml", &args, Duration::ZERO).await;
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "SIPp's scenario did not pass\n{context}");
     // REGISTER: SIPp's own <verifyauth> accepted the digest.
-    assert!(log("logs.log").contains("verified=true"), "{context}");
+    assert!(logs.contains("verified=true"), "{context}");
     // INVITE: the logged Proxy-Authorization, checked here (RFC 2617, no qop).
-    let logged = log("logs.log");
-    let auth = logged
+    let auth = logs
         .lines()
         .find_map(|l| l.strip_prefix("INVITE Proxy-Authorization: Digest "))
         .unwrap_or_else(|| panic!("no Proxy-Authorization logged\n{context}"));
@@ -618,5 +651,41 @@ async fn phone_registers_and_calls_through_sipp() {
         }
         e => panic!("{e:?}"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_answers_a_call_from_sipp() {
+    use simnet::actors::ActorEvent;
+
+    const TEST: &str = "phone_answers_a_call_from_sipp";
+    if !have("sipp") {
+        return skip(TEST, "`sipp` is not installed (apt-get install sip-tester)");
+    }
+    let sipp_port = free_port();
+    let mut config = phone_config(SocketAddr::from(([127, 0, 0, 1], sipp_port)));
+    // SIPp calls the phone directly; the phone sends its answers to its
+    // outbound proxy, which is SIPp here too.
+    config.register = false;
+    let target = config.local.to_string();
+    let args = ["-m", "1", "-s", "1001", &target].map(String::from);
+    let SippRun { status, events, context, .. } =
+        phone_vs_sipp(config, sipp_port, "sipp_uac_call_phone.xml", &args, Duration::from_millis(300)).await;
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIPp's scenario did not pass\n{context}");
+    assert_eq!(names, ["phone_call_answered", "phone_call_ended"], "{context}");
+    match &events[0] {
+        ActorEvent::PhoneCallAnswered { direction, peer, .. } => {
+            assert_eq!((direction.as_str(), peer.as_str()), ("in", "sipp"), "{context}");
+        }
+        e => panic!("{e:?}"),
+    }
+    match &events[1] {
+        ActorEvent::PhoneCallEnded { by, sent, own, other, lost, .. } => {
+            assert_eq!(by, "remote");
+            // About two seconds of 20 ms frames, echoed by SIPp (-rtp_echo).
+            assert!(*sent >= 50, "sent {sent}\n{context}");
+            assert!(*own >= 25 && *other == 0 && *lost == 0, "{context}");
+        }
+        e => panic!("{e:?}"),
+    }
 }
