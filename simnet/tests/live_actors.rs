@@ -527,6 +527,27 @@ fn phone_config(server: SocketAddr) -> simnet::actors::phone::PhoneConfig {
     }
 }
 
+/// SIPp on loopback port `port` running `scenario`, its message, error and
+/// `<log>` traces in `dir` (created).
+fn sipp_command(scenario: &str, port: u16, dir: &Path, args: &[String]) -> Command {
+    std::fs::create_dir_all(dir).expect("temp dir");
+    let file = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    let mut command = Command::new("sipp");
+    command
+        .args(["-sf", data(scenario).to_str().expect("utf-8 path")])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &free_rtp_port().to_string(), "-rtp_echo"])
+        .args(["-timeout", "20s", "-timeout_error"])
+        .args(["-trace_msg", "-message_file", &file("messages.log")])
+        .args(["-trace_err", "-error_file", &file("errors.log")])
+        .args(["-trace_logs", "-log_file", &file("logs.log")])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// Runs the phone actor over real loopback sockets, starts SIPp with
 /// `scenario` and `args` after `sipp_after`, and waits (20 s at most) for
 /// SIPp to finish.
@@ -542,21 +563,7 @@ async fn phone_vs_sipp(
     use std::sync::{Arc, Mutex};
 
     let dir = std::env::temp_dir().join(format!("livecheck-{scenario}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
-    let mut command = Command::new("sipp");
-    command
-        .args(["-sf", data(scenario).to_str().expect("utf-8 path")])
-        .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &free_rtp_port().to_string(), "-rtp_echo"])
-        .args(["-timeout", "20s", "-timeout_error"])
-        .args(["-trace_msg", "-message_file", &file("messages.log")])
-        .args(["-trace_err", "-error_file", &file("errors.log")])
-        .args(["-trace_logs", "-log_file", &file("logs.log")])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut command = sipp_command(scenario, sipp_port, &dir, args);
     let phone = Box::new(Phone::new(config, 4787, Instant::now()));
     let events = Arc::new(Mutex::new(Vec::<ActorEvent>::new()));
     let sink = {
@@ -688,4 +695,168 @@ async fn phone_answers_a_call_from_sipp() {
         }
         e => panic!("{e:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The cracker actor vs svcrack
+// ---------------------------------------------------------------------------
+
+/// The requests SIPp received, per Call-ID in order of first appearance:
+/// (method, CSeq number, Request-URI, whether it carried Authorization).
+fn requests_by_call(messages: &str) -> Vec<(String, Vec<(String, u32, String, bool)>)> {
+    let mut calls: Vec<(String, Vec<(String, u32, String, bool)>)> = Vec::new();
+    for block in messages.split("UDP message received").skip(1) {
+        let mut lines = block.lines().skip(2);
+        let Some(first) = lines.next() else { continue };
+        if first.starts_with("SIP/2.0") {
+            continue;
+        }
+        let mut parts = first.split_whitespace();
+        let (method, uri) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (mut call_id, mut cseq, mut auth) = (String::new(), 0, false);
+        for line in lines.take_while(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            match name.trim().to_ascii_lowercase().as_str() {
+                "call-id" | "i" => call_id = value.trim().to_string(),
+                "cseq" => cseq = value.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0),
+                "authorization" => auth = true,
+                _ => {}
+            }
+        }
+        let request = (method, cseq, uri, auth);
+        match calls.iter_mut().find(|(id, _)| *id == call_id) {
+            Some((_, list)) => list.push(request),
+            None => calls.push((call_id, vec![request])),
+        }
+    }
+    calls
+}
+
+/// Stops SIPp as its 'q' key would (SIGUSR1), so its traces are complete.
+fn stop_sipp(mut sipp: std::process::Child) {
+    // SAFETY: signalling a child we started and have not reaped.
+    unsafe { libc::kill(sipp.id() as libc::pid_t, libc::SIGUSR1) };
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if sipp.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+}
+
+/// SIPp's verdict on each guess, in order (`verified=true` for the right one).
+fn verdicts(logs: &str) -> Vec<bool> {
+    logs.lines().filter(|l| l.starts_with("guess call ")).map(|l| l.ends_with("verified=true")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cracker_asks_as_svcrack_does() {
+    use simnet::actors::attack::{AttackConfig, Attacker, Kind};
+    use simnet::actors::{drive, ActorEvent};
+    use std::sync::{Arc, Mutex};
+
+    const TEST: &str = "cracker_asks_as_svcrack_does";
+    for tool in ["sipp", "svcrack"] {
+        if !have(tool) {
+            return skip(TEST, &format!("`{tool}` is not installed (apt-get install sip-tester sipvicious)"));
+        }
+    }
+    let guesses: Vec<String> = (1230..=1236).map(|g| g.to_string()).collect();
+
+    // svcrack against the target.
+    let dir = std::env::temp_dir().join(format!("livecheck-svcrack-{}", std::process::id()));
+    let port = free_port();
+    let sipp = sipp_command("sipp_uas_crack_target.xml", port, &dir, &[]).spawn().expect("start sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    let svcrack = Command::new("timeout")
+        .args(["15", "svcrack", "-u", "1001", "-r", "1230-1236", "-p", &port.to_string()])
+        .args(["-P", &free_port().to_string(), "127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("svcrack");
+    stop_sipp(sipp);
+    let read = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let svcrack_out = String::from_utf8_lossy(&svcrack.stdout).into_owned();
+    let (real_calls, real_logs) = (requests_by_call(&read(&dir, "messages.log")), read(&dir, "logs.log"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The cracker actor against a fresh one.
+    let dir = std::env::temp_dir().join(format!("livecheck-cracker-{}", std::process::id()));
+    let port = free_port();
+    let sipp = sipp_command("sipp_uas_crack_target.xml", port, &dir, &[]).spawn().expect("start sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    let config = AttackConfig {
+        name: "mallory".into(),
+        kind: Kind::Cracker { user: "1001".into(), guesses: guesses.clone() },
+        local: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        target: SocketAddr::from(([127, 0, 0, 1], port)),
+        start: Duration::from_millis(100),
+        stop: Duration::from_millis(1500),
+        rate: 10,
+    };
+    let events = Arc::new(Mutex::new(Vec::<ActorEvent>::new()));
+    let sink = {
+        let events = events.clone();
+        move |e: ActorEvent| events.lock().expect("events").push(e)
+    };
+    let actor = Box::new(Attacker::new(config, 4787, Instant::now()));
+    tokio::select! {
+        r = drive(&switch::net::TokioNet, IpAddr::V4(Ipv4Addr::LOCALHOST), actor, sink) => panic!("the cracker stopped: {r:?}"),
+        _ = async {
+            let until = Instant::now() + Duration::from_secs(10);
+            while events.lock().expect("events").is_empty() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } => {}
+    }
+    stop_sipp(sipp);
+    let (model_calls, model_logs) = (requests_by_call(&read(&dir, "messages.log")), read(&dir, "logs.log"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let events = events.lock().expect("events").clone();
+    let context = format!(
+        "svcrack:\n{svcrack_out}\nSIPp saw from svcrack {real_calls:#?}\n{real_logs}\n\
+         cracker events {events:?}\nSIPp saw from the cracker {model_calls:#?}\n{model_logs}"
+    );
+
+    // The same request shape per guess: a REGISTER, and in the same Call-ID
+    // its authenticated repeat with the next CSeq, to the domain's URI.
+    let shape = |calls: &[(String, Vec<(String, u32, String, bool)>)]| -> Vec<String> {
+        calls
+            .iter()
+            .map(|(_, requests)| {
+                requests
+                    .iter()
+                    .map(|(m, cseq, uri, auth)| format!("{m} {uri} {cseq} auth={auth}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect()
+    };
+    let per_guess = "REGISTER sip:127.0.0.1 1 auth=false, REGISTER sip:127.0.0.1 2 auth=true".to_string();
+    let (real_shape, model_shape) = (shape(&real_calls), shape(&model_calls));
+    assert!(!real_shape.is_empty() && real_shape.iter().all(|s| *s == per_guess), "{context}");
+    assert!(!model_shape.is_empty() && model_shape.iter().all(|s| *s == per_guess), "{context}");
+    // Both find the password.
+    assert!(svcrack_out.contains("1234"), "{context}");
+    match events.as_slice() {
+        [ActorEvent::AttackReport { kind, found_items, .. }] => {
+            assert_eq!((kind.as_str(), found_items.as_slice()), ("cracker", &["1234".to_string()][..]), "{context}");
+        }
+        other => panic!("{other:?}\n{context}"),
+    }
+    // Known differences: svcrack first tries the user name as the password
+    // and stops at the first hit; the cracker goes through its list.
+    assert_eq!(
+        verdicts(&real_logs),
+        [false, false, false, false, false, true],
+        "svcrack: 1001, 1230..=1234\n{context}"
+    );
+    assert_eq!(
+        verdicts(&model_logs),
+        [false, false, false, false, true, false, false],
+        "cracker: 1230..=1236\n{context}"
+    );
 }
