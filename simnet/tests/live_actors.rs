@@ -45,22 +45,42 @@
 //!   apart by its source). The model gives B another port.
 //! * **An unsolicited inbound datagram takes the tuple.** A refused datagram
 //!   from R to the public port P still leaves a conntrack entry (for the
-//!   router itself); when the inside endpoint behind P later sends to R, P
-//!   would clash with it, so Linux maps that flow to a new random port: the
-//!   mapping looks address-and-port-dependent for that remote. The model
-//!   keeps P.
+//!   router itself, until the UDP timeout); when the inside endpoint behind P
+//!   later sends to R, P would clash with it, so Linux maps that flow to a
+//!   new random port: the mapping looks address-and-port-dependent for that
+//!   remote (steps `a6-o2` and, after a probe of an expired binding,
+//!   `a-o1-anew`). The model keeps P.
 //! * **Inbound refresh** (REQ-6 leaves it open): any datagram of a conntrack
 //!   entry refreshes it, inbound included. The model refreshes only on
 //!   outbound traffic, as RFC 4787 requires at the least.
 //!
-//! # `phone_registers_and_calls_through_sipp`: the phone actor vs SIPp
+//! # `phone_registers_and_calls_through_sipp`, `phone_answers_a_call_from_sipp`
 //!
-//! The phone actor runs over `switch::net::TokioNet` on loopback against a
-//! SIPp UAS scenario (`tests/data/sipp_uas_registrar.xml`): REGISTER
-//! challenged with 401 and checked with SIPp's `<verifyauth>`, an INVITE
-//! challenged with 407 and checked, answered with SDP, then the phone's BYE.
-//! SIPp must exit 0 (its scenario passed) and the phone must report
-//! registered, answered and ended.
+//! The phone actor runs over `switch::net::TokioNet` on loopback against
+//! SIPp (3.6). As a UAS (`tests/data/sipp_uas_registrar.xml`): REGISTER
+//! challenged with 401 and checked with SIPp's `<verifyauth>`, 200 granting
+//! 60 s; an INVITE challenged with 407, answered with SDP, SIPp echoing the
+//! phone's RTP (`-rtp_echo`), then the phone's BYE. SIPp 3.6's `verifyauth`
+//! reads only an `Authorization` header, never `Proxy-Authorization`, so the
+//! scenario logs the answer to 407 and this test checks its digest (fixed
+//! nonce, no qop) with coreutils' `md5sum`. As a UAC
+//! (`tests/data/sipp_uac_call_phone.xml`): SIPp calls the phone, expects 180
+//! and 200 with SDP, ACKs, hangs up after two seconds. SIPp must exit 0
+//! (its scenario passed) and the phone must report registered (60 s),
+//! answered and ended, with its own numbered pattern heard back, nothing
+//! lost.
+//!
+//! # `cracker_asks_as_svcrack_does`: the cracker actor vs svcrack
+//!
+//! svcrack (SIPVicious) and then the cracker actor guess user 1001's
+//! password among 1230-1236 against the same SIPp registrar
+//! (`tests/data/sipp_uas_crack_target.xml`: 401, `<verifyauth>`, 200 or
+//! 403). Both must ask alike per guess (a REGISTER to `sip:DOMAIN`, then in
+//! the same Call-ID its repeat with CSeq 2 and `Authorization`) and both must
+//! find 1234. Known differences, asserted: svcrack first tries the user name
+//! as the password and stops at the first hit; the cracker goes through its
+//! whole list. (svcrack also writes `qop=auth` without `cnonce`/`nc` when the
+//! challenge offered no qop, and calls itself `friendly-scanner`.)
 
 use std::collections::BTreeMap;
 use std::fs::File;
