@@ -721,10 +721,15 @@ async fn phone_answers_a_call_from_sipp() {
 // The cracker actor vs svcrack
 // ---------------------------------------------------------------------------
 
-/// The requests SIPp received, per Call-ID in order of first appearance:
-/// (method, CSeq number, Request-URI, whether it carried Authorization).
-fn requests_by_call(messages: &str) -> Vec<(String, Vec<(String, u32, String, bool)>)> {
-    let mut calls: Vec<(String, Vec<(String, u32, String, bool)>)> = Vec::new();
+/// A request SIPp received: method, CSeq number, Request-URI, whether it
+/// carried Authorization.
+type Seen = (String, u32, String, bool);
+/// Requests per Call-ID, in order of first appearance.
+type Calls = Vec<(String, Vec<Seen>)>;
+
+/// The requests SIPp received, per Call-ID.
+fn requests_by_call(messages: &str) -> Calls {
+    let mut calls: Calls = Vec::new();
     for block in messages.split("UDP message received").skip(1) {
         let mut lines = block.lines().skip(2);
         let Some(first) = lines.next() else { continue };
@@ -843,7 +848,7 @@ async fn cracker_asks_as_svcrack_does() {
 
     // The same request shape per guess: a REGISTER, and in the same Call-ID
     // its authenticated repeat with the next CSeq, to the domain's URI.
-    let shape = |calls: &[(String, Vec<(String, u32, String, bool)>)]| -> Vec<String> {
+    let shape = |calls: &Calls| -> Vec<String> {
         calls
             .iter()
             .map(|(_, requests)| {
