@@ -66,8 +66,13 @@ pub struct NatConfig {
     pub mapping: Behaviour,
     pub filtering: Behaviour,
     /// Idle time after which a mapping is forgotten. Outbound traffic
-    /// refreshes it (RFC 4787 REQ-6); inbound traffic does not.
+    /// refreshes it (RFC 4787 REQ-6); inbound traffic only with
+    /// `inbound_refresh`.
     pub binding_timeout: Duration,
+    /// Inbound datagrams let through refresh the mapping too (REQ-6 leaves it
+    /// open; Linux conntrack does, checked live in `tests/live_actors.rs`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inbound_refresh: bool,
     /// Keep the inside port as the public port when it is free (REQ-3 allows it).
     pub port_preservation: bool,
     /// Let inside hosts reach each other through the public address (REQ-9).
@@ -82,6 +87,7 @@ impl Default for NatConfig {
             mapping: Behaviour::EndpointIndependent,
             filtering: Behaviour::AddressDependent,
             binding_timeout: Duration::from_secs(120),
+            inbound_refresh: false,
             port_preservation: true,
             hairpinning: true,
         }
@@ -190,6 +196,7 @@ impl Nat {
     }
 
     /// Forgets mappings idle longer than the timeout, noting when each expired.
+    /// (`last_out` is the last refresh: outbound, or inbound with `inbound_refresh`.)
     fn expire(&mut self, now: Duration) {
         let timeout = self.config.binding_timeout;
         let dead: Vec<SocketAddr> =
@@ -262,7 +269,15 @@ impl Nat {
             }),
         };
         if allowed {
-            Ok(m.inside)
+            let inside = m.inside;
+            if self.config.inbound_refresh {
+                let m = self.mappings.get_mut(&public).expect("looked up above");
+                m.last_out = now;
+                if let Some(t) = m.contacted.get_mut(&remote) {
+                    *t = now;
+                }
+            }
+            Ok(inside)
         } else {
             Err(Refusal::Filtered)
         }
@@ -295,8 +310,14 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn nat(mapping: Behaviour, filtering: Behaviour) -> Nat {
-        let config =
-            NatConfig { mapping, filtering, binding_timeout: S(30), port_preservation: false, hairpinning: false };
+        let config = NatConfig {
+            mapping,
+            filtering,
+            binding_timeout: S(30),
+            inbound_refresh: false,
+            port_preservation: false,
+            hairpinning: false,
+        };
         Nat::new("203.0.113.1".parse().unwrap(), config, 7)
     }
 
@@ -342,6 +363,21 @@ mod tests {
         assert_eq!(n.inbound(S(50), a("192.168.0.1:5060"), public), Err(Refusal::NoMapping));
         let notices = n.take_notices();
         assert!(matches!(notices.last(), Some(NatNotice::Expired { at, .. }) if *at == S(50)), "{notices:?}");
+    }
+
+    #[test]
+    fn inbound_traffic_refreshes_only_when_configured() {
+        for (inbound_refresh, alive) in [(false, false), (true, true)] {
+            let config = NatConfig { binding_timeout: S(30), inbound_refresh, ..NatConfig::default() };
+            let mut n = Nat::new("203.0.113.1".parse().unwrap(), config, 1);
+            let public = n.outbound(S(0), a("10.0.0.2:5060"), a("192.168.0.1:5060"));
+            assert!(n.inbound(S(20), a("192.168.0.1:5060"), public).is_ok());
+            assert_eq!(
+                n.inbound(S(40), a("192.168.0.1:5060"), public).is_ok(),
+                alive,
+                "inbound_refresh {inbound_refresh}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) struct RawNat {
     mapping: Option<Spanned<String>>,
     filtering: Option<Spanned<String>>,
     binding_timeout: Option<Dur>,
+    inbound_refresh: Option<bool>,
     port_preservation: Option<bool>,
     hairpinning: Option<bool>,
 }
@@ -122,6 +123,7 @@ pub(crate) fn nat(name: &str, raw: &RawNat) -> Result<NatSpec, PartyError> {
         mapping: behaviour(&raw.mapping, d.mapping)?,
         filtering: behaviour(&raw.filtering, d.filtering)?,
         binding_timeout: raw.binding_timeout.map_or(d.binding_timeout, |v| v.0),
+        inbound_refresh: raw.inbound_refresh.unwrap_or(d.inbound_refresh),
         port_preservation: raw.port_preservation.unwrap_or(d.port_preservation),
         hairpinning: raw.hairpinning.unwrap_or(d.hairpinning),
     };
