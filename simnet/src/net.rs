@@ -236,6 +236,8 @@ struct WorldState {
     backlog: Vec<Backlog>,
     full_frames: Vec<FullFrameRecord>,
     full_frames_dropped: u64,
+    /// Hosts whose kernel has no IPv6: binding an IPv6 address fails.
+    no_ipv6: BTreeSet<String>,
 }
 
 impl WorldState {
@@ -329,6 +331,7 @@ impl SimWorld {
             backlog: Vec::new(),
             full_frames: Vec::new(),
             full_frames_dropped: 0,
+            no_ipv6: BTreeSet::new(),
         })))
     }
 
@@ -350,6 +353,17 @@ impl SimWorld {
         let i = w.add(name);
         w.by_ip.retain(|(a, _)| *a != ip);
         w.by_ip.push((ip, i));
+    }
+
+    /// Host `name` has no IPv6 (a kernel booted with `ipv6.disable=1`, a
+    /// container without it): binding any IPv6 address there fails as an OS
+    /// says EAFNOSUPPORT, with [`io::ErrorKind::AddrNotAvailable`].
+    pub fn set_ipv6_unavailable(&self, name: &str) {
+        self.lock().no_ipv6.insert(name.to_string());
+    }
+
+    fn ipv6_unavailable(&self, name: &str) -> bool {
+        self.lock().no_ipv6.contains(name)
     }
 
     /// Host names known to the world, sorted.
@@ -672,6 +686,15 @@ impl SimNet {
     /// What turmoil can bind for a requested address on this host.
     fn bindable(&self, addr: SocketAddr, host_ip: IpAddr) -> io::Result<SocketAddr> {
         let ip = addr.ip();
+        if ip.is_ipv6() && self.world.ipv6_unavailable(&self.host) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!(
+                    "Address family not supported by protocol (EAFNOSUPPORT): simulated host `{}` has no IPv6",
+                    self.host
+                ),
+            ));
+        }
         let wildcard = match host_ip {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

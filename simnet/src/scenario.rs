@@ -99,6 +99,9 @@ pub(crate) struct HostSpec {
     pub name: String,
     /// File name (`iax.conf`, `switch.toml`, includes) -> text with placeholders.
     pub files: BTreeMap<String, String>,
+    /// `ipv6 = false`: the host has no IPv6, so binding `[::]` fails as on a
+    /// kernel without it (the switch falls back to `0.0.0.0`, with an event).
+    pub ipv6: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -338,7 +341,12 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "sip_gateway_refused",
     "sip_gateway_timeout",
     "datagram_dropped",
+    "datagrams_dropped",
     "call_token_required",
+    "auth_throttled",
+    "source_banned",
+    "source_unbanned",
+    "listener_fallback",
 ];
 
 /// Event names the simulator adds to the trace.
@@ -404,6 +412,7 @@ struct RawHost {
     config_dir: Option<Spanned<String>>,
     #[serde(default)]
     files: BTreeMap<String, Spanned<String>>,
+    ipv6: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -715,7 +724,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
                 "set iax_conf = \"\"\"...\"\"\" or config_dir = \"DIR\" holding iax.conf",
             ));
         }
-        hosts.push(HostSpec { name: hname.clone(), files });
+        hosts.push(HostSpec { name: hname.clone(), files, ipv6: h.ipv6.unwrap_or(true) });
     }
 
     let known_host = |s: &Spanned<String>| -> Result<String, ScenarioError> {
@@ -1524,7 +1533,12 @@ mod tests {
             Event::SipGatewayRefused { gateway: s(), status: 0, retry_in_ms: 0 },
             Event::SipGatewayTimeout { gateway: s(), retry_in_ms: 0 },
             Event::DatagramDropped { from: addr, reason: s() },
+            Event::DatagramsDropped { reason: s(), count: 0, for_ms: 0, first: None, sources: 0, top: Vec::new() },
             Event::CallTokenRequired { from: addr },
+            Event::AuthThrottled { protocol: s(), scope: s(), source: addr.ip(), user: s(), failures: 0, for_ms: 0 },
+            Event::SourceBanned { protocol: s(), source: addr.ip(), failures: 0, for_ms: 0 },
+            Event::SourceUnbanned { protocol: s(), source: addr.ip(), reason: s() },
+            Event::ListenerFallback { listener: s(), requested: addr, bound: addr, error: s() },
         ];
         for e in &all {
             match e {
@@ -1558,7 +1572,12 @@ mod tests {
                 | Event::SipGatewayRefused { .. }
                 | Event::SipGatewayTimeout { .. }
                 | Event::DatagramDropped { .. }
-                | Event::CallTokenRequired { .. } => {}
+                | Event::DatagramsDropped { .. }
+                | Event::CallTokenRequired { .. }
+                | Event::AuthThrottled { .. }
+                | Event::SourceBanned { .. }
+                | Event::SourceUnbanned { .. }
+                | Event::ListenerFallback { .. } => {}
             }
         }
         all

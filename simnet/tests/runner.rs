@@ -25,24 +25,24 @@ until = "60s"
 iax_conf = """
 [general]
 bindaddr = ${any}
-register => A:secretA@${[b]}
+register => A:trunk-secret-A@${[b]}
 
 [B]
 type = friend
 host = dynamic
-secret = secretB
+secret = trunk-secret-B
 """
 
 [hosts.b]
 iax_conf = """
 [general]
 bindaddr = ${any}
-register => B:secretB@${[a]}
+register => B:trunk-secret-B@${[a]}
 
 [A]
 type = friend
 host = dynamic
-secret = secretA
+secret = trunk-secret-A
 """
 
 [[timeline]]

@@ -78,6 +78,7 @@ fn challenges(c: &mut Criterion) {
         max_calls: 1000,
         rtp_timeout: 60,
         gateways: Vec::new(),
+        guard: Default::default(),
         users: vec![SipUser { name: "1000".into(), password: "secret".into(), context: None }],
     };
     let now = Instant::now();

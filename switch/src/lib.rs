@@ -9,7 +9,9 @@
 pub mod config;
 pub mod control;
 pub mod dialplan;
+pub mod droplog;
 pub mod event;
+pub mod guard;
 pub mod iax2;
 pub mod jitterbuffer;
 pub mod media;

@@ -121,6 +121,7 @@ pub struct Endpoint {
     queued: VecDeque<pacing::Queued>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    drops: crate::droplog::DropLog,
     stats: Stats,
 }
 
@@ -154,6 +155,7 @@ impl Endpoint {
             queued: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            drops: Default::default(),
             stats: Stats::default(),
         };
         endpoint.reconfigure(now, config, resolved);
@@ -237,14 +239,14 @@ impl Endpoint {
         self.stats.bytes_in += data.len() as u64;
         let data = match self.decrypt(from, data) {
             Ok(data) => data,
-            Err(reason) => return self.drop_datagram(from, reason),
+            Err(reason) => return self.drop_datagram(now, from, reason),
         };
         match frame::decode(&data) {
             Ok(Frame::Full(f)) => self.handle_full(now, from, f),
             Ok(Frame::Mini(m)) => self.mini_frame(now, from, m),
             Ok(Frame::Trunk(t)) => self.trunk_frame(now, from, t),
-            Ok(Frame::MiniVideo(_)) => self.drop_datagram(from, "video is not supported"),
-            Err(e) => self.drop_datagram(from, &format!("malformed: {e}")),
+            Ok(Frame::MiniVideo(_)) => self.drop_datagram(now, from, "video is not supported"),
+            Err(e) => self.drop_datagram(now, from, &format!("malformed: {e}")),
         }
     }
 
@@ -280,12 +282,12 @@ impl Endpoint {
         if f.dst_call != 0 {
             match self.dialogs.get(&f.dst_call) {
                 Some(e) if e.dialog.remote_addr == from => self.handle_dialog_frame(now, f.dst_call, f),
-                Some(_) => self.drop_datagram(from, "call number belongs to another address"),
+                Some(_) => self.drop_datagram(now, from, "call number belongs to another address"),
                 // The ACK of a stateless PONG, or of a dialog already gone: expected, not news.
                 None if f.iax() == Some(IaxSubclass::Ack) => {
                     self.count_drop("acknowledgement for no call");
                 }
-                None => self.drop_datagram(from, "frame for unknown call"),
+                None => self.drop_datagram(now, from, "frame for unknown call"),
             }
             return;
         }
@@ -293,7 +295,7 @@ impl Endpoint {
             return self.handle_dialog_frame(now, local, f);
         }
         if f.frame_type != FrameType::Iax {
-            return self.drop_datagram(from, "non-IAX full frame for no call");
+            return self.drop_datagram(now, from, "non-IAX full frame for no call");
         }
         match f.iax() {
             Some(IaxSubclass::Poke) => self.pong(from, &f),
@@ -301,7 +303,7 @@ impl Endpoint {
             Some(IaxSubclass::Ack | IaxSubclass::Inval | IaxSubclass::Vnak) => {
                 self.count_drop("acknowledgement for no call");
             }
-            _ => self.drop_datagram(from, "unexpected frame for no call"),
+            _ => self.drop_datagram(now, from, "unexpected frame for no call"),
         }
     }
 
@@ -333,7 +335,7 @@ impl Endpoint {
     fn new_dialog(&mut self, now: Instant, from: SocketAddr, f: FullFrame) {
         let ies = match f.ies() {
             Ok(ies) => ies,
-            Err(e) => return self.drop_datagram(from, &format!("malformed IEs: {e}")),
+            Err(e) => return self.drop_datagram(now, from, &format!("malformed IEs: {e}")),
         };
         let username = ies.username().map(str::to_owned);
         let token = ies.call_token().map(<[u8]>::to_vec);
@@ -354,7 +356,7 @@ impl Endpoint {
             }
             Some(t) => {
                 if !self.tokens.validate(&t, from, now - self.epoch, self.config.general.calltokenexpiration) {
-                    return self.drop_datagram(from, "invalid or expired call token");
+                    return self.drop_datagram(now, from, "invalid or expired call token");
                 }
                 if let Some(u) = &username {
                     self.token_capable.insert(u.to_ascii_lowercase());
@@ -396,7 +398,7 @@ impl Endpoint {
         }
         let local = match self.callnos.allocate(&mut self.rng, &self.config, from.ip(), validation) {
             Ok(n) => n,
-            Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
+            Err(e) => return self.drop_datagram(now, from, &format!("no call number: {e:?}")),
         };
         let dialog = Dialog::new(local, f.src_call, from, now);
         let role = Role::Registrar(RegistrarExchange { challenge: None, reject_at: None });
@@ -675,6 +677,7 @@ impl Endpoint {
     }
 
     fn timeout(&mut self, now: Instant) {
+        self.drops.handle_timeout(now, &mut self.events);
         self.media_tick(now);
         self.trunk_tick(now);
         for local in self.dialogs.due(now) {
@@ -780,13 +783,11 @@ impl Endpoint {
         }
     }
 
-    fn drop_datagram(&mut self, from: SocketAddr, reason: &str) {
-        let n = self.count_drop(reason);
-        // The first few of each kind go into the trace; after that only
-        // counters grow, so a flood cannot flood the log too.
-        if n <= 10 || n.is_power_of_two() {
-            self.events.push_back(Event::DatagramDropped { from, reason: reason.to_string() });
-        }
+    fn drop_datagram(&mut self, now: Instant, from: SocketAddr, reason: &str) {
+        self.count_drop(reason);
+        // Counters stay exact; the trace and the log get one line per reason
+        // per interval, so a flood cannot flood the log too.
+        self.drops.record(now, from, crate::droplog::reason_key(reason), reason, &mut self.events);
     }
 
     fn count_drop(&mut self, reason: &str) -> u64 {
@@ -809,7 +810,13 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let registrations = self.registrations.iter().map(|r| r.next_attempt);
         let qualify = self.qualify.values().map(|q| q.deadline());
-        let clocks = [self.dialogs.next_deadline(), self.registrar.next_expiry(), self.media_tick, self.trunk_tick];
+        let clocks = [
+            self.dialogs.next_deadline(),
+            self.registrar.next_expiry(),
+            self.media_tick,
+            self.trunk_tick,
+            self.drops.poll_timeout(),
+        ];
         registrations.chain(qualify).chain(clocks).flatten().min()
     }
 

@@ -11,16 +11,16 @@ impl SipEndpoint {
         if rtp::is_rtcp(datagram) {
             // Reports are read for validity only; our figures come from the RTP itself.
             if let Err(e) = rtp::parse_rtcp(datagram) {
-                self.drop_datagram(from, format!("malformed RTCP: {e}"));
+                self.drop_datagram(now, from, format!("malformed RTCP: {e}"));
             }
             return;
         }
         let packet = match RtpPacket::parse(datagram) {
             Ok(p) => p,
-            Err(e) => return self.drop_datagram(from, format!("malformed RTP: {e}")),
+            Err(e) => return self.drop_datagram(now, from, format!("malformed RTP: {e}")),
         };
         let Some(id) = self.media_call(from) else {
-            return self.drop_datagram(from, "RTP from no call's address".into());
+            return self.drop_datagram(now, from, "RTP from no call's address".into());
         };
         let since = now.saturating_duration_since(self.epoch);
         let Some(call) = self.calls.get_mut(&id) else { return };
