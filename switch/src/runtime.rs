@@ -45,6 +45,10 @@ pub enum Command {
     ShowSipBans(oneshot::Sender<String>),
     /// `sip unban IP`: lift a ban (or a penalty silence) on a source.
     SipUnban { source: IpAddr, reply: oneshot::Sender<String> },
+    /// `iax2 show bans`.
+    ShowIaxBans(oneshot::Sender<String>),
+    /// `iax2 unban IP`.
+    IaxUnban { source: IpAddr, reply: oneshot::Sender<String> },
     /// Place `count` calls; the answer says how many went out.
     Originate { request: Originate, count: u32, reply: oneshot::Sender<String> },
     /// Hang up every call.
@@ -238,6 +242,11 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         Some(true) => format!("{source} unbanned\n"),
                         Some(false) => format!("{source} was not banned\n"),
                     };
+                    let _ = reply.send(answer);
+                }
+                Some(Command::ShowIaxBans(tx)) => { let _ = tx.send(endpoint.show_bans(Instant::now().into_std())); }
+                Some(Command::IaxUnban { source, reply }) => {
+                    let answer = if endpoint.unban(source) { format!("{source} unbanned\n") } else { format!("{source} was not banned\n") };
                     let _ = reply.send(answer);
                 }
                 Some(Command::ShowSipChannels(tx)) => {

@@ -545,6 +545,9 @@ impl Endpoint {
                 if ok {
                     self.route_call(now, local);
                 } else {
+                    let name = c.peer.clone().or_else(|| c.username.clone()).unwrap_or_default();
+                    let from = entry.dialog.remote_addr;
+                    self.auth_failed(now, from, &name);
                     self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "wrong secret");
                 }
             }

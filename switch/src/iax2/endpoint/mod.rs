@@ -39,6 +39,7 @@ use super::Transmit;
 use crate::config::{CallTokenRequirement, Host, IaxConfig, PeerConfig};
 use crate::dialplan::Dialplan;
 use crate::event::{Event, PeerState};
+use crate::guard::{Guard, GuardSettings, Verdict};
 
 /// How long an ended dialog stays to re-ACK retransmissions of its last frames.
 const LINGER: Duration = Duration::from_secs(10);
@@ -122,6 +123,8 @@ pub struct Endpoint {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     drops: crate::droplog::DropLog,
+    /// Authentication failures per source and peer name: silences and bans.
+    guard: Guard,
     stats: Stats,
 }
 
@@ -156,6 +159,7 @@ impl Endpoint {
             out: VecDeque::new(),
             events: VecDeque::new(),
             drops: Default::default(),
+            guard: Guard::new("iax2", GuardSettings::default()),
             stats: Stats::default(),
         };
         endpoint.reconfigure(now, config, resolved);
@@ -299,7 +303,16 @@ impl Endpoint {
         }
         match f.iax() {
             Some(IaxSubclass::Poke) => self.pong(from, &f),
-            Some(IaxSubclass::RegReq | IaxSubclass::RegRel | IaxSubclass::New) => self.new_dialog(now, from, f),
+            Some(IaxSubclass::RegReq | IaxSubclass::RegRel | IaxSubclass::New) => {
+                // A guesser starts no new exchange while silenced or banned;
+                // calls and registrations already up go on, so a trunk
+                // partner with a wrong secret still answers our requests.
+                match self.guard.source_verdict(now, from.ip()) {
+                    Verdict::Allow => self.new_dialog(now, from, f),
+                    Verdict::Throttled => self.drop_datagram(now, from, "source throttled after failed authentication"),
+                    Verdict::Banned => self.drop_datagram(now, from, "source banned after failed authentication"),
+                }
+            }
             Some(IaxSubclass::Ack | IaxSubclass::Inval | IaxSubclass::Vnak) => {
                 self.count_drop("acknowledgement for no call");
             }
@@ -478,7 +491,13 @@ impl Endpoint {
             Err(Refusal::NoSuchPeer) if challenge.is_none() => {
                 return self.challenge(now, local, &username, 0x02);
             }
-            Err(refusal) => return self.refuse(now, local, &username, refusal.reason(), true),
+            Err(refusal) => {
+                // A name that does not exist, answered with a proof: a guess.
+                if refusal == Refusal::NoSuchPeer {
+                    self.auth_failed(now, from, &username);
+                }
+                return self.refuse(now, local, &username, refusal.reason(), true);
+            }
         };
         let secrets = peer.secrets.clone();
         let methods = peer.auth.bits() & 0x03;
@@ -498,6 +517,7 @@ impl Endpoint {
             false
         };
         if !authenticated {
+            self.auth_failed(now, from, &username);
             return self.refuse(now, local, &username, Refusal::WrongSecret.reason(), true);
         }
 
@@ -678,6 +698,7 @@ impl Endpoint {
 
     fn timeout(&mut self, now: Instant) {
         self.drops.handle_timeout(now, &mut self.events);
+        self.guard.handle_timeout(now, &mut self.events);
         self.media_tick(now);
         self.trunk_tick(now);
         for local in self.dialogs.due(now) {
@@ -783,6 +804,30 @@ impl Endpoint {
         }
     }
 
+    /// A refused MD5 or plaintext proof from `from` for `name` (REGREQ or NEW).
+    pub(super) fn auth_failed(&mut self, now: Instant, from: SocketAddr, name: &str) {
+        let exempt = self.registrar.get(name).is_some_and(|r| r.addr.ip() == from.ip());
+        self.guard.failure(now, from.ip(), name, exempt, &mut self.events);
+    }
+
+    /// `iax2 unban IP`.
+    pub fn unban(&mut self, source: std::net::IpAddr) -> bool {
+        self.guard.unban(source, &mut self.events)
+    }
+
+    /// `iax2 show bans`.
+    pub fn show_bans(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for (ip, ban) in self.guard.bans(now) {
+            let left = ban.until.saturating_duration_since(now).as_secs();
+            out.push_str(&format!("{ip:<40} {:>6} failures, {left} s left\n", ban.failures));
+        }
+        if out.is_empty() {
+            out.push_str("no banned sources\n");
+        }
+        out
+    }
+
     fn drop_datagram(&mut self, now: Instant, from: SocketAddr, reason: &str) {
         self.count_drop(reason);
         // Counters stay exact; the trace and the log get one line per reason
@@ -816,6 +861,7 @@ impl Endpoint {
             self.media_tick,
             self.trunk_tick,
             self.drops.poll_timeout(),
+            self.guard.poll_timeout(),
         ];
         registrations.chain(qualify).chain(clocks).flatten().min()
     }
