@@ -248,6 +248,8 @@ struct WorldState {
     /// When a refusal of (device, remote, addressed) was last reported, so a
     /// stream of refused datagrams makes one event per [`REFUSAL_REPORT_EVERY`].
     refusals_reported: BTreeMap<(usize, SocketAddr, SocketAddr), (Duration, u64)>,
+    /// Hosts whose kernel has no IPv6: binding an IPv6 address fails.
+    no_ipv6: BTreeSet<String>,
 }
 
 /// A NAT device or firewall in the world.
@@ -496,6 +498,7 @@ impl SimWorld {
             behind: Vec::new(),
             nat_events: Vec::new(),
             refusals_reported: BTreeMap::new(),
+            no_ipv6: BTreeSet::new(),
         })))
     }
 
@@ -541,6 +544,18 @@ impl SimWorld {
     }
 
     /// Host names known to the world, sorted (NAT devices are not hosts).
+    /// Host `name` has no IPv6 (a kernel booted with `ipv6.disable=1`, a
+    /// container without it): binding any IPv6 address there fails as an OS
+    /// says EAFNOSUPPORT, with [`io::ErrorKind::AddrNotAvailable`].
+    pub fn set_ipv6_unavailable(&self, name: &str) {
+        self.lock().no_ipv6.insert(name.to_string());
+    }
+
+    fn ipv6_unavailable(&self, name: &str) -> bool {
+        self.lock().no_ipv6.contains(name)
+    }
+
+    /// Host names known to the world, sorted.
     pub fn hosts(&self) -> Vec<String> {
         let w = self.lock();
         w.by_name.keys().filter(|n| !w.nats.iter().any(|d| &d.name == *n)).cloned().collect()
@@ -878,6 +893,15 @@ impl SimNet {
     /// What turmoil can bind for a requested address on this host.
     fn bindable(&self, addr: SocketAddr, host_ip: IpAddr) -> io::Result<SocketAddr> {
         let ip = addr.ip();
+        if ip.is_ipv6() && self.world.ipv6_unavailable(&self.host) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!(
+                    "Address family not supported by protocol (EAFNOSUPPORT): simulated host `{}` has no IPv6",
+                    self.host
+                ),
+            ));
+        }
         let wildcard = match host_ip {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

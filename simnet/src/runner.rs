@@ -231,6 +231,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
 
     for h in &scenario.hosts {
         world.add_host(&h.name);
+        if !h.ipv6 {
+            world.set_ipv6_unavailable(&h.name);
+        }
         let mut files = BTreeMap::new();
         for (fname, text) in &h.files {
             let expanded =

@@ -106,6 +106,9 @@ pub(crate) struct HostSpec {
     pub files: BTreeMap<String, String>,
     /// The NAT device it sits behind.
     pub behind: Option<String>,
+    /// `ipv6 = false`: the host has no IPv6, so binding `[::]` fails as on a
+    /// kernel without it (the switch falls back to `0.0.0.0`, with an event).
+    pub ipv6: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -351,7 +354,12 @@ pub const SWITCH_EVENTS: &[&str] = &[
     "sip_overload_started",
     "sip_overload_ended",
     "datagram_dropped",
+    "datagrams_dropped",
     "call_token_required",
+    "auth_throttled",
+    "source_banned",
+    "source_unbanned",
+    "listener_fallback",
 ];
 
 /// Event names the simulator adds to the trace.
@@ -425,6 +433,7 @@ struct RawHost {
     #[serde(default)]
     files: BTreeMap<String, Spanned<String>>,
     behind: Option<Spanned<String>>,
+    ipv6: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -782,7 +791,7 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             ));
         }
         let behind = h.behind.as_ref().map(check_behind).transpose()?;
-        hosts.push(HostSpec { name: hname.clone(), files, behind });
+        hosts.push(HostSpec { name: hname.clone(), files, behind, ipv6: h.ipv6.unwrap_or(true) });
     }
 
     let known_host = |s: &Spanned<String>| -> Result<String, ScenarioError> {
@@ -1603,7 +1612,12 @@ mod tests {
             Event::SipOverloadStarted { reason: s(), transactions: 0, bytes: 0 },
             Event::SipOverloadEnded { duration_ms: 0, refused_register: 0, refused_invite: 0, shed: 0 },
             Event::DatagramDropped { from: addr, reason: s() },
+            Event::DatagramsDropped { reason: s(), count: 0, for_ms: 0, first: None, sources: 0, top: Vec::new() },
             Event::CallTokenRequired { from: addr },
+            Event::AuthThrottled { protocol: s(), scope: s(), source: addr.ip(), user: s(), failures: 0, for_ms: 0 },
+            Event::SourceBanned { protocol: s(), source: addr.ip(), failures: 0, for_ms: 0 },
+            Event::SourceUnbanned { protocol: s(), source: addr.ip(), reason: s() },
+            Event::ListenerFallback { listener: s(), requested: addr, bound: addr, error: s() },
         ];
         for e in &all {
             match e {
@@ -1643,7 +1657,12 @@ mod tests {
                 | Event::SipOverloadStarted { .. }
                 | Event::SipOverloadEnded { .. }
                 | Event::DatagramDropped { .. }
-                | Event::CallTokenRequired { .. } => {}
+                | Event::DatagramsDropped { .. }
+                | Event::CallTokenRequired { .. }
+                | Event::AuthThrottled { .. }
+                | Event::SourceBanned { .. }
+                | Event::SourceUnbanned { .. }
+                | Event::ListenerFallback { .. } => {}
             }
         }
         all

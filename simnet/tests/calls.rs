@@ -238,12 +238,12 @@ duration = "30s"
 iax_conf = """
 [general]
 bindaddr = ${any}
-register => A:secretA@${[b]}
+register => A:trunk-secret-A@${[b]}
 
 [B]
 type = friend
 host = dynamic
-secret = secretB
+secret = trunk-secret-B
 context = iaxinbound
 """
 
@@ -251,12 +251,12 @@ context = iaxinbound
 iax_conf = """
 [general]
 bindaddr = ${any}
-register => B:secretB@${[a]}
+register => B:trunk-secret-B@${[a]}
 
 [A]
 type = friend
 host = dynamic
-secret = secretA
+secret = trunk-secret-A
 context = iaxinbound
 """
 extensions_conf = """

@@ -23,7 +23,7 @@ maxregexpire = 300
 [client]
 type = friend
 host = dynamic
-secret = s3cret
+secret = s3cret-long-enough
 auth = md5
 context = inbound
 ";
@@ -47,13 +47,13 @@ latency = "5ms"
 iax_conf = """
 [general]
 bindaddr = 0.0.0.0
-register => client:s3cret@192.168.0.2
+register => client:s3cret-long-enough@192.168.0.2
 
 [server]
 type = friend
 host = 192.168.0.2
 username = client
-secret = s3cret
+secret = s3cret-long-enough
 auth = md5
 context = inbound
 """
@@ -176,13 +176,13 @@ latency = "5ms"
 iax_conf = """
 [general]
 bindaddr = ::
-register => client:s3cret@${{[server]}}
+register => client:s3cret-long-enough@${{[server]}}
 
 [server]
 type = friend
 host = ${{server}}
 username = client
-secret = s3cret
+secret = s3cret-long-enough
 auth = md5
 qualify = yes
 qualifyfreqok = 5000

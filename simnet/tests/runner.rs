@@ -25,24 +25,24 @@ until = "60s"
 iax_conf = """
 [general]
 bindaddr = ${any}
-register => A:secretA@${[b]}
+register => A:trunk-secret-A@${[b]}
 
 [B]
 type = friend
 host = dynamic
-secret = secretB
+secret = trunk-secret-B
 """
 
 [hosts.b]
 iax_conf = """
 [general]
 bindaddr = ${any}
-register => B:secretB@${[a]}
+register => B:trunk-secret-B@${[a]}
 
 [A]
 type = friend
 host = dynamic
-secret = secretA
+secret = trunk-secret-A
 """
 
 [[timeline]]
@@ -290,4 +290,32 @@ fn a_switch_that_cannot_start_is_an_event() {
     assert!(!exited.is_empty());
     assert!(exited[0].contains("IPv6-only"), "{}", exited[0]);
     assert!(o.pcap.is_empty());
+}
+
+#[test]
+fn a_listener_on_the_v6_wildcard_falls_back_to_v4_on_a_host_without_ipv6() {
+    // Host a has no IPv6: its `bindaddr = ::` falls back to 0.0.0.0 and says so;
+    // host b keeps `::` (dual-stack on the v4 network). They still register.
+    let text = SCENARIO.replacen("bindaddr = ${any}", "bindaddr = ::", 2).replacen(
+        "[hosts.a]\niax_conf",
+        "[hosts.a]\nipv6 = false\niax_conf",
+        1,
+    );
+    let s = Scenario::parse(Path::new("t.toml"), &text).unwrap();
+    let o = run(&s, &RunOptions { seed: 1, network: Network::V4, pcap: false }).unwrap();
+    let fallback: Vec<&str> = o.events_jsonl.lines().filter(|l| l.contains("listener_fallback")).collect();
+    assert_eq!(fallback.len(), 1, "{}", o.events_jsonl);
+    assert!(fallback[0].contains(r#""host":"a""#), "{}", fallback[0]);
+    assert!(fallback[0].contains(r#""requested":"[::]:4569""#), "{}", fallback[0]);
+    assert!(fallback[0].contains(r#""bound":"0.0.0.0:4569""#), "{}", fallback[0]);
+    assert!(fallback[0].contains(r#""listener":"iax.conf bindaddr""#), "{}", fallback[0]);
+    assert!(fallback[0].contains("EAFNOSUPPORT"), "{}", fallback[0]);
+    assert!(o.events_jsonl.lines().any(|l| l.contains(r#""host":"b""#) && l.contains("peer_registered")));
+    assert!(o.events_jsonl.lines().any(|l| l.contains(r#""host":"a""#) && l.contains("peer_registered")));
+    // A specific IPv6 address is not the wildcard: no fallback, the switch stops and says why.
+    let text = text.replacen("bindaddr = ::", "bindaddr = 2001:db8::1", 1);
+    let s = Scenario::parse(Path::new("t.toml"), &text).unwrap();
+    let o = run(&s, &RunOptions { seed: 1, network: Network::V4, pcap: false }).unwrap();
+    let exited: Vec<&str> = o.events_jsonl.lines().filter(|l| l.contains("switch_exited")).collect();
+    assert!(exited.iter().any(|l| l.contains("2001:db8::1") && l.contains("no IPv6")), "{exited:?}");
 }

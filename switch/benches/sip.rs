@@ -85,6 +85,7 @@ fn challenges(c: &mut Criterion) {
         rtp_timeout: 60,
         transaction_memory: 64 << 20,
         gateways: Vec::new(),
+        guard: Default::default(),
         users: vec![SipUser { name: "1000".into(), password: "secret".into(), context: None }],
     };
     let now = Instant::now();
@@ -138,6 +139,7 @@ impl Storm {
             max_calls: 1000,
             rtp_timeout: 60,
             transaction_memory: 1 << 30,
+            guard: Default::default(),
             gateways: Vec::new(),
             users: (0..STORM_USERS)
                 .map(|u| SipUser { name: format!("u{u}"), password: format!("pw{u}"), context: None })

@@ -20,6 +20,10 @@ pub const HELP: &str = "commands:
   sip show registrations  SIP users' registered contacts
   sip show channels    SIP calls in progress with their RTP counters
   sip show gateways    our registrations to upstream SIP servers
+  sip show bans        sources banned after failed authentication
+  sip unban IP         lift a ban (or a penalty silence) on a source
+  iax2 show bans       the same for IAX2 (REGREQ and NEW with a wrong secret)
+  iax2 unban IP        lift an IAX2 ban or silence
   originate DIAL [app=APP] [count=N] [hold=SECONDS]
                        place calls, e.g. originate IAX2/b/9196 app=pattern count=10 hold=30,
                        originate SIP/1000 (a registered user), SIP/provider/4412345 (a gateway)
@@ -39,6 +43,8 @@ pub const COMMANDS: &[&str] = &[
     "sip show registrations",
     "sip show channels",
     "sip show gateways",
+    "sip show bans",
+    "iax2 show bans",
     "show stats",
     "hangup all",
     "reload",
@@ -137,6 +143,23 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
         ["sip", "show", "registrations"] => ask(Command::ShowSipRegistrations).await,
         ["sip", "show", "channels"] => ask(Command::ShowSipChannels).await,
         ["sip", "show", "gateways"] => ask(Command::ShowSipGateways).await,
+        ["sip", "show", "bans"] => ask(Command::ShowSipBans).await,
+        ["iax2", "show", "bans"] => ask(Command::ShowIaxBans).await,
+        [protocol @ ("sip" | "iax2"), "unban", ip] => match ip.parse() {
+            Ok(source) => {
+                let (reply, rx) = oneshot::channel();
+                let command = if *protocol == "sip" {
+                    Command::SipUnban { source, reply }
+                } else {
+                    Command::IaxUnban { source, reply }
+                };
+                if commands.send(command).await.is_err() {
+                    return Some("the switch is shutting down".to_string());
+                }
+                rx.await.unwrap_or_else(|_| "no answer".to_string())
+            }
+            Err(_) => format!("`{ip}` is not an IP address\nusage: {protocol} unban 203.0.113.7"),
+        },
         ["hangup", "all"] => ask(Command::HangupAll).await,
         ["originate", ..] => match parse_originate(line) {
             Ok((request, count)) => {

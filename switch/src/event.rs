@@ -7,7 +7,7 @@
 //! seeds unless the value itself is the point, so traces can be pinned.
 
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Peer reachability as `iax2 show peers` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -155,8 +155,29 @@ pub enum Event {
     // Robustness.
     /// A datagram was dropped; `reason` says why (malformed, unknown call, ACL, ...).
     DatagramDropped { from: SocketAddr, reason: String },
+    /// Drops of one reason after the first, gathered over `for_ms`: how many,
+    /// the first source, how many sources, and the busiest as `ip=count`.
+    DatagramsDropped {
+        reason: String,
+        count: u64,
+        for_ms: u64,
+        first: Option<SocketAddr>,
+        sources: u64,
+        top: Vec<String>,
+    },
     /// A new dialog was refused before it used any resources (call token, limits).
     CallTokenRequired { from: SocketAddr },
+
+    // Brute-force defence (`crate::guard`).
+    /// After `failures` refused proofs in a row, requests from `source`
+    /// (`scope` = `source`) or naming `user` (`scope` = `user`) go unanswered for `for_ms`.
+    AuthThrottled { protocol: String, scope: String, source: IpAddr, user: String, failures: u32, for_ms: u64 },
+    /// Everything from `source` is dropped unanswered for `for_ms`.
+    SourceBanned { protocol: String, source: IpAddr, failures: u32, for_ms: u64 },
+    /// The ban ended (`expired`) or the operator lifted it (`operator`).
+    SourceUnbanned { protocol: String, source: IpAddr, reason: String },
+    /// A listener could not bind what was configured and bound `bound` instead.
+    ListenerFallback { listener: String, requested: SocketAddr, bound: SocketAddr, error: String },
 }
 
 impl Event {
@@ -199,7 +220,12 @@ impl Event {
             Event::SipOverloadStarted { .. } => "sip_overload_started",
             Event::SipOverloadEnded { .. } => "sip_overload_ended",
             Event::DatagramDropped { .. } => "datagram_dropped",
+            Event::DatagramsDropped { .. } => "datagrams_dropped",
             Event::CallTokenRequired { .. } => "call_token_required",
+            Event::AuthThrottled { .. } => "auth_throttled",
+            Event::SourceBanned { .. } => "source_banned",
+            Event::SourceUnbanned { .. } => "source_unbanned",
+            Event::ListenerFallback { .. } => "listener_fallback",
         }
     }
 }

@@ -33,8 +33,12 @@ const BUILTIN_IAX_CONF: &str = "[general]\nbindaddr=127.0.0.1\nbindport=4569\n";
                        gateways, [state] dir (what survives a restart)\n  \
       extensions.conf  the dialplan in Asterisk's syntax, when present\n\
     A missing file means built-in defaults; SIP is off until switch.toml has [sip].\n\n\
-    Safe defaults: without --config the switch serves IAX2 on 127.0.0.1:4569 only,\n\
-    with no peers; the control socket listens on 127.0.0.1:5039 and never on a\n\
+    Safe defaults: nothing listens beyond this host unless the configuration says\n\
+    so. IAX2 serves 127.0.0.1:4569 without iax.conf or bindaddr, SIP listens on\n\
+    127.0.0.1:5060 without [sip] listen, weak passwords are refused on any other\n\
+    address, and password guessing is throttled, then banned ([sip]\n\
+    auth_failures_before_throttle, auth_failures_before_ban, ban_time).\n\
+    The control socket listens on 127.0.0.1:5039 and never on a\n\
     non-loopback address.\n\n\
     The same switch code runs inside the simulator (`cargo xtask scenario`).\n\
     See README.md and docs/operations.md.")]

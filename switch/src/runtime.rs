@@ -3,7 +3,7 @@
 //! and sleeps until its next deadline. Live and simulated runs share it as is.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use rand::SeedableRng;
@@ -41,6 +41,14 @@ pub enum Command {
     ShowSipChannels(oneshot::Sender<String>),
     /// `sip show gateways`.
     ShowSipGateways(oneshot::Sender<String>),
+    /// `sip show bans`.
+    ShowSipBans(oneshot::Sender<String>),
+    /// `sip unban IP`: lift a ban (or a penalty silence) on a source.
+    SipUnban { source: IpAddr, reply: oneshot::Sender<String> },
+    /// `iax2 show bans`.
+    ShowIaxBans(oneshot::Sender<String>),
+    /// `iax2 unban IP`.
+    IaxUnban { source: IpAddr, reply: oneshot::Sender<String> },
     /// Place `count` calls; the answer says how many went out.
     Originate { request: Originate, count: u32, reply: oneshot::Sender<String> },
     /// Hang up every call.
@@ -57,6 +65,45 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot bind UDP {addr} for SIP {what}: {source}. Is another process using the port? Set {what} in [sip] of switch.toml.")]
     BindSip { addr: SocketAddr, what: &'static str, source: std::io::Error },
+}
+
+/// Binds `requested`. Where the host has no IPv6, the IPv6 wildcard `[::]`
+/// falls back to the IPv4 one on the same port, loudly (a warning and a
+/// `listener_fallback` event): the operator asked for every address and gets
+/// every address there is. Any other failure is returned, for the caller to
+/// stop naming the listener, the address and the OS error.
+pub async fn bind_listener<N: Net>(
+    net: &N,
+    listener: &str,
+    requested: SocketAddr,
+    events: &mut impl EventSink,
+) -> std::io::Result<(N::Socket, SocketAddr)> {
+    let error = match net.bind_udp(requested).await {
+        Ok(socket) => return Ok((socket, requested)),
+        Err(e) => e,
+    };
+    if requested.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) || !is_address_family_error(&error) {
+        return Err(error);
+    }
+    let bound = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), requested.port());
+    let socket = net.bind_udp(bound).await?;
+    tracing::warn!("{listener}: cannot bind {requested} ({error}): no IPv6 on this host; listening on {bound} instead");
+    events.emit(&Event::ListenerFallback {
+        listener: listener.to_string(),
+        requested,
+        bound,
+        error: error.to_string(),
+    });
+    Ok((socket, bound))
+}
+
+/// What an OS says when asked to bind an IPv6 address it does not have:
+/// EAFNOSUPPORT (IPv6 disabled or not compiled in) or EADDRNOTAVAIL.
+pub fn is_address_family_error(e: &std::io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97; // Linux
+    e.kind() == std::io::ErrorKind::AddrNotAvailable
+        || e.kind() == std::io::ErrorKind::Unsupported
+        || (cfg!(target_os = "linux") && e.raw_os_error() == Some(EAFNOSUPPORT))
 }
 
 fn render(diags: &[Diagnostic]) -> String {
@@ -79,18 +126,19 @@ pub struct SwitchSetup<L: SourceLoader, S: EventSink> {
 /// Runs a switch until [`Command::Shutdown`] or the command channel closes.
 pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: SwitchSetup<L, S>) -> Result<(), RunError> {
     let loaded = config::load(&setup.loader).map_err(RunError::Config)?;
-    let bind = loaded.iax.general.bind;
-    let socket = net.bind_udp(bind).await.map_err(|source| RunError::Bind { addr: bind, source })?;
+    let (socket, bind) = bind_listener(&net, "iax.conf bindaddr", loaded.iax.general.bind, &mut setup.events)
+        .await
+        .map_err(|source| RunError::Bind { addr: loaded.iax.general.bind, source })?;
     let resolved = resolve_hosts(&net, &loaded).await;
 
+    let mut sip_bound = None;
     let sip = match &loaded.switch.sip {
         None => None,
         Some(settings) => {
-            let signalling = net.bind_udp(settings.listen).await.map_err(|source| RunError::BindSip {
-                addr: settings.listen,
-                what: "listen",
-                source,
-            })?;
+            let (signalling, bound) = bind_listener(&net, "[sip] listen", settings.listen, &mut setup.events)
+                .await
+                .map_err(|source| RunError::BindSip { addr: settings.listen, what: "listen", source })?;
+            sip_bound = Some(bound);
             // Its own stream of the one seed: SIP traffic does not shift IAX2's random values.
             let mut rng = ChaCha20Rng::seed_from_u64(setup.seed);
             rng.set_stream(1);
@@ -104,7 +152,12 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                     media: BTreeMap::new(),
                     media_tx,
                     listen: settings.listen,
-                    rtp: settings.rtp,
+                    // Media follows the listener to IPv4 when `[::]` fell back.
+                    rtp: if bound.ip() != settings.listen.ip() && settings.rtp.is_unspecified() {
+                        bound.ip()
+                    } else {
+                        settings.rtp
+                    },
                 },
                 media_rx,
             ))
@@ -127,8 +180,8 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
         p.restore(&mut endpoint, Instant::now().into_std());
     }
     setup.events.emit(&Event::Started { bind });
-    if let Some(sip) = &sip {
-        setup.events.emit(&Event::Started { bind: sip.listen });
+    if let Some(bound) = sip_bound {
+        setup.events.emit(&Event::Started { bind: bound });
     }
     setup.events.emit(&config_loaded(&loaded));
 
@@ -196,6 +249,22 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                 }
                 Some(Command::ShowSipGateways(tx)) => {
                     let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_gateways(Instant::now().into_std())));
+                }
+                Some(Command::ShowSipBans(tx)) => {
+                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_bans(Instant::now().into_std())));
+                }
+                Some(Command::SipUnban { source, reply }) => {
+                    let answer = match sip.as_mut().map(|s| s.endpoint.unban(source)) {
+                        None => SIP_OFF.to_string(),
+                        Some(true) => format!("{source} unbanned\n"),
+                        Some(false) => format!("{source} was not banned\n"),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Some(Command::ShowIaxBans(tx)) => { let _ = tx.send(endpoint.show_bans(Instant::now().into_std())); }
+                Some(Command::IaxUnban { source, reply }) => {
+                    let answer = if endpoint.unban(source) { format!("{source} unbanned\n") } else { format!("{source} was not banned\n") };
+                    let _ = reply.send(answer);
                 }
                 Some(Command::ShowSipChannels(tx)) => {
                     let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_channels(Instant::now().into_std())));
@@ -469,4 +538,102 @@ async fn resolve_hosts<N: Net>(net: &N, loaded: &LoadedConfig) -> ResolvedHosts 
         }
     }
     ResolvedHosts(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::Mutex;
+
+    /// A host without IPv6 (`ipv6` false) or with the port taken (`busy`):
+    /// records every bind attempted.
+    struct FakeNet {
+        ipv6: bool,
+        busy: bool,
+        tried: Mutex<Vec<SocketAddr>>,
+    }
+
+    struct Idle;
+
+    impl DatagramSocket for Idle {
+        async fn send_to(&self, buf: &[u8], _: SocketAddr) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        async fn recv_from(&self, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+            std::future::pending().await
+        }
+    }
+
+    impl Net for FakeNet {
+        type Socket = Idle;
+        async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Idle> {
+            self.tried.lock().unwrap().push(addr);
+            if self.busy {
+                return Err(io::Error::from(io::ErrorKind::AddrInUse));
+            }
+            if addr.is_ipv6() && !self.ipv6 {
+                return Err(io::Error::from_raw_os_error(97)); // EAFNOSUPPORT
+            }
+            Ok(Idle)
+        }
+        async fn resolve(&self, _: &str) -> io::Result<Vec<IpAddr>> {
+            Ok(Vec::new())
+        }
+        fn unix_time(&self) -> u64 {
+            0
+        }
+    }
+
+    fn bind(net: &FakeNet, addr: &str) -> (io::Result<SocketAddr>, Vec<Event>) {
+        let events = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let mut sink = move |e: &Event| seen.lock().unwrap().push(e.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let result = runtime.block_on(bind_listener(net, "[sip] listen", addr.parse().unwrap(), &mut sink));
+        let events = events.lock().unwrap().clone();
+        (result.map(|(_, bound)| bound), events)
+    }
+
+    #[test]
+    fn the_v6_wildcard_falls_back_to_v4_where_there_is_no_v6_and_says_so() {
+        let net = FakeNet { ipv6: false, busy: false, tried: Mutex::default() };
+        let (bound, events) = bind(&net, "[::]:5060");
+        assert_eq!(bound.unwrap(), "0.0.0.0:5060".parse::<SocketAddr>().unwrap());
+        let [Event::ListenerFallback { listener, requested, bound, error }] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (listener.as_str(), requested.to_string(), bound.to_string()),
+            ("[sip] listen", "[::]:5060".into(), "0.0.0.0:5060".into())
+        );
+        assert!(error.contains("os error 97"), "{error}");
+    }
+
+    #[test]
+    fn anything_else_fails_loudly_without_fallback() {
+        // A specific IPv6 address is not the wildcard: no guess at what else to bind.
+        let net = FakeNet { ipv6: false, busy: false, tried: Mutex::default() };
+        let (bound, events) = bind(&net, "[2001:db8::1]:5060");
+        assert!(bound.is_err() && events.is_empty());
+        // The port taken is not an address-family problem.
+        let net = FakeNet { ipv6: true, busy: true, tried: Mutex::default() };
+        let (bound, events) = bind(&net, "[::]:5060");
+        assert_eq!(bound.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert!(events.is_empty());
+        assert_eq!(net.tried.lock().unwrap().len(), 1);
+        // With IPv6, `[::]` is bound as asked.
+        let net = FakeNet { ipv6: true, busy: false, tried: Mutex::default() };
+        assert_eq!(bind(&net, "[::]:5060").0.unwrap(), "[::]:5060".parse::<SocketAddr>().unwrap());
+        let message = RunError::BindSip {
+            addr: "[2001:db8::1]:5060".parse().unwrap(),
+            what: "listen",
+            source: io::Error::from_raw_os_error(97),
+        }
+        .to_string();
+        assert!(
+            message.contains("[2001:db8::1]:5060") && message.contains("listen") && message.contains("os error 97"),
+            "{message}"
+        );
+    }
 }

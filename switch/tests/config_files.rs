@@ -68,7 +68,7 @@ fn peer<'a>(c: &'a LoadedConfig, name: &str) -> &'a PeerConfig {
 fn seed_iax_conf_loads() {
     let c = must_load(SEED);
     let g = &c.iax.general;
-    assert_eq!(g.bind, SocketAddr::from(([0, 0, 0, 0], 4569)));
+    assert_eq!(g.bind, SocketAddr::from(([127, 0, 0, 1], 4569)), "no bindaddr: loopback, not Asterisk's 0.0.0.0");
     assert!(!g.jitterbuffer);
     assert_eq!(g.autokill, Some(Duration::from_millis(2000)));
     // bandwidth=low drops ulaw/alaw exactly as chan_iax2 does; disallow=lpc10 changes nothing more.
@@ -225,7 +225,7 @@ fn seed_with_every_option_uncommented_loads_with_one_note_per_unsupported_option
     assert_eq!(biggateway.context, "*");
     let marko = peer(&c, "marko");
     assert_eq!(marko.kind, PeerKind::Friend);
-    assert_eq!(marko.secrets, ["moofoo", "foomoo", "shazbot"]);
+    assert_eq!(marko.secrets, ["moofoo-long", "foomoo-long", "shazbot-long"]);
     assert_eq!(peer(&c, "dundi").context, "dundi-e164-local");
 }
 
@@ -334,11 +334,13 @@ fn check_trunk_side(dir: &str, other: &str, other_ip: &str) {
     };
     assert!(c.notes.is_empty(), "{}", render(&c.notes));
     assert_eq!(c.switch, SwitchSettings::default());
-    assert_eq!(c.iax.general.bind, SocketAddr::from(([0, 0, 0, 0], 4569)));
+    // No bindaddr: loopback only, unlike Asterisk's 0.0.0.0.
+    assert_eq!(c.iax.general.bind, SocketAddr::from(([127, 0, 0, 1], 4569)));
     let [reg] = c.iax.registrations.as_slice() else { panic!("one registration expected") };
+    let key = format!("{other}-trunk-key");
     assert_eq!(
         (reg.username.as_str(), reg.secret.as_deref(), reg.host.as_str(), reg.port),
-        (other, Some(other), other_ip, 4569)
+        (other, Some(key.as_str()), other_ip, 4569)
     );
     assert_eq!(reg.location.line, 6 - u32::from(dir == "trunk-B") * 3);
     assert!(reg.location.file.ends_with(&format!("{dir}/iax.conf")), "{}", reg.location.file);
@@ -347,7 +349,7 @@ fn check_trunk_side(dir: &str, other: &str, other_ip: &str) {
     assert_eq!(p.kind, PeerKind::Friend);
     assert_eq!(p.host, Host::Dynamic { defaultip: None });
     assert!(p.trunk);
-    assert_eq!(p.secrets, [other]);
+    assert_eq!(p.secrets, [key]);
     assert_eq!(p.context, "iaxinbound");
     assert_eq!(p.contexts, ["iaxinbound"]);
     assert_eq!(p.auth, AuthMethods::default());
@@ -639,7 +641,8 @@ fn unsafe_open_dynamic_peer_on_public_address_is_an_error() {
     assert_eq!(at(&d), ("iax.conf".into(), 5, Some("host")));
     // The same on a private address, or with a secret, is accepted.
     assert!(load_iax("[general]\nbindaddr=10.0.0.2\n[phone]\ntype=friend\nhost=dynamic\n").is_ok());
-    assert!(load_iax("[general]\nbindaddr=198.51.100.7\n[phone]\ntype=friend\nhost=dynamic\nsecret=s\n").is_ok());
+    assert!(load_iax("[general]\nbindaddr=198.51.100.7\n[phone]\ntype=friend\nhost=dynamic\nsecret=s-long-enough\n")
+        .is_ok());
 }
 
 #[test]

@@ -206,6 +206,36 @@ fn wrong_secret_is_rejected_and_reload_recovers_without_restart() {
 }
 
 #[test]
+fn a_peer_that_keeps_failing_is_throttled_then_banned_but_our_own_registration_goes_on() {
+    let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "WRONG", "a"));
+    p.run_until(Duration::from_secs(400));
+    let throttled = p.find("a", |e| matches!(e, Event::AuthThrottled { protocol, scope, failures: 5, .. } if protocol == "iax2" && scope == "source"));
+    assert_eq!(throttled.len(), 1, "{:#?}", p.events);
+    let banned = p.find("a", |e| matches!(e, Event::SourceBanned { protocol, failures: 10, .. } if protocol == "iax2"));
+    assert_eq!(banned.len(), 1, "{:#?}", p.events);
+    // Banned, B starts no new exchange with A...
+    let dropped =
+        p.find("a", |e| matches!(e, Event::DatagramDropped { reason, .. } if reason.starts_with("source banned")));
+    assert!(!dropped.is_empty(), "{:#?}", p.events);
+    // ...but A's own registration with B (B's answers to A's requests) goes on.
+    let refreshed = p.find("a", |e| matches!(e, Event::Registered { .. }));
+    assert!(refreshed.iter().any(|t| *t > banned[0]), "{refreshed:?} after {banned:?}");
+    // Fixed, B still waits out the ban; the operator lifts it and B registers at its next try.
+    p.b.reconfigure(p.now, Arc::new(config("A", "asecret", "B", "bsecret", "a")), resolved());
+    let fixed = p.now - p.start;
+    p.run_until(fixed + Duration::from_secs(40));
+    assert!(p.find("a", |e| matches!(e, Event::PeerRegistered { .. })).iter().all(|t| *t < fixed));
+    assert!(p.a.unban(addr(B).ip()));
+    let unbanned = p.now - p.start;
+    p.run_until(unbanned + Duration::from_secs(40));
+    assert!(
+        p.find("a", |e| matches!(e, Event::PeerRegistered { .. })).iter().any(|t| *t > unbanned),
+        "{:#?}",
+        p.events
+    );
+}
+
+#[test]
 fn partition_goes_unreachable_backs_off_and_recovers() {
     let mut p = Pair::new(config("B", "bsecret", "A", "asecret", "b"), config("A", "asecret", "B", "bsecret", "a"));
     p.run_until(Duration::from_secs(60));

@@ -573,3 +573,74 @@ fn svwar_cannot_tell_the_real_user_from_fake_ones() {
         assert!(out.contains(&format!("<sip:{USER}@127.0.0.1>")), "svwar never asked about {USER}:\n{out}");
     }
 }
+
+/// svcrack, which found a 4-digit password in 79 s on the unprotected switch,
+/// against a user whose password is `0042` (weak, allowed on loopback only):
+/// after 5 wrong guesses the switch goes silent for growing spells (1, 2, 4,
+/// 8, 16 s; svcrack waits up to 20 s for an answer) and after 10 it bans the
+/// address, so svcrack never reaches guess 43. The switch
+/// reports the throttling and the ban, `sip show bans` lists the address,
+/// and `sip unban` lifts it.
+#[test]
+fn svcrack_is_throttled_and_banned_before_it_finds_a_4_digit_password() {
+    let Some(svcrack) = program(&["svcrack", "sipvicious_svcrack"], "sipvicious") else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("svcrack");
+    let config = dir.0.join("switch");
+    std::fs::create_dir_all(&config).unwrap();
+    let (control, sip_port) = (free_tcp_port(), free_udp_port());
+    let weak = "0042";
+    SipConfig {
+        iax_port: free_udp_port(),
+        control,
+        sip_port,
+        rtp_ports: {
+            let first = free_udp_ports(4);
+            (first, first + 3)
+        },
+        rtp_timeout: 60,
+        users: &[(USER, weak)],
+        dialplan: &[(ECHO, "echo")],
+    }
+    .write(&config);
+    let mut switch = Switch::start(&config, Some(control));
+    let mut command = Command::new(&svcrack);
+    command.args([
+        "-u",
+        USER,
+        "-r",
+        "0-9999",
+        "-z",
+        "4",
+        "--maximumtime=20",
+        "-p",
+        &sip_port.to_string(),
+        "-P",
+        &free_udp_port().to_string(),
+        "127.0.0.1",
+    ]);
+    let (status, out) = run_bounded(command, Duration::from_secs(90));
+    eprintln!("svcrack:\n{out}");
+    assert!(status.is_some(), "svcrack did not finish:\n{out}");
+    assert!(!out.contains(weak), "svcrack found the password:\n{out}\n--- switch ---\n{}", switch.output());
+    let banned = switch.wait_for(STEP, |e| e["event"] == "source_banned");
+    let Some(banned) = banned else { panic!("no source_banned\n--- switch ---\n{}", switch.output()) };
+    assert_eq!((banned["source"].as_str(), banned["protocol"].as_str()), (Some("127.0.0.1"), Some("sip")), "{banned}");
+    assert_eq!(u(&banned, "failures"), 10, "{banned}");
+    assert_eq!(u(&banned, "for_ms"), 600_000, "{banned}");
+    // Every guess that got an answer is a 403; the ban comes at the 10th.
+    switch.settle(Duration::from_millis(500));
+    let refused = switch.named("sip_auth_failed").iter().filter(|e| e["status"] == 403).count();
+    assert_eq!(refused, 10, "guesses answered");
+    let throttled = switch.named("auth_throttled");
+    assert!(throttled.iter().any(|e| e["scope"] == "source" && u(e, "for_ms") == 1000), "{throttled:?}");
+    // One summary line per 10 s for what was dropped, not one per datagram.
+    let dropped = switch.named("datagram_dropped").len();
+    assert!(dropped <= 3, "{dropped} datagram_dropped lines:\n{}", switch.output());
+
+    let bans = switch.ctl("sip show bans");
+    assert!(bans.starts_with("127.0.0.1"), "{bans}");
+    assert!(switch.ctl("sip unban 127.0.0.1").contains("127.0.0.1 unbanned"));
+    assert!(switch.wait_for(STEP, |e| e["event"] == "source_unbanned" && e["reason"] == "operator").is_some());
+    assert!(switch.ctl("sip show bans").contains("no banned sources"));
+}

@@ -37,6 +37,7 @@ fn settings() -> SipSettings {
         rtp_timeout: 10,
         transaction_memory: 64 << 20,
         gateways: Vec::new(),
+        guard: Default::default(),
         users: vec![
             SipUser { name: "alice".into(), password: "wonderland".into(), context: None },
             SipUser { name: "bob".into(), password: "builder".into(), context: None },
@@ -292,7 +293,11 @@ fn strangers_get_challenges_and_identical_refusals_but_no_state() {
     let c = responses(&b.send(&register("s3", 3, Some(&unknown))));
     assert_eq!((a[0].status, c[0].status), (403, 403));
     assert_eq!(a[0].headers.iter().count(), c[0].headers.iter().count());
-    assert!(b.sip.poll_timeout().is_none(), "nothing was kept: no transaction, no timer");
+    // No transaction and no timer but the drop summary's (the OPTIONS), which is bounded.
+    assert!(
+        b.sip.poll_timeout().is_none_or(|t| t >= b.now + switch::droplog::INTERVAL),
+        "nothing was kept: no transaction, no timer"
+    );
 
     // An INVITE with a bad password gets no call, and unparseable bytes are dropped and counted.
     let challenge =
@@ -301,7 +306,7 @@ fn strangers_get_challenges_and_identical_refusals_but_no_state() {
     assert_eq!(responses(&b.send(&invite("9196", "x2", 2, Some(&wrong))))[0].status, 403);
     assert!(b.send("INVITE sip:x SIP/2.0\nVia: nonsense\n\n").is_empty());
     assert!(b.sip.stats().dropped.values().sum::<u64>() >= 2, "{:?}", b.sip.stats().dropped);
-    assert!(b.sip.poll_timeout().is_none());
+    assert!(b.sip.poll_timeout().is_none_or(|t| t >= b.now + switch::droplog::INTERVAL));
 }
 
 #[test]
@@ -1357,4 +1362,152 @@ fn two_storms_apart_are_two_overload_periods() {
         .sum();
     assert_eq!(refused as usize, s.register_503);
     assert!(s.invites_refused.is_empty(), "{:?}", s.invites_refused);
+}
+
+/// A challenge for a REGISTER sent from `from`, and the 403 or 200 of answering it with `password`.
+fn try_password(b: &mut Bench, from: SocketAddr, n: u32, user: &str, password: &str) -> Vec<u16> {
+    let reg = |branch: String, cseq: u32, auth: Option<&str>| {
+        register(&branch, cseq, auth).replace("alice@", &format!("{user}@"))
+    };
+    let out = responses(&b.send_from(from, &reg(format!("c{n}"), 2 * n, None)));
+    let Some(challenge) = out.first().and_then(|r| r.headers.get("WWW-Authenticate")).map(str::to_string) else {
+        return out.iter().map(|r| r.status).collect();
+    };
+    let auth = answer_as(user, &challenge, "REGISTER", "sip:192.0.2.1", password);
+    let second = responses(&b.send_from(from, &reg(format!("a{n}"), 2 * n + 1, Some(&auth))));
+    out.iter().chain(&second).map(|r| r.status).collect()
+}
+
+fn guard_events(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AuthThrottled { scope, user, failures, for_ms, .. } => {
+                Some(format!("throttled {scope} {user} {failures} {for_ms}"))
+            }
+            Event::SourceBanned { source, failures, for_ms, .. } => {
+                Some(format!("banned {source} {failures} {for_ms}"))
+            }
+            Event::SourceUnbanned { source, reason, .. } => Some(format!("unbanned {source} {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_password_guesser_is_silenced_then_banned_and_the_ban_ends() {
+    let mut b = Bench::new();
+    let cracker: SocketAddr = "198.51.100.66:5060".parse().unwrap();
+    for n in 1..=4 {
+        assert_eq!(try_password(&mut b, cracker, n, "alice", &format!("{n:04}")), [401, 403]);
+    }
+    // The 5th failure buys a second of silence: even a plain challenge goes unanswered.
+    assert_eq!(try_password(&mut b, cracker, 5, "alice", "0005"), [401, 403]);
+    // Both counts reach the threshold: the address and the name it guesses for.
+    assert_eq!(guard_events(&b.events()), ["throttled source alice 5 1000", "throttled user alice 5 1000"]);
+    assert_eq!(try_password(&mut b, cracker, 6, "alice", "0006"), Vec::<u16>::new());
+    b.advance(Duration::from_secs(1));
+    assert_eq!(try_password(&mut b, cracker, 7, "alice", "0007"), [401, 403]);
+    // Guesses spread over 10 s of silences (2+4+8 s) reach the ban at the 10th failure.
+    let mut n = 8;
+    let mut answered = 6;
+    while answered < 10 {
+        b.advance(Duration::from_secs(1));
+        if try_password(&mut b, cracker, n, "alice", &format!("{n:04}")) == [401, 403] {
+            answered += 1;
+        }
+        n += 1;
+    }
+    let events = guard_events(&b.events());
+    assert!(
+        events.ends_with(&["banned 198.51.100.66 10 600000".into(), "throttled user alice 10 32000".into()]),
+        "{events:?}"
+    );
+    // Banned: nothing at all is answered, not even the right password.
+    assert_eq!(try_password(&mut b, cracker, 100, "alice", "wonderland"), Vec::<u16>::new());
+    let stats = b.sip.stats().dropped.clone();
+    assert!(stats.get("source banned after failed authentication").is_some_and(|n| *n >= 1), "{stats:?}");
+    assert!(b.sip.show_bans(b.now).starts_with("198.51.100.66"), "{}", b.sip.show_bans(b.now));
+    // Other addresses and users are untouched.
+    assert_eq!(try_password(&mut b, PHONE.parse().unwrap(), 200, "bob", "builder"), [401, 200]);
+    b.advance(Duration::from_secs(600));
+    assert_eq!(guard_events(&b.events()), ["unbanned 198.51.100.66 expired"]);
+    assert_eq!(try_password(&mut b, cracker, 101, "alice", "wonderland"), [401, 200]);
+}
+
+#[test]
+fn a_guess_spread_over_addresses_throttles_the_user_but_not_its_registered_phone() {
+    let mut b = Bench::new();
+    let phone: SocketAddr = PHONE.parse().unwrap();
+    assert_eq!(try_password(&mut b, phone, 1, "alice", "wonderland"), [401, 200]);
+    for n in 1..=5u8 {
+        let from = SocketAddr::from(([198, 51, 100, n], 5060));
+        assert_eq!(try_password(&mut b, from, u32::from(n) + 10, "alice", "guess"), [401, 403]);
+    }
+    assert_eq!(guard_events(&b.events()), ["throttled user alice 5 1000"]);
+    // From a sixth address even the right password gets a challenge, then silence.
+    let sixth: SocketAddr = "198.51.100.6:5060".parse().unwrap();
+    assert_eq!(try_password(&mut b, sixth, 30, "alice", "wonderland"), [401]);
+    // The phone, registered from its address, refreshes as usual; bob is not concerned.
+    assert_eq!(try_password(&mut b, phone, 31, "alice", "wonderland"), [401, 200]);
+    assert_eq!(try_password(&mut b, sixth, 32, "bob", "builder"), [401, 200]);
+    b.advance(Duration::from_secs(1));
+    assert_eq!(try_password(&mut b, sixth, 33, "alice", "wonderland"), [401, 200]);
+}
+
+#[test]
+fn credentials_replayed_from_another_address_or_with_a_used_count_are_refused() {
+    let mut b = Bench::new();
+    let challenge =
+        responses(&b.send(&register("r1", 1, None)))[0].headers.get("WWW-Authenticate").unwrap().to_string();
+    let good = answer(&challenge, "REGISTER", "sip:192.0.2.1", "wonderland");
+    // Captured on the way and sent from elsewhere: a fresh challenge, no registration.
+    let thief: SocketAddr = "198.51.100.9:5060".parse().unwrap();
+    let out = responses(&b.send_from(thief, &register("r2", 2, Some(&good))));
+    assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [401]);
+    assert!(!out[0].headers.get("WWW-Authenticate").unwrap().contains("stale=true"));
+    assert!(!b.events().iter().any(|e| matches!(e, Event::SipRegistered { .. })));
+    // From the phone the same credentials work once...
+    assert_eq!(responses(&b.send(&register("r3", 3, Some(&good))))[0].status, 200);
+    // ...a retransmission gets the same answer from the transaction...
+    assert_eq!(responses(&b.send(&register("r3", 3, Some(&good))))[0].status, 200);
+    // ...but a new request with the used nonce count is a replay: challenged again, stale.
+    let out = responses(&b.send(&register("r4", 4, Some(&good))));
+    assert_eq!(out[0].status, 401);
+    assert!(out[0].headers.get("WWW-Authenticate").unwrap().contains("stale=true"));
+    // A higher count on the same nonce is how a client reuses it: accepted.
+    let challenge = Challenge::parse(&challenge).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let next = Authorization::answer(&challenge, ("alice", "wonderland"), "REGISTER", "sip:192.0.2.1", 2, &mut rng)
+        .unwrap()
+        .to_string();
+    assert_eq!(responses(&b.send(&register("r5", 5, Some(&next))))[0].status, 200);
+    // Replays are not password failures: nobody was throttled.
+    assert!(guard_events(&b.events()).is_empty());
+}
+
+#[test]
+fn a_flood_of_junk_is_counted_exactly_but_reported_once_per_interval() {
+    let mut b = Bench::new();
+    let from: SocketAddr = "203.0.113.50:5060".parse().unwrap();
+    for i in 0..20_000u32 {
+        if i % 1000 == 0 {
+            b.advance(Duration::from_secs(1));
+        }
+        b.sip.handle_signalling(b.now, from, b"\x00\x01junk that is not SIP");
+    }
+    b.advance(Duration::from_secs(30));
+    let events = b.events();
+    let single = events.iter().filter(|e| matches!(e, Event::DatagramDropped { .. })).count();
+    let summed: u64 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::DatagramsDropped { count, .. } => Some(*count),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(single, 1);
+    assert!(events.len() <= 4, "one at once, then one per 10 s: {events:?}");
+    assert_eq!(single as u64 + summed, 20_000);
+    assert_eq!(b.sip.stats().dropped.get("malformed SIP"), Some(&20_000));
 }

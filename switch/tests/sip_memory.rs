@@ -77,6 +77,7 @@ fn counted_transaction_memory_matches_the_heap() {
         max_calls: 10,
         rtp_timeout: 60,
         transaction_memory: 1 << 30,
+        guard: Default::default(),
         gateways: Vec::new(),
         users: (0..USERS)
             .map(|u| SipUser { name: format!("u{u}"), password: format!("pw{u}"), context: None })

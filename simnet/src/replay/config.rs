@@ -150,7 +150,10 @@ pub fn builtin_sip(
     let rtp = listen.ip();
     let mut t = format!(
         "\n# Built-in SIP replay configuration (docs/replay.md).\n[sip]\nlisten = \"{listen}\"\nrtp = \"{rtp}\"\n\
-         realm = \"{realm}\"\ncontext = \"{BUILTIN_SIP_CONTEXT}\"\n"
+         realm = \"{realm}\"\ncontext = \"{BUILTIN_SIP_CONTEXT}\"\n\
+         # The placeholder password makes every captured proof fail: the replay\n\
+         # compares answers, so the brute-force defence must not silence them.\n\
+         auth_failures_before_throttle = 0\nauth_failures_before_ban = 0\n"
     );
     for u in users.iter().filter(|u| sip_user_ok(u)) {
         t.push_str(&format!(

@@ -880,7 +880,9 @@ impl Interp {
     fn finish_general(&mut self, g: &mut General, gs: GeneralState, codecs: Vec<String>, sections: &[Section]) {
         let bindport = gs.bindport.as_ref().map_or(4569, |(p, _, _)| *p);
         g.bind = match &gs.bindaddr {
-            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), bindport),
+            // Asterisk binds every address here; this switch binds none that
+            // reach other hosts unless the file says so.
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bindport),
             Some((ip, None, _, _)) => SocketAddr::new(*ip, bindport),
             Some((ip, Some(port), addr_seq, addr_loc)) => {
                 if let Some((bp, bp_seq, bp_loc)) = &gs.bindport {
@@ -1050,6 +1052,29 @@ impl Interp {
                         "write a secret of at least one character, e.g. secret=Xk3-long-random, or remove the line",
                     );
                 } else {
+                    if let Some(why) = super::passwords::weakness(&p.name, &[], &e.value) {
+                        let bind = general.bind;
+                        if canonical(bind.ip()).is_loopback() {
+                            self.note(
+                                &format!("weak secret {}", p.name),
+                                e,
+                                format!(
+                                    "[{}]'s secret {why}; allowed only because bindaddr {bind} is loopback",
+                                    p.name
+                                ),
+                                "use a long random secret (e.g. `openssl rand -hex 16`) before binding another address",
+                            );
+                        } else {
+                            self.error(
+                                e,
+                                format!(
+                                    "[{}]'s secret {why}, and bindaddr {bind} is not loopback: IAX2 crackers try it first",
+                                    p.name
+                                ),
+                                format!("set secret= to a long random value (e.g. `openssl rand -hex 16`, at least {} characters), or bindaddr=127.0.0.1 for tests", super::passwords::MIN_LEN),
+                            );
+                        }
+                    }
                     p.secrets.push(e.value.clone());
                 }
             }
@@ -1918,8 +1943,46 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("iax.conf:5: `host`: [p] is host=dynamic with no secret"), "{errs:?}");
         assert!(errors("[general]\nbindaddr=192.168.1.5\n[p]\ntype=friend\nhost=dynamic\n").is_empty());
-        assert!(errors("[general]\nbindaddr=203.0.113.5\n[p]\ntype=friend\nhost=dynamic\nsecret=x\n").is_empty());
+        assert!(errors("[general]\nbindaddr=203.0.113.5\n[p]\ntype=friend\nhost=dynamic\nsecret=x-long-random\n")
+            .is_empty());
         assert_eq!(errors("[p]\ntype=user\nsecret=\n").len(), 1);
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_off_loopback_and_noted_on_it() {
+        for (secret, why) in [
+            ("1234", "is on the list of passwords crackers try first"),
+            ("secret", "is on the list"),
+            ("trunk", "is the account name \"trunk\""),
+            ("s3cret", "is shorter than 8 characters"),
+        ] {
+            let errs =
+                errors(&format!("[general]\nbindaddr=0.0.0.0\n[trunk]\ntype=friend\nhost=dynamic\nsecret={secret}\n"));
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            let start = format!("iax.conf:6: `secret`: [trunk]'s secret {why}");
+            assert!(errs[0].starts_with(&start), "{errs:?}");
+            assert!(
+                errs[0].contains("bindaddr 0.0.0.0:4569 is not loopback") && errs[0].contains("openssl rand"),
+                "{errs:?}"
+            );
+        }
+        let out = run("[general]\nbindaddr=127.0.0.1\n[trunk]\ntype=friend\nhost=dynamic\nsecret=1234\n");
+        assert_eq!(out.notes.len(), 1);
+        assert!(
+            out.notes[0].to_string().starts_with("iax.conf:6: `secret`: [trunk]'s secret is on the list"),
+            "{}",
+            out.notes[0]
+        );
+        // What the Asterisk captures use is fine anywhere.
+        assert!(errors("[general]\nbindaddr=0.0.0.0\n[B]\ntype=friend\nhost=dynamic\nsecret=trunksecret\n").is_empty());
+    }
+
+    #[test]
+    fn without_bindaddr_iax2_binds_loopback_only() {
+        assert_eq!(run("[general]\n").config.general.bind, "127.0.0.1:4569".parse().unwrap());
+        assert_eq!(run("[general]\nbindport=4570\n").config.general.bind, "127.0.0.1:4570".parse().unwrap());
+        assert_eq!(IaxConfig::default().general.bind, "127.0.0.1:4569".parse().unwrap(), "no iax.conf at all");
+        assert_eq!(run("[general]\nbindaddr=0.0.0.0\n").config.general.bind, "0.0.0.0:4569".parse().unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod extensions_conf;
 pub mod iax_conf;
 pub mod model;
 pub mod options;
+pub mod passwords;
 pub mod switch_toml;
 
 pub use extensions_conf::EXTENSIONS_CONF;
@@ -76,12 +77,15 @@ pub struct SwitchSettings {
     /// registrar's dynamic peers); `None` = nothing is kept. A relative path
     /// is relative to the configuration directory.
     pub state_dir: Option<String>,
+    /// Warnings that do not stop the switch (a weak password on loopback).
+    pub notes: Vec<Diagnostic>,
 }
 
 /// `[sip]` and `[sip.users.NAME]` in `switch.toml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SipSettings {
-    /// `listen`: the UDP address SIP is served on (default `0.0.0.0:5060`).
+    /// `listen`: the UDP address SIP is served on (default `127.0.0.1:5060`:
+    /// nothing is reachable from other hosts unless the file says so).
     pub listen: SocketAddr,
     /// `rtp`: the address media sockets bind to (default: the listen address's IP).
     pub rtp: std::net::IpAddr,
@@ -119,6 +123,9 @@ pub struct SipSettings {
     pub users: Vec<SipUser>,
     /// `[sip.gateways.NAME]`: upstream servers the switch registers to, in file order.
     pub gateways: Vec<SipGateway>,
+    /// `auth_failures_before_throttle` (5), `auth_failures_before_ban` (10),
+    /// `ban_time` (600 s): the brute-force defence ([`crate::guard`]).
+    pub guard: crate::guard::GuardSettings,
 }
 
 /// One `[sip.gateways.NAME]` table: a registration of ours to an upstream
@@ -155,6 +162,7 @@ impl Default for SwitchSettings {
             dialplan: crate::dialplan::Dialplan::default(),
             sip: None,
             state_dir: None,
+            notes: Vec::new(),
         }
     }
 }
@@ -306,6 +314,7 @@ pub fn load(loader: &impl SourceLoader) -> Result<LoadedConfig, Vec<Diagnostic>>
     };
     let mut switch = switch;
     let mut notes = iax.notes;
+    notes.append(&mut switch.notes);
     let extensions = extensions_conf::read(loader);
     errors.extend(extensions.errors);
     notes.extend(extensions.notes);

@@ -53,7 +53,8 @@ pub struct IaxConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct General {
-    /// `bindaddr` (with `bindport` applied); default `0.0.0.0:4569`.
+    /// `bindaddr` (with `bindport` applied); default `127.0.0.1:4569` (Asterisk's
+    /// is `0.0.0.0`: binding every address must be written down here).
     pub bind: SocketAddr,
     pub delayreject: bool,
     pub minregexpire: u32,
@@ -93,7 +94,7 @@ pub struct General {
 impl Default for General {
     fn default() -> Self {
         General {
-            bind: SocketAddr::from(([0, 0, 0, 0], 4569)),
+            bind: SocketAddr::from(([127, 0, 0, 1], 4569)),
             delayreject: false,
             minregexpire: 60,
             maxregexpire: 60,

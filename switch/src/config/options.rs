@@ -62,7 +62,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         Supported,
         "UDP port to listen on (default 4569); applies whether it comes before or after bindaddr",
     ),
-    opt("bindaddr", General, Supported, "address to listen on, optionally with :port (default 0.0.0.0); only one"),
+    opt("bindaddr", General, Supported, "address to listen on, optionally with :port (default 127.0.0.1; Asterisk's is 0.0.0.0); only one"),
     opt(
         "iaxcompat",
         General,

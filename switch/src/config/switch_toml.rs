@@ -13,7 +13,7 @@
 //! "1000" = ["answer", "tone(1000)", "wait(10)", "hangup"]   # steps, as priorities
 //!
 //! [sip]                       # SIP is off without this table
-//! listen = "0.0.0.0:5060"
+//! listen = "0.0.0.0:5060"     # default 127.0.0.1:5060: other hosts only if written
 //! rtp = "0.0.0.0"             # media bind address (default: listen's IP); no port
 //! rtp_ports = "16384-32768"   # each call: an even RTP port and RTCP on the next
 //! rtp_learning_packets = 4    # strict RTP: sequential packets before a source is taken
@@ -27,6 +27,9 @@
 //! max_calls = 1000
 //! rtp_timeout = 60            # seconds without RTP before hanging up; 0 = never
 //! transaction_memory = "64MiB" # open SIP transactions' memory (B, KiB, MiB, GiB)
+//! auth_failures_before_throttle = 5  # failed proofs in a row, then 1 s, 2 s, 4 s... of silence; 0 = off
+//! auth_failures_before_ban = 10      # then the source is banned; 0 = never
+//! ban_time = 600                     # seconds a ban lasts
 //!
 //! [sip.users.alice]
 //! password = "a long secret"
@@ -50,8 +53,10 @@
 //!
 //! Every table and key is optional; unknown ones are errors. The control socket
 //! has no authentication, so it may only listen on a loopback address; a SIP
-//! user on a non-loopback listener may not keep FreeSWITCH's default password
-//! `1234` (nor an empty one), the first thing SIP scanners try. Dialplan
+//! user on a non-loopback listener may not have a weak password
+//! ([`super::passwords`]: shorter than 8 characters, a well-known one such as
+//! `1234` or `secret`, or the user name), the first things SIP crackers try;
+//! on loopback it is a warning. Dialplan
 //! entries keep their order in the file (among patterns, the first written wins).
 
 use std::marker::PhantomData;
@@ -62,8 +67,10 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use super::passwords::{weakness, MIN_LEN};
 use super::{Diagnostic, Location, LogLevel, SipGateway, SipSettings, SipUser, SwitchSettings};
 use crate::dialplan::{reduce, App, Step};
+use crate::guard::GuardSettings;
 
 /// The file's name.
 pub const SWITCH_TOML: &str = "switch.toml";
@@ -101,6 +108,9 @@ struct Sip {
     rtp_learning_window: Option<Spanned<u32>>,
     nat_keepalive: Option<Spanned<u32>>,
     transaction_memory: Option<Spanned<String>>,
+    auth_failures_before_throttle: Option<Spanned<u32>>,
+    auth_failures_before_ban: Option<Spanned<u32>>,
+    ban_time: Option<Spanned<u32>>,
     users: Option<Ordered<Spanned<String>, Spanned<SipUserTable>>>,
     gateways: Option<Ordered<Spanned<String>, Spanned<SipGatewayTable>>>,
 }
@@ -121,9 +131,6 @@ struct SipUserTable {
     password: Spanned<String>,
     context: Option<Spanned<String>>,
 }
-
-/// Passwords a SIP scanner tries first: FreeSWITCH's `default_password` and nothing at all.
-const DEFAULT_PASSWORDS: [&str; 2] = ["1234", ""];
 
 /// One `[dialplan.CONTEXT]` table: extension pattern -> application, in file order.
 type Extensions = Ordered<Spanned<String>, Spanned<Program>>;
@@ -265,7 +272,7 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
         }
     }
     if let Some(sip) = parsed.sip {
-        settings.sip = sip_settings(file, text, sip, &mut errors);
+        settings.sip = sip_settings(file, text, sip, &mut errors, &mut settings.notes);
     }
     if let Some(dir) = parsed.state.and_then(|s| s.dir) {
         // An empty or odd path would silently write state somewhere unexpected.
@@ -290,12 +297,19 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
     }
 }
 
-fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) -> Option<SipSettings> {
+fn sip_settings(
+    file: &str,
+    text: &str,
+    sip: Sip,
+    errors: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Diagnostic>,
+) -> Option<SipSettings> {
     let mut bad = |offset: usize, key: &str, message: String, hint: &str| {
         errors.push(diag(file, text, offset, key, message, hint.to_string()));
     };
     let listen = match &sip.listen {
-        None => SocketAddr::from(([0, 0, 0, 0], 5060)),
+        // Reachable from other hosts only when the file says so.
+        None => SocketAddr::from(([127, 0, 0, 1], 5060)),
         Some(v) => match SocketAddr::from_str(v.get_ref().trim()) {
             Ok(addr) => addr,
             Err(_) => {
@@ -422,6 +436,37 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
             }
         },
     };
+    let mut guard = GuardSettings::default();
+    if let Some(v) = &sip.auth_failures_before_throttle {
+        guard.failures_before_throttle = *v.get_ref();
+    }
+    if let Some(v) = &sip.auth_failures_before_ban {
+        guard.failures_before_ban = *v.get_ref();
+    }
+    if let Some(v) = &sip.ban_time {
+        guard.ban_time = std::time::Duration::from_secs(u64::from(*v.get_ref()));
+    }
+    if guard.failures_before_ban > 0 && guard.failures_before_ban < guard.failures_before_throttle {
+        let at = sip.auth_failures_before_ban.as_ref().map_or(0, |v| v.span().start);
+        bad(
+            at,
+            "auth_failures_before_ban",
+            format!(
+                "auth_failures_before_ban={} is below auth_failures_before_throttle={}",
+                guard.failures_before_ban, guard.failures_before_throttle
+            ),
+            "write e.g. auth_failures_before_throttle = 5 and auth_failures_before_ban = 10 (0 turns either off)",
+        );
+    }
+    if guard.failures_before_ban > 0 && guard.ban_time.is_zero() {
+        let at = sip.ban_time.as_ref().map_or(0, |v| v.span().start);
+        bad(
+            at,
+            "ban_time",
+            "ban_time=0 bans nothing".to_string(),
+            "write e.g. ban_time = 600, or auth_failures_before_ban = 0 to never ban",
+        );
+    }
 
     let mut users = Vec::new();
     for (name, table) in sip.users.map(|u| u.0).unwrap_or_default() {
@@ -437,14 +482,25 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
         }
         let table = table.into_inner();
         let password = table.password.get_ref();
-        if !listen.ip().is_loopback() && DEFAULT_PASSWORDS.contains(&password.as_str()) {
-            bad(
-                table.password.span().start,
+        if let Some(why) = weakness(user, &[], password) {
+            let at = table.password.span().start;
+            if !listen.ip().is_loopback() {
+                bad(
+                    at,
+                    "password",
+                    format!("user {user:?}'s password {why}, and {listen} is not a loopback address; SIP crackers (svcrack) try such passwords first"),
+                    &format!("set a long random password (e.g. `openssl rand -hex 16`, at least {MIN_LEN} characters), or listen on 127.0.0.1 for tests"),
+                );
+                continue;
+            }
+            notes.push(diag(
+                file,
+                text,
+                at,
                 "password",
-                format!("user {user:?} has the well-known default password {password:?} on {listen}, which is not a loopback address; SIP scanners try it first"),
-                "set a long random password (e.g. `openssl rand -hex 16`), or listen on 127.0.0.1 for tests",
-            );
-            continue;
+                format!("user {user:?}'s password {why}; allowed only because {listen} is loopback"),
+                "use a long random password before listening on another address".to_string(),
+            ));
         }
         users.push(SipUser {
             name: user.to_string(),
@@ -522,6 +578,7 @@ fn sip_settings(file: &str, text: &str, sip: Sip, errors: &mut Vec<Diagnostic>) 
         rtp_timeout,
         transaction_memory,
         users,
+        guard,
     })
 }
 
@@ -622,7 +679,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory auth_failures_before_throttle auth_failures_before_ban ban_time, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -724,7 +781,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory auth_failures_before_throttle auth_failures_before_ban ban_time, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);
@@ -742,8 +799,9 @@ mod tests {
             .unwrap()
             .sip
             .unwrap();
-        assert_eq!(s.listen, "0.0.0.0:5060".parse().unwrap());
-        assert_eq!(s.rtp, "0.0.0.0".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(s.listen, "127.0.0.1:5060".parse().unwrap(), "loopback unless the file says otherwise");
+        assert_eq!(s.rtp, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(s.guard, GuardSettings::default());
         assert_eq!(s.rtp_ports, 16384..=32768);
         assert_eq!((s.rtp_learning_packets, s.rtp_learning_window, s.nat_keepalive), (4, 5, 20));
         assert_eq!(
@@ -773,18 +831,59 @@ mod tests {
     }
 
     #[test]
-    fn sip_refuses_default_passwords_on_public_listeners() {
-        let e = errs("[sip]\nlisten = \"0.0.0.0:5060\"\n[sip.users.1000]\npassword = \"1234\"\n");
-        assert_eq!(e.len(), 1, "{e:?}");
+    fn sip_refuses_weak_passwords_on_public_listeners() {
+        for (user, password, why) in [
+            ("1000", "1234", "is on the list of passwords crackers try first"),
+            ("1000", "0000", "is on the list"),
+            ("alice", "secret", "is on the list"),
+            ("alice", "Password", "is on the list"),
+            ("alice", "alice", "is the account name"),
+            ("alice", "ecila", "is the account name \"alice\" reversed"),
+            ("alice", "x9-long", "is shorter than 8 characters"),
+            ("alice", "", "is shorter than 8 characters"),
+        ] {
+            let text = format!("[sip]\nlisten = \"0.0.0.0:5060\"\n\n[sip.users.{user}]\npassword = \"{password}\"\n");
+            let e = errs(&text);
+            assert_eq!(e.len(), 1, "{e:?}");
+            let start = format!("switch.toml:5: `password`: user \"{user}\"'s password {why}");
+            assert!(e[0].starts_with(&start), "{e:?}");
+            assert!(e[0].contains("0.0.0.0:5060 is not a loopback address"), "{e:?}");
+            assert!(e[0].contains("openssl rand"), "{e:?}");
+        }
         assert!(
-            e[0].starts_with("switch.toml:4: `password`: user \"1000\" has the well-known default password"),
-            "{e:?}"
+            errs("[sip]\nlisten = \"192.0.2.5:5060\"\n[sip.users.alice]\npassword = \"wonderland-42\"\n").is_empty()
         );
-        assert!(e[0].contains("openssl rand"), "{e:?}");
-        // On loopback (tests, a lab) it is allowed.
+        // On loopback (tests, a lab) it is allowed, with a warning.
         let s = parse("switch.toml", "[sip]\nlisten = \"127.0.0.1:5060\"\n[sip.users.1000]\npassword = \"1234\"\n")
             .unwrap();
         assert_eq!(s.sip.unwrap().users.len(), 1);
+        assert_eq!(s.notes.len(), 1);
+        assert!(
+            s.notes[0].to_string().starts_with("switch.toml:4: `password`: user \"1000\"'s password is on the list"),
+            "{}",
+            s.notes[0]
+        );
+    }
+
+    #[test]
+    fn sip_guard_keys() {
+        let s = parse(
+            "switch.toml",
+            "[sip]\nauth_failures_before_throttle = 3\nauth_failures_before_ban = 6\nban_time = 3600\n",
+        )
+        .unwrap();
+        let g = s.sip.unwrap().guard;
+        assert_eq!((g.failures_before_throttle, g.failures_before_ban, g.ban_time.as_secs()), (3, 6, 3600));
+        let e = errs("[sip]\nauth_failures_before_throttle = 5\nauth_failures_before_ban = 2\n");
+        assert!(
+            e[0].starts_with("switch.toml:3: `auth_failures_before_ban`: auth_failures_before_ban=2 is below"),
+            "{e:?}"
+        );
+        let e = errs("[sip]\nban_time = 0\n");
+        assert!(e[0].starts_with("switch.toml:2: `ban_time`: ban_time=0 bans nothing"), "{e:?}");
+        let s =
+            parse("switch.toml", "[sip]\nauth_failures_before_throttle = 0\nauth_failures_before_ban = 0\n").unwrap();
+        assert_eq!(s.sip.unwrap().guard.failures_before_ban, 0);
     }
 
     #[test]
@@ -802,6 +901,8 @@ mod tests {
         assert_eq!((s.rtp, s.rtp_ports), ("::1".parse::<std::net::IpAddr>().unwrap(), 30002..=30004));
         let e = errs("[sip]\nrtp_learning_packets = 0\n");
         assert!(e[0].starts_with("switch.toml:2: `rtp_learning_packets`:"), "{e:?}");
+        let e = errs("[sip]\nrtp = \"127.0.0.1:5060\"\n"); // the listen address by default
+        assert!(e[0].starts_with("switch.toml:2: `rtp`:"), "{e:?}");
         let e = errs("[sip]\nmin_expires = 600\nmax_expires = 60\n");
         assert!(e[0].starts_with("switch.toml:2: `min_expires`:"), "{e:?}");
         let e = errs("[sip]\n[sip.users.alice]\npasword = \"x\"\n");

@@ -10,6 +10,7 @@
 //! limited and never panics.
 
 use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
@@ -396,9 +397,10 @@ const NONCE_HEX_LEN: usize = 2 * (NONCE_PAYLOAD + NONCE_MAC);
 /// length extension, does not apply because [`check`](Self::check) only
 /// accepts payloads of exactly one fixed length.
 ///
-/// Replay of a valid nonce within its lifetime is not detected (nc is not
-/// tracked, since that would be state); a captured response only works for
-/// the same method and URI until the nonce goes stale.
+/// The MAC also covers the address the challenge was sent to, so a nonce
+/// (and credentials computed over it) is only good from that address:
+/// credentials captured on the way and replayed from elsewhere get a fresh
+/// challenge. Replay from the same address is [`NonceCounts`]' business.
 pub struct NonceIssuer {
     key: [u8; 16],
     lifetime: Duration,
@@ -421,26 +423,26 @@ impl NonceIssuer {
     /// A fresh nonce: 48 lower hex digits. `now_since_epoch` is the time since
     /// the switch's own epoch (the caller's clock), the same scale later passed
     /// to [`check`](Self::check).
-    pub fn issue(&self, now_since_epoch: Duration, rng: &mut impl RngCore) -> String {
+    pub fn issue(&self, now_since_epoch: Duration, client: IpAddr, rng: &mut impl RngCore) -> String {
         let mut payload = [0u8; NONCE_PAYLOAD];
         payload[..8].copy_from_slice(&millis(now_since_epoch).to_be_bytes());
         rng.fill_bytes(&mut payload[8..]);
-        let mac = self.mac(&payload);
+        let mac = self.mac(&payload, client);
         let mut nonce = String::with_capacity(NONCE_HEX_LEN);
         push_hex(&mut nonce, &payload);
         push_hex(&mut nonce, &mac);
         nonce
     }
 
-    /// Whether `nonce` is one of ours and still fresh at `now_since_epoch`.
-    /// Does not allocate.
-    pub fn check(&self, nonce: &str, now_since_epoch: Duration) -> NonceCheck {
+    /// Whether `nonce` is one of ours, issued to `client`, and still fresh at
+    /// `now_since_epoch`. Does not allocate.
+    pub fn check(&self, nonce: &str, now_since_epoch: Duration, client: IpAddr) -> NonceCheck {
         let mut raw = [0u8; NONCE_PAYLOAD + NONCE_MAC];
         if !decode_hex(nonce.as_bytes(), &mut raw) {
             return NonceCheck::Invalid;
         }
         let (payload, mac) = raw.split_at(NONCE_PAYLOAD);
-        let expected = self.mac(payload);
+        let expected = self.mac(payload, client);
         if mac.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
             return NonceCheck::Invalid;
         }
@@ -454,14 +456,117 @@ impl NonceIssuer {
         }
     }
 
-    fn mac(&self, payload: &[u8]) -> [u8; NONCE_MAC] {
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    fn mac(&self, payload: &[u8], client: IpAddr) -> [u8; NONCE_MAC] {
+        let client = match client {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
         let mut md5 = Md5::new();
         md5.update(self.key);
         md5.update(payload);
+        md5.update(client.octets());
         let digest = md5.finalize();
         let mut mac = [0u8; NONCE_MAC];
         mac.copy_from_slice(&digest[..NONCE_MAC]);
         mac
+    }
+}
+
+/// What [`NonceCounts::accept`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountCheck {
+    /// A nonce count above every one seen with this nonce.
+    Fresh,
+    /// A count already used (or not above the highest): a replay.
+    Replayed,
+    /// The nonce is older than what the table still remembers: treat as stale.
+    Forgotten,
+}
+
+/// Most nonces whose highest count is remembered; beyond it the oldest go.
+pub const MAX_COUNTED_NONCES: usize = 16_384;
+
+/// The highest nonce count (RFC 2617 3.2.2 `nc`) accepted with each recent
+/// nonce, so a request replayed with its credentials (same nonce, same or
+/// lower count) is refused. Credentials without `qop` carry no count and are
+/// taken as count 1: such a nonce is good for one request.
+///
+/// Memory is bounded: entries go when their nonce is past its lifetime, and
+/// when the table is full the oldest go and everything issued up to them is
+/// answered as stale from then on, so forgetting never lets a replay through.
+#[derive(Debug, Default)]
+pub struct NonceCounts {
+    /// (issue time in ms, salt) -> highest count accepted.
+    seen: std::collections::BTreeMap<(u64, u64), u32>,
+    /// Nonces issued at or before this (ms) are no longer tracked.
+    floor: Option<u64>,
+}
+
+impl NonceCounts {
+    /// Records `nc` for a nonce [`NonceIssuer::check`] found valid, and says
+    /// whether it is new. Call it only once the digest verifies, so a forger
+    /// cannot burn an honest client's counts.
+    pub fn accept(
+        &mut self,
+        nonce: &str,
+        nc: Option<&str>,
+        now_since_epoch: Duration,
+        lifetime: Duration,
+    ) -> CountCheck {
+        let mut raw = [0u8; NONCE_PAYLOAD];
+        if nonce.len() < 2 * NONCE_PAYLOAD || !decode_hex(&nonce.as_bytes()[..2 * NONCE_PAYLOAD], &mut raw) {
+            return CountCheck::Replayed;
+        }
+        let mut issued = [0u8; 8];
+        issued.copy_from_slice(&raw[..8]);
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&raw[8..]);
+        let key = (u64::from_be_bytes(issued), u64::from_be_bytes(salt));
+        let count = match nc {
+            None => 1,
+            Some(nc) if nc.len() == 8 => match u32::from_str_radix(nc, 16) {
+                Ok(n) if n > 0 => n,
+                _ => return CountCheck::Replayed,
+            },
+            Some(_) => return CountCheck::Replayed,
+        };
+        let now = millis(now_since_epoch);
+        let oldest_fresh = now.saturating_sub(millis(lifetime));
+        while self.seen.first_key_value().is_some_and(|(k, _)| k.0 < oldest_fresh) {
+            self.seen.pop_first();
+        }
+        if let Some(highest) = self.seen.get_mut(&key) {
+            if count <= *highest {
+                return CountCheck::Replayed;
+            }
+            *highest = count;
+            return CountCheck::Fresh;
+        }
+        if self.floor.is_some_and(|f| key.0 <= f) {
+            return CountCheck::Forgotten;
+        }
+        if self.seen.len() >= MAX_COUNTED_NONCES {
+            if let Some((k, _)) = self.seen.pop_first() {
+                self.floor = Some(self.floor.map_or(k.0, |f| f.max(k.0)));
+            }
+            if self.floor.is_some_and(|f| key.0 <= f) {
+                return CountCheck::Forgotten;
+            }
+        }
+        self.seen.insert(key, count);
+        CountCheck::Fresh
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 
@@ -622,6 +727,8 @@ fn write_token_or_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
@@ -789,30 +896,100 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let issuer = NonceIssuer::new([7; 16], Duration::from_secs(30));
         let t = Duration::from_secs(1000);
-        let nonce = issuer.issue(t, &mut rng);
+        let nonce = issuer.issue(t, CLIENT, &mut rng);
         assert_eq!(nonce.len(), NONCE_HEX_LEN);
-        assert_ne!(nonce, issuer.issue(t, &mut rng), "salted");
-        assert_eq!(issuer.check(&nonce, t), NonceCheck::Valid);
-        assert_eq!(issuer.check(&nonce, t + Duration::from_secs(30)), NonceCheck::Valid);
-        assert_eq!(issuer.check(&nonce, t + Duration::from_millis(30_001)), NonceCheck::Stale);
-        assert_eq!(issuer.check(&nonce, t - Duration::from_secs(1)), NonceCheck::Stale);
+        assert_ne!(nonce, issuer.issue(t, CLIENT, &mut rng), "salted");
+        assert_eq!(issuer.check(&nonce, t, CLIENT), NonceCheck::Valid);
+        assert_eq!(issuer.check(&nonce, t + Duration::from_secs(30), CLIENT), NonceCheck::Valid);
+        assert_eq!(issuer.check(&nonce, t + Duration::from_millis(30_001), CLIENT), NonceCheck::Stale);
+        assert_eq!(issuer.check(&nonce, t - Duration::from_secs(1), CLIENT), NonceCheck::Stale);
 
         // Every single-digit change is caught, in payload and MAC alike.
         for i in 0..nonce.len() {
             let mut forged = nonce.clone().into_bytes();
             forged[i] = if forged[i] == b'0' { b'1' } else { b'0' };
             let forged = String::from_utf8(forged).unwrap();
-            assert_eq!(issuer.check(&forged, t), NonceCheck::Invalid, "digit {i}");
+            assert_eq!(issuer.check(&forged, t, CLIENT), NonceCheck::Invalid, "digit {i}");
         }
-        assert_eq!(issuer.check(&nonce[..NONCE_HEX_LEN - 2], t), NonceCheck::Invalid);
-        assert_eq!(issuer.check(&format!("{nonce}00"), t), NonceCheck::Invalid);
-        assert_eq!(issuer.check(&nonce.to_uppercase(), t), NonceCheck::Invalid);
-        assert_eq!(issuer.check("", t), NonceCheck::Invalid);
-        assert_eq!(issuer.check(&"é".repeat(24), t), NonceCheck::Invalid);
+        assert_eq!(issuer.check(&nonce[..NONCE_HEX_LEN - 2], t, CLIENT), NonceCheck::Invalid);
+        assert_eq!(issuer.check(&format!("{nonce}00"), t, CLIENT), NonceCheck::Invalid);
+        assert_eq!(issuer.check(&nonce.to_uppercase(), t, CLIENT), NonceCheck::Invalid);
+        assert_eq!(issuer.check("", t, CLIENT), NonceCheck::Invalid);
+        assert_eq!(issuer.check(&"é".repeat(24), t, CLIENT), NonceCheck::Invalid);
 
         let other = NonceIssuer::new([8; 16], Duration::from_secs(30));
-        assert_eq!(other.check(&nonce, t), NonceCheck::Invalid);
+        assert_eq!(other.check(&nonce, t, CLIENT), NonceCheck::Invalid);
         assert!(!format!("{issuer:?}").contains('7'));
+    }
+
+    #[test]
+    fn a_nonce_is_only_good_from_the_address_it_was_issued_to() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let issuer = NonceIssuer::new([7; 16], Duration::from_secs(30));
+        let t = Duration::from_secs(10);
+        let nonce = issuer.issue(t, CLIENT, &mut rng);
+        assert_eq!(issuer.check(&nonce, t, CLIENT), NonceCheck::Valid);
+        assert_eq!(issuer.check(&nonce, t, IpAddr::from([192, 0, 2, 2])), NonceCheck::Invalid);
+        assert_eq!(
+            issuer.check(&nonce, t, "::ffff:192.0.2.1".parse().unwrap()),
+            NonceCheck::Valid,
+            "v4-mapped is the same host"
+        );
+        assert_eq!(issuer.check(&nonce, t, "2001:db8::1".parse().unwrap()), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn nonce_counts_must_grow_and_replays_are_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let issuer = NonceIssuer::new([7; 16], Duration::from_secs(30));
+        let life = issuer.lifetime();
+        let t = Duration::from_secs(100);
+        let nonce = issuer.issue(t, CLIENT, &mut rng);
+        let mut counts = NonceCounts::default();
+        assert_eq!(counts.accept(&nonce, Some("00000001"), t, life), CountCheck::Fresh);
+        assert_eq!(counts.accept(&nonce, Some("00000001"), t, life), CountCheck::Replayed, "same nc again");
+        assert_eq!(counts.accept(&nonce, Some("00000003"), t, life), CountCheck::Fresh, "gaps are fine");
+        assert_eq!(counts.accept(&nonce, Some("00000002"), t, life), CountCheck::Replayed, "going back is not");
+        for bad in ["0", "zzzzzzzz", "00000000", "000000001"] {
+            assert_eq!(counts.accept(&nonce, Some(bad), t, life), CountCheck::Replayed, "{bad}");
+        }
+        // Without qop (no nc) a nonce serves one request.
+        let other = issuer.issue(t, CLIENT, &mut rng);
+        assert_eq!(counts.accept(&other, None, t, life), CountCheck::Fresh);
+        assert_eq!(counts.accept(&other, None, t, life), CountCheck::Replayed);
+        assert_eq!(counts.len(), 2);
+        // Past their lifetime entries go (the issuer calls such nonces stale anyway).
+        let later = issuer.issue(t + life * 2, CLIENT, &mut rng);
+        assert_eq!(counts.accept(&later, Some("00000001"), t + life * 2, life), CountCheck::Fresh);
+        assert_eq!(counts.len(), 1);
+    }
+
+    #[test]
+    fn nonce_counts_are_bounded_and_forgetting_never_admits_a_replay() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let life = Duration::from_secs(3600);
+        let issuer = NonceIssuer::new([7; 16], life);
+        let mut counts = NonceCounts::default();
+        let first = issuer.issue(Duration::from_millis(1), CLIENT, &mut rng);
+        assert_eq!(counts.accept(&first, Some("00000001"), Duration::from_millis(1), life), CountCheck::Fresh);
+        let pending = issuer.issue(Duration::from_millis(2), CLIENT, &mut rng);
+        for n in 0..MAX_COUNTED_NONCES as u64 {
+            let now = Duration::from_millis(10 + n);
+            let nonce = issuer.issue(now, CLIENT, &mut rng);
+            assert_eq!(counts.accept(&nonce, None, now, life), CountCheck::Fresh);
+        }
+        assert_eq!(counts.len(), MAX_COUNTED_NONCES);
+        let now = Duration::from_secs(100);
+        assert_eq!(
+            counts.accept(&first, Some("00000001"), now, life),
+            CountCheck::Forgotten,
+            "evicted, not replayable"
+        );
+        assert_eq!(
+            counts.accept(&pending, Some("00000001"), now, life),
+            CountCheck::Forgotten,
+            "older than what is kept"
+        );
     }
 
     #[test]
@@ -820,13 +997,13 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let issuer = NonceIssuer::new([1; 16], Duration::from_secs(60));
         let now = Duration::from_secs(5);
-        let header = Challenge::new("switch.test", issuer.issue(now, &mut rng), false).to_string();
+        let header = Challenge::new("switch.test", issuer.issue(now, CLIENT, &mut rng), false).to_string();
         let challenge = Challenge::parse(&header).unwrap();
         let creds = Authorization::answer(&challenge, ("bob", "pw"), "INVITE", "sip:200@switch.test", 1, &mut rng)
             .unwrap()
             .to_string();
         let auth = Authorization::parse(&creds).unwrap();
-        assert_eq!(issuer.check(&auth.nonce, now + Duration::from_secs(1)), NonceCheck::Valid);
+        assert_eq!(issuer.check(&auth.nonce, now + Duration::from_secs(1), CLIENT), NonceCheck::Valid);
         assert!(auth.verify("INVITE", "pw"));
     }
 
@@ -842,7 +1019,7 @@ mod tests {
             let _ = Challenge::parse(&format!("Digest {s}"));
             let _ = Authorization::parse(&format!("Digest realm=\"{s}"));
             let issuer = NonceIssuer::new([0; 16], Duration::from_secs(1));
-            let _ = issuer.check(&s, Duration::ZERO);
+            let _ = issuer.check(&s, Duration::ZERO, CLIENT);
         }
 
         #[test]
@@ -878,9 +1055,9 @@ mod tests {
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let issuer = NonceIssuer::new([seed as u8; 16], Duration::from_secs(10));
             let now = Duration::from_millis(ms);
-            let nonce = issuer.issue(now, &mut rng);
-            prop_assert_eq!(issuer.check(&nonce, now + Duration::from_secs(10)), NonceCheck::Valid);
-            prop_assert_eq!(issuer.check(&nonce, now + Duration::from_millis(10_001)), NonceCheck::Stale);
+            let nonce = issuer.issue(now, CLIENT, &mut rng);
+            prop_assert_eq!(issuer.check(&nonce, now + Duration::from_secs(10), CLIENT), NonceCheck::Valid);
+            prop_assert_eq!(issuer.check(&nonce, now + Duration::from_millis(10_001), CLIENT), NonceCheck::Stale);
         }
     }
 }

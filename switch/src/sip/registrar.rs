@@ -106,6 +106,11 @@ impl Registrar {
         self.users.values().flatten().any(|b| b.expires_at > now && b.source.ip() == source.ip())
     }
 
+    /// Whether `user` holds an unexpired binding registered from `ip`.
+    pub fn is_registered_from(&self, now: Instant, user: &str, ip: std::net::IpAddr) -> bool {
+        self.users.get(user).is_some_and(|b| b.iter().any(|b| b.expires_at > now && b.source.ip() == ip))
+    }
+
     /// Drops expired bindings; returns the users left with none.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let mut gone = Vec::new();

@@ -151,18 +151,18 @@ pub fn iax_conf(mode: LoadMode, calls: u32, side: &Side) -> String {
 fn write_configs(args: &LoadArgs, ports: &Ports, a_dir: &Path, b_dir: &Path) -> Result<(), TaskError> {
     let a = Side {
         me: "A",
-        my_secret: "secretA",
+        my_secret: "trunk-secret-A",
         bind_port: ports.a_iax,
         peer: "B",
-        peer_secret: "secretB",
+        peer_secret: "trunk-secret-B",
         peer_port: ports.b_iax,
     };
     let b = Side {
         me: "B",
-        my_secret: "secretB",
+        my_secret: "trunk-secret-B",
         bind_port: ports.b_iax,
         peer: "A",
-        peer_secret: "secretA",
+        peer_secret: "trunk-secret-A",
         peer_port: ports.a_iax,
     };
     let (a_conf, b_conf) = (iax_conf(args.mode, args.calls, &a), iax_conf(args.mode, args.calls, &b));

@@ -152,7 +152,7 @@ impl Endpoint {
         let ies = f.ies().unwrap_or_default();
         let local = match self.callnos.allocate(&mut self.rng, &self.config, from.ip(), validation) {
             Ok(n) => n,
-            Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
+            Err(e) => return self.drop_datagram(now, from, &format!("no call number: {e:?}")),
         };
         let exten = ies.called_number().unwrap_or("s").to_string();
         let context = ies.called_context().unwrap_or_default().to_string();
@@ -545,6 +545,9 @@ impl Endpoint {
                 if ok {
                     self.route_call(now, local);
                 } else {
+                    let name = c.peer.clone().or_else(|| c.username.clone()).unwrap_or_default();
+                    let from = entry.dialog.remote_addr;
+                    self.auth_failed(now, from, &name);
                     self.reject(now, local, "No authority found", cause::FACILITY_NOT_SUBSCRIBED, "wrong secret");
                 }
             }
@@ -613,7 +616,7 @@ impl Endpoint {
 
     pub(super) fn mini_frame(&mut self, now: Instant, from: SocketAddr, m: MiniFrame) {
         let Some(&local) = self.by_remote.get(&(from, m.src_call)) else {
-            return self.drop_datagram(from, "media for no call");
+            return self.drop_datagram(now, from, "media for no call");
         };
         let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
         let ts = c.extend_mini_ts(m.timestamp);

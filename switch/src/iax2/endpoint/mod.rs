@@ -39,6 +39,7 @@ use super::Transmit;
 use crate::config::{CallTokenRequirement, Host, IaxConfig, PeerConfig};
 use crate::dialplan::Dialplan;
 use crate::event::{Event, PeerState};
+use crate::guard::{Guard, GuardSettings, Verdict};
 
 /// How long an ended dialog stays to re-ACK retransmissions of its last frames.
 const LINGER: Duration = Duration::from_secs(10);
@@ -119,6 +120,9 @@ pub struct Endpoint {
     queued: VecDeque<pacing::Queued>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    drops: crate::droplog::DropLog,
+    /// Authentication failures per source and peer name: silences and bans.
+    guard: Guard,
     stats: Stats,
 }
 
@@ -152,6 +156,8 @@ impl Endpoint {
             queued: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            drops: Default::default(),
+            guard: Guard::new("iax2", GuardSettings::default()),
             stats: Stats::default(),
         };
         endpoint.reconfigure(now, config, resolved);
@@ -235,14 +241,14 @@ impl Endpoint {
         self.stats.bytes_in += data.len() as u64;
         let data = match self.decrypt(from, data) {
             Ok(data) => data,
-            Err(reason) => return self.drop_datagram(from, reason),
+            Err(reason) => return self.drop_datagram(now, from, reason),
         };
         match frame::decode(&data) {
             Ok(Frame::Full(f)) => self.handle_full(now, from, f),
             Ok(Frame::Mini(m)) => self.mini_frame(now, from, m),
             Ok(Frame::Trunk(t)) => self.trunk_frame(now, from, t),
-            Ok(Frame::MiniVideo(_)) => self.drop_datagram(from, "video is not supported"),
-            Err(e) => self.drop_datagram(from, &format!("malformed: {e}")),
+            Ok(Frame::MiniVideo(_)) => self.drop_datagram(now, from, "video is not supported"),
+            Err(e) => self.drop_datagram(now, from, &format!("malformed: {e}")),
         }
     }
 
@@ -278,12 +284,12 @@ impl Endpoint {
         if f.dst_call != 0 {
             match self.dialogs.get(&f.dst_call) {
                 Some(e) if e.dialog.remote_addr == from => self.handle_dialog_frame(now, f.dst_call, f),
-                Some(_) => self.drop_datagram(from, "call number belongs to another address"),
+                Some(_) => self.drop_datagram(now, from, "call number belongs to another address"),
                 // The ACK of a stateless PONG, or of a dialog already gone: expected, not news.
                 None if f.iax() == Some(IaxSubclass::Ack) => {
                     self.count_drop("acknowledgement for no call");
                 }
-                None => self.drop_datagram(from, "frame for unknown call"),
+                None => self.drop_datagram(now, from, "frame for unknown call"),
             }
             return;
         }
@@ -291,15 +297,24 @@ impl Endpoint {
             return self.handle_dialog_frame(now, local, f);
         }
         if f.frame_type != FrameType::Iax {
-            return self.drop_datagram(from, "non-IAX full frame for no call");
+            return self.drop_datagram(now, from, "non-IAX full frame for no call");
         }
         match f.iax() {
             Some(IaxSubclass::Poke) => self.pong(from, &f),
-            Some(IaxSubclass::RegReq | IaxSubclass::RegRel | IaxSubclass::New) => self.new_dialog(now, from, f),
+            Some(IaxSubclass::RegReq | IaxSubclass::RegRel | IaxSubclass::New) => {
+                // A guesser starts no new exchange while silenced or banned;
+                // calls and registrations already up go on, so a trunk
+                // partner with a wrong secret still answers our requests.
+                match self.guard.source_verdict(now, from.ip()) {
+                    Verdict::Allow => self.new_dialog(now, from, f),
+                    Verdict::Throttled => self.drop_datagram(now, from, "source throttled after failed authentication"),
+                    Verdict::Banned => self.drop_datagram(now, from, "source banned after failed authentication"),
+                }
+            }
             Some(IaxSubclass::Ack | IaxSubclass::Inval | IaxSubclass::Vnak) => {
                 self.count_drop("acknowledgement for no call");
             }
-            _ => self.drop_datagram(from, "unexpected frame for no call"),
+            _ => self.drop_datagram(now, from, "unexpected frame for no call"),
         }
     }
 
@@ -331,7 +346,7 @@ impl Endpoint {
     fn new_dialog(&mut self, now: Instant, from: SocketAddr, f: FullFrame) {
         let ies = match f.ies() {
             Ok(ies) => ies,
-            Err(e) => return self.drop_datagram(from, &format!("malformed IEs: {e}")),
+            Err(e) => return self.drop_datagram(now, from, &format!("malformed IEs: {e}")),
         };
         let username = ies.username().map(str::to_owned);
         let token = ies.call_token().map(<[u8]>::to_vec);
@@ -352,7 +367,7 @@ impl Endpoint {
             }
             Some(t) => {
                 if !self.tokens.validate(&t, from, now - self.epoch, self.config.general.calltokenexpiration) {
-                    return self.drop_datagram(from, "invalid or expired call token");
+                    return self.drop_datagram(now, from, "invalid or expired call token");
                 }
                 if let Some(u) = &username {
                     self.token_capable.insert(u.to_ascii_lowercase());
@@ -394,7 +409,7 @@ impl Endpoint {
         }
         let local = match self.callnos.allocate(&mut self.rng, &self.config, from.ip(), validation) {
             Ok(n) => n,
-            Err(e) => return self.drop_datagram(from, &format!("no call number: {e:?}")),
+            Err(e) => return self.drop_datagram(now, from, &format!("no call number: {e:?}")),
         };
         let dialog = Dialog::new(local, f.src_call, from, now);
         let role = Role::Registrar(RegistrarExchange { challenge: None, reject_at: None });
@@ -474,7 +489,13 @@ impl Endpoint {
             Err(Refusal::NoSuchPeer) if challenge.is_none() => {
                 return self.challenge(now, local, &username, 0x02);
             }
-            Err(refusal) => return self.refuse(now, local, &username, refusal.reason(), true),
+            Err(refusal) => {
+                // A name that does not exist, answered with a proof: a guess.
+                if refusal == Refusal::NoSuchPeer {
+                    self.auth_failed(now, from, &username);
+                }
+                return self.refuse(now, local, &username, refusal.reason(), true);
+            }
         };
         let secrets = peer.secrets.clone();
         let methods = peer.auth.bits() & 0x03;
@@ -494,6 +515,7 @@ impl Endpoint {
             false
         };
         if !authenticated {
+            self.auth_failed(now, from, &username);
             return self.refuse(now, local, &username, Refusal::WrongSecret.reason(), true);
         }
 
@@ -676,6 +698,8 @@ impl Endpoint {
     }
 
     fn timeout(&mut self, now: Instant) {
+        self.drops.handle_timeout(now, &mut self.events);
+        self.guard.handle_timeout(now, &mut self.events);
         self.media_tick(now);
         self.trunk_tick(now);
         for local in self.dialogs.due(now) {
@@ -803,13 +827,35 @@ impl Endpoint {
         }
     }
 
-    fn drop_datagram(&mut self, from: SocketAddr, reason: &str) {
-        let n = self.count_drop(reason);
-        // The first few of each kind go into the trace; after that only
-        // counters grow, so a flood cannot flood the log too.
-        if n <= 10 || n.is_power_of_two() {
-            self.events.push_back(Event::DatagramDropped { from, reason: reason.to_string() });
+    /// A refused MD5 or plaintext proof from `from` for `name` (REGREQ or NEW).
+    pub(super) fn auth_failed(&mut self, now: Instant, from: SocketAddr, name: &str) {
+        let exempt = self.registrar.get(name).is_some_and(|r| r.addr.ip() == from.ip());
+        self.guard.failure(now, from.ip(), name, exempt, &mut self.events);
+    }
+
+    /// `iax2 unban IP`.
+    pub fn unban(&mut self, source: std::net::IpAddr) -> bool {
+        self.guard.unban(source, &mut self.events)
+    }
+
+    /// `iax2 show bans`.
+    pub fn show_bans(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for (ip, ban) in self.guard.bans(now) {
+            let left = ban.until.saturating_duration_since(now).as_secs();
+            out.push_str(&format!("{ip:<40} {:>6} failures, {left} s left\n", ban.failures));
         }
+        if out.is_empty() {
+            out.push_str("no banned sources\n");
+        }
+        out
+    }
+
+    fn drop_datagram(&mut self, now: Instant, from: SocketAddr, reason: &str) {
+        self.count_drop(reason);
+        // Counters stay exact; the trace and the log get one line per reason
+        // per interval, so a flood cannot flood the log too.
+        self.drops.record(now, from, crate::droplog::reason_key(reason), reason, &mut self.events);
     }
 
     fn count_drop(&mut self, reason: &str) -> u64 {
@@ -832,7 +878,14 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let registrations = self.registrations.iter().flat_map(|r| [r.next_attempt, r.keepalive_at]);
         let qualify = self.qualify.values().map(|q| q.deadline());
-        let clocks = [self.dialogs.next_deadline(), self.registrar.next_expiry(), self.media_tick, self.trunk_tick];
+        let clocks = [
+            self.dialogs.next_deadline(),
+            self.registrar.next_expiry(),
+            self.media_tick,
+            self.trunk_tick,
+            self.drops.poll_timeout(),
+            self.guard.poll_timeout(),
+        ];
         registrations.chain(qualify).chain(clocks).flatten().min()
     }
 

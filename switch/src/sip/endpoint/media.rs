@@ -17,17 +17,17 @@ impl SipEndpoint {
         if local_port % 2 == 1 || rtp::is_rtcp(datagram) {
             // Reports are read for validity only; our figures come from the RTP itself.
             if let Err(e) = rtp::parse_rtcp(datagram) {
-                self.drop_datagram(from, format!("malformed RTCP: {e}"));
+                self.drop_datagram(now, from, format!("malformed RTCP: {e}"));
             }
             return;
         }
         let packet = match RtpPacket::parse(datagram) {
             Ok(p) => p,
-            Err(e) => return self.drop_datagram(from, format!("malformed RTP: {e}")),
+            Err(e) => return self.drop_datagram(now, from, format!("malformed RTP: {e}")),
         };
         let Some(id) = self.by_media_port.get(&local_port).copied() else {
             // A port in quarantine: late packets of an ended call.
-            return self.drop_datagram(from, "RTP on no call's port".into());
+            return self.drop_datagram(now, from, "RTP on no call's port".into());
         };
         let since = now.saturating_duration_since(self.epoch);
         let Some(call) = self.calls.get_mut(&id) else { return };

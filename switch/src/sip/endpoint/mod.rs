@@ -45,7 +45,7 @@ pub use dial::SipTarget;
 pub use transactions::TransactionUsage;
 
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
-use super::digest::{Authorization, Challenge, NonceCheck, NonceIssuer};
+use super::digest::{Authorization, Challenge, CountCheck, NonceCheck, NonceCounts, NonceIssuer};
 use super::gateway::{GatewayRegistration, GatewayState, Outcome as GatewayOutcome};
 use super::header::{Contact, Method, NameAddr, Via};
 use super::message::{reason_phrase, Headers, Message, ParseError, Request, Response};
@@ -59,7 +59,9 @@ use super::transaction::{
 use super::uri::Uri;
 use crate::config::{SipSettings, SipUser};
 use crate::dialplan::{App, Dialplan};
+use crate::droplog::{reason_key, DropLog};
 use crate::event::Event;
+use crate::guard::{Guard, Verdict};
 use crate::iax2::endpoint::ResolvedHosts;
 use crate::media::G711;
 use crate::rtp::{self, RtpPacket};
@@ -72,6 +74,8 @@ const FRAME: Duration = Duration::from_millis(20);
 /// `Retry-After` of a REGISTER refused for memory: this many seconds plus up
 /// to as many again at random, so refused clients do not return in lockstep.
 const REGISTER_RETRY_AFTER: u32 = 10;
+/// Distinct reasons counted in `sip show stats`.
+const MAX_DROP_COUNTERS: usize = 64;
 /// What we say we are.
 pub(crate) const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
@@ -127,6 +131,11 @@ pub struct SipEndpoint {
     epoch: Instant,
     timers: Timers,
     nonces: NonceIssuer,
+    /// Highest nonce count accepted per recent nonce (replay refusal).
+    nonce_counts: NonceCounts,
+    /// Authentication failures per source and user: silences and bans.
+    guard: Guard,
+    drops: DropLog,
     /// Key of the To tags derived by [`Self::to_tag`].
     tag_key: [u8; 16],
     registrar: Registrar,
@@ -165,6 +174,9 @@ impl SipEndpoint {
             epoch: now,
             timers,
             nonces: NonceIssuer::new(key, NONCE_LIFETIME),
+            nonce_counts: NonceCounts::default(),
+            guard: Guard::new("sip", settings.guard),
+            drops: DropLog::default(),
             registrar: Registrar::default(),
             gateways: Vec::new(),
             // Completed transactions absorb the retransmissions of their
@@ -206,6 +218,7 @@ impl SipEndpoint {
             self.ports.resize(settings.rtp_ports.clone(), &[settings.listen.port()]);
         }
         self.txns.set_budget(settings.transaction_memory);
+        self.guard.set_settings(settings.guard);
         self.settings = settings;
         self.txns.settle(now, &mut self.events);
     }
@@ -241,28 +254,41 @@ impl SipEndpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateways = self.gateways.iter().filter_map(|g| g.next_attempt);
         let pings = self.nat_pings.values().filter_map(|(_, at)| *at);
+        let guard = [self.guard.poll_timeout(), self.drops.poll_timeout()].into_iter().flatten();
         gateways
             .chain(pings)
             .chain(self.txns.next_deadline())
             .chain(self.media_tick)
             .chain(self.registrar.next_expiry())
+            .chain(guard)
             .min()
     }
 
     /// A datagram on the signalling socket.
     pub fn handle_signalling(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.stats.datagrams_in += 1;
+        match self.guard.source_verdict(now, from.ip()) {
+            Verdict::Allow => {}
+            Verdict::Throttled => {
+                return self.drop_datagram(now, from, "source throttled after failed authentication".into())
+            }
+            Verdict::Banned => {
+                return self.drop_datagram(now, from, "source banned after failed authentication".into())
+            }
+        }
         match Message::parse(datagram) {
             Ok(Message::Request(request)) => self.on_request(now, from, request, datagram.len()),
             Ok(Message::Response(response)) => self.on_response(now, response),
             // CRLF keep-alives (RFC 5626 3.5.1 style) need no answer over UDP.
             Err(ParseError::Keepalive) => {}
-            Err(e) => self.drop_datagram(from, format!("malformed SIP: {e}")),
+            Err(e) => self.drop_datagram(now, from, format!("malformed SIP: {e}")),
         }
         self.txns.settle(now, &mut self.events);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.guard.handle_timeout(now, &mut self.events);
+        self.drops.handle_timeout(now, &mut self.events);
         for key in self.txns.due_servers(now) {
             self.server_timeout(now, &key);
         }
@@ -333,10 +359,10 @@ impl SipEndpoint {
                 response.reason = format!("Bad Request ({})", e.reason());
                 self.reply_stateless(from, &response);
             }
-            return self.drop_datagram(from, reason);
+            return self.drop_datagram(now, from, reason);
         }
         let Ok(via) = request.top_via() else {
-            return self.drop_datagram(from, "unreadable Via".into());
+            return self.drop_datagram(now, from, "unreadable Via".into());
         };
         let key = transaction_key(
             &request,
@@ -385,13 +411,17 @@ impl SipEndpoint {
                 self.reply_stateless(from, &response);
             }
             // Scanners probe with OPTIONS first: strangers learn nothing.
-            Method::Options => self.drop_datagram(from, "OPTIONS from an address with no registration".into()),
+            Method::Options => self.drop_datagram(now, from, "OPTIONS from an address with no registration".into()),
             _ if self.registrar.is_registered_source(now, from) => {
                 let mut response = self.response(&request, from, 405);
                 response.headers.push("Allow", ALLOW);
                 self.reply_stateless(from, &response);
             }
-            _ => self.drop_datagram(from, format!("{} from an address with no registration", request.method.as_str())),
+            _ => self.drop_datagram(
+                now,
+                from,
+                format!("{} from an address with no registration", request.method.as_str()),
+            ),
         }
     }
 
@@ -653,11 +683,36 @@ impl SipEndpoint {
         self.out.push_back(SipTransmit { socket, destination, payload });
     }
 
-    fn drop_datagram(&mut self, from: SocketAddr, reason: String) {
-        let key: String = reason.split(':').next().unwrap_or(&reason).to_string();
-        *self.stats.dropped.entry(key).or_default() += 1;
-        tracing::debug!(%from, "dropped SIP datagram: {reason}");
-        self.events.push_back(Event::DatagramDropped { from, reason });
+    fn drop_datagram(&mut self, now: Instant, from: SocketAddr, reason: String) {
+        let key = reason_key(&reason);
+        // The method of an unknown request is the sender's text: a bounded
+        // number of counters, the rest under one key.
+        let counters = self.stats.dropped.len();
+        let counter = match self.stats.dropped.get_mut(key) {
+            Some(n) => n,
+            None if counters >= MAX_DROP_COUNTERS => self.stats.dropped.entry("other".into()).or_default(),
+            None => self.stats.dropped.entry(key.to_string()).or_default(),
+        };
+        *counter += 1;
+        self.drops.record(now, from, key, &reason, &mut self.events);
+    }
+
+    /// `sip unban IP`: lifts a ban or silence; whether there was one.
+    pub fn unban(&mut self, source: IpAddr) -> bool {
+        self.guard.unban(source, &mut self.events)
+    }
+
+    /// `sip show bans`.
+    pub fn show_bans(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for (ip, ban) in self.guard.bans(now) {
+            let left = ban.until.saturating_duration_since(now).as_secs();
+            let _ = writeln!(out, "{ip:<40} {:>6} failures, {left} s left", ban.failures);
+        }
+        if out.is_empty() {
+            out.push_str("no banned sources\n");
+        }
+        out
     }
 }
 

@@ -125,31 +125,49 @@ impl SipEndpoint {
             .find(|a| a.realm == self.settings.realm);
         let mut stale = false;
         if let Some(auth) = credentials {
-            match self.nonces.check(&auth.nonce, since) {
+            match self.nonces.check(&auth.nonce, since, from.ip()) {
                 NonceCheck::Valid => {
+                    let exempt = self.registrar.is_registered_from(now, &auth.username, from.ip());
+                    if !exempt && self.guard.user_throttled(now, &auth.username) {
+                        // Silence, as for a throttled source: a guesser spread
+                        // over many addresses learns nothing, and the phone
+                        // registered from its own address is not locked out.
+                        self.drop_datagram(now, from, "user throttled after failed authentication".into());
+                        return Auth::Refused;
+                    }
                     let user = self.settings.users.iter().find(|u| u.name == auth.username).cloned();
                     // Unknown users and wrong passwords get the same 403, so
                     // scanners (svwar) cannot tell which names exist.
-                    return match user {
-                        Some(user) if auth.verify(&method, &user.password) => Auth::Ok(user),
+                    match user {
+                        Some(user) if auth.verify(&method, &user.password) => {
+                            let lifetime = self.nonces.lifetime();
+                            match self.nonce_counts.accept(&auth.nonce, auth.nc.as_deref(), since, lifetime) {
+                                CountCheck::Fresh => return Auth::Ok(user),
+                                // A replayed request (or one older than the
+                                // counts remembered) gets a fresh challenge;
+                                // the client that owns the password just answers it.
+                                CountCheck::Replayed | CountCheck::Forgotten => stale = true,
+                            }
+                        }
                         _ => {
                             self.events.push_back(Event::SipAuthFailed {
                                 method,
-                                user: auth.username,
+                                user: auth.username.clone(),
                                 addr: from,
                                 status: 403,
                             });
+                            self.guard.failure(now, from.ip(), &auth.username, exempt, &mut self.events);
                             let response = self.response(request, from, 403);
                             self.reply_stateless(from, &response);
-                            Auth::Refused
+                            return Auth::Refused;
                         }
-                    };
+                    }
                 }
                 NonceCheck::Stale => stale = true,
                 NonceCheck::Invalid => {}
             }
         }
-        let nonce = self.nonces.issue(since, &mut self.rng);
+        let nonce = self.nonces.issue(since, from.ip(), &mut self.rng);
         let challenge = Challenge::new(&self.settings.realm, nonce, stale);
         let mut response = self.response(request, from, challenge_status);
         response.headers.push(challenge_header, challenge.to_string());
