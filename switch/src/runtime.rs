@@ -61,10 +61,22 @@ pub enum Command {
 pub enum RunError {
     #[error("configuration is invalid:\n{}", render(.0))]
     Config(Vec<Diagnostic>),
-    #[error("cannot bind UDP {addr}: {source}. Is another process using the port? Set bindaddr/bindport in iax.conf.")]
+    #[error("cannot bind UDP {addr}: {source}. {}Set bindaddr/bindport in iax.conf.", bind_hint(.source))]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot bind UDP {addr} for SIP {what}: {source}. Is another process using the port? Set {what} in [sip] of switch.toml.")]
+    #[error("cannot bind UDP {addr} for SIP {what}: {source}. {}Set {what} in [sip] of switch.toml.", bind_hint(.source))]
     BindSip { addr: SocketAddr, what: &'static str, source: std::io::Error },
+}
+
+/// What usually causes a bind error, in the operator's words.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "Is another process using the port? ",
+        std::io::ErrorKind::PermissionDenied => "Ports below 1024 need privileges (CAP_NET_BIND_SERVICE). ",
+        _ if is_address_family_error(e) => {
+            "This host does not have that address (or has no IPv6); listen on one it has. "
+        }
+        _ => "",
+    }
 }
 
 /// Binds `requested`. Where the host has no IPv6, the IPv6 wildcard `[::]`

@@ -114,6 +114,8 @@ pub struct SipStats {
     pub rtp_in: u64,
     pub rtp_out: u64,
     pub challenges: u64,
+    /// REGISTERs that refreshed a binding without changing it (no event).
+    pub refreshes: u64,
     pub dropped: BTreeMap<String, u64>,
 }
 

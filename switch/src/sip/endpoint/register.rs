@@ -58,10 +58,19 @@ impl SipEndpoint {
                         nat: via_nat || nat::contact_differs(&addr.uri, from),
                     });
                 }
+                let before = self.registrar.bindings(now, &user.name);
                 match self.registrar.update(now, &user.name, from, call_id, cseq.seq, &wanted) {
                     Ok(()) => {
                         for c in &wanted {
                             self.track_nat(now, &user.name, c, from);
+                            // A refresh that changes nothing is counted, not
+                            // logged: a storm of them would be a log flood.
+                            let unchanged =
+                                c.expires > 0 && before.iter().any(|b| b.contact == c.contact && b.source == from);
+                            if unchanged {
+                                self.stats.refreshes += 1;
+                                continue;
+                            }
                             self.events.push_back(Event::SipRegistered {
                                 user: user.name.clone(),
                                 contact: c.contact.clone(),
@@ -171,9 +180,10 @@ impl SipEndpoint {
         let challenge = Challenge::new(&self.settings.realm, nonce, stale);
         let mut response = self.response(request, from, challenge_status);
         response.headers.push(challenge_header, challenge.to_string());
+        // A challenge is the first half of every digest exchange, not a
+        // failure: counted (`sip show stats`), never an event, or each probe
+        // of a scanner and each REGISTER of a storm would be a log line.
         self.stats.challenges += 1;
-        let user = request.from().ok().and_then(|f| f.uri.user_unescaped()).unwrap_or_default();
-        self.events.push_back(Event::SipAuthFailed { method, user, addr: from, status: challenge_status });
         self.reply_stateless(from, &response);
         Auth::Refused
     }

@@ -45,12 +45,13 @@ impl SipEndpoint {
     pub fn show_stats(&self) -> String {
         let s = &self.stats;
         let mut out = format!(
-            "sip datagrams_in={} datagrams_out={} rtp_in={} rtp_out={} challenges={} transactions={} calls={}\n",
+            "sip datagrams_in={} datagrams_out={} rtp_in={} rtp_out={} challenges={} refreshes={} transactions={} calls={}\n",
             s.datagrams_in,
             s.datagrams_out,
             s.rtp_in,
             s.rtp_out,
             s.challenges,
+            s.refreshes,
             self.txns.len(),
             self.calls.len()
         );
