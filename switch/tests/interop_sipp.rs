@@ -239,7 +239,7 @@ fn sipp_registers_with_digest() {
     assert_eq!(run.code, Some(0), "SIPp's REGISTER scenario failed{}{}", run.context(), rig.context());
 
     // The 401 is counted, not logged: a challenge is no failure.
-    let stats = rig.switch.ctl("sip show stats");
+    let stats = rig.switch.ctl("show stats");
     assert!(stats.contains("challenges=1 "), "one 401 for the first REGISTER: {stats}{}", rig.context());
     assert!(rig.switch.named("sip_auth_failed").is_empty(), "a challenge is not a failure{}", rig.context());
     let contact = format!("sip:{USER}@127.0.0.1:{}", phone.port);
@@ -334,7 +334,7 @@ fn sipp_calls_the_echo_and_hears_every_packet() {
     let run = rig.sipp(&sipp, "call_echo.xml", &rig.args(&phone, ECHO, USER, PASSWORD));
     assert_eq!(run.code, Some(0), "SIPp's call to the echo failed{}{}", run.context(), rig.context());
 
-    let stats = rig.switch.ctl("sip show stats");
+    let stats = rig.switch.ctl("show stats");
     assert!(stats.contains("challenges=1 "), "one 407 for the first INVITE: {stats}{}", rig.context());
     let started = rig.event("sip_call_started", &run, |e| e["event"] == "sip_call_started");
     assert_eq!((started["user"].as_str(), started["exten"].as_str()), (Some(USER), Some(ECHO)), "{started}");
@@ -498,7 +498,7 @@ fn sipp_load_100_authenticated_calls() {
     assert_eq!(rig.switch.named("sip_call_ended").len(), 100, "{}", rig.context());
     assert_eq!(byes, 100, "calls not ended by the caller's BYE{}", rig.context());
     assert_eq!(rig.switch.named("sip_call_answered").len(), 100);
-    let stats = rig.switch.ctl("sip show stats");
+    let stats = rig.switch.ctl("show stats");
     assert!(stats.contains("challenges=100 "), "one 407 per call: {stats}");
     let channels = rig.switch.ctl("sip show channels");
     assert!(channels.contains("0 active SIP call(s)"), "{channels}");

@@ -170,18 +170,30 @@ impl Attacker {
         self.request(method, &subject, None, &call_id, 1);
     }
 
+    /// Runs `f` with the attack's kind borrowed apart from the rest of the
+    /// state (long guess lists are never copied).
+    fn with_kind(&mut self, f: impl FnOnce(&mut Attacker, &Kind)) {
+        let kind = std::mem::replace(&mut self.config.kind, Kind::Flood { max_len: 0 });
+        f(self, &kind);
+        self.config.kind = kind;
+    }
+
     fn fire(&mut self) {
-        match self.config.kind.clone() {
+        self.with_kind(Attacker::fire_kind);
+    }
+
+    fn fire_kind(&mut self, kind: &Kind) {
+        match kind {
             Kind::Scanner { method, extensions } => {
                 if self.baseline.is_none() && self.cursor == 0 {
                     // svwar's first probe: a user no one has.
                     let fake = format!("nonexistent{}", self.rng.next_u32() % 100_000);
                     self.cursor = 1;
-                    return self.begin(fake, None, &method);
+                    return self.begin(fake, None, method);
                 }
                 let Some(ext) = extensions.get(self.cursor - 1).cloned() else { return };
                 self.cursor += 1;
-                self.begin(ext, None, &method);
+                self.begin(ext, None, method);
             }
             Kind::Cracker { user, guesses } => {
                 let Some(guess) = guesses.get(self.cursor).cloned() else { return };
@@ -192,7 +204,7 @@ impl Attacker {
                     call_id.clone(),
                     Pending { subject: user.clone(), password: Some(guess), answered_challenge: false, cseq: 1 },
                 );
-                self.request("REGISTER", &user, None, &call_id, 1);
+                self.request("REGISTER", user, None, &call_id, 1);
             }
             Kind::Storm { users } => {
                 if users.is_empty() {
@@ -215,7 +227,7 @@ impl Attacker {
                 self.send(to, packet);
             }
             Kind::Flood { max_len } => {
-                let len = self.rng.gen_range(1..=max_len.max(1));
+                let len = self.rng.gen_range(1..=(*max_len).max(1));
                 let mut junk = vec![0u8; len];
                 self.rng.fill_bytes(&mut junk);
                 let target = self.config.target;
@@ -232,7 +244,8 @@ impl Attacker {
             return;
         }
         self.answered += 1;
-        match self.config.kind.clone() {
+        let cracking = matches!(self.config.kind, Kind::Cracker { .. });
+        match &self.config.kind {
             Kind::Scanner { .. } => match self.baseline {
                 None => self.baseline = Some(response.status),
                 Some(b) if b != response.status => {
@@ -256,7 +269,7 @@ impl Attacker {
                 }
                 200..=299 => {
                     self.count("accepted");
-                    if matches!(self.config.kind, Kind::Cracker { .. }) {
+                    if cracking {
                         self.found.insert(p.password.unwrap_or_default());
                     }
                 }

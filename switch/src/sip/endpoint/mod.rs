@@ -74,7 +74,7 @@ const FRAME: Duration = Duration::from_millis(20);
 /// `Retry-After` of a REGISTER refused for memory: this many seconds plus up
 /// to as many again at random, so refused clients do not return in lockstep.
 const REGISTER_RETRY_AFTER: u32 = 10;
-/// Distinct reasons counted in `sip show stats`.
+/// Distinct reasons counted in `show stats`.
 const MAX_DROP_COUNTERS: usize = 64;
 /// What we say we are.
 pub(crate) const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
@@ -106,7 +106,7 @@ pub struct SipTransmit {
     pub payload: Vec<u8>,
 }
 
-/// Traffic counters for `sip show stats`.
+/// Traffic counters for `show stats`.
 #[derive(Clone, Debug, Default)]
 pub struct SipStats {
     pub datagrams_in: u64,

@@ -181,7 +181,7 @@ impl SipEndpoint {
         let mut response = self.response(request, from, challenge_status);
         response.headers.push(challenge_header, challenge.to_string());
         // A challenge is the first half of every digest exchange, not a
-        // failure: counted (`sip show stats`), never an event, or each probe
+        // failure: counted (`show stats`), never an event, or each probe
         // of a scanner and each REGISTER of a storm would be a log line.
         self.stats.challenges += 1;
         self.reply_stateless(from, &response);

@@ -41,7 +41,7 @@ impl SipEndpoint {
         out
     }
 
-    /// `sip show stats`.
+    /// `show stats`.
     pub fn show_stats(&self) -> String {
         let s = &self.stats;
         let mut out = format!(
