@@ -62,6 +62,8 @@ pub(crate) struct RawActor {
     rport: Option<bool>,
     silence: Option<Dur>,
     answer_after: Option<Dur>,
+    dtmf: Option<String>,
+    reinvite_after: Option<Dur>,
     #[serde(default)]
     calls: Vec<RawCall>,
     // attackers and crowds
@@ -214,6 +216,8 @@ pub(crate) fn actor(name: &str, raw: &RawActor, duration: Duration) -> Result<Ac
                     })
                 })
                 .collect(),
+            dtmf: raw.dtmf.clone().unwrap_or_default(),
+            reinvite_after: raw.reinvite_after.map(|v| v.0),
             others: BTreeMap::new(),
         }),
         "scanner" => {

@@ -547,6 +547,8 @@ fn phone_config(server: SocketAddr) -> simnet::actors::phone::PhoneConfig {
         silence: Duration::ZERO,
         answer_after: Duration::from_millis(500),
         calls: Vec::new(),
+        dtmf: String::new(),
+        reinvite_after: None,
         others: BTreeMap::new(),
     }
 }

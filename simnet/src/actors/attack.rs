@@ -79,7 +79,6 @@ struct Pending {
 pub struct Attacker {
     config: AttackConfig,
     rng: ChaCha20Rng,
-    start: Instant,
     next: Option<Instant>,
     stop_at: Instant,
     /// Position in the extension, guess or user list; datagrams for the others.
@@ -103,7 +102,6 @@ impl Attacker {
     pub fn new(config: AttackConfig, seed: u64, now: Instant) -> Attacker {
         Attacker {
             rng: ChaCha20Rng::seed_from_u64(seed),
-            start: now,
             next: Some(now + config.start),
             stop_at: now + config.stop,
             cursor: 0,
@@ -329,7 +327,6 @@ impl Actor for Attacker {
             at += gap;
         }
         self.next = Some(at);
-        let _ = self.start;
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

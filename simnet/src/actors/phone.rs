@@ -25,6 +25,10 @@ const T1: Duration = Duration::from_millis(500);
 const T2: Duration = Duration::from_secs(4);
 const GIVE_UP: Duration = Duration::from_secs(32);
 const FRAME: Duration = Duration::from_millis(20);
+/// The telephone-event payload type the phone offers (`a=rtpmap:101`).
+const DTMF_PT: u8 = 101;
+/// Each digit: 200 ms of event packets, the last three marking its end.
+const DIGIT: Duration = Duration::from_millis(200);
 /// How long a phone waits before trying again after a failed registration.
 const RETRY_REGISTER: Duration = Duration::from_secs(30);
 
@@ -63,6 +67,13 @@ pub struct PhoneConfig {
     /// Ringing time before the phone answers a call.
     pub answer_after: Duration,
     pub calls: Vec<PlannedCall>,
+    /// RFC 4733 digits it keys, one every 200 ms, from a second after its
+    /// audio starts on each answered call.
+    pub dtmf: String,
+    /// A re-INVITE this long after each call it places is answered, moving
+    /// its media to `rtp_port + 2` (a late re-INVITE, as after a transfer or
+    /// a network change).
+    pub reinvite_after: Option<Duration>,
     /// Pattern tags of the other phones in the world, to name what it hears.
     pub others: BTreeMap<u16, String>,
 }
@@ -79,6 +90,8 @@ enum State {
 struct Ear {
     received: u64,
     plain: u64,
+    /// RFC 4733 telephone-event packets (not audio).
+    events: u64,
     /// Pattern tag -> (frames, highest sequence number + 1, lowest seen).
     tags: BTreeMap<u16, (u64, u32, u32)>,
     first_audio: Option<Duration>,
@@ -109,6 +122,14 @@ struct Call {
     hangup_at: Option<Instant>,
     authorised: bool,
     remote_media: Option<SocketAddr>,
+    /// Our media port on this call (it moves with a re-INVITE).
+    rtp_port: u16,
+    reinvite_at: Option<Instant>,
+    /// A re-INVITE of ours is in flight.
+    reinviting: bool,
+    /// Digits still to key, and when the current one started.
+    dtmf: std::collections::VecDeque<char>,
+    dtmf_from: Option<Instant>,
     media_from: Option<Instant>,
     next_frame: Option<Instant>,
     seq: u16,
@@ -290,6 +311,11 @@ impl Phone {
         local_tag: String,
     ) -> Call {
         Call {
+            rtp_port: self.config.rtp_port,
+            reinvite_at: None,
+            reinviting: false,
+            dtmf: self.config.dtmf.chars().collect(),
+            dtmf_from: None,
             began: now,
             label,
             outgoing,
@@ -320,13 +346,15 @@ impl Phone {
         }
     }
 
+    /// The call's INVITE, or a re-INVITE of an answered one.
     fn invite(&mut self, now: Instant, authorization: Option<String>) {
         let session = u64::from(self.rng.next_u32());
-        let rtp = SocketAddr::new(self.config.local.ip(), self.config.rtp_port);
         let contact = self.contact();
         let (via, rport) = (self.config.local, self.config.rport);
         let branch = text::branch(&mut self.rng);
+        let local_ip = self.config.local.ip();
         let Some(call) = self.call.as_mut() else { return };
+        let rtp = SocketAddr::new(local_ip, call.rtp_port);
         call.cseq += 1;
         call.invite_branch = branch;
         call.authorised = authorization.is_some();
@@ -367,25 +395,16 @@ impl Phone {
         } else {
             format!("sip:{}@{}", call.peer, text::host(self.config.server))
         };
-        let request = RequestText {
-            method: "ACK",
-            uri: &uri,
-            via,
-            branch: &branch,
-            rport,
-            from: &call.local,
-            to: &to,
-            call_id: &call.call_id,
-            cseq: call.cseq,
-            contact: None,
-            extra: &[],
-        };
-        let bytes = request.render(None, None);
+        let bytes = dialog_request(call, "ACK", &uri, (via, rport), &branch, &to);
         self.signal(bytes);
     }
 
     fn on_invite_response(&mut self, now: Instant, response: &Response) {
         let Some(call) = self.call.as_mut() else { return };
+        let ours = response.cseq().is_ok_and(|c| c.seq == call.cseq);
+        if call.reinviting && ours {
+            return self.on_reinvite_response(now, response);
+        }
         if !call.outgoing || call.state == State::Up && response.status >= 200 {
             // A retransmitted 2xx: our ACK was lost.
             if (200..300).contains(&response.status) {
@@ -403,6 +422,8 @@ impl Phone {
                 call.media_from = Some(now + self.config.silence);
                 call.next_frame = call.media_from;
                 call.hangup_at = Some(now + self.hold_for);
+                call.reinvite_at = self.config.reinvite_after.map(|d| now + d);
+                call.dtmf_from = call.media_from.map(|t| t + Duration::from_secs(1));
                 let (label, peer) = (call.label.clone(), call.peer.clone());
                 let setup_ms = ms(now.saturating_duration_since(call.began));
                 self.ack(response);
@@ -427,6 +448,42 @@ impl Phone {
                 self.call_failed(status, response.reason.clone());
             }
         }
+    }
+
+    fn on_reinvite_response(&mut self, now: Instant, response: &Response) {
+        let Some(call) = self.call.as_mut() else { return };
+        match response.status {
+            100..=199 => call.resend = None,
+            401 | 407 if !call.authorised => {
+                call.resend = None;
+                let uri = format!("sip:{}@{}", call.peer, text::host(self.config.server));
+                self.ack(response);
+                let (u, p) = (self.config.user.clone(), self.config.password.clone());
+                if let Some(a) = text::answer(response, &u, &p, "INVITE", &uri, &mut self.rng) {
+                    self.invite(now, Some(a));
+                }
+            }
+            status => {
+                call.resend = None;
+                call.reinviting = false;
+                if (200..300).contains(&status) {
+                    call.remote_media = text::sdp_audio(&response.body).or(call.remote_media);
+                } else {
+                    // Refused: the media stays where it was.
+                    call.rtp_port = self.config.rtp_port;
+                }
+                self.ack(response);
+            }
+        }
+    }
+
+    /// A late re-INVITE: the media moves to the phone's second port.
+    fn reinvite(&mut self, now: Instant) {
+        let Some(call) = self.call.as_mut() else { return };
+        call.reinvite_at = None;
+        call.reinviting = true;
+        call.rtp_port = self.config.rtp_port + 2;
+        self.invite(now, None);
     }
 
     fn call_failed(&mut self, status: u16, reason: String) {
@@ -476,28 +533,14 @@ impl Phone {
         });
     }
 
-    fn bye(&mut self, now: Instant) {
+    fn bye(&mut self) {
         let (via, rport) = (self.config.local, self.config.rport);
         let branch = text::branch(&mut self.rng);
         let Some(call) = self.call.as_mut() else { return };
         call.cseq += 1;
         let uri = format!("sip:{}@{}", call.peer, text::host(self.config.server));
-        let request = RequestText {
-            method: "BYE",
-            uri: &uri,
-            via,
-            branch: &branch,
-            rport,
-            from: &call.local,
-            to: &call.remote,
-            call_id: &call.call_id,
-            cseq: call.cseq,
-            contact: None,
-            extra: &[],
-        };
-        let bytes = request.render(None, None);
+        let bytes = dialog_request(call, "BYE", &uri, (via, rport), &branch, &call.remote);
         self.signal(bytes);
-        let _ = now;
         self.end_call("phone");
     }
 
@@ -563,7 +606,6 @@ impl Phone {
                 self.send(port, reply_to, ok);
             }
         }
-        let _ = now;
     }
 
     fn answer(&mut self, now: Instant) {
@@ -596,6 +638,10 @@ impl Phone {
         let csrc = usize::from(data[0] & 0x0f) * 4;
         let Some(payload) = data.get(12 + csrc..) else { return };
         let ear = &mut call.ear;
+        if data[1] & 0x7f == DTMF_PT {
+            ear.events += 1;
+            return;
+        }
         ear.received += 1;
         ear.first_audio.get_or_insert(now.saturating_duration_since(start));
         match parse_pattern(payload) {
@@ -611,32 +657,77 @@ impl Phone {
 
     fn media_tick(&mut self, now: Instant) {
         let tag = self.tag;
-        let port = self.config.rtp_port;
         let Some(call) = self.call.as_mut() else { return };
         let Some(at) = call.next_frame.filter(|t| *t <= now) else { return };
         call.next_frame = Some(at + FRAME);
         let Some(to) = call.remote_media else { return };
         let mut packet = Vec::with_capacity(172);
-        packet.extend_from_slice(&[0x80, 0]);
-        packet.extend_from_slice(&call.seq.to_be_bytes());
-        packet.extend_from_slice(&call.timestamp.to_be_bytes());
-        packet.extend_from_slice(&call.ssrc.to_be_bytes());
-        pattern_frame(tag, call.frame, G711::Ulaw, &mut packet);
+        // While a digit is keyed its event packets replace the audio (RFC 4733 2.5).
+        let digit = call.dtmf_from.filter(|t| *t <= now).and_then(|started| Some((started, *call.dtmf.front()?)));
+        match digit.and_then(|(started, d)| Some((started, switch::rtp::char_event(d)?))) {
+            Some((started, event)) => {
+                let elapsed = now.saturating_duration_since(started);
+                let end = elapsed + FRAME * 3 >= DIGIT;
+                let first = elapsed < FRAME;
+                packet.extend_from_slice(&[0x80, DTMF_PT | if first { 0x80 } else { 0 }]);
+                packet.extend_from_slice(&call.seq.to_be_bytes());
+                packet.extend_from_slice(&call.timestamp.to_be_bytes());
+                packet.extend_from_slice(&call.ssrc.to_be_bytes());
+                let duration = u16::try_from((elapsed.as_millis() as u64 + 20) * 8).unwrap_or(u16::MAX);
+                switch::rtp::TelephoneEvent { event, end, volume: 10, duration }.write(&mut packet);
+                if elapsed + FRAME >= DIGIT {
+                    // The digit is over: the next starts after it, audio resumes meanwhile.
+                    call.dtmf.pop_front();
+                    call.dtmf_from = Some(now + FRAME + DIGIT);
+                    call.timestamp = call.timestamp.wrapping_add(u32::from(duration));
+                }
+            }
+            None => {
+                packet.extend_from_slice(&[0x80, 0]);
+                packet.extend_from_slice(&call.seq.to_be_bytes());
+                packet.extend_from_slice(&call.timestamp.to_be_bytes());
+                packet.extend_from_slice(&call.ssrc.to_be_bytes());
+                pattern_frame(tag, call.frame, G711::Ulaw, &mut packet);
+                call.timestamp = call.timestamp.wrapping_add(160);
+                call.frame += 1;
+                call.sent += 1;
+            }
+        }
         call.seq = call.seq.wrapping_add(1);
-        call.timestamp = call.timestamp.wrapping_add(160);
-        call.frame += 1;
-        call.sent += 1;
+        let port = call.rtp_port;
         self.send(port, to, packet);
     }
 }
 
+/// A request inside `call`'s dialog (ACK of a 2xx, BYE): no body, no Contact.
+fn dialog_request(call: &Call, method: &str, uri: &str, via: (SocketAddr, bool), branch: &str, to: &str) -> Vec<u8> {
+    let request = RequestText {
+        method,
+        uri,
+        via: via.0,
+        branch,
+        rport: via.1,
+        from: &call.local,
+        to,
+        call_id: &call.call_id,
+        cseq: call.cseq,
+        contact: None,
+        extra: &[],
+    };
+    request.render(None, None)
+}
+
 impl Actor for Phone {
     fn ports(&self) -> Vec<u16> {
-        vec![self.config.local.port(), self.config.rtp_port]
+        let mut ports = vec![self.config.local.port(), self.config.rtp_port];
+        if self.config.reinvite_after.is_some() {
+            ports.push(self.config.rtp_port + 2);
+        }
+        ports
     }
 
     fn handle_input(&mut self, now: Instant, port: u16, from: SocketAddr, data: &[u8]) {
-        if port == self.config.rtp_port {
+        if port != self.config.local.port() {
             return self.on_rtp(now, data);
         }
         match text::parse(data) {
@@ -701,8 +792,11 @@ impl Actor for Phone {
         if self.call.as_ref().and_then(|c| c.answer_at).is_some_and(|t| t <= now) {
             self.answer(now);
         }
+        if self.call.as_ref().and_then(|c| c.reinvite_at).is_some_and(|t| t <= now) {
+            self.reinvite(now);
+        }
         if self.call.as_ref().and_then(|c| c.hangup_at).is_some_and(|t| t <= now) {
-            self.bye(now);
+            self.bye();
         }
         self.media_tick(now);
     }
@@ -721,6 +815,7 @@ impl Actor for Phone {
             call.and_then(|c| c.resend.map(|r| r.0)),
             call.and_then(|c| c.answer_at),
             call.and_then(|c| c.hangup_at),
+            call.and_then(|c| c.reinvite_at),
             call.and_then(|c| c.next_frame),
         ]
         .into_iter()
@@ -755,6 +850,8 @@ mod tests {
             silence: Duration::ZERO,
             answer_after: Duration::from_secs(1),
             calls: vec![PlannedCall { at: Duration::from_secs(5), to: "9196".into(), hold: Duration::from_secs(2) }],
+            dtmf: String::new(),
+            reinvite_after: None,
             others: BTreeMap::new(),
         }
     }

@@ -73,17 +73,7 @@ impl RequestText<'_> {
             let _ = write!(t, "{a}\r\n");
         }
         t.push_str("User-Agent: simnet-phone\r\n");
-        let mut bytes = t.into_bytes();
-        match body {
-            Some(b) => {
-                bytes.extend_from_slice(
-                    format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
-                );
-                bytes.extend_from_slice(b);
-            }
-            None => bytes.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
-        }
-        bytes
+        with_body(t, body)
     }
 }
 
@@ -116,7 +106,12 @@ pub(crate) fn response(
         }
     }
     t.push_str(extra);
-    let mut bytes = t.into_bytes();
+    with_body(t, body)
+}
+
+/// The header block `head`, then Content-Type and Content-Length and `body`.
+fn with_body(head: String, body: Option<&[u8]>) -> Vec<u8> {
+    let mut bytes = head.into_bytes();
     match body {
         Some(b) => {
             bytes.extend_from_slice(
