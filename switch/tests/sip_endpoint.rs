@@ -185,9 +185,14 @@ fn answer(challenge: &str, method: &str, uri: &str, password: &str) -> String {
 }
 
 fn answer_as(user: &str, challenge: &str, method: &str, uri: &str, password: &str) -> String {
+    answer_nc(user, challenge, method, uri, password, 1)
+}
+
+/// Credentials for the `nc`-th use of one challenge's nonce (RFC 2617 3.2.2).
+fn answer_nc(user: &str, challenge: &str, method: &str, uri: &str, password: &str, nc: u32) -> String {
     let challenge = Challenge::parse(challenge).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(99);
-    Authorization::answer(&challenge, (user, password), method, uri, 1, &mut rng).unwrap().to_string()
+    Authorization::answer(&challenge, (user, password), method, uri, nc, &mut rng).unwrap().to_string()
 }
 
 #[test]
@@ -1039,10 +1044,12 @@ struct Storm {
     first: Option<(SocketAddr, String, Vec<u8>)>,
     /// REGISTERs sent so far (each has its own branch and the next CSeq).
     sent: usize,
-    /// Each user's credentials and alice's for INVITE, from one challenge
-    /// each: stateless nonces stay valid for minutes.
-    auths: Vec<String>,
-    invite_auth: String,
+    /// Each user's challenge and alice's for INVITE, one each: stateless
+    /// nonces stay valid for minutes; every use counts on (nc), as a client's.
+    challenges: Vec<String>,
+    invite_challenge: String,
+    /// Uses of each nonce so far (users, then alice's INVITE last).
+    ncs: Vec<u32>,
 }
 
 fn storm_settings(budget: usize) -> SipSettings {
@@ -1098,8 +1105,9 @@ impl Storm {
             peak_bytes: 0,
             first: None,
             sent: 0,
-            auths: Vec::new(),
-            invite_auth: String::new(),
+            challenges: Vec::new(),
+            invite_challenge: String::new(),
+            ncs: Vec::new(),
         }
     }
 
@@ -1120,10 +1128,9 @@ impl Storm {
     fn run(&mut self, registers: usize, rate: u32) {
         let t0 = self.b.now;
         let step = Duration::from_secs(1) / rate;
-        if self.auths.is_empty() {
+        if self.challenges.is_empty() {
             self.challenge();
         }
-        let (auths, invite_auth) = (self.auths.clone(), self.invite_auth.clone());
         let mut pending_bye: Option<(Instant, String)> = None;
         for n in 0..registers {
             let at = t0 + step * n as u32;
@@ -1134,11 +1141,12 @@ impl Storm {
                 assert_eq!(out.iter().map(|r| r.status).collect::<Vec<_>>(), [200], "BYE of a storm call");
             }
             if n % rate as usize == 0 {
-                pending_bye = self.call(i, &invite_auth).map(|bye| (at + Duration::from_millis(500), bye));
+                let auth = self.next_auth(STORM_USERS);
+                pending_bye = self.call(i, &auth).map(|bye| (at + Duration::from_millis(500), bye));
             }
             let u = i % STORM_USERS;
             let from: SocketAddr = format!("10.0.{}.{}:5060", u / 250, u % 250 + 1).parse().unwrap();
-            let text = storm_register(i, &auths[u]);
+            let text = storm_register(i, &self.next_auth(u));
             let out = self.b.send_from(from, &text);
             self.check(&out);
             assert_eq!(out.len(), 1, "one answer per REGISTER");
@@ -1165,19 +1173,29 @@ impl Storm {
     }
 
     fn challenge(&mut self) {
-        self.auths = (0..STORM_USERS)
+        self.challenges = (0..STORM_USERS)
             .map(|u| {
                 let from: SocketAddr = format!("10.0.{}.{}:5060", u / 250, u % 250 + 1).parse().unwrap();
                 let text = storm_register(u, "x").replace("Authorization: x\r\n", "");
                 let out = self.b.send_from(from, &text.replace(";branch=z9hG4bKs", ";branch=z9hG4bKc"));
-                let challenge = responses(&out)[0].headers.get("WWW-Authenticate").unwrap().to_string();
-                answer_as(&format!("u{u}"), &challenge, "REGISTER", "sip:192.0.2.1", &format!("pw{u}"))
+                responses(&out)[0].headers.get("WWW-Authenticate").unwrap().to_string()
             })
             .collect();
         let out = responses(&self.b.send(&invite("9196", "storm-c", 1, None)));
-        let challenge = out[0].headers.get("Proxy-Authenticate").unwrap().to_string();
-        self.invite_auth = answer(&challenge, "INVITE", "sip:9196@192.0.2.1", "wonderland");
+        self.invite_challenge = out[0].headers.get("Proxy-Authenticate").unwrap().to_string();
+        self.ncs = vec![0; STORM_USERS + 1];
         self.b.events();
+    }
+
+    /// The next credentials of storm user `u` (`STORM_USERS`: alice's INVITE).
+    fn next_auth(&mut self, u: usize) -> String {
+        self.ncs[u] += 1;
+        if u == STORM_USERS {
+            answer_nc("alice", &self.invite_challenge, "INVITE", "sip:9196@192.0.2.1", "wonderland", self.ncs[u])
+        } else {
+            let (user, password) = (format!("u{u}"), format!("pw{u}"));
+            answer_nc(&user, &self.challenges[u], "REGISTER", "sip:192.0.2.1", &password, self.ncs[u])
+        }
     }
 
     /// An authenticated INVITE to echo; on a 200 it is ACKed and the BYE to
