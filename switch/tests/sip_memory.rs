@@ -86,21 +86,25 @@ fn counted_transaction_memory_matches_the_heap() {
     let mut now = Instant::now();
     let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let auths: Vec<String> = (0..USERS)
+    let challenges: Vec<Challenge> = (0..USERS)
         .map(|u| {
             sip.handle_signalling(now, source(u), register(u, u, None).as_bytes());
             let out = sip.poll_transmit().unwrap();
             let Ok(Message::Response(r)) = Message::parse(&out.payload) else { panic!("no challenge") };
-            let challenge = Challenge::parse(r.headers.get("WWW-Authenticate").unwrap()).unwrap();
-            let (user, password) = (format!("u{u}"), format!("pw{u}"));
-            Authorization::answer(&challenge, (&user, &password), "REGISTER", "sip:192.0.2.1", 1, &mut rng)
-                .unwrap()
-                .to_string()
+            Challenge::parse(r.headers.get("WWW-Authenticate").unwrap()).unwrap()
         })
         .collect();
-    let send = |sip: &mut SipEndpoint, i: usize, now: Instant| {
+    // Each use of a nonce counts on (nc), as a client's does.
+    let mut ncs = vec![0u32; USERS];
+    let mut send = |sip: &mut SipEndpoint, i: usize, now: Instant| {
         let u = i % USERS;
-        let text = register(i, u, Some(&auths[u]));
+        ncs[u] += 1;
+        let (user, password) = (format!("u{u}"), format!("pw{u}"));
+        let auth =
+            Authorization::answer(&challenges[u], (&user, &password), "REGISTER", "sip:192.0.2.1", ncs[u], &mut rng)
+                .unwrap()
+                .to_string();
+        let text = register(i, u, Some(&auth));
         sip.handle_signalling(now, source(u), text.as_bytes());
         let out = sip.poll_transmit().unwrap();
         assert!(out.payload.starts_with(b"SIP/2.0 200"));

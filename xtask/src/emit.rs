@@ -253,7 +253,7 @@ mod tests {
             files.insert(e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap());
         }
         let text = skeleton(&c, "simnet__register-md5-call.pcap", Some(&files)).unwrap();
-        assert!(text.contains("register => client:s3cret@${[switch]}:4569"), "{text}");
+        assert!(text.contains("register => client:s3cret-long-enough@${[switch]}:4569"), "{text}");
         let s = load(&text, "md5");
         let o = simnet::run(&s, &simnet::RunOptions { seed: 1, network: simnet::Network::V4, pcap: false }).unwrap();
         assert!(o.events_jsonl.contains("\"registered\""), "{}", o.report_md);
