@@ -276,6 +276,15 @@ pub enum NatEvent {
 }
 
 impl NatEvent {
+    /// The device that noted it.
+    pub fn nat(&self) -> &str {
+        match self {
+            NatEvent::NatBindingCreated { nat, .. }
+            | NatEvent::NatBindingExpired { nat, .. }
+            | NatEvent::NatRefused { nat, .. } => nat,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             NatEvent::NatBindingCreated { .. } => "nat_binding_created",

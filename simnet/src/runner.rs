@@ -305,11 +305,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Outcome, RunError> 
     }
     let drain_nat_events = |world: &SimWorld, trace: &Trace| {
         for (at, event) in world.take_nat_events() {
-            let host = match &event {
-                crate::net::NatEvent::NatBindingCreated { nat, .. }
-                | crate::net::NatEvent::NatBindingExpired { nat, .. }
-                | crate::net::NatEvent::NatRefused { nat, .. } => nat.clone(),
-            };
+            let host = event.nat().to_string();
             push(trace, TimedEvent { at, host, event: TraceEvent::Nat(event) });
         }
     };
