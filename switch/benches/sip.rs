@@ -72,21 +72,8 @@ fn challenges(c: &mut Criterion) {
     let settings = SipSettings {
         listen: "192.0.2.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
         rtp: "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}")),
-        rtp_ports: 16384..=32768,
-        rtp_learning_packets: 4,
-        rtp_learning_window: 5,
-        nat_keepalive: 20,
-        external_ip: None,
-        realm: "switch".into(),
-        context: "default".into(),
-        min_expires: 60,
-        max_expires: 3600,
-        max_calls: 1000,
-        rtp_timeout: 60,
-        transaction_memory: 64 << 20,
-        gateways: Vec::new(),
-        guard: Default::default(),
         users: vec![SipUser { name: "1000".into(), password: "secret".into(), context: None }],
+        ..SipSettings::default()
     };
     let now = Instant::now();
     let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
@@ -127,23 +114,11 @@ impl Storm {
         let settings = SipSettings {
             listen: "192.0.2.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
             rtp: "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}")),
-            rtp_ports: 16384..=32768,
-            rtp_learning_packets: 4,
-            rtp_learning_window: 5,
-            nat_keepalive: 20,
-            external_ip: None,
-            realm: "switch".into(),
-            context: "default".into(),
-            min_expires: 60,
-            max_expires: 3600,
-            max_calls: 1000,
-            rtp_timeout: 60,
             transaction_memory: 1 << 30,
-            guard: Default::default(),
-            gateways: Vec::new(),
             users: (0..STORM_USERS)
                 .map(|u| SipUser { name: format!("u{u}"), password: format!("pw{u}"), context: None })
                 .collect(),
+            ..SipSettings::default()
         };
         let now = Instant::now();
         let mut sip =

@@ -24,24 +24,13 @@ fn settings() -> SipSettings {
     SipSettings {
         listen: "192.0.2.1:5060".parse().unwrap(),
         rtp: "192.0.2.1".parse().unwrap(),
-        rtp_ports: 16384..=32768,
-        rtp_learning_packets: 4,
-        rtp_learning_window: 5,
-        nat_keepalive: 20,
-        external_ip: None,
-        realm: "switch".into(),
-        context: "default".into(),
-        min_expires: 60,
-        max_expires: 3600,
         max_calls: 2,
         rtp_timeout: 10,
-        transaction_memory: 64 << 20,
-        gateways: Vec::new(),
-        guard: Default::default(),
         users: vec![
             SipUser { name: "alice".into(), password: "wonderland".into(), context: None },
             SipUser { name: "bob".into(), password: "builder".into(), context: None },
         ],
+        ..SipSettings::default()
     }
 }
 

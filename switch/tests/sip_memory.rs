@@ -65,23 +65,12 @@ fn counted_transaction_memory_matches_the_heap() {
     let settings = SipSettings {
         listen: "192.0.2.1:5060".parse().unwrap(),
         rtp: "192.0.2.1".parse().unwrap(),
-        rtp_ports: 16384..=32768,
-        rtp_learning_packets: 4,
-        rtp_learning_window: 5,
-        nat_keepalive: 20,
-        external_ip: None,
-        realm: "switch".into(),
-        context: "default".into(),
-        min_expires: 60,
-        max_expires: 3600,
         max_calls: 10,
-        rtp_timeout: 60,
         transaction_memory: 1 << 30,
-        guard: Default::default(),
-        gateways: Vec::new(),
         users: (0..USERS)
             .map(|u| SipUser { name: format!("u{u}"), password: format!("pw{u}"), context: None })
             .collect(),
+        ..SipSettings::default()
     };
     let mut now = Instant::now();
     let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);

@@ -128,6 +128,31 @@ pub struct SipSettings {
     pub guard: crate::guard::GuardSettings,
 }
 
+impl Default for SipSettings {
+    /// What a `[sip]` table without keys means: loopback only, no users.
+    fn default() -> Self {
+        SipSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            rtp: std::net::IpAddr::from([127, 0, 0, 1]),
+            rtp_ports: 16384..=32768,
+            rtp_learning_packets: 4,
+            rtp_learning_window: 5,
+            nat_keepalive: 20,
+            external_ip: None,
+            realm: "switch".into(),
+            context: "default".into(),
+            min_expires: 60,
+            max_expires: 3600,
+            max_calls: 1000,
+            rtp_timeout: 60,
+            transaction_memory: switch_toml::DEFAULT_TRANSACTION_MEMORY,
+            users: Vec::new(),
+            gateways: Vec::new(),
+            guard: crate::guard::GuardSettings::default(),
+        }
+    }
+}
+
 /// One `[sip.gateways.NAME]` table: a registration of ours to an upstream
 /// server, as a FreeSWITCH gateway or an Asterisk `register =>` line.
 #[derive(Clone, Debug, PartialEq, Eq)]

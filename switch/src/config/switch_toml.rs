@@ -70,7 +70,6 @@ use toml::Spanned;
 use super::passwords::{weakness, MIN_LEN};
 use super::{Diagnostic, Location, LogLevel, SipGateway, SipSettings, SipUser, SwitchSettings};
 use crate::dialplan::{reduce, App, Step};
-use crate::guard::GuardSettings;
 
 /// The file's name.
 pub const SWITCH_TOML: &str = "switch.toml";
@@ -307,9 +306,10 @@ fn sip_settings(
     let mut bad = |offset: usize, key: &str, message: String, hint: &str| {
         errors.push(diag(file, text, offset, key, message, hint.to_string()));
     };
+    let d = SipSettings::default();
     let listen = match &sip.listen {
         // Reachable from other hosts only when the file says so.
-        None => SocketAddr::from(([127, 0, 0, 1], 5060)),
+        None => d.listen,
         Some(v) => match SocketAddr::from_str(v.get_ref().trim()) {
             Ok(addr) => addr,
             Err(_) => {
@@ -334,7 +334,7 @@ fn sip_settings(
         },
     };
     let rtp_ports = match &sip.rtp_ports {
-        None => 16384..=32768,
+        None => d.rtp_ports.clone(),
         Some(v) => match parse_port_range(v.get_ref()) {
             Some(range) => range,
             None => {
@@ -348,7 +348,7 @@ fn sip_settings(
             }
         },
     };
-    let rtp_learning_packets = sip.rtp_learning_packets.as_ref().map_or(4, |v| *v.get_ref());
+    let rtp_learning_packets = sip.rtp_learning_packets.as_ref().map_or(d.rtp_learning_packets, |v| *v.get_ref());
     if let Some(v) = sip.rtp_learning_packets.as_ref().filter(|v| !(1..=64).contains(v.get_ref())) {
         bad(
             v.span().start,
@@ -357,7 +357,7 @@ fn sip_settings(
             "write e.g. rtp_learning_packets = 4",
         );
     }
-    let rtp_learning_window = sip.rtp_learning_window.as_ref().map_or(5, |v| *v.get_ref());
+    let rtp_learning_window = sip.rtp_learning_window.as_ref().map_or(d.rtp_learning_window, |v| *v.get_ref());
     if let Some(v) = sip.rtp_learning_window.as_ref().filter(|v| !(1..=300).contains(v.get_ref())) {
         bad(
             v.span().start,
@@ -366,7 +366,7 @@ fn sip_settings(
             "write e.g. rtp_learning_window = 5",
         );
     }
-    let nat_keepalive = sip.nat_keepalive.as_ref().map_or(20, |v| *v.get_ref());
+    let nat_keepalive = sip.nat_keepalive.as_ref().map_or(d.nat_keepalive, |v| *v.get_ref());
     if let Some(v) = sip.nat_keepalive.as_ref().filter(|v| *v.get_ref() > 3600) {
         bad(
             v.span().start,
@@ -393,8 +393,8 @@ fn sip_settings(
     let word = |v: &Option<Spanned<String>>, default: &str| {
         v.as_ref().map_or(default.to_string(), |s| s.get_ref().trim().to_string())
     };
-    let realm = word(&sip.realm, "switch");
-    let context = word(&sip.context, "default");
+    let realm = word(&sip.realm, &d.realm);
+    let context = word(&sip.context, &d.context);
     for (v, key) in [(&sip.realm, "realm"), (&sip.context, "context")] {
         if let Some(v) = v {
             let s = v.get_ref().trim();
@@ -408,8 +408,8 @@ fn sip_settings(
             }
         }
     }
-    let min_expires = sip.min_expires.as_ref().map_or(60, |v| *v.get_ref());
-    let max_expires = sip.max_expires.as_ref().map_or(3600, |v| *v.get_ref());
+    let min_expires = sip.min_expires.as_ref().map_or(d.min_expires, |v| *v.get_ref());
+    let max_expires = sip.max_expires.as_ref().map_or(d.max_expires, |v| *v.get_ref());
     if min_expires == 0 || min_expires > max_expires {
         let at = sip.min_expires.as_ref().or(sip.max_expires.as_ref()).map_or(0, |v| v.span().start);
         bad(
@@ -419,10 +419,10 @@ fn sip_settings(
             "write e.g. min_expires = 60 and max_expires = 3600",
         );
     }
-    let max_calls = sip.max_calls.as_ref().map_or(1000, |v| *v.get_ref() as usize);
-    let rtp_timeout = sip.rtp_timeout.as_ref().map_or(60, |v| *v.get_ref());
+    let max_calls = sip.max_calls.as_ref().map_or(d.max_calls, |v| *v.get_ref() as usize);
+    let rtp_timeout = sip.rtp_timeout.as_ref().map_or(d.rtp_timeout, |v| *v.get_ref());
     let transaction_memory = match &sip.transaction_memory {
-        None => DEFAULT_TRANSACTION_MEMORY,
+        None => d.transaction_memory,
         Some(v) => match parse_size(v.get_ref()) {
             Some(n) if (MIN_TRANSACTION_MEMORY..=MAX_TRANSACTION_MEMORY).contains(&n) => n,
             _ => {
@@ -436,7 +436,7 @@ fn sip_settings(
             }
         },
     };
-    let mut guard = GuardSettings::default();
+    let mut guard = d.guard;
     if let Some(v) = &sip.auth_failures_before_throttle {
         guard.failures_before_throttle = *v.get_ref();
     }
@@ -706,6 +706,7 @@ fn line_of(text: &str, offset: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guard::GuardSettings;
 
     fn errs(text: &str) -> Vec<String> {
         parse("switch.toml", text).err().unwrap_or_default().iter().map(ToString::to_string).collect()
