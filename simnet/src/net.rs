@@ -365,8 +365,15 @@ impl WorldState {
     }
 
     /// Applies the sender's NAT (or firewall) and the receiver's to one datagram.
-    fn route(&mut self, at: Duration, from: usize, src: SocketAddr, dst: SocketAddr) -> Result<Route, ()> {
-        let mut route = Route { to: self.host_of_ip(dst.ip()), deliver: dst, src, dst, rewritten: false };
+    fn route(
+        &mut self,
+        at: Duration,
+        from: usize,
+        to: Option<usize>,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Result<Route, ()> {
+        let mut route = Route { to, deliver: dst, src, dst, rewritten: false };
         if let Some(n) = self.behind.get(from).copied().flatten() {
             let lan = route.to.is_some_and(|to| self.behind[to] == Some(n));
             if lan {
@@ -789,15 +796,16 @@ impl SimWorld {
         }
     }
 
-    /// Routes a datagram through the NATs and firewalls on its way; `None`
-    /// when one of them dropped it (counted and reported).
-    fn route(&self, from: usize, src: SocketAddr, dst: SocketAddr) -> Option<Route> {
+    /// Routes a datagram from host `from` to `dst` (host `to`, when
+    /// simulated) through the NATs and firewalls on its way; `None` when one
+    /// of them dropped it (counted and reported).
+    fn route(&self, from: usize, to: Option<usize>, src: SocketAddr, dst: SocketAddr) -> Option<Route> {
         let at = turmoil::sim_elapsed().unwrap_or_default();
         let mut w = self.lock();
         if w.nats.is_empty() {
-            return Some(Route { to: w.host_of_ip(dst.ip()), deliver: dst, src, dst, rewritten: false });
+            return Some(Route { to, deliver: dst, src, dst, rewritten: false });
         }
-        let route = w.route(at, from, src, dst).ok();
+        let route = w.route(at, from, to, src, dst).ok();
         if route.is_none() {
             w.stats[from].sent += 1;
             w.stats[from].filtered += 1;
@@ -1033,9 +1041,8 @@ impl SimUdpSocket {
             send_sealed(&self.inner, None, buf, target)?;
             return Ok(buf.len());
         }
-        // Learn the receiver's name from turmoil the first time.
-        self.world.host_at(target.ip());
-        let Some(route) = self.world.route(self.index, self.public_addr(), target) else {
+        let to = self.world.host_at(target.ip());
+        let Some(route) = self.world.route(self.index, to, self.public_addr(), target) else {
             return Ok(buf.len());
         };
         let plan = self.world.plan(self.index, route.to, buf);

@@ -47,7 +47,7 @@ pub(crate) struct RawActor {
     kind: Spanned<String>,
     pub(crate) behind: Option<Spanned<String>>,
     /// The switch host it talks to, and the port there.
-    server: Spanned<String>,
+    pub(crate) server: Spanned<String>,
     server_port: Option<u16>,
     /// Its own SIP (or sending) port.
     port: Option<u16>,
@@ -284,11 +284,6 @@ pub(crate) fn actor(name: &str, raw: &RawActor, duration: Duration) -> Result<Ac
         port,
         kind,
     })
-}
-
-/// The spans of names an actor refers to, for the scenario's checks.
-pub(crate) fn references(raw: &RawActor) -> Vec<&Spanned<String>> {
-    raw.behind.iter().chain(std::iter::once(&raw.server)).collect()
 }
 
 impl NatSpec {

@@ -713,9 +713,8 @@ fn build(src: &Source<'_>, raw: RawScenario) -> Result<Scenario, ScenarioError> 
             check_behind(b)?;
         }
         if !switch_names.contains(&spec.server) {
-            let server = parties::references(a).into_iter().last().expect("server is always there");
             return Err(src.at(
-                server,
+                &a.server,
                 format!("`server = \"{}\"` names no switch host", spec.server),
                 format!("hosts: {}", join(&switch_names)),
             ));

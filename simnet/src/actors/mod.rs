@@ -134,11 +134,10 @@ pub async fn drive<N: Net>(net: &N, ip: IpAddr, mut actor: Box<dyn Actor>, sink:
 where
     N::Socket: 'static,
 {
-    let any = ip;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, SocketAddr, Vec<u8>)>();
     let mut sockets = BTreeMap::new();
     for port in actor.ports() {
-        let socket = Arc::new(net.bind_udp(SocketAddr::new(any, port)).await?);
+        let socket = Arc::new(net.bind_udp(SocketAddr::new(ip, port)).await?);
         let (reader, tx) = (socket.clone(), tx.clone());
         // One reader per socket; turmoil runs them all on this host's thread,
         // in a fixed order, so the interleaving is the same every run.

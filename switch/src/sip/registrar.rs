@@ -55,7 +55,9 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    /// Applies one REGISTER's contacts for `user`; all or nothing.
+    /// Applies one REGISTER's contacts for `user`; all or nothing. Returns,
+    /// per contact, whether it only refreshed a binding it found unchanged
+    /// (same contact, same source).
     pub fn update(
         &mut self,
         now: Instant,
@@ -64,8 +66,12 @@ impl Registrar {
         call_id: &str,
         cseq: u32,
         contacts: &[ContactRequest],
-    ) -> Result<(), Refused> {
+    ) -> Result<Vec<bool>, Refused> {
         let mut bindings = self.bindings(now, user);
+        let refreshed = contacts
+            .iter()
+            .map(|c| c.expires > 0 && bindings.iter().any(|b| b.contact == c.contact && b.source == source))
+            .collect();
         for b in &bindings {
             if b.call_id == call_id && b.cseq >= cseq && contacts.iter().any(|c| c.contact == b.contact) {
                 return Err(Refused::OutOfOrder);
@@ -88,7 +94,7 @@ impl Registrar {
             return Err(Refused::TooMany);
         }
         self.store(user, bindings);
-        Ok(())
+        Ok(refreshed)
     }
 
     /// `Contact: *` with `Expires: 0`: every binding of `user` goes.

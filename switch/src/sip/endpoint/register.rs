@@ -58,15 +58,12 @@ impl SipEndpoint {
                         nat: via_nat || nat::contact_differs(&addr.uri, from),
                     });
                 }
-                let before = self.registrar.bindings(now, &user.name);
                 match self.registrar.update(now, &user.name, from, call_id, cseq.seq, &wanted) {
-                    Ok(()) => {
-                        for c in &wanted {
+                    Ok(refreshed) => {
+                        for (c, unchanged) in wanted.iter().zip(refreshed) {
                             self.track_nat(now, &user.name, c, from);
                             // A refresh that changes nothing is counted, not
                             // logged: a storm of them would be a log flood.
-                            let unchanged =
-                                c.expires > 0 && before.iter().any(|b| b.contact == c.contact && b.source == from);
                             if unchanged {
                                 self.stats.refreshes += 1;
                                 continue;
