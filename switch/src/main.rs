@@ -18,6 +18,12 @@ use switch::net::TokioNet;
 use switch::runtime::{self, Command, SwitchSetup};
 use switch::state::{DirStore, StateStore};
 
+/// A SIP request is a few dozen short strings made and dropped within
+/// microseconds; glibc's malloc spent a third of a REGISTER's CPU on them
+/// (docs/performance.md, docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The configuration used when no --config is given: IAX2 on loopback only,
 /// no peers, nothing reachable from outside this host.
 const BUILTIN_IAX_CONF: &str = "[general]\nbindaddr=127.0.0.1\nbindport=4569\n";

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::deadline::DeadlineIndex;
 use crate::config::{General, Host, IaxConfig, PeerConfig};
 
 /// Grace after the granted interval before a silent peer is dropped.
@@ -65,6 +66,8 @@ pub struct SavedRegistration {
 #[derive(Default)]
 pub struct Registrar {
     registered: BTreeMap<String, Registered>,
+    /// When each registration expires: the next expiry without a walk.
+    expiries: DeadlineIndex<String>,
     /// Set by every change of the registry, including a refresh (which moves
     /// the deadline a saved copy must carry); cleared by `take_changed`.
     changed: bool,
@@ -96,13 +99,13 @@ impl Registrar {
     /// Records a registration; returns whether the peer's address changed.
     pub fn register(&mut self, now: Instant, peer: &str, addr: SocketAddr, expiry: u16) -> bool {
         let expires_at = now + Duration::from_secs(expiry.into()) + EXPIRY_GRACE;
-        let previous = self.registered.insert(peer.to_string(), Registered { addr, expiry, expires_at });
+        let previous = self.put(peer, Registered { addr, expiry, expires_at });
         self.changed = true;
         previous.is_none_or(|p| p.addr != addr)
     }
 
     pub fn unregister(&mut self, peer: &str) -> Option<Registered> {
-        let removed = self.registered.remove(peer);
+        let removed = self.take(peer);
         self.changed |= removed.is_some();
         removed
     }
@@ -136,7 +139,7 @@ impl Registrar {
         // A saved interval can never exceed what a REGREQ could have been granted.
         let remaining = saved.remaining.min(Duration::from_secs(saved.expiry.into()) + EXPIRY_GRACE);
         let entry = Registered { addr: saved.addr, expiry: saved.expiry, expires_at: now + remaining };
-        self.registered.insert(saved.peer.clone(), entry);
+        self.put(&saved.peer, entry);
         self.changed = true;
         true
     }
@@ -151,17 +154,17 @@ impl Registrar {
 
     /// Removes and returns the peers whose registration has expired.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
-        let expired: Vec<String> =
-            self.registered.iter().filter(|(_, r)| r.expires_at <= now).map(|(n, _)| n.clone()).collect();
+        let mut expired = self.expiries.due(now);
+        expired.sort_unstable();
         for name in &expired {
-            self.registered.remove(name);
+            self.take(name);
         }
         self.changed |= !expired.is_empty();
         expired
     }
 
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.registered.values().map(|r| r.expires_at).min()
+        self.expiries.next()
     }
 
     /// Drops registrations of peers that a new configuration no longer has.
@@ -173,10 +176,23 @@ impl Registrar {
             .cloned()
             .collect();
         for name in &gone {
-            self.registered.remove(name);
+            self.take(name);
         }
         self.changed |= !gone.is_empty();
         gone
+    }
+
+    fn put(&mut self, peer: &str, entry: Registered) -> Option<Registered> {
+        let new = Some(entry.expires_at);
+        let previous = self.registered.insert(peer.to_string(), entry);
+        self.expiries.set(&peer.to_string(), previous.as_ref().map(|p| p.expires_at), new);
+        previous
+    }
+
+    fn take(&mut self, peer: &str) -> Option<Registered> {
+        let removed = self.registered.remove(peer)?;
+        self.expiries.set(&peer.to_string(), Some(removed.expires_at), None);
+        Some(removed)
     }
 }
 

@@ -86,6 +86,10 @@ const COMPACT: [(&str, &str); 15] = [
 
 /// The long form of a header name (`v` -> `Via`); other names unchanged.
 pub fn long_name(name: &str) -> &str {
+    // Every lookup comes through here: only one-letter names can be compact.
+    if name.len() != 1 {
+        return name;
+    }
     COMPACT.iter().find(|(short, _)| short.eq_ignore_ascii_case(name)).map_or(name, |(_, long)| long)
 }
 

@@ -153,7 +153,7 @@ pub struct SipEndpoint {
     media_sockets: VecDeque<MediaSocket>,
     /// NAT keepalives: (user, contact) -> (reach address, next OPTIONS).
     /// Bounded by the bindings: an entry whose binding is gone goes at its next ping.
-    nat_pings: BTreeMap<(String, String), (SocketAddr, Option<Instant>)>,
+    nat_pings: register::NatPings,
     next_call: u32,
     media_tick: Option<Instant>,
     out: VecDeque<SipTransmit>,
@@ -189,7 +189,7 @@ impl SipEndpoint {
             by_media_port: BTreeMap::new(),
             ports: PortPool::new(settings.rtp_ports.clone(), &[settings.listen.port()]),
             media_sockets: VecDeque::new(),
-            nat_pings: BTreeMap::new(),
+            nat_pings: register::NatPings::default(),
             next_call: 1,
             media_tick: None,
             out: VecDeque::new(),
@@ -205,6 +205,7 @@ impl SipEndpoint {
     /// Gateways whose settings and address are unchanged keep their registration.
     pub fn reconfigure(&mut self, now: Instant, settings: Arc<SipSettings>, resolved: &ResolvedHosts) {
         for user in self.registrar.retain_users(|u| settings.users.iter().any(|c| c.name == u)) {
+            self.prune_nat_pings(now, &user);
             self.events.push_back(Event::SipUnregistered { user, reason: "removed from configuration".into() });
         }
         let mut old = std::mem::take(&mut self.gateways);
@@ -255,10 +256,9 @@ impl SipEndpoint {
     /// Transactions are indexed by deadline, so this does not grow with them.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateways = self.gateways.iter().filter_map(|g| g.next_attempt);
-        let pings = self.nat_pings.values().filter_map(|(_, at)| *at);
         let guard = [self.guard.poll_timeout(), self.drops.poll_timeout()].into_iter().flatten();
         gateways
-            .chain(pings)
+            .chain(self.nat_pings.next())
             .chain(self.txns.next_deadline())
             .chain(self.media_tick)
             .chain(self.registrar.next_expiry())
@@ -321,10 +321,12 @@ impl SipEndpoint {
         }
         self.poll_gateways(now);
         if self.registrar.next_expiry().is_some_and(|t| t <= now) {
-            for user in self.registrar.expire(now) {
-                self.events.push_back(Event::SipUnregistered { user, reason: "expired".into() });
+            for (user, none_left) in self.registrar.expire(now) {
+                self.prune_nat_pings(now, &user);
+                if none_left {
+                    self.events.push_back(Event::SipUnregistered { user, reason: "expired".into() });
+                }
             }
-            self.prune_nat_pings(now);
         }
         self.nat_keepalives(now);
         if self.media_tick.is_some_and(|t| t <= now) {

@@ -3,6 +3,7 @@
 //! passwords, and only authenticated REGISTERs reach the location service.
 
 use super::*;
+use crate::deadline::DeadlineIndex;
 use crate::sip::nat;
 
 impl SipEndpoint {
@@ -31,7 +32,9 @@ impl SipEndpoint {
                         "Contact: * needs Expires: 0",
                     );
                 }
-                if self.registrar.remove_all(&user.name) > 0 {
+                let removed = self.registrar.remove_all(&user.name);
+                self.prune_nat_pings(now, &user.name);
+                if removed > 0 {
                     self.events
                         .push_back(Event::SipUnregistered { user: user.name.clone(), reason: "Contact: *".into() });
                 }
@@ -191,7 +194,7 @@ impl SipEndpoint {
     /// and reports a phone newly seen behind NAT (or behind a new mapping).
     fn track_nat(&mut self, now: Instant, user: &str, c: &ContactRequest, from: SocketAddr) {
         let key = (user.to_string(), c.contact.clone());
-        self.prune_nat_pings(now);
+        self.prune_nat_pings(now, user);
         if !c.nat || c.expires == 0 {
             self.nat_pings.remove(&key);
             return;
@@ -214,11 +217,15 @@ impl SipEndpoint {
         self.nat_pings.insert(key, (from, next));
     }
 
-    /// Forgets keepalives of bindings that are gone, so the schedule stays
-    /// bounded by the registrar.
-    pub(super) fn prune_nat_pings(&mut self, now: Instant) {
-        let registrar = &self.registrar;
-        self.nat_pings.retain(|(user, contact), _| registrar.bindings(now, user).iter().any(|b| &b.contact == contact));
+    /// Forgets the keepalives of `user`'s bindings that are gone, so the
+    /// schedule stays bounded by the registrar.
+    pub(super) fn prune_nat_pings(&mut self, now: Instant, user: &str) {
+        let bindings = self.registrar.bindings(now, user);
+        for key in self.nat_pings.of_user(user) {
+            if !bindings.iter().any(|b| b.contact == key.1) {
+                self.nat_pings.remove(&key);
+            }
+        }
     }
 
     /// Kamailio's natping: an OPTIONS from the signalling socket to each
@@ -226,8 +233,7 @@ impl SipEndpoint {
     /// answer is not awaited: a silent phone stays registered until its
     /// binding expires, as a REGISTER refresh is what proves it gone.
     pub(super) fn nat_keepalives(&mut self, now: Instant) {
-        let due: Vec<(String, String)> =
-            self.nat_pings.iter().filter(|(_, (_, at))| at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
+        let due = self.nat_pings.due(now);
         let interval = Duration::from_secs(u64::from(self.settings.nat_keepalive));
         for key in due {
             let live = self
@@ -267,5 +273,47 @@ impl SipEndpoint {
         headers.push("User-Agent", USER_AGENT);
         let options = Request { method: Method::Options, uri, headers, body: Vec::new() };
         self.send(SipSocket::Signalling, reach, options.encode());
+    }
+}
+
+/// The keepalive schedule of NATed bindings: (user, contact) -> (reach
+/// address, next OPTIONS), indexed by time so that a switch with many phones
+/// behind NAT does not walk them all on every turn.
+#[derive(Debug, Default)]
+pub(super) struct NatPings {
+    entries: BTreeMap<(String, String), (SocketAddr, Option<Instant>)>,
+    schedule: DeadlineIndex<(String, String)>,
+}
+
+impl NatPings {
+    pub(super) fn get(&self, key: &(String, String)) -> Option<&(SocketAddr, Option<Instant>)> {
+        self.entries.get(key)
+    }
+
+    pub(super) fn insert(&mut self, key: (String, String), value: (SocketAddr, Option<Instant>)) {
+        let old = self.entries.insert(key.clone(), value).and_then(|(_, at)| at);
+        self.schedule.set(&key, old, value.1);
+    }
+
+    pub(super) fn remove(&mut self, key: &(String, String)) {
+        if let Some((_, at)) = self.entries.remove(key) {
+            self.schedule.set(key, at, None);
+        }
+    }
+
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.schedule.next()
+    }
+
+    /// The keepalives due, in (user, contact) order.
+    pub(super) fn due(&self, now: Instant) -> Vec<(String, String)> {
+        let mut due = self.schedule.due(now);
+        due.sort_unstable();
+        due
+    }
+
+    pub(super) fn of_user(&self, user: &str) -> Vec<(String, String)> {
+        let from = (user.to_string(), String::new());
+        self.entries.range(from..).map(|(k, _)| k).take_while(|(u, _)| u == user).cloned().collect()
     }
 }
