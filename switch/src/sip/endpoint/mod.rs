@@ -128,6 +128,9 @@ enum Auth {
 
 pub struct SipEndpoint {
     settings: Arc<SipSettings>,
+    /// `settings.users` by name: a carrier's hundred thousand phones are
+    /// looked up on every authenticated request.
+    users: BTreeMap<String, usize>,
     dialplan: Dialplan,
     rng: ChaCha20Rng,
     epoch: Instant,
@@ -171,6 +174,7 @@ impl SipEndpoint {
         let mut endpoint = SipEndpoint {
             tag_key,
             settings: settings.clone(),
+            users: BTreeMap::new(),
             dialplan: Dialplan::default(),
             rng,
             epoch: now,
@@ -204,7 +208,8 @@ impl SipEndpoint {
     /// calls in progress go on. The sockets are not rebound (restart for that).
     /// Gateways whose settings and address are unchanged keep their registration.
     pub fn reconfigure(&mut self, now: Instant, settings: Arc<SipSettings>, resolved: &ResolvedHosts) {
-        for user in self.registrar.retain_users(|u| settings.users.iter().any(|c| c.name == u)) {
+        self.users = settings.users.iter().enumerate().map(|(i, u)| (u.name.clone(), i)).collect();
+        for user in self.registrar.retain_users(|u| self.users.contains_key(u)) {
             self.prune_nat_pings(now, &user);
             self.events.push_back(Event::SipUnregistered { user, reason: "removed from configuration".into() });
         }

@@ -144,7 +144,7 @@ impl SipEndpoint {
                         self.drop_datagram(now, from, "user throttled after failed authentication".into());
                         return Auth::Refused;
                     }
-                    let user = self.settings.users.iter().find(|u| u.name == auth.username).cloned();
+                    let user = self.users.get(&auth.username).map(|&i| self.settings.users[i].clone());
                     // Unknown users and wrong passwords get the same 403, so
                     // scanners (svwar) cannot tell which names exist.
                     match user {
