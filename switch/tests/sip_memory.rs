@@ -43,6 +43,9 @@ static ALLOCATOR: Counting = Counting;
 
 const USERS: usize = 100;
 
+/// The counter is the whole process's: tests that read it run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn source(u: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, (u + 1) as u8], 5060))
 }
@@ -62,6 +65,7 @@ fn register(i: usize, u: usize, auth: Option<&str>) -> String {
 
 #[test]
 fn counted_transaction_memory_matches_the_heap() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let settings = SipSettings {
         listen: "192.0.2.1:5060".parse().unwrap(),
         rtp: "192.0.2.1".parse().unwrap(),
@@ -114,4 +118,57 @@ fn counted_transaction_memory_matches_the_heap() {
     let ratio = heap as f64 / counted as f64;
     println!("{n} completed REGISTER transactions: heap {heap} bytes, counted {counted} ({ratio:.2})");
     assert!((0.8..1.25).contains(&ratio), "heap {heap} bytes, counted {counted} bytes");
+}
+
+/// What a carrier's registrar keeps per phone once the REGISTER
+/// transactions are over: the binding, its indexes, the nonce count.
+#[test]
+fn an_idle_registration_holds_under_2_kib() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const PHONES: usize = 5_000;
+    let phone = |u: usize| SocketAddr::from(([10, 1, (u / 250) as u8, (u % 250 + 1) as u8], 5060));
+    let register = |u: usize, cseq: u32, auth: Option<&str>| {
+        format!(
+            "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKidle{u}x{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:p{u}@192.0.2.1>;tag=t{u}\r\nTo: <sip:p{u}@192.0.2.1>\r\n\
+             Call-ID: idle-{u}@phone\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:p{u}@{};transport=udp>\r\n\
+             Expires: 3600\r\n{}User-Agent: Desk Phone 1.0\r\nContent-Length: 0\r\n\r\n",
+            phone(u),
+            phone(u),
+            auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
+        )
+    };
+    let settings = SipSettings {
+        listen: "192.0.2.1:5060".parse().unwrap(),
+        rtp: "192.0.2.1".parse().unwrap(),
+        users: (0..PHONES)
+            .map(|u| SipUser { name: format!("p{u}"), password: format!("secret-{u}"), context: None })
+            .collect(),
+        ..SipSettings::default()
+    };
+    let mut now = Instant::now();
+    let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let before = IN_USE.load(Ordering::Relaxed);
+    for u in 0..PHONES {
+        sip.handle_signalling(now, phone(u), register(u, 1, None).as_bytes());
+        let out = sip.poll_transmit().unwrap();
+        let Ok(Message::Response(r)) = Message::parse(&out.payload) else { panic!("no challenge") };
+        let challenge = Challenge::parse(r.headers.get("WWW-Authenticate").unwrap()).unwrap();
+        let (user, password) = (format!("p{u}"), format!("secret-{u}"));
+        let auth = Authorization::answer(&challenge, (&user, &password), "REGISTER", "sip:192.0.2.1", 1, &mut rng)
+            .unwrap()
+            .to_string();
+        sip.handle_signalling(now, phone(u), register(u, 2, Some(&auth)).as_bytes());
+        assert!(sip.poll_transmit().unwrap().payload.starts_with(b"SIP/2.0 200"));
+        now += Duration::from_micros(200);
+    }
+    // The transactions end (Timer J, 32 s); the bindings stay for the hour.
+    now += Duration::from_secs(60);
+    sip.handle_timeout(now);
+    while sip.poll_event().is_some() {}
+    assert_eq!(sip.transaction_usage().bytes, 0, "transactions over");
+    let per_phone = (IN_USE.load(Ordering::Relaxed) - before) as f64 / PHONES as f64;
+    println!("{PHONES} idle registrations: {per_phone:.0} bytes each");
+    assert!(per_phone < 2048.0, "{per_phone:.0} bytes per registration");
 }
