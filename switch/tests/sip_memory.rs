@@ -172,3 +172,87 @@ fn an_idle_registration_holds_under_2_kib() {
     println!("{PHONES} idle registrations: {per_phone:.0} bytes each");
     assert!(per_phone < 2048.0, "{per_phone:.0} bytes per registration");
 }
+
+/// What an answered call holds while it is up, its transactions over: both
+/// dialogs' state, the negotiated media, the echo's buffers.
+#[test]
+fn an_answered_call_holds_a_few_kib() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const CALLS: usize = 1_000;
+    let phone: SocketAddr = "10.2.0.1:5060".parse().unwrap();
+    let invite = |i: usize, cseq: u32, auth: Option<&str>| {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.2.0.1\r\ns=-\r\nc=IN IP4 10.2.0.1\r\nt=0 0\r\n\
+                   m=audio 40000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+                   a=rtpmap:101 telephone-event/8000\r\n";
+        format!(
+            "INVITE sip:9196@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.2.0.1:5060;branch=z9hG4bKcall{i}x{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@192.0.2.1>;tag=c{i}\r\nTo: <sip:9196@192.0.2.1>\r\n\
+             Call-ID: call-{i}@phone\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@10.2.0.1:5060>\r\n{}\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default(),
+            sdp.len()
+        )
+    };
+    let settings = SipSettings {
+        listen: "192.0.2.1:5060".parse().unwrap(),
+        rtp: "192.0.2.1".parse().unwrap(),
+        max_calls: CALLS,
+        rtp_timeout: 0,
+        users: vec![SipUser { name: "alice".into(), password: "wonderland-42".into(), context: None }],
+        ..SipSettings::default()
+    };
+    let mut now = Instant::now();
+    let mut sip = SipEndpoint::new(Arc::new(settings), &ResolvedHosts::default(), ChaCha20Rng::seed_from_u64(1), now);
+    let mut plan = switch::dialplan::Dialplan::default();
+    plan.add("default", "9196", switch::dialplan::App::Echo);
+    sip.set_dialplan(plan);
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let before = IN_USE.load(Ordering::Relaxed);
+    for i in 0..CALLS {
+        sip.handle_signalling(now, phone, invite(i, 1, None).as_bytes());
+        let out = sip.poll_transmit().unwrap();
+        let Ok(Message::Response(r)) = Message::parse(&out.payload) else { panic!("no challenge") };
+        assert_eq!(r.status, 407);
+        let challenge = Challenge::parse(r.headers.get("Proxy-Authenticate").unwrap()).unwrap();
+        let ack = format!(
+            "ACK sip:9196@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.2.0.1:5060;branch=z9hG4bKcall{i}x1\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@192.0.2.1>;tag=c{i}\r\n{}\r\n\
+             Call-ID: call-{i}@phone\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            r.headers.get("To").map(|t| format!("To: {t}")).unwrap()
+        );
+        sip.handle_signalling(now, phone, ack.as_bytes());
+        let auth =
+            Authorization::answer(&challenge, ("alice", "wonderland-42"), "INVITE", "sip:9196@192.0.2.1", 1, &mut rng)
+                .unwrap()
+                .to_string();
+        sip.handle_signalling(now, phone, invite(i, 2, Some(&auth)).as_bytes());
+        let mut ok = None;
+        while let Some(t) = sip.poll_transmit() {
+            if let Ok(Message::Response(r)) = Message::parse(&t.payload) {
+                if r.status == 200 {
+                    ok = Some(r);
+                }
+            }
+        }
+        let ok = ok.expect("the echo answers");
+        let ack = format!(
+            "ACK sip:9196@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.2.0.1:5060;branch=z9hG4bKack{i}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@192.0.2.1>;tag=c{i}\r\nTo: {}\r\n\
+             Call-ID: call-{i}@phone\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+            ok.headers.get("To").unwrap()
+        );
+        sip.handle_signalling(now, phone, ack.as_bytes());
+        while sip.poll_media_socket().is_some() {}
+        while sip.poll_event().is_some() {}
+        now += Duration::from_millis(1);
+    }
+    // The INVITE transactions end; the calls stay up (no RTP timeout).
+    now += Duration::from_secs(40);
+    sip.handle_timeout(now);
+    while sip.poll_transmit().is_some() {}
+    while sip.poll_event().is_some() {}
+    assert_eq!(sip.transaction_usage().bytes, 0, "transactions over");
+    let per_call = (IN_USE.load(Ordering::Relaxed) - before) as f64 / CALLS as f64;
+    println!("{CALLS} answered calls: {per_call:.0} bytes each");
+    assert!(per_call < 16.0 * 1024.0, "{per_call:.0} bytes per call");
+}

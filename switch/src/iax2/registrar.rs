@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::deadline::DeadlineIndex;
 use crate::config::{General, Host, IaxConfig, PeerConfig};
+use crate::deadline::DeadlineIndex;
 
 /// Grace after the granted interval before a silent peer is dropped.
 const EXPIRY_GRACE: Duration = Duration::from_secs(5);

@@ -123,7 +123,10 @@ impl Registrar {
     /// Whether any unexpired binding was registered from `source`'s IP address.
     pub fn is_registered_source(&self, now: Instant, source: SocketAddr) -> bool {
         let ip = source.ip();
-        self.sources.range((Bound::Excluded((ip, now)), Bound::Unbounded)).next().is_some_and(|((bound, _), _)| *bound == ip)
+        self.sources
+            .range((Bound::Excluded((ip, now)), Bound::Unbounded))
+            .next()
+            .is_some_and(|((bound, _), _)| *bound == ip)
     }
 
     /// Whether `user` holds an unexpired binding registered from `ip`.
