@@ -8,7 +8,8 @@
 //!   and compares its answers with the captured ones.
 //! * `cargo xtask bench` runs the criterion benches and measures the simulator's speed.
 //! * `cargo xtask load trunk` runs two live switches on loopback under a call load;
-//!   `cargo xtask load asterisk` the switch against Asterisk, with Asterisk against Asterisk as the anchor.
+//!   `cargo xtask load asterisk` the switch against Asterisk, with Asterisk against Asterisk as the anchor;
+//!   `cargo xtask load sip` ramps REGISTER/s and calls/s from SIPp against the switch and against Kamailio.
 
 mod bench;
 mod certify;
@@ -41,7 +42,9 @@ Examples:
   cargo xtask certify --bless
   cargo xtask bench
   cargo xtask load trunk --calls 800 --seconds 60
-  cargo xtask load asterisk --calls 250 --seconds 30";
+  cargo xtask load asterisk --calls 250 --seconds 30
+  cargo xtask load sip --register --start-rate 200 --step 200
+  cargo xtask load sip --calls --step-seconds 10";
 
 /// Project tasks for the softswitch: run simulated scenarios, certify pinned traces.
 #[derive(Debug, Parser)]
@@ -108,7 +111,27 @@ Ports: IAX2 of A and B at PORT_BASE and +1, control sockets at +2 and +3.\n\n\
 `load asterisk` needs the Asterisk peer folder ($ASTERISK_PEER or\n\
 ../shared/peers/asterisk) and root: the switch (127.0.2.2) calls Asterisk A's\n\
 Echo (127.0.2.1), then Asterisk C (127.0.2.3) calls it the same way; one line\n\
-per measure (calls up, loss, CPU, CPU per 100 calls, RSS) and a ratio line.")]
+per measure (calls up, loss, CPU, CPU per 100 calls, RSS) and a ratio line.\n\n\
+`load sip` needs SIPp (Debian `sip-tester`) and Kamailio 5.6 (`kamailio`). It\n\
+writes one list of users (N = --users, strong passwords) into the switch's\n\
+switch.toml and into a generated kamailio.cfg (registrar and usrloc in memory,\n\
+digest auth from an htable, children=4), starts both on 127.0.0.1 and ramps\n\
+SIPp against each in turn: one SIPp run per step of --step-seconds at\n\
+--start-rate, then --step more each step up to --max-rate, while the step\n\
+passes (under 1 % failed and at least 90 % of the offered requests completed\n\
+within the step and the calls' hold). Measures, all when no flag is given:\n\n  \
+--register  REGISTER, 401, REGISTER with Authorization, 200, user after user\n  \
+--calls     INVITE, 407, ACK, INVITE with Proxy-Authorization, 100/180/200,\n              \
+ACK, 3 s held without RTP, BYE, 200: to the switch's 9196 (echo), and\n              \
+through Kamailio (record_route, t_relay) to a SIPp UAS\n  \
+--memory    --users registrations held 3600 s: the switch's RSS per\n              \
+registration, then its idle CPU with them (and the transactions\n              \
+of the burst still open)\n\n\
+One line per measure, e.g.\n  \
+load sip register: switch=N/s kamailio=M/s ratio=R cpu_us_per_req switch=A kamailio=B rss_switch_kib=K\n\
+CPU is utime+stime (/proc) of the switch and of every Kamailio process.\n\
+Ports: PORT_BASE (default 15060) to +11; the switch's RTP range 16384-32767.\n\
+Exit status 0 when it ran (slowness never fails it), 2 when it could not.")]
     Load(LoadArgs),
     /// Replay a capture (pcap/pcapng) against the switch in the simulator; compare its answers
     #[command(long_about = replay::LONG_ABOUT, after_help = replay::AFTER_HELP)]
@@ -146,6 +169,8 @@ pub enum LoadMode {
     Notrunk,
     /// The switch calling Asterisk's Echo over a trunk, then Asterisk calling it the same way (the anchor)
     Asterisk,
+    /// SIPp ramping REGISTER/s and calls/s against the switch, then against Kamailio (the anchor)
+    Sip,
 }
 
 impl LoadMode {
@@ -154,6 +179,7 @@ impl LoadMode {
             LoadMode::Trunk => "trunk",
             LoadMode::Notrunk => "notrunk",
             LoadMode::Asterisk => "asterisk",
+            LoadMode::Sip => "sip",
         }
     }
 }
@@ -164,27 +190,68 @@ pub struct LoadArgs {
     #[arg(value_enum, value_name = "MODE")]
     pub mode: LoadMode,
 
-    /// Calls A places to B's echo
-    #[arg(long, value_name = "N", default_value_t = 800)]
-    pub calls: u32,
+    /// Calls A places to B's echo [default: 800]. In `sip` mode, without a number: run the calls/s measure
+    #[arg(long = "calls", value_name = "N", num_args = 0..=1)]
+    pub calls_arg: Option<Option<u32>>,
 
     /// How long each call is held after its answer, and so how long the load runs
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub seconds: u64,
 
-    /// First of the four loopback ports used (A and B IAX2, A and B control). In `asterisk` mode:
-    /// the IAX2 port of every instance (on 127.0.2.1-3), the switch's control socket at +2
-    #[arg(long, value_name = "PORT", default_value_t = 14569)]
-    pub port_base: u16,
+    /// First of the loopback ports used (A and B IAX2, A and B control). In `asterisk` mode:
+    /// the IAX2 port of every instance (on 127.0.2.1-3), the switch's control socket at +2.
+    /// In `sip` mode: the switch's SIP port, the rest of the run's ports up to +11
+    /// [default: 14569; 15060 in `sip` mode]
+    #[arg(long, value_name = "PORT")]
+    pub port_base: Option<u16>,
 
     /// Use this switch binary instead of building target/release/switch
     #[arg(long, value_name = "PATH", hide_short_help = true)]
     pub switch_bin: Option<PathBuf>,
 
-    /// Keep the temporary directory: both configurations and logs, and samples.csv (one row a second).
-    /// A run that fails keeps it anyway.
+    /// Keep the temporary directory: configurations, logs, and samples.csv (one row a second);
+    /// in `sip` mode every SIPp statistics file. A run that fails keeps it anyway.
     #[arg(long)]
     pub keep: bool,
+
+    /// `sip` mode: run the REGISTER/s measure
+    #[arg(long)]
+    pub register: bool,
+
+    /// `sip` mode: run the memory and idle measure (--users registrations held)
+    #[arg(long)]
+    pub memory: bool,
+
+    /// `sip` mode: users written into both configurations (and registered by --memory)
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub users: u32,
+
+    /// `sip` mode: the rate of the ramp's first step, per second
+    #[arg(long, value_name = "RATE", default_value_t = 100)]
+    pub start_rate: u32,
+
+    /// `sip` mode: what each step adds to the rate
+    #[arg(long, value_name = "RATE", default_value_t = 100)]
+    pub step: u32,
+
+    /// `sip` mode: the ramp stops after this rate
+    #[arg(long, value_name = "RATE", default_value_t = 5_000)]
+    pub max_rate: u32,
+
+    /// `sip` mode: how long each step offers its rate
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub step_seconds: u64,
+}
+
+impl LoadArgs {
+    /// `--calls N` of the call modes (800 when not given).
+    pub fn calls(&self) -> u32 {
+        self.calls_arg.flatten().unwrap_or(800)
+    }
+
+    pub fn port_base(&self) -> u16 {
+        self.port_base.unwrap_or(if self.mode == LoadMode::Sip { 15060 } else { 14569 })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -316,6 +383,19 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "load", "trunk", "--calls", "100", "--seconds", "10"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "load", "trunk", "--port-base", "20000"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "load"]).is_err());
+        let sip = Cli::try_parse_from(["xtask", "load", "sip", "--calls", "--register", "--step-seconds", "5"]);
+        match sip.map(|c| c.command) {
+            Ok(Command::Load(args)) => {
+                assert_eq!(args.calls_arg, Some(None));
+                assert!(args.register && !args.memory);
+                assert_eq!((args.step_seconds, args.port_base()), (5, 15060));
+            }
+            other => panic!("load sip --calls --register: {other:?}"),
+        }
+        match Cli::try_parse_from(["xtask", "load", "trunk", "--calls", "100"]).map(|c| c.command) {
+            Ok(Command::Load(args)) => assert_eq!((args.calls(), args.port_base()), (100, 14569)),
+            other => panic!("load trunk --calls 100: {other:?}"),
+        }
         assert!(Cli::try_parse_from(["xtask", "replay", "x.pcap", "--emit-scenario", "x.toml"]).is_ok());
     }
 }

@@ -70,7 +70,7 @@ pub(super) fn run(args: &LoadArgs) -> Result<bool, TaskError> {
         return Err(TaskError::new("`load asterisk` must run as root: Asterisk runs with -U root (start.sh)")
             .hint("run it as root, or use `cargo xtask load trunk` for the switch alone"));
     }
-    let port = args.port_base;
+    let port = args.port_base();
     let control = port.checked_add(2).ok_or_else(|| TaskError::new(format!("--port-base {port} is too high")))?;
     check_free(port, control)?;
     let _rmem = RmemGuard::raise()?;
@@ -100,7 +100,7 @@ pub(super) fn run(args: &LoadArgs) -> Result<bool, TaskError> {
     };
     second.print();
     println!("{}", ratio_line(&first, &second));
-    let want = u64::from(args.calls);
+    let want = u64::from(args.calls());
     let ok = first.calls_up >= want && second.calls_up >= want;
     if !ok {
         work.keep_for_inspection();
@@ -202,7 +202,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn calls(&self) -> u64 {
-        u64::from(self.args.calls)
+        u64::from(self.args.calls())
     }
 
     /// How long the calls may take to come up before the window starts anyway:
@@ -232,7 +232,7 @@ fn switch_to_asterisk(ctx: &Ctx) -> Result<Measure, TaskError> {
     write_files(
         &b_conf,
         &[
-            ("iax.conf", switch_iax_conf(ctx.port, ctx.args.calls)),
+            ("iax.conf", switch_iax_conf(ctx.port, ctx.args.calls())),
             ("switch.toml", format!("[control]\nlisten = \"127.0.0.1:{}\"\n", ctx.control)),
         ],
     )?;

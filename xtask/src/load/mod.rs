@@ -5,6 +5,9 @@
 //! - `asterisk` (asterisk.rs): the switch calling Asterisk's Echo, then
 //!   Asterisk calling Asterisk the same way, as the anchor the switch's
 //!   figures are read against.
+//! - `sip` (sip.rs): SIPp ramping REGISTER/s and calls/s against the switch,
+//!   then against Kamailio configured with the same users; memory per
+//!   registration and idle CPU.
 //!
 //! This file holds what the modes share: the release build, the temporary
 //! directory, one running switch and its control socket, the parsers of the
@@ -12,6 +15,7 @@
 
 mod asterisk;
 mod proc;
+mod sip;
 mod trunk;
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,11 +34,15 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(args: &LoadArgs) -> Result<bool, TaskError> {
-    if args.calls == 0 || args.seconds == 0 {
+    if args.mode != LoadMode::Sip && (args.calls() == 0 || args.seconds == 0) {
         return Err(TaskError::new("--calls and --seconds must be at least 1"));
+    }
+    if args.mode != LoadMode::Sip && (args.register || args.memory || args.calls_arg == Some(None)) {
+        return Err(TaskError::new("--register, --memory and --calls without a number are for `load sip`"));
     }
     catch_interrupts();
     match args.mode {
+        LoadMode::Sip => sip::run(args),
         LoadMode::Trunk | LoadMode::Notrunk => trunk::run(args),
         LoadMode::Asterisk => asterisk::run(args),
     }

@@ -35,7 +35,7 @@ use crate::{LoadArgs, LoadMode, TaskError};
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) fn run(args: &LoadArgs) -> Result<bool, TaskError> {
-    let ports = Ports::new(args.port_base)?;
+    let ports = Ports::new(args.port_base())?;
     ports.check_free()?;
     let binary = match &args.switch_bin {
         Some(bin) => bin.clone(),
@@ -65,10 +65,10 @@ pub(super) fn run(args: &LoadArgs) -> Result<bool, TaskError> {
     b.stop();
     match result {
         Ok(report) => {
-            let ok = report.calls_up >= u64::from(args.calls);
+            let ok = report.calls_up >= u64::from(args.calls());
             if !ok {
                 work.keep_for_inspection();
-                eprintln!("only {} of {} calls stayed up; logs: {}", report.calls_up, args.calls, shown(&work.path));
+                eprintln!("only {} of {} calls stayed up; logs: {}", report.calls_up, args.calls(), shown(&work.path));
             }
             report.print(args.mode);
             Ok(ok)
@@ -165,7 +165,7 @@ fn write_configs(args: &LoadArgs, ports: &Ports, a_dir: &Path, b_dir: &Path) -> 
         peer_secret: "trunk-secret-A",
         peer_port: ports.a_iax,
     };
-    let (a_conf, b_conf) = (iax_conf(args.mode, args.calls, &a), iax_conf(args.mode, args.calls, &b));
+    let (a_conf, b_conf) = (iax_conf(args.mode, args.calls(), &a), iax_conf(args.mode, args.calls(), &b));
     let a_toml = format!("[control]\nlisten = \"127.0.0.1:{}\"\n", ports.a_control);
     let b_toml =
         format!("[control]\nlisten = \"127.0.0.1:{}\"\n\n[dialplan.iaxinbound]\n\"600\" = \"echo\"\n", ports.b_control);
@@ -275,12 +275,12 @@ fn drive(args: &LoadArgs, ports: &Ports, work: &Path, a: &mut Switch, b: &mut Sw
         std::thread::sleep(Duration::from_millis(100));
     }
     if progress {
-        eprintln!("registered in {:.1} s; placing {} calls", started.elapsed().as_secs_f64(), args.calls);
+        eprintln!("registered in {:.1} s; placing {} calls", started.elapsed().as_secs_f64(), args.calls());
     }
 
     let snmp_before = std::fs::read_to_string("/proc/net/snmp").map(|t| udp_snmp(&t)).unwrap_or_default();
     let tck = clock_ticks_per_second();
-    let command = format!("originate IAX2/B/600 app=pattern count={} hold={}", args.calls, args.seconds);
+    let command = format!("originate IAX2/B/600 app=pattern count={} hold={}", args.calls(), args.seconds);
     let t0 = Instant::now();
     let answer = a.ctl(&command).map_err(io_err("A: originate"))?;
     eprintln!("A: {command}: {}", answer.trim());
