@@ -17,6 +17,7 @@ pub mod iax2;
 pub mod jitterbuffer;
 pub mod media;
 pub mod net;
+pub mod protocol;
 pub mod rtp;
 pub mod runtime;
 pub mod sip;

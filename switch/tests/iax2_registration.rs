@@ -831,7 +831,7 @@ mod calls {
             p.a.originate_paced(p.now, &req).unwrap();
         }
         let err = p.a.originate(p.now, &req).unwrap_err();
-        assert!(err.contains("trunkmaxsize=480"), "{err}");
+        assert!(err.to_string().contains("trunkmaxsize=480"), "{err}");
         p.run_until(Duration::from_secs(10));
         // Slots come back when calls end.
         p.a.originate(p.now, &req).unwrap();
@@ -865,7 +865,7 @@ fn trunk_800_on_the_core() {
     for _ in 0..800 {
         p.a.originate(p.now, &req).unwrap();
     }
-    assert!(p.a.originate(p.now, &req).unwrap_err().contains("trunkmaxsize"));
+    assert!(p.a.originate(p.now, &req).unwrap_err().to_string().contains("trunkmaxsize"));
     let wall = std::time::Instant::now();
     p.run_until(Duration::from_secs(secs + 10));
     let elapsed = wall.elapsed();

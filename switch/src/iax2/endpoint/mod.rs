@@ -17,11 +17,11 @@ use rand_chacha::ChaCha20Rng;
 
 mod calls;
 mod pacing;
+mod protocol;
 mod saved;
 mod table;
 
-pub use calls::Originate;
-pub use pacing::Placement;
+pub use crate::protocol::{Originate, Placement, ResolvedHosts};
 
 use super::auth;
 use super::call::{self, Call};
@@ -45,16 +45,6 @@ use crate::guard::{Guard, GuardSettings, Verdict};
 const LINGER: Duration = Duration::from_secs(10);
 /// `delayreject=yes`: REGREJ waits this long, slowing down password guessing.
 const DELAY_REJECT: Duration = Duration::from_secs(1);
-
-/// Host names from the configuration, resolved by the runtime.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResolvedHosts(pub BTreeMap<String, Vec<IpAddr>>);
-
-impl ResolvedHosts {
-    fn addr(&self, host: &str, port: u16) -> Option<SocketAddr> {
-        self.0.get(host).and_then(|ips| ips.first()).map(|ip| SocketAddr::new(*ip, port))
-    }
-}
 
 /// What each dialog is for.
 enum Role {
@@ -864,11 +854,16 @@ impl Endpoint {
         *n
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The next datagram to send; IAX2 sends everything from its one socket.
+    pub fn poll_transmit(&mut self) -> Option<crate::protocol::Transmit> {
         let t = self.out.pop_front()?;
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += t.payload.len() as u64;
-        Some(t)
+        Some(crate::protocol::Transmit {
+            socket: crate::protocol::SocketId::Listener,
+            destination: t.destination,
+            payload: t.payload,
+        })
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
