@@ -70,6 +70,30 @@ impl ResolvedHosts {
     }
 }
 
+/// A source banned after failed authentication (`iax2 show bans`, `sip show bans`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanView {
+    pub source: IpAddr,
+    /// Failed proofs counted against it.
+    pub failures: u32,
+    /// Seconds until the ban ends.
+    pub seconds_left: u64,
+}
+
+impl BanView {
+    /// The bans `guard` holds at `now`.
+    pub(crate) fn list(guard: &crate::guard::Guard, now: Instant) -> Vec<BanView> {
+        guard
+            .bans(now)
+            .map(|(source, ban)| BanView {
+                source,
+                failures: ban.failures,
+                seconds_left: ban.until.saturating_duration_since(now).as_secs(),
+            })
+            .collect()
+    }
+}
+
 /// A call the operator (or a scenario) asks the switch to place.
 #[derive(Debug, Clone)]
 pub struct Originate {

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
+use crate::control::text;
 use crate::event::{Event, EventSink};
 use crate::iax2::endpoint::Endpoint;
 use crate::net::{DatagramSocket, Net};
@@ -288,39 +289,59 @@ impl<S: DatagramSocket> Cores<S> {
         match command {
             Command::Reload | Command::Shutdown => {}
             Command::ShowPeers(tx) => {
-                let _ = tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| s.core.show_peers()));
+                let _ = tx
+                    .send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::iax_peers(&s.core.peers())));
             }
             Command::ShowRegistry(tx) => {
-                let _ = tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| s.core.show_registry(now)));
+                let _ = tx.send(
+                    self.iax
+                        .as_ref()
+                        .map_or_else(|| IAX_OFF.to_string(), |s| text::iax_registry(&s.core.registry(now))),
+                );
             }
             Command::ShowStats(tx) => {
-                let mut text = self.iax.as_ref().map_or_else(String::new, |s| s.core.show_stats());
+                let mut answer = self.iax.as_ref().map_or_else(String::new, |s| text::iax_stats(&s.core.stats_view()));
                 if let Some(sip) = &self.sip {
-                    text.push_str(&sip.core.show_stats());
+                    answer.push_str(&text::sip_stats(&sip.core.stats_view()));
                 }
-                let _ = tx.send(text);
+                let _ = tx.send(answer);
             }
             Command::ShowChannels(tx) => {
-                let _ = tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| s.core.show_channels()));
+                let _ = tx.send(
+                    self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::iax_channels(&s.core.channels())),
+                );
             }
             Command::ShowSipRegistrations(tx) => {
-                let _ =
-                    tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.core.show_registrations(now)));
+                let _ = tx.send(
+                    self.sip
+                        .as_ref()
+                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_registrations(&s.core.registrations(now))),
+                );
             }
             Command::ShowSipGateways(tx) => {
-                let _ = tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.core.show_gateways(now)));
+                let _ = tx.send(
+                    self.sip
+                        .as_ref()
+                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_gateways(&s.core.gateways(now))),
+                );
             }
             Command::ShowSipBans(tx) => {
-                let _ = tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.core.show_bans(now)));
+                let _ =
+                    tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| text::bans(&s.core.bans(now))));
             }
             Command::ShowSipChannels(tx) => {
-                let _ = tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.core.show_channels(now)));
+                let _ = tx.send(
+                    self.sip
+                        .as_ref()
+                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_channels(&s.core.channels(now))),
+                );
             }
             Command::SipUnban { source, reply } => {
                 let _ = reply.send(unbanned(source, self.sip.as_mut().map(|s| s.core.unban(source)), SIP_OFF));
             }
             Command::ShowIaxBans(tx) => {
-                let _ = tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| s.core.show_bans(now)));
+                let _ =
+                    tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::bans(&s.core.bans(now))));
             }
             Command::IaxUnban { source, reply } => {
                 let _ = reply.send(unbanned(source, self.iax.as_mut().map(|s| s.core.unban(source)), IAX_OFF));

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switch::control::text;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -592,7 +593,11 @@ fn the_switch_registers_to_a_gateway() {
     sip.handle_signalling(now, provider, &ok.encode());
     let events: Vec<Event> = std::iter::from_fn(|| sip.poll_event()).collect();
     assert!(events.contains(&Event::SipGatewayRegistered { gateway: "provider".into(), expires: 240 }), "{events:?}");
-    assert!(sip.show_gateways(now).contains("Registered"), "{}", sip.show_gateways(now));
+    assert!(
+        text::sip_gateways(&sip.gateways(now)).contains("Registered"),
+        "{}",
+        text::sip_gateways(&sip.gateways(now))
+    );
     // The refresh is due at 5/6 of what was granted (200 s), not before.
     let mut refreshed_at = None;
     while let Some(t) = sip.poll_timeout().filter(|t| t.duration_since(now) <= Duration::from_secs(300)) {
@@ -1435,7 +1440,7 @@ fn a_password_guesser_is_silenced_then_banned_and_the_ban_ends() {
     assert_eq!(try_password(&mut b, cracker, 100, "alice", "wonderland"), Vec::<u16>::new());
     let stats = b.sip.stats().dropped.clone();
     assert!(stats.get("source banned after failed authentication").is_some_and(|n| *n >= 1), "{stats:?}");
-    assert!(b.sip.show_bans(b.now).starts_with("198.51.100.66"), "{}", b.sip.show_bans(b.now));
+    assert!(text::bans(&b.sip.bans(b.now)).starts_with("198.51.100.66"), "{}", text::bans(&b.sip.bans(b.now)));
     // Other addresses and users are untouched.
     assert_eq!(try_password(&mut b, PHONE.parse().unwrap(), 200, "bob", "builder"), [401, 200]);
     b.advance(Duration::from_secs(600));

@@ -785,38 +785,6 @@ impl Endpoint {
             c.rotate_at = Some(now + next_rotation(&mut self.rng));
         }
     }
-
-    /// `iax2 show channels`.
-    pub fn show_channels(&self) -> String {
-        use std::fmt::Write as _;
-        let mut s = format!(
-            "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}\n",
-            "Call", "Direction", "Peer", "Remote", "State", "Format", "Tx", "Rx", "Lost"
-        );
-        let mut n = 0;
-        for (local, e) in self.dialogs.iter() {
-            let Role::Call(c) = &e.role else { continue };
-            if e.dialog.is_finished() {
-                continue;
-            }
-            n += 1;
-            let _ = writeln!(
-                s,
-                "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}",
-                local,
-                c.direction.name(),
-                c.peer.as_deref().unwrap_or("-"),
-                e.dialog.remote_addr,
-                format!("{:?}", c.state),
-                format::name(c.format).unwrap_or("-"),
-                c.stats.frames_sent,
-                c.stats.frames_received,
-                c.stats.lost
-            );
-        }
-        let _ = writeln!(s, "{n} active IAX2 call(s)");
-        s
-    }
 }
 
 /// When the next key rotation is due: 120 to 300 s on, as `iax2_key_rotate` schedules.

@@ -43,6 +43,7 @@ mod show;
 mod transactions;
 
 pub use dial::SipTarget;
+pub use show::{GatewayView, SipChannelView, SipRegistrationView, SipStatsView};
 pub use transactions::TransactionUsage;
 
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
@@ -677,19 +678,6 @@ impl SipEndpoint {
     /// `sip unban IP`: lifts a ban or silence; whether there was one.
     pub fn unban(&mut self, source: IpAddr) -> bool {
         self.guard.unban(source, &mut self.events)
-    }
-
-    /// `sip show bans`.
-    pub fn show_bans(&self, now: Instant) -> String {
-        let mut out = String::new();
-        for (ip, ban) in self.guard.bans(now) {
-            let left = ban.until.saturating_duration_since(now).as_secs();
-            let _ = writeln!(out, "{ip:<40} {:>6} failures, {left} s left", ban.failures);
-        }
-        if out.is_empty() {
-            out.push_str("no banned sources\n");
-        }
-        out
     }
 }
 
