@@ -142,10 +142,14 @@ pub struct SwitchSetup<L: SourceLoader, S: EventSink> {
 /// Runs a switch until [`Command::Shutdown`] or the command channel closes.
 pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: SwitchSetup<L, S>) -> Result<(), RunError> {
     let loaded = config::load(&setup.loader).map_err(RunError::Config)?;
-    let (iax_listener, iax_bound) =
-        bind_listener(&net, "iax.conf bindaddr", loaded.iax.general.bind, &mut setup.events)
-            .await
-            .map_err(|source| RunError::Bind { addr: loaded.iax.general.bind, source })?;
+    let iax_listener = match loaded.switch.iax2 {
+        true => Some(
+            bind_listener(&net, "iax.conf bindaddr", loaded.iax.general.bind, &mut setup.events)
+                .await
+                .map_err(|source| RunError::Bind { addr: loaded.iax.general.bind, source })?,
+        ),
+        false => None,
+    };
     let resolved = resolve_hosts(&net, &loaded).await;
 
     let (media_tx, mut media_rx) = mpsc::channel(MEDIA_QUEUE);
@@ -165,19 +169,20 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
         cores.sip = Some(Slot { core: sip, sockets: Sockets::new(Cores::<N::Socket>::SIP, listener, bound, media_ip) });
     }
 
-    let rng = ChaCha20Rng::seed_from_u64(setup.seed);
-    let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
-    endpoint.set_unix_time(Instant::now().into_std(), net.unix_time());
-    endpoint.set_dialplan(loaded.switch.dialplan.clone());
     let state_dir = loaded.switch.state_dir.clone();
-    let mut persister = persister(&loaded, setup.state.clone());
-    if let Some(p) = &mut persister {
-        p.restore(&mut endpoint, Instant::now().into_std());
+    // What it keeps is the IAX2 registrar's: nothing to keep without IAX2.
+    let mut persister = persister(&loaded, setup.state.clone()).filter(|_| iax_listener.is_some());
+    if let Some((listener, bound)) = iax_listener {
+        let rng = ChaCha20Rng::seed_from_u64(setup.seed);
+        let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
+        endpoint.set_unix_time(Instant::now().into_std(), net.unix_time());
+        endpoint.set_dialplan(loaded.switch.dialplan.clone());
+        if let Some(p) = &mut persister {
+            p.restore(&mut endpoint, Instant::now().into_std());
+        }
+        cores.iax =
+            Some(Slot { core: endpoint, sockets: Sockets::new(Cores::<N::Socket>::IAX, listener, bound, bound.ip()) });
     }
-    cores.iax = Some(Slot {
-        core: endpoint,
-        sockets: Sockets::new(Cores::<N::Socket>::IAX, iax_listener, iax_bound, iax_bound.ip()),
-    });
     for (_, sockets) in cores.each() {
         setup.events.emit(&Event::Started { bind: sockets.bound });
     }
@@ -217,6 +222,9 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         let now = Instant::now().into_std();
                         for (core, _) in cores.each() {
                             core.reconfigure(now, &loaded, &resolved);
+                        }
+                        if cores.iax.is_some() != loaded.switch.iax2 {
+                            tracing::warn!("[iax2] enabled changed in switch.toml: restart the switch to apply it");
                         }
                         if cores.sip.is_none() && loaded.switch.sip.is_some() {
                             tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP");
@@ -393,7 +401,7 @@ fn no_core_for(dial: &str) -> OriginateError {
     if dial_has_tech(dial, "SIP") {
         OriginateError::ProtocolOff { protocol: "SIP", hint: "add a [sip] table to switch.toml" }
     } else if dial_has_tech(dial, "IAX2") {
-        OriginateError::ProtocolOff { protocol: "IAX2", hint: "set bindaddr in iax.conf" }
+        OriginateError::ProtocolOff { protocol: "IAX2", hint: "[iax2] enabled = false in switch.toml" }
     } else {
         OriginateError::InvalidDial(format!("`{dial}`: expected IAX2/... or SIP/..."))
     }
@@ -408,7 +416,7 @@ fn unbanned(source: IpAddr, outcome: Option<bool>, off: &str) -> String {
 }
 
 const SIP_OFF: &str = "SIP is off: add a [sip] table to switch.toml\n";
-const IAX_OFF: &str = "IAX2 is off: set bindaddr in iax.conf\n";
+const IAX_OFF: &str = "IAX2 is off: [iax2] enabled = false in switch.toml\n";
 
 /// Datagrams read by the media sockets' tasks and not yet handled. Bounded:
 /// when the loop falls behind, the readers wait and the kernel drops.
@@ -681,6 +689,40 @@ mod tests {
             ("[sip] listen", "[::]:5060".into(), "0.0.0.0:5060".into())
         );
         assert!(error.contains("os error 97"), "{error}");
+    }
+
+    #[test]
+    fn iax2_switched_off_binds_nothing_and_refuses_its_commands() {
+        let net = FakeNet { ipv6: true, busy: true, tried: Mutex::default() };
+        let loader = crate::config::MapLoader::from_files([("switch.toml", "[iax2]\nenabled = false\n")]);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let sink = move |e: &Event| seen.lock().unwrap().push(e.clone());
+        let (tx, commands) = mpsc::channel(4);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (peers, originated) = runtime.block_on(async {
+            let (reply, peers) = oneshot::channel();
+            tx.send(Command::ShowPeers(reply)).await.unwrap();
+            let request = Originate {
+                dial: "IAX2/b/100".into(),
+                app: crate::dialplan::App::Pattern,
+                hold: None,
+                calling: (None, None),
+            };
+            let (reply, originated) = oneshot::channel();
+            tx.send(Command::Originate { request, count: 1, reply }).await.unwrap();
+            tx.send(Command::Shutdown).await.unwrap();
+            // Every bind fails on this host: the run only gets through without binding.
+            run(net, SwitchSetup { loader, seed: 1, events: sink, commands, state: None }).await.unwrap();
+            (peers.await.unwrap(), originated.await.unwrap())
+        });
+        assert_eq!(peers, IAX_OFF);
+        assert_eq!(
+            originated,
+            "0 of 1 call(s) placed to IAX2/b/100; refused: IAX2 is off: [iax2] enabled = false in switch.toml"
+        );
+        let events = events.lock().unwrap();
+        assert!(!events.iter().any(|e| matches!(e, Event::Started { .. })), "{events:?}");
     }
 
     #[test]
