@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switch::control::text;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::SeedableRng;
@@ -122,7 +123,11 @@ fn active_calls(show_channels: &str) -> usize {
 fn trunk_tick(c: &mut Criterion) {
     let mut p = Pair::new();
     p.advance(Duration::from_secs(2));
-    assert!(p.a.show_registry(p.now).contains("Registered"), "A registered: {}", p.a.show_registry(p.now));
+    assert!(
+        text::iax_registry(&p.a.registry(p.now)).contains("Registered"),
+        "A registered: {}",
+        text::iax_registry(&p.a.registry(p.now))
+    );
     // Held far longer than any bench run advances the virtual clock.
     let req = Originate {
         dial: "IAX2/B/600".into(),
@@ -134,7 +139,8 @@ fn trunk_tick(c: &mut Criterion) {
         p.a.originate(p.now, &req).expect("the trunk takes 800 calls");
     }
     p.advance(Duration::from_secs(3));
-    let (up_a, up_b) = (active_calls(&p.a.show_channels()), active_calls(&p.b.show_channels()));
+    let (up_a, up_b) =
+        (active_calls(&text::iax_channels(&p.a.channels())), active_calls(&text::iax_channels(&p.b.channels())));
     assert_eq!((up_a, up_b), (CALLS, CALLS), "every call is up before measuring");
     let before = p.datagrams;
     p.advance(Duration::from_secs(1));
@@ -148,7 +154,7 @@ fn trunk_tick(c: &mut Criterion) {
     g.throughput(Throughput::Elements(CALLS as u64));
     g.bench_function("trunk tick 800", |b| b.iter(|| p.advance(TICK)));
     g.finish();
-    assert_eq!(active_calls(&p.a.show_channels()), CALLS, "no call dropped while measuring");
+    assert_eq!(active_calls(&text::iax_channels(&p.a.channels())), CALLS, "no call dropped while measuring");
 }
 
 criterion_group!(benches, trunk_tick);

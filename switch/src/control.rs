@@ -179,6 +179,182 @@ pub async fn execute(line: &str, commands: &mpsc::Sender<Command>) -> Option<Str
     })
 }
 
+/// The text of each view, as `asterisk -rx` prints its counterpart. Scenarios
+/// and tests read these; keep them stable.
+pub mod text {
+    use std::fmt::Write as _;
+
+    use crate::event::PeerState;
+    use crate::iax2::endpoint::{ChannelView, IaxStatsView, PeerView, RegistryView};
+    use crate::protocol::BanView;
+    use crate::sip::endpoint::{GatewayView, SipChannelView, SipRegistrationView, SipStatsView};
+
+    /// `iax2 show peers`.
+    pub fn iax_peers(peers: &[PeerView]) -> String {
+        let mut s = format!("{:<20} {:<40} {:<5} {:<14} {}\n", "Name", "Host", "Dyn", "Status", "Description");
+        let (mut online, mut offline, mut unmonitored) = (0, 0, 0);
+        for peer in peers {
+            let addr = peer.addr.map_or("(Unspecified)".to_string(), |a| a.to_string());
+            let dynamic = if peer.dynamic { "(D)" } else { "(S)" };
+            let status = match peer.qualify {
+                None => {
+                    unmonitored += 1;
+                    "UNMONITORED".to_string()
+                }
+                Some((state, latency_ms)) => {
+                    match state {
+                        PeerState::Ok | PeerState::Lagged => online += 1,
+                        _ => offline += 1,
+                    }
+                    match latency_ms {
+                        Some(ms) => format!("{state} ({ms} ms)"),
+                        None => state.to_string(),
+                    }
+                }
+            };
+            let _ = writeln!(s, "{:<20} {:<40} {:<5} {:<14} {}", peer.name, addr, dynamic, status, peer.description);
+        }
+        let total = online + offline + unmonitored;
+        let _ = writeln!(s, "{total} iax2 peers [{online} online, {offline} offline, {unmonitored} unmonitored]");
+        s
+    }
+
+    /// `iax2 show registry`.
+    pub fn iax_registry(registrations: &[RegistryView]) -> String {
+        let mut s = format!("{:<40} {:<16} {:<40} {:<8} {}\n", "Host", "Username", "Perceived", "Refresh", "State");
+        for reg in registrations {
+            let perceived = reg.perceived.map_or("<Unregistered>".to_string(), |a| a.to_string());
+            let refresh = match reg.refresh {
+                Some((refresh, left)) => format!("{refresh} ({left}s left)"),
+                None => "-".into(),
+            };
+            let _ = writeln!(s, "{:<40} {:<16} {:<40} {:<8} {}", reg.host, reg.username, perceived, refresh, reg.state);
+        }
+        let _ = writeln!(s, "{} IAX2 registrations.", registrations.len());
+        s
+    }
+
+    /// `iax2 show channels`.
+    pub fn iax_channels(calls: &[ChannelView]) -> String {
+        let mut s = format!(
+            "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}\n",
+            "Call", "Direction", "Peer", "Remote", "State", "Format", "Tx", "Rx", "Lost"
+        );
+        for c in calls {
+            let _ = writeln!(
+                s,
+                "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}",
+                c.call,
+                c.direction,
+                c.peer.as_deref().unwrap_or("-"),
+                c.remote,
+                format!("{:?}", c.state),
+                c.format.unwrap_or("-"),
+                c.frames_sent,
+                c.frames_received,
+                c.lost
+            );
+        }
+        let _ = writeln!(s, "{} active IAX2 call(s)", calls.len());
+        s
+    }
+
+    /// IAX2's part of `show stats`.
+    pub fn iax_stats(view: &IaxStatsView) -> String {
+        let mut s = String::new();
+        let c = &view.counters;
+        let _ = writeln!(s, "datagrams in: {}", c.datagrams_in);
+        let _ = writeln!(s, "datagrams out: {}", c.datagrams_out);
+        let _ = writeln!(s, "bytes in: {}", c.bytes_in);
+        let _ = writeln!(s, "bytes out: {}", c.bytes_out);
+        let _ = writeln!(s, "call tokens issued: {}", c.call_tokens_issued);
+        let _ = writeln!(s, "pongs sent: {}", c.pongs_sent);
+        let _ = writeln!(s, "call numbers in use: {}", view.call_numbers_in_use);
+        for (reason, n) in &c.dropped {
+            let _ = writeln!(s, "dropped ({reason}): {n}");
+        }
+        s
+    }
+
+    /// `iax2 show bans`, `sip show bans`.
+    pub fn bans(bans: &[BanView]) -> String {
+        let mut out = String::new();
+        for ban in bans {
+            let _ = writeln!(out, "{:<40} {:>6} failures, {} s left", ban.source, ban.failures, ban.seconds_left);
+        }
+        if out.is_empty() {
+            out.push_str("no banned sources\n");
+        }
+        out
+    }
+
+    /// `sip show registrations`.
+    pub fn sip_registrations(registrations: &[SipRegistrationView]) -> String {
+        let mut out = format!("{:<16} {:<40} {:<24} {:>7}\n", "User", "Contact", "Source", "Expires");
+        for r in registrations {
+            let _ = writeln!(out, "{:<16} {:<40} {:<24} {:>7}", r.user, r.contact, r.source.to_string(), r.expires_in);
+        }
+        let _ = writeln!(out, "{} registration(s)", registrations.len());
+        out
+    }
+
+    /// `sip show channels`.
+    pub fn sip_channels(calls: &[SipChannelView]) -> String {
+        let mut out = format!(
+            "{:>5} {:<16} {:<24} {:<6} {:>8} {:>8} {:>8}\n",
+            "Call", "Call-ID", "Media", "Codec", "Sent", "Recv", "Secs"
+        );
+        for call in calls {
+            let id: String = call.call_id.chars().take(16).collect();
+            let _ = writeln!(
+                out,
+                "{:>5} {id:<16} {:<24} {:<6} {:>8} {:>8} {:>8}",
+                call.id,
+                call.media.to_string(),
+                call.codec,
+                call.packets_sent,
+                call.packets_received,
+                call.seconds
+            );
+        }
+        let _ = writeln!(out, "{} active SIP call(s)", calls.len());
+        out
+    }
+
+    /// `sip show gateways`.
+    pub fn sip_gateways(gateways: &[GatewayView]) -> String {
+        let mut out =
+            format!("{:<16} {:<28} {:<16} {:<12} {:>8}\n", "Gateway", "Proxy", "Username", "State", "Expires");
+        for g in gateways {
+            let proxy = g.server.map_or_else(|| format!("{} (unresolved)", g.host), |a| a.to_string());
+            let left = g.expires_in.map_or_else(|| "-".to_string(), |s| s.to_string());
+            let _ = writeln!(out, "{:<16} {proxy:<28} {:<16} {:<12} {left:>8}", g.name, g.username, g.state);
+        }
+        let _ = writeln!(out, "{} gateway(s)", gateways.len());
+        out
+    }
+
+    /// SIP's part of `show stats`.
+    pub fn sip_stats(view: &SipStatsView) -> String {
+        let s = &view.counters;
+        let mut out = format!(
+            "sip datagrams_in={} datagrams_out={} rtp_in={} rtp_out={} challenges={} refreshes={} transactions={} calls={}\n",
+            s.datagrams_in,
+            s.datagrams_out,
+            s.rtp_in,
+            s.rtp_out,
+            s.challenges,
+            s.refreshes,
+            view.transactions,
+            view.calls
+        );
+        for (reason, n) in &s.dropped {
+            let _ = writeln!(out, "sip dropped {n:>8} {reason}");
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{self, Diagnostic, Host, LoadedConfig, SourceLoader};
+use crate::control::text;
 use crate::event::{Event, EventSink};
-use crate::iax2::endpoint::{Endpoint, Originate, Placement, ResolvedHosts};
+use crate::iax2::endpoint::Endpoint;
 use crate::net::{DatagramSocket, Net};
-use crate::sip::endpoint::{MediaSocket, SipEndpoint, SipSocket};
+use crate::protocol::{
+    dial_has_tech, Originate, OriginateError, Placement, ProtocolCore, ResolvedHosts, SocketId, SocketRequest,
+};
+use crate::sip::endpoint::SipEndpoint;
 use crate::state::{Persister, StateStore};
 
 /// Largest datagram we accept; anything longer is truncated by the socket and
@@ -138,90 +142,74 @@ pub struct SwitchSetup<L: SourceLoader, S: EventSink> {
 /// Runs a switch until [`Command::Shutdown`] or the command channel closes.
 pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: SwitchSetup<L, S>) -> Result<(), RunError> {
     let loaded = config::load(&setup.loader).map_err(RunError::Config)?;
-    let (socket, bind) = bind_listener(&net, "iax.conf bindaddr", loaded.iax.general.bind, &mut setup.events)
-        .await
-        .map_err(|source| RunError::Bind { addr: loaded.iax.general.bind, source })?;
+    let iax_listener = match loaded.switch.iax2 {
+        true => Some(
+            bind_listener(&net, "iax.conf bindaddr", loaded.iax.general.bind, &mut setup.events)
+                .await
+                .map_err(|source| RunError::Bind { addr: loaded.iax.general.bind, source })?,
+        ),
+        false => None,
+    };
     let resolved = resolve_hosts(&net, &loaded).await;
 
-    let mut sip_bound = None;
-    let sip = match &loaded.switch.sip {
-        None => None,
-        Some(settings) => {
-            let (signalling, bound) = bind_listener(&net, "[sip] listen", settings.listen, &mut setup.events)
-                .await
-                .map_err(|source| RunError::BindSip { addr: settings.listen, what: "listen", source })?;
-            sip_bound = Some(bound);
-            // Its own stream of the one seed: SIP traffic does not shift IAX2's random values.
-            let mut rng = ChaCha20Rng::seed_from_u64(setup.seed);
-            rng.set_stream(1);
-            let mut sip = SipEndpoint::new(Arc::new(settings.clone()), &resolved, rng, Instant::now().into_std());
-            sip.set_dialplan(loaded.switch.dialplan.clone());
-            let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-            Some((
-                Sip {
-                    endpoint: sip,
-                    signalling,
-                    media: BTreeMap::new(),
-                    media_tx,
-                    listen: settings.listen,
-                    // Media follows the listener to IPv4 when `[::]` fell back.
-                    rtp: if bound.ip() != settings.listen.ip() && settings.rtp.is_unspecified() {
-                        bound.ip()
-                    } else {
-                        settings.rtp
-                    },
-                },
-                media_rx,
-            ))
-        }
-    };
-    // The receiver lives apart from `sip`: the loop waits on it while other
-    // branches borrow the signalling socket.
-    let (mut sip, mut media_rx) = match sip {
-        Some((sip, rx)) => (Some(sip), Some(rx)),
-        None => (None, None),
-    };
-
-    let rng = ChaCha20Rng::seed_from_u64(setup.seed);
-    let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
-    endpoint.set_unix_time(Instant::now().into_std(), net.unix_time());
-    endpoint.set_dialplan(loaded.switch.dialplan.clone());
-    let state_dir = loaded.switch.state_dir.clone();
-    let mut persister = persister(&loaded, setup.state.clone());
-    if let Some(p) = &mut persister {
-        p.restore(&mut endpoint, Instant::now().into_std());
+    let (media_tx, mut media_rx) = mpsc::channel(MEDIA_QUEUE);
+    let mut cores = Cores { iax: None, sip: None };
+    if let Some(settings) = &loaded.switch.sip {
+        let (listener, bound) = bind_listener(&net, "[sip] listen", settings.listen, &mut setup.events)
+            .await
+            .map_err(|source| RunError::BindSip { addr: settings.listen, what: "listen", source })?;
+        // Its own stream of the one seed: SIP traffic does not shift IAX2's random values.
+        let mut rng = ChaCha20Rng::seed_from_u64(setup.seed);
+        rng.set_stream(1);
+        let mut sip = SipEndpoint::new(Arc::new(settings.clone()), &resolved, rng, Instant::now().into_std());
+        sip.set_dialplan(loaded.switch.dialplan.clone());
+        // Media follows the listener to IPv4 when `[::]` fell back.
+        let media_ip =
+            if bound.ip() != settings.listen.ip() && settings.rtp.is_unspecified() { bound.ip() } else { settings.rtp };
+        cores.sip = Some(Slot { core: sip, sockets: Sockets::new(Cores::<N::Socket>::SIP, listener, bound, media_ip) });
     }
-    setup.events.emit(&Event::Started { bind });
-    if let Some(bound) = sip_bound {
-        setup.events.emit(&Event::Started { bind: bound });
+
+    let state_dir = loaded.switch.state_dir.clone();
+    // What it keeps is the IAX2 registrar's: nothing to keep without IAX2.
+    let mut persister = persister(&loaded, setup.state.clone()).filter(|_| iax_listener.is_some());
+    if let Some((listener, bound)) = iax_listener {
+        let rng = ChaCha20Rng::seed_from_u64(setup.seed);
+        let mut endpoint = Endpoint::new(Arc::new(loaded.iax.clone()), resolved, rng, Instant::now().into_std());
+        endpoint.set_unix_time(Instant::now().into_std(), net.unix_time());
+        endpoint.set_dialplan(loaded.switch.dialplan.clone());
+        if let Some(p) = &mut persister {
+            p.restore(&mut endpoint, Instant::now().into_std());
+        }
+        cores.iax =
+            Some(Slot { core: endpoint, sockets: Sockets::new(Cores::<N::Socket>::IAX, listener, bound, bound.ip()) });
+    }
+    for (_, sockets) in cores.each() {
+        setup.events.emit(&Event::Started { bind: sockets.bound });
     }
     setup.events.emit(&config_loaded(&loaded));
 
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut iax_buf = vec![0u8; MAX_DATAGRAM];
     let mut sip_buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        if let Some(p) = &mut persister {
-            p.poll(&mut endpoint, Instant::now().into_std(), false);
+        if let (Some(p), Some(iax)) = (&mut persister, &mut cores.iax) {
+            p.poll(&mut iax.core, Instant::now().into_std(), false);
         }
-        flush(&socket, &mut endpoint, &mut setup.events).await;
-        if let Some(sip) = &mut sip {
-            sip.flush(&net, &mut setup.events).await;
+        for (core, sockets) in cores.each() {
+            sockets.flush(core, &net, &media_tx, &mut setup.events).await;
         }
-        let deadline = [
-            endpoint.poll_timeout(),
-            sip.as_ref().and_then(|s| s.endpoint.poll_timeout()),
-            persister.as_ref().and_then(Persister::deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(Instant::from_std);
+        let deadline = cores
+            .each()
+            .map(|(core, _)| core.poll_timeout())
+            .chain([persister.as_ref().and_then(Persister::deadline)])
+            .flatten()
+            .min()
+            .map(Instant::from_std);
         tokio::select! {
             biased;
             cmd = setup.commands.recv() => match cmd {
                 None | Some(Command::Shutdown) => {
-                    if let Some(p) = &mut persister {
-                        p.poll(&mut endpoint, Instant::now().into_std(), true);
+                    if let (Some(p), Some(iax)) = (&mut persister, &mut cores.iax) {
+                        p.poll(&mut iax.core, Instant::now().into_std(), true);
                     }
                     return Ok(());
                 }
@@ -231,11 +219,14 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                             tracing::warn!("[state] dir changed in switch.toml: restart the switch to use it");
                         }
                         let resolved = resolve_hosts(&net, &loaded).await;
-                        endpoint.reconfigure(Instant::now().into_std(), Arc::new(loaded.iax.clone()), resolved.clone());
-                        endpoint.set_dialplan(loaded.switch.dialplan.clone());
-                        if let Some(sip) = &mut sip {
-                            sip.reconfigure(&loaded, &resolved);
-                        } else if loaded.switch.sip.is_some() {
+                        let now = Instant::now().into_std();
+                        for (core, _) in cores.each() {
+                            core.reconfigure(now, &loaded, &resolved);
+                        }
+                        if cores.iax.is_some() != loaded.switch.iax2 {
+                            tracing::warn!("[iax2] enabled changed in switch.toml: restart the switch to apply it");
+                        }
+                        if cores.sip.is_none() && loaded.switch.sip.is_some() {
                             tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP");
                         }
                         // As at start: what is not honoured (extensions.conf's notes among them) is logged.
@@ -246,100 +237,186 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                     }
                     Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),
                 },
-                Some(Command::ShowPeers(tx)) => { let _ = tx.send(endpoint.show_peers()); }
-                Some(Command::ShowRegistry(tx)) => { let _ = tx.send(endpoint.show_registry(Instant::now().into_std())); }
-                Some(Command::ShowStats(tx)) => {
-                    let mut text = endpoint.show_stats();
-                    if let Some(sip) = &sip {
-                        text.push_str(&sip.endpoint.show_stats());
-                    }
-                    let _ = tx.send(text);
-                }
-                Some(Command::ShowChannels(tx)) => { let _ = tx.send(endpoint.show_channels()); }
-                Some(Command::ShowSipRegistrations(tx)) => {
-                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_registrations(Instant::now().into_std())));
-                }
-                Some(Command::ShowSipGateways(tx)) => {
-                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_gateways(Instant::now().into_std())));
-                }
-                Some(Command::ShowSipBans(tx)) => {
-                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_bans(Instant::now().into_std())));
-                }
-                Some(Command::SipUnban { source, reply }) => {
-                    let answer = match sip.as_mut().map(|s| s.endpoint.unban(source)) {
-                        None => SIP_OFF.to_string(),
-                        Some(true) => format!("{source} unbanned\n"),
-                        Some(false) => format!("{source} was not banned\n"),
-                    };
-                    let _ = reply.send(answer);
-                }
-                Some(Command::ShowIaxBans(tx)) => { let _ = tx.send(endpoint.show_bans(Instant::now().into_std())); }
-                Some(Command::IaxUnban { source, reply }) => {
-                    let answer = if endpoint.unban(source) { format!("{source} unbanned\n") } else { format!("{source} was not banned\n") };
-                    let _ = reply.send(answer);
-                }
-                Some(Command::ShowSipChannels(tx)) => {
-                    let _ = tx.send(sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| s.endpoint.show_channels(Instant::now().into_std())));
-                }
-                Some(Command::HangupAll(tx)) => {
-                    let now = Instant::now().into_std();
-                    let n = endpoint.hangup_all(now) + sip.as_mut().map_or(0, |s| s.endpoint.hangup_all(now));
-                    let _ = tx.send(format!("{n} call(s) hung up"));
-                }
-                Some(Command::Originate { request, count, reply }) => {
-                    let now = Instant::now().into_std();
-                    let (mut placed, mut queued) = (0, 0);
-                    let mut first_error = None;
-                    let sip_call = request.dial.get(..4).is_some_and(|t| t.eq_ignore_ascii_case("SIP/"));
-                    for _ in 0..count {
-                        let placed_call = match (&mut sip, sip_call) {
-                            (_, false) => endpoint.originate_paced(now, &request).map(|p| p == Placement::Queued),
-                            (Some(sip), true) => sip.endpoint.originate(now, &request).map(|_| false),
-                            (None, true) => Err(SIP_OFF.trim_end().to_string()),
-                        };
-                        match placed_call {
-                            Ok(was_queued) => { placed += 1; queued += usize::from(was_queued); }
-                            Err(e) => { first_error.get_or_insert(e); }
-                        }
-                    }
-                    let paced = if queued > 0 {
-                        format!(" ({queued} queued: the peer's maxauthreq caps the calls awaiting authentication)")
-                    } else {
-                        String::new()
-                    };
-                    let answer = match first_error {
-                        None => format!("{placed} call(s) placed to {}{paced}", request.dial),
-                        Some(e) => format!("{placed} of {count} call(s) placed to {}{paced}; refused: {e}", request.dial),
-                    };
-                    let _ = reply.send(answer);
-                }
+                Some(command) => cores.command(command),
             },
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => endpoint.handle_datagram(Instant::now().into_std(), from, &buf[..len]),
+            received = recv_from(cores.iax.as_ref().map(|s| &s.sockets.listener), &mut iax_buf) => match (received, &mut cores.iax) {
+                (Ok((len, from)), Some(iax)) => iax.core.handle_input(Instant::now().into_std(), SocketId::Listener, from, &iax_buf[..len]),
                 // ICMP errors surface here on some platforms; they say nothing the
                 // protocol's own timers will not find out.
-                Err(e) => tracing::debug!("recv_from: {e}"),
+                (Err(e), _) => tracing::debug!("IAX2 recv_from: {e}"),
+                _ => {}
             },
-            received = recv_from(sip.as_ref().map(|s| &s.signalling), &mut sip_buf) => match (received, &mut sip) {
-                (Ok((len, from)), Some(sip)) => sip.endpoint.handle_signalling(Instant::now().into_std(), from, &sip_buf[..len]),
+            received = recv_from(cores.sip.as_ref().map(|s| &s.sockets.listener), &mut sip_buf) => match (received, &mut cores.sip) {
+                (Ok((len, from)), Some(sip)) => sip.core.handle_input(Instant::now().into_std(), SocketId::Listener, from, &sip_buf[..len]),
                 (Err(e), _) => tracing::debug!("SIP recv_from: {e}"),
                 _ => {}
             },
-            received = recv_media(media_rx.as_mut()) => if let (Some(m), Some(sip)) = (received, &mut sip) {
-                sip.endpoint.handle_media(Instant::now().into_std(), m.port, m.from, &m.payload);
+            received = media_rx.recv() => if let Some(m) = received {
+                if let Some((core, _)) = cores.each().find(|(_, sockets)| sockets.id == m.core) {
+                    core.handle_input(Instant::now().into_std(), SocketId::Media(m.port), m.from, &m.payload);
+                }
             },
             _ = sleep_until(deadline) => {
                 let now = Instant::now().into_std();
-                endpoint.handle_timeout(now);
-                if let Some(sip) = &mut sip {
-                    sip.endpoint.handle_timeout(now);
+                for (core, _) in cores.each() {
+                    core.handle_timeout(now);
                 }
             }
         }
     }
 }
 
+/// The protocol cores of this run, each with the sockets the runtime holds for
+/// it. The loop drives them all alike through [`ProtocolCore`], in this
+/// order (IAX2, then SIP); the commands of one protocol (its `show` views)
+/// reach its core by name.
+struct Cores<S> {
+    iax: Option<Slot<Endpoint, S>>,
+    sip: Option<Slot<SipEndpoint, S>>,
+}
+
+struct Slot<C, S> {
+    core: C,
+    sockets: Sockets<S>,
+}
+
+impl<S: DatagramSocket> Cores<S> {
+    const IAX: usize = 0;
+    const SIP: usize = 1;
+
+    /// Every core that runs, in the loop's order.
+    fn each(&mut self) -> impl Iterator<Item = (&mut dyn ProtocolCore, &mut Sockets<S>)> {
+        let iax = self.iax.as_mut().map(|s| (&mut s.core as &mut dyn ProtocolCore, &mut s.sockets));
+        let sip = self.sip.as_mut().map(|s| (&mut s.core as &mut dyn ProtocolCore, &mut s.sockets));
+        iax.into_iter().chain(sip)
+    }
+
+    /// Answers an operator's command (all but `Reload` and `Shutdown`, which are the loop's).
+    fn command(&mut self, command: Command) {
+        let now = Instant::now().into_std();
+        match command {
+            Command::Reload | Command::Shutdown => {}
+            Command::ShowPeers(tx) => {
+                let _ = tx
+                    .send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::iax_peers(&s.core.peers())));
+            }
+            Command::ShowRegistry(tx) => {
+                let _ = tx.send(
+                    self.iax
+                        .as_ref()
+                        .map_or_else(|| IAX_OFF.to_string(), |s| text::iax_registry(&s.core.registry(now))),
+                );
+            }
+            Command::ShowStats(tx) => {
+                let mut answer = self.iax.as_ref().map_or_else(String::new, |s| text::iax_stats(&s.core.stats_view()));
+                if let Some(sip) = &self.sip {
+                    answer.push_str(&text::sip_stats(&sip.core.stats_view()));
+                }
+                let _ = tx.send(answer);
+            }
+            Command::ShowChannels(tx) => {
+                let _ = tx.send(
+                    self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::iax_channels(&s.core.channels())),
+                );
+            }
+            Command::ShowSipRegistrations(tx) => {
+                let _ = tx.send(
+                    self.sip
+                        .as_ref()
+                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_registrations(&s.core.registrations(now))),
+                );
+            }
+            Command::ShowSipGateways(tx) => {
+                let _ = tx.send(
+                    self.sip
+                        .as_ref()
+                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_gateways(&s.core.gateways(now))),
+                );
+            }
+            Command::ShowSipBans(tx) => {
+                let _ =
+                    tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| text::bans(&s.core.bans(now))));
+            }
+            Command::ShowSipChannels(tx) => {
+                let _ = tx.send(
+                    self.sip
+                        .as_ref()
+                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_channels(&s.core.channels(now))),
+                );
+            }
+            Command::SipUnban { source, reply } => {
+                let _ = reply.send(unbanned(source, self.sip.as_mut().map(|s| s.core.unban(source)), SIP_OFF));
+            }
+            Command::ShowIaxBans(tx) => {
+                let _ =
+                    tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::bans(&s.core.bans(now))));
+            }
+            Command::IaxUnban { source, reply } => {
+                let _ = reply.send(unbanned(source, self.iax.as_mut().map(|s| s.core.unban(source)), IAX_OFF));
+            }
+            Command::HangupAll(tx) => {
+                let n: usize = self.each().map(|(core, _)| core.hangup_all(now)).sum();
+                let _ = tx.send(format!("{n} call(s) hung up"));
+            }
+            Command::Originate { request, count, reply } => {
+                let _ = reply.send(self.originate(now, &request, count));
+            }
+        }
+    }
+
+    /// Places `count` calls through the core whose protocol the dial string names.
+    fn originate(&mut self, now: std::time::Instant, request: &Originate, count: u32) -> String {
+        let (mut placed, mut queued) = (0, 0);
+        let mut first_error = None;
+        let mut core = self.each().find(|(core, _)| core.accepts_dial(&request.dial)).map(|(core, _)| core);
+        for _ in 0..count {
+            let placement = match &mut core {
+                Some(core) => core.originate(now, request),
+                None => Err(no_core_for(&request.dial)),
+            };
+            match placement {
+                Ok(placement) => {
+                    placed += 1;
+                    queued += usize::from(placement == Placement::Queued);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let paced = if queued > 0 {
+            format!(" ({queued} queued: the peer's maxauthreq caps the calls awaiting authentication)")
+        } else {
+            String::new()
+        };
+        match first_error {
+            None => format!("{placed} call(s) placed to {}{paced}", request.dial),
+            Some(e) => format!("{placed} of {count} call(s) placed to {}{paced}; refused: {e}", request.dial),
+        }
+    }
+}
+
+/// Why no running core takes `dial`: its protocol is off, or it names none.
+fn no_core_for(dial: &str) -> OriginateError {
+    if dial_has_tech(dial, "SIP") {
+        OriginateError::ProtocolOff { protocol: "SIP", hint: "add a [sip] table to switch.toml" }
+    } else if dial_has_tech(dial, "IAX2") {
+        OriginateError::ProtocolOff { protocol: "IAX2", hint: "[iax2] enabled = false in switch.toml" }
+    } else {
+        OriginateError::InvalidDial(format!("`{dial}`: expected IAX2/... or SIP/..."))
+    }
+}
+
+fn unbanned(source: IpAddr, outcome: Option<bool>, off: &str) -> String {
+    match outcome {
+        None => off.to_string(),
+        Some(true) => format!("{source} unbanned\n"),
+        Some(false) => format!("{source} was not banned\n"),
+    }
+}
+
 const SIP_OFF: &str = "SIP is off: add a [sip] table to switch.toml\n";
+const IAX_OFF: &str = "IAX2 is off: [iax2] enabled = false in switch.toml\n";
 
 /// Datagrams read by the media sockets' tasks and not yet handled. Bounded:
 /// when the loop falls behind, the readers wait and the kernel drops.
@@ -349,18 +426,21 @@ const MEDIA_QUEUE: usize = 4096;
 /// and anything longer than a path MTU is no call's audio.
 const MAX_MEDIA_DATAGRAM: usize = 2048;
 
-/// The SIP endpoint, its signalling socket and the media sockets it asked for.
-struct Sip<S> {
-    endpoint: SipEndpoint,
-    signalling: S,
+/// The sockets of one core: its listener and the media sockets it asked for.
+struct Sockets<S> {
+    /// Which core these are, in media datagrams ([`Cores::IAX`], [`Cores::SIP`]).
+    id: usize,
+    listener: S,
+    /// The listener's address as bound.
+    bound: SocketAddr,
     /// RTP port -> its pair of sockets.
     media: BTreeMap<u16, MediaPair<S>>,
-    media_tx: mpsc::Sender<MediaDatagram>,
-    listen: SocketAddr,
-    rtp: IpAddr,
+    /// Where media sockets are bound.
+    media_ip: IpAddr,
 }
 
 struct MediaDatagram {
+    core: usize,
     port: u16,
     from: SocketAddr,
     payload: Vec<u8>,
@@ -385,6 +465,7 @@ impl<S> Drop for MediaPair<S> {
 
 fn read_media<S: DatagramSocket>(
     socket: Arc<S>,
+    core: usize,
     port: u16,
     tx: mpsc::Sender<MediaDatagram>,
 ) -> tokio::task::JoinHandle<()> {
@@ -394,7 +475,7 @@ fn read_media<S: DatagramSocket>(
             match socket.recv_from(&mut buf).await {
                 Ok((len, from)) => {
                     let payload = buf[..len.min(buf.len())].to_vec();
-                    if tx.send(MediaDatagram { port, from, payload }).await.is_err() {
+                    if tx.send(MediaDatagram { core, port, from, payload }).await.is_err() {
                         return;
                     }
                 }
@@ -410,76 +491,78 @@ fn read_media<S: DatagramSocket>(
     })
 }
 
-impl<S: DatagramSocket> Sip<S> {
-    /// Opens and closes media sockets as the endpoint asks (each before the
-    /// datagrams that need it), sends what it has to send, and reports.
-    async fn flush<N: Net<Socket = S>>(&mut self, net: &N, events: &mut impl EventSink) {
+impl<S: DatagramSocket> Sockets<S> {
+    fn new(id: usize, listener: S, bound: SocketAddr, media_ip: IpAddr) -> Self {
+        Sockets { id, listener, bound, media: BTreeMap::new(), media_ip }
+    }
+
+    /// Reports what the core has to report, opens and closes media sockets
+    /// as it asks (each before the datagrams that need them), sends what it
+    /// has to send, and reports what that produced. The same for every core.
+    async fn flush<N: Net<Socket = S>>(
+        &mut self,
+        core: &mut dyn ProtocolCore,
+        net: &N,
+        media_tx: &mpsc::Sender<MediaDatagram>,
+        events: &mut impl EventSink,
+    ) {
+        while let Some(event) = core.poll_event() {
+            events.emit(&event);
+        }
         loop {
-            while let Some(request) = self.endpoint.poll_media_socket() {
+            while let Some(request) = core.poll_socket_request() {
                 match request {
-                    MediaSocket::Open(port) => {
-                        if let Err(e) = self.open_media(net, port).await {
-                            tracing::warn!("cannot bind media ports {port}/{} on {}: {e}", port + 1, self.rtp);
-                            self.endpoint.media_socket_failed(Instant::now().into_std(), port, &e.to_string());
+                    SocketRequest::Open(port) => {
+                        if let Err(e) = self.open_media(net, port, media_tx).await {
+                            tracing::warn!(
+                                "cannot bind media ports {port}/{} on {}: {e}",
+                                port.wrapping_add(1),
+                                self.media_ip
+                            );
+                            core.socket_failed(Instant::now().into_std(), port, &e.to_string());
                         }
                     }
-                    MediaSocket::Close(port) => {
+                    SocketRequest::Close(port) => {
                         self.media.remove(&port);
                     }
                 }
             }
-            let Some(t) = self.endpoint.poll_transmit() else { break };
+            let Some(t) = core.poll_transmit() else { break };
             let result = match t.socket {
-                SipSocket::Signalling => self.signalling.send_to(&t.payload, t.destination).await,
-                SipSocket::Media(port) => match self.media.get(&port) {
+                SocketId::Listener => self.listener.send_to(&t.payload, t.destination).await,
+                SocketId::Media(port) => match self.media.get(&port) {
                     Some(pair) => pair.rtp.send_to(&t.payload, t.destination).await,
                     None => continue,
                 },
             };
             if let Err(e) = result {
-                tracing::debug!("SIP send_to {}: {e}", t.destination);
+                tracing::debug!("{} send_to {}: {e}", core.name(), t.destination);
             }
         }
-        while let Some(event) = self.endpoint.poll_event() {
+        while let Some(event) = core.poll_event() {
             events.emit(&event);
         }
     }
 
-    async fn open_media<N: Net<Socket = S>>(&mut self, net: &N, port: u16) -> std::io::Result<()> {
+    async fn open_media<N: Net<Socket = S>>(
+        &mut self,
+        net: &N,
+        port: u16,
+        media_tx: &mpsc::Sender<MediaDatagram>,
+    ) -> std::io::Result<()> {
         let rtcp_port = port.checked_add(1).ok_or_else(|| std::io::Error::other("no RTCP port above 65535"))?;
-        let rtp = Arc::new(net.bind_media(SocketAddr::new(self.rtp, port)).await?);
-        let rtcp = Arc::new(net.bind_media(SocketAddr::new(self.rtp, rtcp_port)).await?);
+        let rtp = Arc::new(net.bind_media(SocketAddr::new(self.media_ip, port)).await?);
+        let rtcp = Arc::new(net.bind_media(SocketAddr::new(self.media_ip, rtcp_port)).await?);
         let readers = vec![
-            read_media(rtp.clone(), port, self.media_tx.clone()),
-            read_media(rtcp, rtcp_port, self.media_tx.clone()),
+            read_media(rtp.clone(), self.id, port, media_tx.clone()),
+            read_media(rtcp, self.id, rtcp_port, media_tx.clone()),
         ];
         self.media.insert(port, MediaPair { rtp, readers });
         Ok(())
     }
-
-    fn reconfigure(&mut self, loaded: &LoadedConfig, resolved: &ResolvedHosts) {
-        match &loaded.switch.sip {
-            Some(settings) => {
-                if settings.listen != self.listen || settings.rtp != self.rtp {
-                    tracing::warn!("[sip] listen or rtp changed: restart the switch to rebind");
-                }
-                self.endpoint.reconfigure(Instant::now().into_std(), Arc::new(settings.clone()), resolved);
-            }
-            None => tracing::warn!("[sip] was removed from switch.toml: SIP stays up until a restart"),
-        }
-        self.endpoint.set_dialplan(loaded.switch.dialplan.clone());
-    }
 }
 
-/// The next media datagram, or never when SIP is off.
-async fn recv_media(rx: Option<&mut mpsc::Receiver<MediaDatagram>>) -> Option<MediaDatagram> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// `recv_from` on a socket that may not exist (SIP off): then it never completes.
+/// `recv_from` on a socket that may not exist (its protocol off): then it never completes.
 async fn recv_from<S: DatagramSocket>(socket: Option<&S>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match socket {
         Some(s) => s.recv_from(buf).await,
@@ -491,20 +574,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn flush<S: DatagramSocket>(socket: &S, endpoint: &mut Endpoint, events: &mut impl EventSink) {
-    while let Some(event) = endpoint.poll_event() {
-        events.emit(&event);
-    }
-    while let Some(t) = endpoint.poll_transmit() {
-        if let Err(e) = socket.send_to(&t.payload, t.destination).await {
-            tracing::debug!("send_to {}: {e}", t.destination);
-        }
-    }
-    while let Some(event) = endpoint.poll_event() {
-        events.emit(&event);
     }
 }
 
@@ -620,6 +689,40 @@ mod tests {
             ("[sip] listen", "[::]:5060".into(), "0.0.0.0:5060".into())
         );
         assert!(error.contains("os error 97"), "{error}");
+    }
+
+    #[test]
+    fn iax2_switched_off_binds_nothing_and_refuses_its_commands() {
+        let net = FakeNet { ipv6: true, busy: true, tried: Mutex::default() };
+        let loader = crate::config::MapLoader::from_files([("switch.toml", "[iax2]\nenabled = false\n")]);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let sink = move |e: &Event| seen.lock().unwrap().push(e.clone());
+        let (tx, commands) = mpsc::channel(4);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (peers, originated) = runtime.block_on(async {
+            let (reply, peers) = oneshot::channel();
+            tx.send(Command::ShowPeers(reply)).await.unwrap();
+            let request = Originate {
+                dial: "IAX2/b/100".into(),
+                app: crate::dialplan::App::Pattern,
+                hold: None,
+                calling: (None, None),
+            };
+            let (reply, originated) = oneshot::channel();
+            tx.send(Command::Originate { request, count: 1, reply }).await.unwrap();
+            tx.send(Command::Shutdown).await.unwrap();
+            // Every bind fails on this host: the run only gets through without binding.
+            run(net, SwitchSetup { loader, seed: 1, events: sink, commands, state: None }).await.unwrap();
+            (peers.await.unwrap(), originated.await.unwrap())
+        });
+        assert_eq!(peers, IAX_OFF);
+        assert_eq!(
+            originated,
+            "0 of 1 call(s) placed to IAX2/b/100; refused: IAX2 is off: [iax2] enabled = false in switch.toml"
+        );
+        let events = events.lock().unwrap();
+        assert!(!events.iter().any(|e| matches!(e, Event::Started { .. })), "{events:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switch::control::text;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -12,9 +13,10 @@ use switch::config::{SipSettings, SipUser};
 use switch::dialplan::{App, Dialplan};
 use switch::event::Event;
 use switch::iax2::endpoint::ResolvedHosts;
+use switch::protocol::{SocketId, SocketRequest, Transmit};
 use switch::rtp::{write_rtp, RtpHeader, RtpPacket};
 use switch::sip::digest::{Authorization, Challenge};
-use switch::sip::endpoint::{MediaSocket, SipEndpoint, SipSocket, SipTransmit};
+use switch::sip::endpoint::SipEndpoint;
 use switch::sip::message::{Message, Response};
 
 const PHONE: &str = "192.0.2.10:5060";
@@ -55,19 +57,19 @@ impl Bench {
         Bench { sip, now, phone: PHONE.parse().unwrap() }
     }
 
-    fn send(&mut self, text: &str) -> Vec<SipTransmit> {
+    fn send(&mut self, text: &str) -> Vec<Transmit> {
         let from = self.phone;
         self.send_from(from, text)
     }
 
-    fn send_from(&mut self, from: SocketAddr, text: &str) -> Vec<SipTransmit> {
+    fn send_from(&mut self, from: SocketAddr, text: &str) -> Vec<Transmit> {
         // Written with \n for readability; the wire wants CRLF.
         let wire = if text.contains("\r\n") { text.to_string() } else { text.replace('\n', "\r\n") };
         self.sip.handle_signalling(self.now, from, wire.as_bytes());
         self.drain()
     }
 
-    fn drain(&mut self) -> Vec<SipTransmit> {
+    fn drain(&mut self) -> Vec<Transmit> {
         std::iter::from_fn(|| self.sip.poll_transmit()).collect()
     }
 
@@ -105,7 +107,7 @@ impl Bench {
         bob
     }
 
-    fn advance(&mut self, by: Duration) -> Vec<SipTransmit> {
+    fn advance(&mut self, by: Duration) -> Vec<Transmit> {
         let until = self.now + by;
         let mut out = Vec::new();
         while let Some(t) = self.sip.poll_timeout().filter(|t| *t <= until) {
@@ -118,8 +120,8 @@ impl Bench {
     }
 }
 
-fn is_media(t: &SipTransmit) -> bool {
-    matches!(t.socket, SipSocket::Media(_))
+fn is_media(t: &Transmit) -> bool {
+    matches!(t.socket, SocketId::Media(_))
 }
 
 /// The audio port of an SDP body.
@@ -135,9 +137,9 @@ fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
     packet
 }
 
-fn responses(out: &[SipTransmit]) -> Vec<Response> {
+fn responses(out: &[Transmit]) -> Vec<Response> {
     out.iter()
-        .filter(|t| t.socket == SipSocket::Signalling)
+        .filter(|t| t.socket == SocketId::Listener)
         .map(|t| match Message::parse(&t.payload).unwrap() {
             Message::Response(r) => r,
             Message::Request(r) => panic!("expected a response, got {:?}", r.method),
@@ -216,7 +218,7 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
     let port = sdp_port(&ok.body);
     assert!(port.is_multiple_of(2) && (16384..=32766).contains(&port), "{sdp}");
     assert!(sdp.contains(&format!("m=audio {port} RTP/AVP 8 101\r\n")), "{sdp}");
-    assert_eq!(b.sip.poll_media_socket(), Some(MediaSocket::Open(port)), "the runtime binds the call's pair");
+    assert_eq!(b.sip.poll_media_socket(), Some(SocketRequest::Open(port)), "the runtime binds the call's pair");
     assert!(sdp.contains("c=IN IP4 192.0.2.1\r\n"), "{sdp}");
     let events = b.events();
     assert!(
@@ -244,7 +246,7 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
     let echoed = b.drain();
     assert_eq!(echoed.len(), 5);
     for t in &echoed {
-        assert_eq!((t.socket, t.destination), (SipSocket::Media(port), rtp_from));
+        assert_eq!((t.socket, t.destination), (SocketId::Media(port), rtp_from));
         let p = RtpPacket::parse(&t.payload).unwrap();
         assert_eq!((p.header.payload_type, p.payload.len()), (8, 160));
         assert_ne!(p.header.ssrc, 0xfeed, "our own SSRC");
@@ -264,7 +266,7 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
         _ => None,
     });
     assert_eq!(ended, Some((1, "remote BYE".to_string(), 5, 5, 0)));
-    assert_eq!(b.sip.poll_media_socket(), Some(MediaSocket::Close(port)));
+    assert_eq!(b.sip.poll_media_socket(), Some(SocketRequest::Close(port)));
     // A BYE for a dialog that is gone: 481.
     assert_eq!(responses(&b.send(&bye.replace("bye1", "bye2").replace("3 BYE", "4 BYE")))[0].status, 481);
 }
@@ -331,7 +333,7 @@ fn dialplan_refusals_map_to_sip_statuses_and_calls_are_limited() {
     let out = b.advance(Duration::from_secs(11));
     let byes = out
         .iter()
-        .filter(|t| t.socket == SipSocket::Signalling)
+        .filter(|t| t.socket == SocketId::Listener)
         .filter(|t| matches!(Message::parse(&t.payload), Ok(Message::Request(r)) if r.method.as_str() == "BYE"))
         .count();
     assert!(byes >= 2, "an RTP timeout sends BYE (and retransmits it unanswered)");
@@ -357,7 +359,7 @@ fn extensions_conf_wait_then_hangup_sends_bye() {
     assert!((98..=100).contains(&media), "two seconds of tone: {media}");
     assert!(b.ended_causes().is_empty());
     let out = b.advance(Duration::from_millis(40));
-    let bye = out.iter().filter(|t| t.socket == SipSocket::Signalling).find_map(|t| match Message::parse(&t.payload) {
+    let bye = out.iter().filter(|t| t.socket == SocketId::Listener).find_map(|t| match Message::parse(&t.payload) {
         Ok(Message::Request(r)) if r.method.as_str() == "BYE" => Some(r),
         _ => None,
     });
@@ -438,11 +440,11 @@ fn a_call_to_a_registered_user_is_bridged() {
     assert_eq!(relayed.len(), 1);
     assert_eq!(
         (relayed[0].socket, relayed[0].destination, &relayed[0].payload),
-        (SipSocket::Media(bob_port), "192.0.2.11:41000".parse().unwrap(), &packet)
+        (SocketId::Media(bob_port), "192.0.2.11:41000".parse().unwrap(), &packet)
     );
     b.sip.handle_media(b.now, bob_port, "192.0.2.11:41000".parse().unwrap(), &packet);
     let back = b.drain();
-    assert_eq!((back[0].socket, back[0].destination), (SipSocket::Media(alice_port), PHONE_RTP.parse().unwrap()));
+    assert_eq!((back[0].socket, back[0].destination), (SocketId::Media(alice_port), PHONE_RTP.parse().unwrap()));
 
     // alice hangs up: 200 to her, BYE to bob.
     let bye = format!(
@@ -538,7 +540,7 @@ mod hostile {
                 msg[i] = byte;
                 b.sip.handle_signalling(b.now, b.phone, &msg);
                 requests += 1;
-                answers += b.drain().iter().filter(|t| t.socket == SipSocket::Signalling).count();
+                answers += b.drain().iter().filter(|t| t.socket == SocketId::Listener).count();
             }
             for (i, datagram) in rtp.iter().enumerate() {
                 b.sip.handle_media(b.now, 16384 + i as u16, PHONE_RTP.parse().unwrap(), datagram);
@@ -569,7 +571,7 @@ fn the_switch_registers_to_a_gateway() {
     let provider: SocketAddr = "198.51.100.5:5060".parse().unwrap();
     assert_eq!(sip.poll_timeout(), Some(now), "the first REGISTER goes out at once");
     sip.handle_timeout(now);
-    let sent: Vec<SipTransmit> = std::iter::from_fn(|| sip.poll_transmit()).collect();
+    let sent: Vec<Transmit> = std::iter::from_fn(|| sip.poll_transmit()).collect();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].destination, provider);
     let Ok(Message::Request(first)) = Message::parse(&sent[0].payload) else { panic!("a REGISTER") };
@@ -591,7 +593,11 @@ fn the_switch_registers_to_a_gateway() {
     sip.handle_signalling(now, provider, &ok.encode());
     let events: Vec<Event> = std::iter::from_fn(|| sip.poll_event()).collect();
     assert!(events.contains(&Event::SipGatewayRegistered { gateway: "provider".into(), expires: 240 }), "{events:?}");
-    assert!(sip.show_gateways(now).contains("Registered"), "{}", sip.show_gateways(now));
+    assert!(
+        text::sip_gateways(&sip.gateways(now)).contains("Registered"),
+        "{}",
+        text::sip_gateways(&sip.gateways(now))
+    );
     // The refresh is due at 5/6 of what was granted (200 s), not before.
     let mut refreshed_at = None;
     while let Some(t) = sip.poll_timeout().filter(|t| t.duration_since(now) <= Duration::from_secs(300)) {
@@ -731,7 +737,7 @@ impl Bench {
         sdp_port: u16,
         exten: &str,
         branch: &str,
-    ) -> Vec<SipTransmit> {
+    ) -> Vec<Transmit> {
         let first = invite_from(user, lan, sdp_port, exten, &format!("{branch}x"), 1, None);
         let challenge =
             responses(&self.send_from(from, &first))[0].headers.get("Proxy-Authenticate").unwrap().to_string();
@@ -740,12 +746,12 @@ impl Bench {
     }
 
     /// The audio port of the 200 OK among `out`.
-    fn answered_port(out: &[SipTransmit]) -> u16 {
+    fn answered_port(out: &[Transmit]) -> u16 {
         let ok = responses(out).into_iter().find(|r| r.status == 200).expect("a 200 OK");
         sdp_port(&ok.body)
     }
 
-    fn media_sockets(&mut self) -> Vec<MediaSocket> {
+    fn media_sockets(&mut self) -> Vec<SocketRequest> {
         std::iter::from_fn(|| self.sip.poll_media_socket()).collect()
     }
 }
@@ -776,7 +782,7 @@ fn an_exhausted_port_range_refuses_calls_with_503_and_ports_rest_after_a_call() 
     let phone = b.phone;
     let out = b.call_from(phone, "alice", "192.0.2.10", 40000, "9664", "p1");
     assert_eq!(Bench::answered_port(&out), 30000);
-    assert_eq!(b.media_sockets(), [MediaSocket::Open(30000)]);
+    assert_eq!(b.media_sockets(), [SocketRequest::Open(30000)]);
     let out = b.call_from(phone, "alice", "192.0.2.10", 40002, "9664", "p2");
     assert_eq!(responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(), [100, 503]);
     assert!(b.events().iter().any(|e| matches!(e, Event::SipCallRejected { status: 503, reason, .. }
@@ -787,7 +793,7 @@ fn an_exhausted_port_range_refuses_calls_with_503_and_ports_rest_after_a_call() 
     // so its late RTP cannot reach the next call.
     assert_eq!(b.sip.hangup_all(b.now), 1);
     let _bye = b.drain();
-    assert_eq!(b.media_sockets(), [MediaSocket::Close(30000)]);
+    assert_eq!(b.media_sockets(), [SocketRequest::Close(30000)]);
     let out = b.call_from(phone, "alice", "192.0.2.10", 40004, "9664", "p3");
     assert_eq!(responses(&out).last().map(|r| r.status), Some(503), "still in quarantine");
     b.sip.handle_media(b.now, 30000, PHONE_RTP.parse().unwrap(), &rtp(1, 1));
@@ -806,7 +812,7 @@ fn a_port_the_host_will_not_bind_fails_its_call_and_is_not_offered_again() {
     let phone = b.phone;
     let out = b.call_from(phone, "alice", "192.0.2.10", 40000, "9196", "f1");
     let port = Bench::answered_port(&out);
-    assert_eq!(b.media_sockets(), [MediaSocket::Open(port)]);
+    assert_eq!(b.media_sockets(), [SocketRequest::Open(port)]);
     b.sip.media_socket_failed(b.now, port, "address in use");
     let out = b.drain();
     assert!(
@@ -857,7 +863,7 @@ fn strict_rtp_learns_the_phone_and_refuses_a_sprayer() {
     }
     let echoed = b.drain();
     assert_eq!(echoed.len(), 3, "the 4th sequential packet learns the source; it and the rest are echoed");
-    assert!(echoed.iter().all(|t| t.destination == phone_rtp && t.socket == SipSocket::Media(port)));
+    assert!(echoed.iter().all(|t| t.destination == phone_rtp && t.socket == SocketId::Media(port)));
     assert!(b.events().contains(&Event::RtpSourceLearned { call: 1, source: phone_rtp }));
     // Once learnt, even a perfect run from the sprayer is refused.
     for seq in 0..10u16 {
@@ -913,7 +919,7 @@ fn two_phones_behind_one_nat_each_get_their_own_echo() {
         b.sip.handle_media(b.now, pb, bob_rtp, &rtp(seq + 1000, 0xb));
     }
     let out = b.drain();
-    let to = |port: u16| out.iter().filter(move |t| t.socket == SipSocket::Media(port)).map(|t| t.destination);
+    let to = |port: u16| out.iter().filter(move |t| t.socket == SocketId::Media(port)).map(|t| t.destination);
     assert_eq!(to(pa).count(), 5);
     assert!(to(pa).all(|d| d == alice_rtp), "alice's echo goes to alice only");
     assert_eq!(to(pb).count(), 5);
@@ -955,7 +961,7 @@ fn a_phone_behind_nat_is_registered_at_its_source_and_kept_alive() {
     for _ in 0..110 {
         for t in b.advance(Duration::from_secs(1)) {
             if let Ok(Message::Request(r)) = Message::parse(&t.payload) {
-                assert_eq!((r.method.as_str(), t.destination, t.socket), ("OPTIONS", source, SipSocket::Signalling));
+                assert_eq!((r.method.as_str(), t.destination, t.socket), ("OPTIONS", source, SocketId::Listener));
                 assert_eq!(r.uri.to_string(), "sip:alice@10.0.0.5:5060");
                 pings.push(b.now.duration_since(start).as_secs());
             }
@@ -993,7 +999,7 @@ fn a_phone_behind_nat_is_registered_at_its_source_and_kept_alive() {
     ok.body =
         b"v=0\r\no=- 2 2 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 42000 RTP/AVP 8\r\n".to_vec();
     let out = b.send_from(source, &String::from_utf8(ok.encode()).unwrap());
-    let to_bob: Vec<SipTransmit> = out.into_iter().filter(|t| t.destination == bob_src).collect();
+    let to_bob: Vec<Transmit> = out.into_iter().filter(|t| t.destination == bob_src).collect();
     let caller_port = Bench::answered_port(&to_bob);
     b.sip.handle_media(b.now, caller_port, "192.0.2.11:41000".parse().unwrap(), &rtp(1, 9));
     let relayed = b.drain();
@@ -1106,12 +1112,12 @@ impl Storm {
         self.check(&out);
     }
 
-    fn check(&mut self, out: &[SipTransmit]) {
+    fn check(&mut self, out: &[Transmit]) {
         let usage = self.b.sip.transaction_usage();
         assert!(usage.bytes <= self.budget, "{} bytes held over a budget of {}", usage.bytes, self.budget);
         self.peak_bytes = self.peak_bytes.max(usage.bytes);
         // Only our BYE-less echo calls and REGISTERs: nothing else is sent.
-        assert!(out.iter().all(|t| t.socket == SipSocket::Signalling || t.destination == PHONE_RTP.parse().unwrap()));
+        assert!(out.iter().all(|t| t.socket == SocketId::Listener || t.destination == PHONE_RTP.parse().unwrap()));
     }
 
     fn run(&mut self, registers: usize, rate: u32) {
@@ -1434,7 +1440,7 @@ fn a_password_guesser_is_silenced_then_banned_and_the_ban_ends() {
     assert_eq!(try_password(&mut b, cracker, 100, "alice", "wonderland"), Vec::<u16>::new());
     let stats = b.sip.stats().dropped.clone();
     assert!(stats.get("source banned after failed authentication").is_some_and(|n| *n >= 1), "{stats:?}");
-    assert!(b.sip.show_bans(b.now).starts_with("198.51.100.66"), "{}", b.sip.show_bans(b.now));
+    assert!(text::bans(&b.sip.bans(b.now)).starts_with("198.51.100.66"), "{}", text::bans(&b.sip.bans(b.now)));
     // Other addresses and users are untouched.
     assert_eq!(try_password(&mut b, PHONE.parse().unwrap(), 200, "bob", "builder"), [401, 200]);
     b.advance(Duration::from_secs(600));

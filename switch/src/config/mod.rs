@@ -71,6 +71,9 @@ pub struct SwitchSettings {
     pub log: LogSettings,
     /// `[dialplan.CONTEXT]` tables: what calls into each context do (empty by default).
     pub dialplan: crate::dialplan::Dialplan,
+    /// `[iax2] enabled`: whether IAX2 runs (binds `iax.conf`'s `bindaddr`);
+    /// default `true`. With `false`, `iax.conf` is still read and checked.
+    pub iax2: bool,
     /// `[sip]`: the SIP listener, its media socket and its users; `None` = SIP off.
     pub sip: Option<SipSettings>,
     /// `[state] dir`: where state that outlives a restart is kept (the IAX2
@@ -185,6 +188,7 @@ impl Default for SwitchSettings {
             control: Some(SocketAddr::from(([127, 0, 0, 1], 5039))),
             log: LogSettings::default(),
             dialplan: crate::dialplan::Dialplan::default(),
+            iax2: true,
             sip: None,
             state_dir: None,
             notes: Vec::new(),

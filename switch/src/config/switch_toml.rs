@@ -12,6 +12,9 @@
 //! "_1XXX" = "dial(IAX2/b/${EXTEN})"
 //! "1000" = ["answer", "tone(1000)", "wait(10)", "hangup"]   # steps, as priorities
 //!
+//! [iax2]
+//! enabled = true              # false: no IAX2 (iax.conf is still read and checked)
+//!
 //! [sip]                       # SIP is off without this table
 //! listen = "0.0.0.0:5060"     # default 127.0.0.1:5060: other hosts only if written
 //! rtp = "0.0.0.0"             # media bind address (default: listen's IP); no port
@@ -80,8 +83,16 @@ struct File {
     control: Option<Control>,
     log: Option<Log>,
     dialplan: Option<Ordered<Spanned<String>, Extensions>>,
+    iax2: Option<Iax2>,
     sip: Option<Sip>,
     state: Option<State>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Iax2 {
+    /// Any value, so that a wrong one is reported with its key.
+    enabled: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +202,19 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
         match parse_listen(listen.get_ref()) {
             Ok(addr) => settings.control = addr,
             Err((message, hint)) => errors.push(diag(file, text, listen.span().start, "listen", message, hint)),
+        }
+    }
+    if let Some(enabled) = parsed.iax2.and_then(|t| t.enabled) {
+        match enabled.get_ref() {
+            toml::Value::Boolean(on) => settings.iax2 = *on,
+            other => errors.push(diag(
+                file,
+                text,
+                enabled.span().start,
+                "enabled",
+                format!("expected true or false, got {other}"),
+                "write enabled = false to run without IAX2 (or remove [iax2])".to_string(),
+            )),
         }
     }
     if let Some(level) = parsed.log.and_then(|l| l.level) {
@@ -679,7 +703,7 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     // serde's messages name the offending key between backticks: "unknown field `lisen`, ..."
     let key = if message.starts_with("unknown field") { message.split('`').nth(1).map(str::to_string) } else { None };
     let hint = if key.is_some() {
-        "remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory auth_failures_before_throttle auth_failures_before_ban ban_time, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
+        "remove it or correct the spelling; known: [control] listen, [log] level, [iax2] enabled, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory auth_failures_before_throttle auth_failures_before_ban ban_time, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir"
     } else {
         "see https://toml.io for the syntax; e.g. [control] then listen = \"127.0.0.1:5039\""
     };
@@ -710,6 +734,17 @@ mod tests {
 
     fn errs(text: &str) -> Vec<String> {
         parse("switch.toml", text).err().unwrap_or_default().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn iax2_is_on_unless_switched_off() {
+        assert!(parse("switch.toml", "").unwrap().iax2);
+        assert!(!parse("switch.toml", "[iax2]\nenabled = false\n").unwrap().iax2);
+        let errors = parse("switch.toml", "[iax2]\nenabled = \"no\"\n").unwrap_err();
+        let message = errors[0].to_string();
+        assert!(message.contains("switch.toml:2") && message.contains("enabled"), "{message}");
+        let errors = parse("switch.toml", "[iax2]\nbind = 1\n").unwrap_err();
+        assert!(errors[0].to_string().contains("bind"), "{}", errors[0]);
     }
 
     #[test]
@@ -782,7 +817,7 @@ mod tests {
     fn errors_have_lines() {
         assert_eq!(
             errs("[control]\nlisten = \"127.0.0.1:5039\"\nlisen = 3\n"),
-            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory auth_failures_before_throttle auth_failures_before_ban ban_time, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
+            vec!["switch.toml:3: `lisen`: unknown field `lisen`, expected `listen` (remove it or correct the spelling; known: [control] listen, [log] level, [iax2] enabled, [dialplan.CONTEXT], [sip] listen rtp rtp_ports rtp_learning_packets rtp_learning_window nat_keepalive external_ip realm context min_expires max_expires max_calls rtp_timeout transaction_memory auth_failures_before_throttle auth_failures_before_ban ban_time, [sip.users.NAME] password context, [sip.gateways.NAME] proxy username password expires register, [state] dir)"]
         );
         let e = errs("\n[control\nlisten = 1\n");
         assert_eq!(e.len(), 1);

@@ -22,7 +22,8 @@ pub mod trunk;
 
 use std::net::SocketAddr;
 
-/// A datagram a protocol core wants sent.
+/// A datagram a dialog queues for the endpoint's one socket; the endpoint
+/// hands it to the runtime as a [`crate::protocol::Transmit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     pub destination: SocketAddr,

@@ -13,28 +13,16 @@ use crate::iax2::subclass::{format, ControlSubclass};
 use crate::iax2::trunk::TrunkQueue;
 use crate::jitterbuffer::{JitterBuffer, JitterConfig, Playout};
 use crate::media::FRAME_SAMPLES;
+use crate::protocol::{Originate, OriginateError};
 
 /// One voice frame of G.711 every 20 ms: what `trunkmaxsize` is counted in.
 const FRAME_BYTES: u32 = FRAME_SAMPLES as u32;
 pub(super) const MEDIA_TICK: Duration = Duration::from_millis(20);
 
-/// A call the operator (or a scenario) asks the switch to place.
-#[derive(Debug, Clone)]
-pub struct Originate {
-    /// `IAX2/[user[:secret]@]peer[:port]/exten[@context]`.
-    pub dial: String,
-    /// What our side of the call plays.
-    pub app: App,
-    /// Hang up this long after the answer.
-    pub hold: Option<Duration>,
-    /// Caller ID (number, name) to present; unset: the peer's `callerid=`, else our username.
-    pub calling: (Option<String>, Option<String>),
-}
-
 impl Endpoint {
     /// Places a call. Returns the local call number.
-    pub fn originate(&mut self, now: Instant, req: &Originate) -> Result<u16, String> {
-        let dial = DialString::parse(&req.dial)?;
+    pub fn originate(&mut self, now: Instant, req: &Originate) -> Result<u16, OriginateError> {
+        let dial = DialString::parse(&req.dial).map_err(OriginateError::InvalidDial)?;
         let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
         let addr = self.dial_addr(&dial)?;
         // Who we are to that peer: the dial string; else the peer's `username=`
@@ -58,12 +46,14 @@ impl Endpoint {
         }
         let codecs = peer.and_then(|p| p.codecs.clone()).unwrap_or_else(|| self.config.general.codecs.clone());
         let (prefs, capability) = call::our_formats(&codecs);
-        let preferred = *prefs.first().ok_or("no codec we can carry is allowed (allow=ulaw or alaw)")?;
+        let preferred = *prefs
+            .first()
+            .ok_or_else(|| OriginateError::Refused("no codec we can carry is allowed (allow=ulaw or alaw)".into()))?;
 
         let local = self
             .callnos
             .allocate(&mut self.rng, &self.config, addr.ip(), Validation::Validated)
-            .map_err(|e| format!("no call number: {e:?}"))?;
+            .map_err(|e| OriginateError::Refused(format!("no call number: {e:?}")))?;
         let exten = dial.exten.clone().unwrap_or_else(|| "s".into());
         let context = dial.context.clone().unwrap_or_default();
         let mut c = Call::new(Direction::Outbound, now, exten.clone(), context.clone(), req.app.clone(), local);
@@ -121,28 +111,27 @@ impl Endpoint {
     }
 
     /// Where a dial string's calls go: a peer's known address, else an address or resolved name.
-    pub(super) fn dial_addr(&self, dial: &DialString) -> Result<SocketAddr, String> {
+    pub(super) fn dial_addr(&self, dial: &DialString) -> Result<SocketAddr, OriginateError> {
         let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
         let addr = match peer {
-            Some(p) => self
-                .peer_addr(&p.name)
-                .ok_or_else(|| format!("peer {} has no known address (not registered?)", p.name))?,
+            Some(p) => self.peer_addr(&p.name).ok_or_else(|| OriginateError::PeerUnreachable(p.name.clone()))?,
             None => match dial.peer.parse::<IpAddr>() {
                 Ok(ip) => SocketAddr::new(ip, 4569),
-                Err(_) => self.resolved.addr(&dial.peer, 4569).ok_or_else(|| format!("unknown peer {}", dial.peer))?,
+                Err(_) => self
+                    .resolved
+                    .addr(&dial.peer, 4569)
+                    .ok_or_else(|| OriginateError::UnknownPeer(dial.peer.clone()))?,
             },
         };
         Ok(dial.port.map_or(addr, |port| SocketAddr::new(addr.ip(), port)))
     }
 
     /// Whether one more trunked call to `addr` fits `trunkmaxsize`, counting calls queued for it.
-    pub(super) fn check_trunk_capacity(&self, addr: SocketAddr) -> Result<(), String> {
+    pub(super) fn check_trunk_capacity(&self, addr: SocketAddr) -> Result<(), OriginateError> {
         let calls = (self.trunks.get(&addr).map_or(0, |t| t.calls) + self.queued_to(addr)) as u32;
         let max = self.config.general.trunkmaxsize;
         if (calls + 1) * FRAME_BYTES > max {
-            return Err(format!(
-                "trunk to {addr} is full: {calls} calls x {FRAME_BYTES} bytes per frame reach trunkmaxsize={max}"
-            ));
+            return Err(OriginateError::TrunkFull { addr, calls, frame_bytes: FRAME_BYTES, max });
         }
         Ok(())
     }
@@ -285,7 +274,7 @@ impl Endpoint {
         let trunk = user.trunk && !c.encrypted;
         if trunk {
             if let Err(why) = self.check_trunk_capacity(addr) {
-                return self.reject(now, local, "Trunk capacity exceeded", cause::NO_CIRCUIT, &why);
+                return self.reject(now, local, "Trunk capacity exceeded", cause::NO_CIRCUIT, &why.to_string());
             }
             self.trunks.entry(addr).or_default().calls += 1;
         }
@@ -306,7 +295,7 @@ impl Endpoint {
                 let req = Originate { dial: target, app: App::Echo, hold: None, calling: c.calling.clone() };
                 match self.originate(now, &req) {
                     Ok(other) => self.link(local, other),
-                    Err(why) => self.reject(now, local, "Dial failed", cause::NO_ROUTE_DESTINATION, &why),
+                    Err(why) => self.reject(now, local, "Dial failed", cause::NO_ROUTE_DESTINATION, &why.to_string()),
                 }
             }
             _ => {
@@ -795,38 +784,6 @@ impl Endpoint {
             dialog.rotate_tx_key(now, key, &mut self.out);
             c.rotate_at = Some(now + next_rotation(&mut self.rng));
         }
-    }
-
-    /// `iax2 show channels`.
-    pub fn show_channels(&self) -> String {
-        use std::fmt::Write as _;
-        let mut s = format!(
-            "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}\n",
-            "Call", "Direction", "Peer", "Remote", "State", "Format", "Tx", "Rx", "Lost"
-        );
-        let mut n = 0;
-        for (local, e) in self.dialogs.iter() {
-            let Role::Call(c) = &e.role else { continue };
-            if e.dialog.is_finished() {
-                continue;
-            }
-            n += 1;
-            let _ = writeln!(
-                s,
-                "{:<8} {:<10} {:<16} {:<28} {:<10} {:<8} {:>8} {:>8} {:>6}",
-                local,
-                c.direction.name(),
-                c.peer.as_deref().unwrap_or("-"),
-                e.dialog.remote_addr,
-                format!("{:?}", c.state),
-                format::name(c.format).unwrap_or("-"),
-                c.stats.frames_sent,
-                c.stats.frames_received,
-                c.stats.lost
-            );
-        }
-        let _ = writeln!(s, "{n} active IAX2 call(s)");
-        s
     }
 }
 

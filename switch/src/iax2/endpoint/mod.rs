@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +16,13 @@ use rand_chacha::ChaCha20Rng;
 
 mod calls;
 mod pacing;
+mod protocol;
 mod saved;
 mod table;
+mod views;
 
-pub use calls::Originate;
-pub use pacing::Placement;
+pub use crate::protocol::{Originate, Placement, ResolvedHosts};
+pub use views::{ChannelView, IaxStatsView, PeerView, RegistryView};
 
 use super::auth;
 use super::call::{self, Call};
@@ -45,16 +46,6 @@ use crate::guard::{Guard, GuardSettings, Verdict};
 const LINGER: Duration = Duration::from_secs(10);
 /// `delayreject=yes`: REGREJ waits this long, slowing down password guessing.
 const DELAY_REJECT: Duration = Duration::from_secs(1);
-
-/// Host names from the configuration, resolved by the runtime.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResolvedHosts(pub BTreeMap<String, Vec<IpAddr>>);
-
-impl ResolvedHosts {
-    fn addr(&self, host: &str, port: u16) -> Option<SocketAddr> {
-        self.0.get(host).and_then(|ips| ips.first()).map(|ip| SocketAddr::new(*ip, port))
-    }
-}
 
 /// What each dialog is for.
 enum Role {
@@ -838,19 +829,6 @@ impl Endpoint {
         self.guard.unban(source, &mut self.events)
     }
 
-    /// `iax2 show bans`.
-    pub fn show_bans(&self, now: Instant) -> String {
-        let mut out = String::new();
-        for (ip, ban) in self.guard.bans(now) {
-            let left = ban.until.saturating_duration_since(now).as_secs();
-            out.push_str(&format!("{ip:<40} {:>6} failures, {left} s left\n", ban.failures));
-        }
-        if out.is_empty() {
-            out.push_str("no banned sources\n");
-        }
-        out
-    }
-
     fn drop_datagram(&mut self, now: Instant, from: SocketAddr, reason: &str) {
         self.count_drop(reason);
         // Counters stay exact; the trace and the log get one line per reason
@@ -864,11 +842,16 @@ impl Endpoint {
         *n
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The next datagram to send; IAX2 sends everything from its one socket.
+    pub fn poll_transmit(&mut self) -> Option<crate::protocol::Transmit> {
         let t = self.out.pop_front()?;
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += t.payload.len() as u64;
-        Some(t)
+        Some(crate::protocol::Transmit {
+            socket: crate::protocol::SocketId::Listener,
+            destination: t.destination,
+            payload: t.payload,
+        })
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -891,78 +874,6 @@ impl Endpoint {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// `iax2 show peers`.
-    pub fn show_peers(&self) -> String {
-        let mut s = format!("{:<20} {:<40} {:<5} {:<14} {}\n", "Name", "Host", "Dyn", "Status", "Description");
-        let (mut online, mut offline, mut unmonitored) = (0, 0, 0);
-        for peer in self.config.peers.iter().filter(|p| p.kind.is_peer()) {
-            let addr = self.peer_addr(&peer.name).map_or("(Unspecified)".to_string(), |a| a.to_string());
-            let dynamic = if matches!(peer.host, Host::Dynamic { .. }) { "(D)" } else { "(S)" };
-            let status = match self.qualify.get(&peer.name) {
-                None => {
-                    unmonitored += 1;
-                    "UNMONITORED".to_string()
-                }
-                Some(q) => {
-                    match q.state {
-                        PeerState::Ok | PeerState::Lagged => online += 1,
-                        _ => offline += 1,
-                    }
-                    match q.latency_ms {
-                        Some(ms) => format!("{} ({ms} ms)", q.state),
-                        None => q.state.to_string(),
-                    }
-                }
-            };
-            let desc = peer.description.as_deref().unwrap_or("");
-            let _ = writeln!(s, "{:<20} {:<40} {:<5} {:<14} {}", peer.name, addr, dynamic, status, desc);
-        }
-        let total = online + offline + unmonitored;
-        let _ = writeln!(s, "{total} iax2 peers [{online} online, {offline} offline, {unmonitored} unmonitored]");
-        s
-    }
-
-    /// `iax2 show registry`.
-    pub fn show_registry(&self, now: Instant) -> String {
-        let mut s = format!("{:<40} {:<16} {:<40} {:<8} {}\n", "Host", "Username", "Perceived", "Refresh", "State");
-        for reg in &self.registrations {
-            let host = reg.server.map_or_else(|| reg.label(), |a| a.to_string());
-            let perceived = reg.apparent.map_or("<Unregistered>".to_string(), |a| a.to_string());
-            let refresh = match reg.state {
-                RegState::Registered { refresh, until } => {
-                    format!("{refresh} ({}s left)", until.saturating_duration_since(now).as_secs())
-                }
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                s,
-                "{:<40} {:<16} {:<40} {:<8} {}",
-                host,
-                reg.line.username,
-                perceived,
-                refresh,
-                reg.state.name()
-            );
-        }
-        let _ = writeln!(s, "{} IAX2 registrations.", self.registrations.len());
-        s
-    }
-
-    pub fn show_stats(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "datagrams in: {}", self.stats.datagrams_in);
-        let _ = writeln!(s, "datagrams out: {}", self.stats.datagrams_out);
-        let _ = writeln!(s, "bytes in: {}", self.stats.bytes_in);
-        let _ = writeln!(s, "bytes out: {}", self.stats.bytes_out);
-        let _ = writeln!(s, "call tokens issued: {}", self.stats.call_tokens_issued);
-        let _ = writeln!(s, "pongs sent: {}", self.stats.pongs_sent);
-        let _ = writeln!(s, "call numbers in use: {}", self.callnos.in_use());
-        for (reason, n) in &self.stats.dropped {
-            let _ = writeln!(s, "dropped ({reason}): {n}");
-        }
-        s
     }
 }
 

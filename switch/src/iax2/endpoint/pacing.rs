@@ -16,19 +16,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::calls::Originate;
 use super::{Endpoint, Role};
 use crate::config::PeerConfig;
 use crate::iax2::call::{CallState, DialString, Direction};
-
-/// What became of an originate request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// The NEW went out; the local call number.
-    Started(u16),
-    /// Waiting for an earlier call to the same peer to be authenticated.
-    Queued,
-}
+use crate::protocol::{Originate, OriginateError, Placement};
 
 /// An originate request waiting for its peer to have room.
 pub(super) struct Queued {
@@ -42,15 +33,15 @@ impl Endpoint {
     /// Places a call as [`Endpoint::originate`] does, or queues it while the
     /// peer's `maxauthreq` calls to it are waiting for authentication.
     /// Queued calls start, in order, as earlier ones get through.
-    pub fn originate_paced(&mut self, now: Instant, req: &Originate) -> Result<Placement, String> {
-        let dial = DialString::parse(&req.dial)?;
+    pub fn originate_paced(&mut self, now: Instant, req: &Originate) -> Result<Placement, OriginateError> {
+        let dial = DialString::parse(&req.dial).map_err(OriginateError::InvalidDial)?;
         let addr = self.dial_addr(&dial)?;
         let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
         let limit = peer.map_or(usize::from(self.config.general.defaults.maxauthreq), |p| usize::from(p.maxauthreq));
         let unlimited = limit == 0;
         if unlimited || self.unauthenticated_to().get(&addr).copied().unwrap_or(0) < limit && self.queued_to(addr) == 0
         {
-            return self.originate(now, req).map(Placement::Started);
+            return self.originate(now, req).map(|_| Placement::Started);
         }
         if peer.is_some_and(PeerConfig::trunked) {
             self.check_trunk_capacity(addr)?;

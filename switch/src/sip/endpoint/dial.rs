@@ -10,11 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::transactions::{Client, ClientTxn};
-use super::{codec_name, host_port, negotiate, SipEndpoint, SipSocket, USER_AGENT};
+use super::{codec_name, host_port, negotiate, SipEndpoint, USER_AGENT};
 use crate::dialplan::App;
 use crate::event::Event;
-use crate::iax2::endpoint::Originate;
 use crate::media::G711;
+use crate::protocol::{Originate, OriginateError, SocketId};
 use crate::sip::call::{CallMedia, Dialog, Negotiated, Outbound, SipCall};
 use crate::sip::digest::{Authorization, Challenge};
 use crate::sip::header::{Contact, Method};
@@ -131,17 +131,17 @@ impl SipEndpoint {
                     caller.peer = Some(b);
                 }
             }
-            Err(reason) => self.reject_inbound(now, a, 503, &reason),
+            Err(reason) => self.reject_inbound(now, a, 503, &reason.to_string()),
         }
     }
 
     /// `originate SIP/user` (a registered user) or `SIP/gateway/exten` (through
     /// a `[sip.gateways.NAME]`, answering its challenges with the gateway's
     /// credentials): our side plays `app`, and hangs up `hold` after the answer.
-    pub fn originate(&mut self, now: Instant, request: &Originate) -> Result<u32, String> {
-        let target = SipTarget::parse(&request.dial)?;
+    pub fn originate(&mut self, now: Instant, request: &Originate) -> Result<u32, OriginateError> {
+        let target = SipTarget::parse(&request.dial).map_err(OriginateError::InvalidDial)?;
         if self.calls.len() >= self.settings.max_calls {
-            return Err(format!("max_calls={} reached", self.settings.max_calls));
+            return Err(OriginateError::MaxCalls(self.settings.max_calls));
         }
         let codec = Negotiated {
             codec: G711::Ulaw,
@@ -153,8 +153,11 @@ impl SipEndpoint {
         let caller = (request.calling.1.clone(), request.calling.0.clone().unwrap_or_else(|| "switch".into()));
         let spec = match target {
             SipTarget::User(user) => {
-                let binding =
-                    self.registrar.bindings(now, &user).pop().ok_or_else(|| format!("{user}: USER_NOT_REGISTERED"))?;
+                let binding = self
+                    .registrar
+                    .bindings(now, &user)
+                    .pop()
+                    .ok_or_else(|| OriginateError::UserNotRegistered(user.clone()))?;
                 OutboundSpec {
                     request_uri: binding.contact.clone(),
                     to_user: user,
@@ -175,9 +178,11 @@ impl SipEndpoint {
                     .gateways
                     .iter()
                     .find(|g| g.gateway.name.eq_ignore_ascii_case(&gateway))
-                    .ok_or_else(|| format!("no [sip.gateways.{gateway}]"))?;
-                let server =
-                    g.server.ok_or_else(|| format!("gateway {gateway}: {} does not resolve", g.gateway.host))?;
+                    .ok_or_else(|| OriginateError::UnknownGateway(gateway.clone()))?;
+                let server = g.server.ok_or_else(|| OriginateError::GatewayUnresolved {
+                    gateway: gateway.clone(),
+                    host: g.gateway.host.clone(),
+                })?;
                 let host =
                     if g.gateway.host.contains(':') { format!("[{}]", g.gateway.host) } else { g.gateway.host.clone() };
                 let port = if g.gateway.port == 5060 { String::new() } else { format!(":{}", g.gateway.port) };
@@ -216,10 +221,10 @@ impl SipEndpoint {
 
     /// Sends an INVITE for a new outbound leg; returns its call number, or
     /// why there is none (no free RTP port).
-    fn invite_out(&mut self, now: Instant, spec: OutboundSpec) -> Result<u32, String> {
+    fn invite_out(&mut self, now: Instant, spec: OutboundSpec) -> Result<u32, OriginateError> {
         let Some(port) = self.allocate_port(now) else {
             let range = &self.settings.rtp_ports;
-            return Err(format!("no free RTP port in rtp_ports {}-{}", range.start(), range.end()));
+            return Err(OriginateError::NoMediaPort { first: *range.start(), last: *range.end() });
         };
         let b = self.next_call;
         self.next_call = self.next_call.wrapping_add(1).max(1);
@@ -371,7 +376,7 @@ impl SipEndpoint {
                     if let Some(out) = self.calls.get_mut(&b).and_then(|c| c.outbound.as_mut()) {
                         out.ack = Some(bytes.clone());
                     }
-                    self.send(SipSocket::Signalling, destination, bytes);
+                    self.send(SocketId::Listener, destination, bytes);
                 }
                 self.events.push_back(Event::SipCallAnswered { call: b, codec: codec.into() });
                 match a {
@@ -457,7 +462,7 @@ impl SipEndpoint {
         let Some(call) = self.calls.get(&id) else { return };
         if let Some(ack) = call.outbound.as_ref().and_then(|o| o.ack.clone()) {
             let destination = call.dialog.signalling;
-            self.send(SipSocket::Signalling, destination, ack);
+            self.send(SocketId::Listener, destination, ack);
         }
     }
 }

@@ -4,28 +4,6 @@
 use super::*;
 
 impl SipEndpoint {
-    /// `sip show gateways`.
-    pub fn show_gateways(&self, now: Instant) -> String {
-        let mut out =
-            format!("{:<16} {:<28} {:<16} {:<12} {:>8}\n", "Gateway", "Proxy", "Username", "State", "Expires");
-        for g in &self.gateways {
-            let proxy = g.server.map_or_else(|| format!("{} (unresolved)", g.gateway.host), |a| a.to_string());
-            let left = match &g.state {
-                GatewayState::Registered { until } => until.saturating_duration_since(now).as_secs().to_string(),
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                out,
-                "{:<16} {proxy:<28} {:<16} {:<12} {left:>8}",
-                g.gateway.name,
-                g.gateway.username,
-                g.state.name()
-            );
-        }
-        let _ = writeln!(out, "{} gateway(s)", self.gateways.len());
-        out
-    }
-
     /// The address written in Via and Contact of our own REGISTERs.
     pub(super) fn gateway_local_ip(&self) -> IpAddr {
         self.settings.external_ip.unwrap_or(self.settings.listen.ip())

@@ -1,5 +1,5 @@
 //! RTP on each call's own port pair: allocation and release of the ports
-//! (the runtime binds what [`MediaSocket`] asks), strict source learning,
+//! (the runtime binds what [`SocketRequest`](crate::protocol::SocketRequest) asks), strict source learning,
 //! echo and bridge relay, the 20 ms clock of generated audio, hold times and
 //! the RTP timeout.
 
@@ -47,14 +47,14 @@ impl SipEndpoint {
             if peer.answered && peer.media.offered.port() != 0 {
                 peer.media.packets_sent += 1;
                 let (to, from_port) = (peer.media.destination(), peer.media.local_port);
-                self.send(SipSocket::Media(from_port), to, datagram.to_vec());
+                self.send(SocketId::Media(from_port), to, datagram.to_vec());
             }
         }
         if let Some(digit) = result.digit {
             self.events.push_back(Event::SipDtmf { call: id, digit: digit.to_string() });
         }
         if let Some(reply) = result.reply {
-            self.send(SipSocket::Media(port), destination, reply);
+            self.send(SocketId::Media(port), destination, reply);
         }
     }
 
@@ -62,7 +62,7 @@ impl SipEndpoint {
     /// `rtp_ports` has no free pair.
     pub(super) fn allocate_port(&mut self, now: Instant) -> Option<u16> {
         let port = self.ports.allocate(now, &mut self.rng)?;
-        self.media_sockets.push_back(MediaSocket::Open(port));
+        self.media_sockets.push_back(SocketRequest::Open(port));
         Some(port)
     }
 
@@ -77,7 +77,7 @@ impl SipEndpoint {
         }
         if port != 0 {
             self.ports.release(now, port);
-            self.media_sockets.push_back(MediaSocket::Close(port));
+            self.media_sockets.push_back(SocketRequest::Close(port));
         }
     }
 
@@ -146,7 +146,7 @@ impl SipEndpoint {
             }
         }
         for (port, destination, packet) in packets {
-            self.send(SipSocket::Media(port), destination, packet);
+            self.send(SocketId::Media(port), destination, packet);
         }
         for id in silent {
             self.hang_up(now, id, "RTP timeout");

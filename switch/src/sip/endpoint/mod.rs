@@ -13,7 +13,7 @@
 //! media port, and with timer expiries; polled for datagrams, events and its
 //! next deadline, exactly like the IAX2 [`Endpoint`](crate::iax2::endpoint::Endpoint).
 //! It decides which media ports exist and the runtime binds them: polled for
-//! [`MediaSocket`] requests (always before the datagrams that need them), told
+//! [`SocketRequest`]s (always before the datagrams that need them), told
 //! of a port the host would not bind with [`SipEndpoint::media_socket_failed`].
 //!
 //! What a stranger can make it do is bounded: until a request carries valid
@@ -37,11 +37,13 @@ mod dial;
 mod gateways;
 mod invite;
 mod media;
+mod protocol;
 mod register;
 mod show;
 mod transactions;
 
 pub use dial::SipTarget;
+pub use show::{GatewayView, SipChannelView, SipRegistrationView, SipStatsView};
 pub use transactions::TransactionUsage;
 
 use super::call::{CallMedia, Dialog, Negotiated, SipCall};
@@ -62,8 +64,8 @@ use crate::dialplan::{App, Dialplan};
 use crate::droplog::{reason_key, DropLog};
 use crate::event::Event;
 use crate::guard::{Guard, Verdict};
-use crate::iax2::endpoint::ResolvedHosts;
 use crate::media::G711;
+use crate::protocol::{ResolvedHosts, SocketId, SocketRequest, Transmit};
 use crate::rtp::{self, RtpPacket};
 use transactions::{Client, ClientTxn, Priority, Server, Transactions};
 
@@ -79,32 +81,6 @@ const MAX_DROP_COUNTERS: usize = 64;
 /// What we say we are.
 pub(crate) const USER_AGENT: &str = concat!("switch/", env!("CARGO_PKG_VERSION"));
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
-
-/// Which socket a datagram belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SipSocket {
-    Signalling,
-    /// A call's media port (even: RTP, the next odd one: RTCP).
-    Media(u16),
-}
-
-/// What the runtime must do with the host's media sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediaSocket {
-    /// Bind the RTP port and the RTCP port above it, and feed both to
-    /// [`SipEndpoint::handle_media`].
-    Open(u16),
-    /// The call on this pair is over: close both.
-    Close(u16),
-}
-
-/// A datagram to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SipTransmit {
-    pub socket: SipSocket,
-    pub destination: SocketAddr,
-    pub payload: Vec<u8>,
-}
 
 /// Traffic counters for `show stats`.
 #[derive(Clone, Debug, Default)]
@@ -153,13 +129,13 @@ pub struct SipEndpoint {
     /// Our RTP port -> call.
     by_media_port: BTreeMap<u16, u32>,
     ports: PortPool,
-    media_sockets: VecDeque<MediaSocket>,
+    media_sockets: VecDeque<SocketRequest>,
     /// NAT keepalives: (user, contact) -> (reach address, next OPTIONS).
     /// Bounded by the bindings: an entry whose binding is gone goes at its next ping.
     nat_pings: register::NatPings,
     next_call: u32,
     media_tick: Option<Instant>,
-    out: VecDeque<SipTransmit>,
+    out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: SipStats,
 }
@@ -235,12 +211,12 @@ impl SipEndpoint {
         self.dialplan = dialplan;
     }
 
-    pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
     /// Sockets to open or close; poll them all before [`Self::poll_transmit`].
-    pub fn poll_media_socket(&mut self) -> Option<MediaSocket> {
+    pub fn poll_media_socket(&mut self) -> Option<SocketRequest> {
         self.media_sockets.pop_front()
     }
 
@@ -315,7 +291,7 @@ impl SipEndpoint {
                 self.txns.remove_client(&key);
             }
             if let Some(bytes) = resend {
-                self.send(SipSocket::Signalling, destination, bytes);
+                self.send(SocketId::Listener, destination, bytes);
             }
             if events.contains(&TransactionEvent::TimedOut) {
                 match call {
@@ -390,12 +366,12 @@ impl SipEndpoint {
         if let Some(server) = self.txns.server_mut(&key) {
             let destination = server.destination;
             if let Some(bytes) = server.txn.on_request_retransmission(now) {
-                self.send(SipSocket::Signalling, destination, bytes);
+                self.send(SocketId::Listener, destination, bytes);
             }
             return;
         }
         if let Some((destination, bytes)) = self.txns.completed(&key) {
-            return self.send(SipSocket::Signalling, destination, bytes);
+            return self.send(SocketId::Listener, destination, bytes);
         }
         if request.to().ok().and_then(|t| t.tag().map(str::to_string)).is_some() {
             return self.in_dialog(now, from, key, request, size);
@@ -469,7 +445,7 @@ impl SipEndpoint {
             self.txns.remove_client(&key);
         }
         if let Some(bytes) = send {
-            self.send(SipSocket::Signalling, destination, bytes);
+            self.send(SocketId::Listener, destination, bytes);
         }
         match (new, call) {
             (true, Some(id)) => self.on_callee_response(now, id, &response),
@@ -549,7 +525,7 @@ impl SipEndpoint {
         };
         self.txns.insert_client(now, key, Client::new(txn, destination), &mut self.events);
         if let Some(bytes) = first {
-            self.send(SipSocket::Signalling, destination, bytes);
+            self.send(SocketId::Listener, destination, bytes);
         }
     }
 
@@ -593,7 +569,7 @@ impl SipEndpoint {
         let resend = server.txn.handle_timeout(now);
         let events = std::iter::from_fn(|| server.txn.poll_event()).collect::<Vec<_>>();
         if let Some(bytes) = resend {
-            self.send(SipSocket::Signalling, destination, bytes);
+            self.send(SocketId::Listener, destination, bytes);
         }
         for event in events {
             match event {
@@ -618,7 +594,7 @@ impl SipEndpoint {
         let Some(server) = self.txns.server_mut(key) else { return };
         let destination = server.destination;
         if let Some(bytes) = server.txn.respond(now, response.status, response.encode()) {
-            self.send(SipSocket::Signalling, destination, bytes);
+            self.send(SocketId::Listener, destination, bytes);
         }
     }
 
@@ -628,7 +604,7 @@ impl SipEndpoint {
     fn reply_in_transaction(&mut self, now: Instant, from: SocketAddr, key: String, response: &Response) {
         let mut txn = NonInviteServerTransaction::new(now, self.timers, Transport::Unreliable);
         let Some(bytes) = txn.respond(now, response.status, response.encode()) else { return };
-        self.send(SipSocket::Signalling, from, bytes);
+        self.send(SocketId::Listener, from, bytes);
         let priority = match response.cseq() {
             Ok(c) if c.method == Method::Register => Priority::Register,
             _ => Priority::Call,
@@ -637,7 +613,7 @@ impl SipEndpoint {
     }
 
     fn reply_stateless(&mut self, to: SocketAddr, response: &Response) {
-        self.send(SipSocket::Signalling, to, response.encode());
+        self.send(SocketId::Listener, to, response.encode());
     }
 
     /// A response to `request`, back to where it came from (RFC 3581 rport,
@@ -684,12 +660,12 @@ impl SipEndpoint {
         })
     }
 
-    fn send(&mut self, socket: SipSocket, destination: SocketAddr, payload: Vec<u8>) {
+    fn send(&mut self, socket: SocketId, destination: SocketAddr, payload: Vec<u8>) {
         match socket {
-            SipSocket::Signalling => self.stats.datagrams_out += 1,
-            SipSocket::Media(_) => self.stats.rtp_out += 1,
+            SocketId::Listener => self.stats.datagrams_out += 1,
+            SocketId::Media(_) => self.stats.rtp_out += 1,
         }
-        self.out.push_back(SipTransmit { socket, destination, payload });
+        self.out.push_back(Transmit { socket, destination, payload });
     }
 
     fn drop_datagram(&mut self, now: Instant, from: SocketAddr, reason: String) {
@@ -709,19 +685,6 @@ impl SipEndpoint {
     /// `sip unban IP`: lifts a ban or silence; whether there was one.
     pub fn unban(&mut self, source: IpAddr) -> bool {
         self.guard.unban(source, &mut self.events)
-    }
-
-    /// `sip show bans`.
-    pub fn show_bans(&self, now: Instant) -> String {
-        let mut out = String::new();
-        for (ip, ban) in self.guard.bans(now) {
-            let left = ban.until.saturating_duration_since(now).as_secs();
-            let _ = writeln!(out, "{ip:<40} {:>6} failures, {left} s left", ban.failures);
-        }
-        if out.is_empty() {
-            out.push_str("no banned sources\n");
-        }
-        out
     }
 }
 

@@ -272,7 +272,7 @@ impl SipEndpoint {
         headers.push("CSeq", "1 OPTIONS");
         headers.push("User-Agent", USER_AGENT);
         let options = Request { method: Method::Options, uri, headers, body: Vec::new() };
-        self.send(SipSocket::Signalling, reach, options.encode());
+        self.send(SocketId::Listener, reach, options.encode());
     }
 }
 

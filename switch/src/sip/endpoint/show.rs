@@ -1,63 +1,117 @@
-//! The control socket's views: `sip show registrations`, `sip show channels`, `show stats`.
+//! What the SIP endpoint shows the operator, as data: `sip show
+//! registrations`, `sip show channels`, `sip show gateways`, `sip show bans`
+//! and its part of `show stats`. The control socket ([`crate::control`])
+//! writes the text.
 
 use super::*;
+use crate::protocol::BanView;
+
+/// One registered contact, for `sip show registrations`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipRegistrationView {
+    pub user: String,
+    pub contact: String,
+    /// Where the REGISTER came from.
+    pub source: SocketAddr,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// One call of `sip show channels`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipChannelView {
+    pub id: u32,
+    pub call_id: String,
+    /// Where its RTP goes.
+    pub media: SocketAddr,
+    /// `PCMU` or `PCMA`.
+    pub codec: &'static str,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Seconds since it started.
+    pub seconds: u64,
+}
+
+/// One upstream registration, for `sip show gateways`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayView {
+    pub name: String,
+    /// The configured host, and its address once resolved.
+    pub host: String,
+    pub server: Option<SocketAddr>,
+    pub username: String,
+    /// `Registered`, `Failed`, ...
+    pub state: &'static str,
+    /// While registered: seconds left.
+    pub expires_in: Option<u64>,
+}
+
+/// SIP's counters for `show stats`.
+#[derive(Clone, Debug)]
+pub struct SipStatsView {
+    pub counters: SipStats,
+    pub transactions: usize,
+    pub calls: usize,
+}
 
 impl SipEndpoint {
-    /// `sip show registrations`.
-    pub fn show_registrations(&self, now: Instant) -> String {
-        let mut out = format!("{:<16} {:<40} {:<24} {:>7}\n", "User", "Contact", "Source", "Expires");
-        let mut n = 0;
+    /// The live bindings, by user.
+    pub fn registrations(&self, now: Instant) -> Vec<SipRegistrationView> {
+        let mut out = Vec::new();
         for (user, bindings) in self.registrar.iter() {
             for b in bindings.iter().filter(|b| b.expires_at > now) {
-                n += 1;
-                let left = b.expires_at.saturating_duration_since(now).as_secs();
-                let _ = writeln!(out, "{user:<16} {:<40} {:<24} {left:>7}", b.contact, b.source.to_string());
+                out.push(SipRegistrationView {
+                    user: user.to_string(),
+                    contact: b.contact.clone(),
+                    source: b.source,
+                    expires_in: b.expires_at.saturating_duration_since(now).as_secs(),
+                });
             }
         }
-        let _ = writeln!(out, "{n} registration(s)");
         out
     }
 
-    /// `sip show channels`.
-    pub fn show_channels(&self, now: Instant) -> String {
-        let mut out = format!(
-            "{:>5} {:<16} {:<24} {:<6} {:>8} {:>8} {:>8}\n",
-            "Call", "Call-ID", "Media", "Codec", "Sent", "Recv", "Secs"
-        );
-        for call in self.calls.values() {
-            let id: String = call.dialog.call_id.chars().take(16).collect();
-            let _ = writeln!(
-                out,
-                "{:>5} {id:<16} {:<24} {:<6} {:>8} {:>8} {:>8}",
-                call.id,
-                call.media.destination().to_string(),
-                codec_name(call.media.codec),
-                call.media.packets_sent,
-                call.media.packets_received,
-                now.saturating_duration_since(call.started).as_secs()
-            );
-        }
-        let _ = writeln!(out, "{} active SIP call(s)", self.calls.len());
-        out
+    /// The calls in progress, by call number.
+    pub fn channels(&self, now: Instant) -> Vec<SipChannelView> {
+        self.calls
+            .values()
+            .map(|call| SipChannelView {
+                id: call.id,
+                call_id: call.dialog.call_id.clone(),
+                media: call.media.destination(),
+                codec: codec_name(call.media.codec),
+                packets_sent: call.media.packets_sent,
+                packets_received: call.media.packets_received,
+                seconds: now.saturating_duration_since(call.started).as_secs(),
+            })
+            .collect()
     }
 
-    /// `show stats`.
-    pub fn show_stats(&self) -> String {
-        let s = &self.stats;
-        let mut out = format!(
-            "sip datagrams_in={} datagrams_out={} rtp_in={} rtp_out={} challenges={} refreshes={} transactions={} calls={}\n",
-            s.datagrams_in,
-            s.datagrams_out,
-            s.rtp_in,
-            s.rtp_out,
-            s.challenges,
-            s.refreshes,
-            self.txns.len(),
-            self.calls.len()
-        );
-        for (reason, n) in &s.dropped {
-            let _ = writeln!(out, "sip dropped {n:>8} {reason}");
-        }
-        out
+    /// The `[sip.gateways.NAME]` registrations, in configuration order.
+    pub fn gateways(&self, now: Instant) -> Vec<GatewayView> {
+        self.gateways
+            .iter()
+            .map(|g| GatewayView {
+                name: g.gateway.name.clone(),
+                host: g.gateway.host.clone(),
+                server: g.server,
+                username: g.gateway.username.clone(),
+                state: g.state.name(),
+                expires_in: match &g.state {
+                    GatewayState::Registered { until } => Some(until.saturating_duration_since(now).as_secs()),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    /// The counters of `show stats`.
+    pub fn stats_view(&self) -> SipStatsView {
+        SipStatsView { counters: self.stats.clone(), transactions: self.txns.len(), calls: self.calls.len() }
+    }
+
+    /// Sources banned after failed authentication (`sip show bans`).
+    pub fn bans(&self, now: Instant) -> Vec<BanView> {
+        BanView::list(&self.guard, now)
     }
 }
