@@ -94,7 +94,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // One worker per CPU, at most one per event loop and a spare for the
+    // media readers and the control socket: the IAX2 and SIP loops then run
+    // side by side on a multi-core host.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 3);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

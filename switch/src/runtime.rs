@@ -1,6 +1,10 @@
-//! The one event loop. It owns a socket from some [`Net`], feeds datagrams and
-//! timer expiries into the sans-IO [`Endpoint`], sends what it asks to send,
-//! and sleeps until its next deadline. Live and simulated runs share it as is.
+//! The event loops. Each protocol core runs in a loop of its own that owns
+//! the core and its sockets from some [`Net`], feeds it datagrams and timer
+//! expiries, sends what it asks to send and sleeps until its next deadline;
+//! the task that started them answers the operator's commands by running
+//! jobs inside them. Live, on a multi-threaded runtime, the loops use
+//! different cores; in simnet a host has one thread and their interleaving
+//! is deterministic. Live and simulated runs share this code as is.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -152,7 +156,6 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
     };
     let resolved = resolve_hosts(&net, &loaded).await;
 
-    let (media_tx, mut media_rx) = mpsc::channel(MEDIA_QUEUE);
     let mut cores = Cores { iax: None, sip: None };
     if let Some(settings) = &loaded.switch.sip {
         let (listener, bound) = bind_listener(&net, "[sip] listen", settings.listen, &mut setup.events)
@@ -166,7 +169,7 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
         // Media follows the listener to IPv4 when `[::]` fell back.
         let media_ip =
             if bound.ip() != settings.listen.ip() && settings.rtp.is_unspecified() { bound.ip() } else { settings.rtp };
-        cores.sip = Some(Slot { core: sip, sockets: Sockets::new(Cores::<N::Socket>::SIP, listener, bound, media_ip) });
+        cores.sip = Some(Slot { core: sip, sockets: Sockets::new(listener, bound, media_ip) });
     }
 
     let state_dir = loaded.switch.state_dir.clone();
@@ -180,96 +183,70 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
         if let Some(p) = &mut persister {
             p.restore(&mut endpoint, Instant::now().into_std());
         }
-        cores.iax =
-            Some(Slot { core: endpoint, sockets: Sockets::new(Cores::<N::Socket>::IAX, listener, bound, bound.ip()) });
+        cores.iax = Some(Slot { core: endpoint, sockets: Sockets::new(listener, bound, bound.ip()) });
     }
-    for (_, sockets) in cores.each() {
+    for sockets in cores.each() {
         setup.events.emit(&Event::Started { bind: sockets.bound });
     }
     setup.events.emit(&config_loaded(&loaded));
 
-    let mut iax_buf = vec![0u8; MAX_DATAGRAM];
-    let mut sip_buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        if let (Some(p), Some(iax)) = (&mut persister, &mut cores.iax) {
-            p.poll(&mut iax.core, Instant::now().into_std(), false);
-        }
-        for (core, sockets) in cores.each() {
-            sockets.flush(core, &net, &media_tx, &mut setup.events).await;
-        }
-        let deadline = cores
-            .each()
-            .map(|(core, _)| core.poll_timeout())
-            .chain([persister.as_ref().and_then(Persister::deadline)])
-            .flatten()
-            .min()
-            .map(Instant::from_std);
-        tokio::select! {
-            biased;
-            cmd = setup.commands.recv() => match cmd {
-                None | Some(Command::Shutdown) => {
-                    if let (Some(p), Some(iax)) = (&mut persister, &mut cores.iax) {
-                        p.poll(&mut iax.core, Instant::now().into_std(), true);
+    // One event loop per protocol core, each owning its core and sockets:
+    // on a multi-threaded runtime they run on different cores; under turmoil
+    // a host has one thread and the interleaving is deterministic.
+    let net = Arc::new(net);
+    let events = SharedSink(Arc::new(std::sync::Mutex::new(setup.events)));
+    let mut loops = Loops {
+        iax: cores.iax.map(|slot| {
+            let chore = persister.map(|p| Box::new(p) as Box<dyn Chore<Endpoint>>);
+            CoreLoop::spawn(slot, net.clone(), events.clone(), chore)
+        }),
+        sip: cores.sip.map(|slot| CoreLoop::spawn(slot, net.clone(), events.clone(), None)),
+    };
+    let mut events = events;
+    while let Some(command) = setup.commands.recv().await {
+        match command {
+            Command::Shutdown => break,
+            Command::Reload => match config::load(&setup.loader) {
+                Ok(loaded) => {
+                    if loaded.switch.state_dir != state_dir {
+                        tracing::warn!("[state] dir changed in switch.toml: restart the switch to use it");
                     }
-                    return Ok(());
-                }
-                Some(Command::Reload) => match config::load(&setup.loader) {
-                    Ok(loaded) => {
-                        if loaded.switch.state_dir != state_dir {
-                            tracing::warn!("[state] dir changed in switch.toml: restart the switch to use it");
-                        }
-                        let resolved = resolve_hosts(&net, &loaded).await;
-                        let now = Instant::now().into_std();
-                        for (core, _) in cores.each() {
-                            core.reconfigure(now, &loaded, &resolved);
-                        }
-                        if cores.iax.is_some() != loaded.switch.iax2 {
-                            tracing::warn!("[iax2] enabled changed in switch.toml: restart the switch to apply it");
-                        }
-                        if cores.sip.is_none() && loaded.switch.sip.is_some() {
-                            tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP");
-                        }
-                        // As at start: what is not honoured (extensions.conf's notes among them) is logged.
-                        for note in &loaded.notes {
-                            tracing::warn!("{note}");
-                        }
-                        setup.events.emit(&config_loaded(&loaded));
+                    let resolved = Arc::new(resolve_hosts(&*net, &loaded).await);
+                    let loaded = Arc::new(loaded);
+                    if loops.iax.is_some() != loaded.switch.iax2 {
+                        tracing::warn!("[iax2] enabled changed in switch.toml: restart the switch to apply it");
                     }
-                    Err(diags) => setup.events.emit(&Event::ConfigRejected { error: render(&diags) }),
-                },
-                Some(command) => cores.command(command),
-            },
-            received = recv_from(cores.iax.as_ref().map(|s| &s.sockets.listener), &mut iax_buf) => match (received, &mut cores.iax) {
-                (Ok((len, from)), Some(iax)) => iax.core.handle_input(Instant::now().into_std(), SocketId::Listener, from, &iax_buf[..len]),
-                // ICMP errors surface here on some platforms; they say nothing the
-                // protocol's own timers will not find out.
-                (Err(e), _) => tracing::debug!("IAX2 recv_from: {e}"),
-                _ => {}
-            },
-            received = recv_from(cores.sip.as_ref().map(|s| &s.sockets.listener), &mut sip_buf) => match (received, &mut cores.sip) {
-                (Ok((len, from)), Some(sip)) => sip.core.handle_input(Instant::now().into_std(), SocketId::Listener, from, &sip_buf[..len]),
-                (Err(e), _) => tracing::debug!("SIP recv_from: {e}"),
-                _ => {}
-            },
-            received = media_rx.recv() => if let Some(m) = received {
-                if let Some((core, _)) = cores.each().find(|(_, sockets)| sockets.id == m.core) {
-                    core.handle_input(Instant::now().into_std(), SocketId::Media(m.port), m.from, &m.payload);
+                    if let Some(iax) = &loops.iax {
+                        let (l, r) = (loaded.clone(), resolved.clone());
+                        iax.ask(move |core, now| ProtocolCore::reconfigure(core, now, &l, &r)).await;
+                    }
+                    match &loops.sip {
+                        Some(sip) => {
+                            let (l, r) = (loaded.clone(), resolved.clone());
+                            sip.ask(move |core, now| ProtocolCore::reconfigure(core, now, &l, &r)).await;
+                        }
+                        None if loaded.switch.sip.is_some() => {
+                            tracing::warn!("[sip] was added to switch.toml: restart the switch to start SIP")
+                        }
+                        None => {}
+                    }
+                    // As at start: what is not honoured (extensions.conf's notes among them) is logged.
+                    for note in &loaded.notes {
+                        tracing::warn!("{note}");
+                    }
+                    events.emit(&config_loaded(&loaded));
                 }
+                Err(diags) => events.emit(&Event::ConfigRejected { error: render(&diags) }),
             },
-            _ = sleep_until(deadline) => {
-                let now = Instant::now().into_std();
-                for (core, _) in cores.each() {
-                    core.handle_timeout(now);
-                }
-            }
+            command => loops.command(command).await,
         }
     }
+    loops.stop().await;
+    Ok(())
 }
 
-/// The protocol cores of this run, each with the sockets the runtime holds for
-/// it. The loop drives them all alike through [`ProtocolCore`], in this
-/// order (IAX2, then SIP); the commands of one protocol (its `show` views)
-/// reach its core by name.
+/// The protocol cores of this run, each with the sockets the runtime holds
+/// for it, before their loops start (IAX2 first, then SIP).
 struct Cores<S> {
     iax: Option<Slot<Endpoint, S>>,
     sip: Option<Slot<SipEndpoint, S>>,
@@ -280,119 +257,259 @@ struct Slot<C, S> {
     sockets: Sockets<S>,
 }
 
-impl<S: DatagramSocket> Cores<S> {
-    const IAX: usize = 0;
-    const SIP: usize = 1;
+impl<S> Cores<S> {
+    fn each(&self) -> impl Iterator<Item = &Sockets<S>> {
+        self.iax.iter().map(|s| &s.sockets).chain(self.sip.iter().map(|s| &s.sockets))
+    }
+}
 
-    /// Every core that runs, in the loop's order.
-    fn each(&mut self) -> impl Iterator<Item = (&mut dyn ProtocolCore, &mut Sockets<S>)> {
-        let iax = self.iax.as_mut().map(|s| (&mut s.core as &mut dyn ProtocolCore, &mut s.sockets));
-        let sip = self.sip.as_mut().map(|s| (&mut s.core as &mut dyn ProtocolCore, &mut s.sockets));
-        iax.into_iter().chain(sip)
+/// Where every loop's events go, one at a time.
+struct SharedSink<S>(Arc<std::sync::Mutex<S>>);
+
+impl<S> Clone for SharedSink<S> {
+    fn clone(&self) -> Self {
+        SharedSink(self.0.clone())
+    }
+}
+
+impl<S: EventSink> EventSink for SharedSink<S> {
+    fn emit(&mut self, event: &Event) {
+        // A sink that panicked holds nothing a later event could corrupt.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).emit(event);
+    }
+}
+
+/// An operator's request run inside a core's loop, on the core itself.
+type Job<C> = Box<dyn FnOnce(&mut C, std::time::Instant) + Send>;
+
+/// Work a loop does beside its core: IAX2's registrations persister.
+trait Chore<C>: Send {
+    fn poll(&mut self, core: &mut C, now: std::time::Instant, last: bool);
+    fn deadline(&self) -> Option<std::time::Instant>;
+}
+
+impl Chore<Endpoint> for Persister {
+    fn poll(&mut self, core: &mut Endpoint, now: std::time::Instant, last: bool) {
+        Persister::poll(self, core, now, last);
     }
 
-    /// Answers an operator's command (all but `Reload` and `Shutdown`, which are the loop's).
-    fn command(&mut self, command: Command) {
-        let now = Instant::now().into_std();
+    fn deadline(&self) -> Option<std::time::Instant> {
+        Persister::deadline(self)
+    }
+}
+
+/// A running core's loop, as the command dispatcher holds it.
+struct CoreLoop<C> {
+    jobs: mpsc::Sender<Job<C>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<C: ProtocolCore + Send + 'static> CoreLoop<C> {
+    fn spawn<N: Net, S: EventSink>(
+        slot: Slot<C, N::Socket>,
+        net: Arc<N>,
+        events: SharedSink<S>,
+        chore: Option<Box<dyn Chore<C>>>,
+    ) -> Self {
+        let (jobs, rx) = mpsc::channel(16);
+        let task = tokio::spawn(drive(slot, net, rx, events, chore));
+        CoreLoop { jobs, task }
+    }
+
+    /// Runs `job` on the core inside its loop; `None` if the loop is gone.
+    async fn ask<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut C, std::time::Instant) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job<C> = Box::new(move |core, now| {
+            let _ = tx.send(job(core, now));
+        });
+        self.jobs.send(job).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// One core's event loop: datagrams on its listener and media sockets, its
+/// timers and the operator's jobs, until the dispatcher drops its sender.
+async fn drive<C: ProtocolCore + Send, N: Net, S: EventSink>(
+    slot: Slot<C, N::Socket>,
+    net: Arc<N>,
+    mut jobs: mpsc::Receiver<Job<C>>,
+    mut events: SharedSink<S>,
+    mut chore: Option<Box<dyn Chore<C>>>,
+) {
+    let Slot { mut core, mut sockets } = slot;
+    let (media_tx, mut media_rx) = mpsc::channel(MEDIA_QUEUE);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        if let Some(chore) = &mut chore {
+            chore.poll(&mut core, Instant::now().into_std(), false);
+        }
+        sockets.flush(&mut core, &*net, &media_tx, &mut events).await;
+        let deadline = [core.poll_timeout(), chore.as_ref().and_then(|c| c.deadline())]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Instant::from_std);
+        tokio::select! {
+            biased;
+            job = jobs.recv() => match job {
+                Some(job) => job(&mut core, Instant::now().into_std()),
+                None => {
+                    if let Some(chore) = &mut chore {
+                        chore.poll(&mut core, Instant::now().into_std(), true);
+                    }
+                    return;
+                }
+            },
+            received = sockets.listener.recv_from(&mut buf) => match received {
+                Ok((len, from)) => core.handle_input(Instant::now().into_std(), SocketId::Listener, from, &buf[..len]),
+                // ICMP errors surface here on some platforms; they say nothing the
+                // protocol's own timers will not find out.
+                Err(e) => tracing::debug!("{} recv_from: {e}", core.name()),
+            },
+            received = media_rx.recv() => if let Some(m) = received {
+                core.handle_input(Instant::now().into_std(), SocketId::Media(m.port), m.from, &m.payload);
+            },
+            _ = sleep_until(deadline) => core.handle_timeout(Instant::now().into_std()),
+        }
+    }
+}
+
+/// The loops of this run, by protocol; the commands of one protocol (its
+/// `show` views) reach its core by name.
+struct Loops {
+    iax: Option<CoreLoop<Endpoint>>,
+    sip: Option<CoreLoop<SipEndpoint>>,
+}
+
+impl Loops {
+    /// Answers an operator's command (all but `Reload` and `Shutdown`, which are the dispatcher's).
+    async fn command(&mut self, command: Command) {
         match command {
             Command::Reload | Command::Shutdown => {}
             Command::ShowPeers(tx) => {
-                let _ = tx
-                    .send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::iax_peers(&s.core.peers())));
+                let _ = tx.send(iax_or_off(&self.iax, |c, _| text::iax_peers(&c.peers())).await);
             }
             Command::ShowRegistry(tx) => {
-                let _ = tx.send(
-                    self.iax
-                        .as_ref()
-                        .map_or_else(|| IAX_OFF.to_string(), |s| text::iax_registry(&s.core.registry(now))),
-                );
+                let _ = tx.send(iax_or_off(&self.iax, |c, now| text::iax_registry(&c.registry(now))).await);
             }
             Command::ShowStats(tx) => {
-                let mut answer = self.iax.as_ref().map_or_else(String::new, |s| text::iax_stats(&s.core.stats_view()));
+                let mut answer = match &self.iax {
+                    Some(iax) => iax.ask(|c, _| text::iax_stats(&c.stats_view())).await.unwrap_or_default(),
+                    None => String::new(),
+                };
                 if let Some(sip) = &self.sip {
-                    answer.push_str(&text::sip_stats(&sip.core.stats_view()));
+                    answer.push_str(&sip.ask(|c, _| text::sip_stats(&c.stats_view())).await.unwrap_or_default());
                 }
                 let _ = tx.send(answer);
             }
             Command::ShowChannels(tx) => {
-                let _ = tx.send(
-                    self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::iax_channels(&s.core.channels())),
-                );
+                let _ = tx.send(iax_or_off(&self.iax, |c, _| text::iax_channels(&c.channels())).await);
             }
             Command::ShowSipRegistrations(tx) => {
-                let _ = tx.send(
-                    self.sip
-                        .as_ref()
-                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_registrations(&s.core.registrations(now))),
-                );
+                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::sip_registrations(&c.registrations(now))).await);
             }
             Command::ShowSipGateways(tx) => {
-                let _ = tx.send(
-                    self.sip
-                        .as_ref()
-                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_gateways(&s.core.gateways(now))),
-                );
+                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::sip_gateways(&c.gateways(now))).await);
             }
             Command::ShowSipBans(tx) => {
-                let _ =
-                    tx.send(self.sip.as_ref().map_or_else(|| SIP_OFF.to_string(), |s| text::bans(&s.core.bans(now))));
+                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::bans(&c.bans(now))).await);
             }
             Command::ShowSipChannels(tx) => {
-                let _ = tx.send(
-                    self.sip
-                        .as_ref()
-                        .map_or_else(|| SIP_OFF.to_string(), |s| text::sip_channels(&s.core.channels(now))),
-                );
+                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::sip_channels(&c.channels(now))).await);
             }
             Command::SipUnban { source, reply } => {
-                let _ = reply.send(unbanned(source, self.sip.as_mut().map(|s| s.core.unban(source)), SIP_OFF));
+                let _ = reply.send(sip_or_off(&self.sip, move |c, _| unbanned(source, c.unban(source))).await);
             }
             Command::ShowIaxBans(tx) => {
-                let _ =
-                    tx.send(self.iax.as_ref().map_or_else(|| IAX_OFF.to_string(), |s| text::bans(&s.core.bans(now))));
+                let _ = tx.send(iax_or_off(&self.iax, |c, now| text::bans(&c.bans(now))).await);
             }
             Command::IaxUnban { source, reply } => {
-                let _ = reply.send(unbanned(source, self.iax.as_mut().map(|s| s.core.unban(source)), IAX_OFF));
+                let _ = reply.send(iax_or_off(&self.iax, move |c, _| unbanned(source, c.unban(source))).await);
             }
             Command::HangupAll(tx) => {
-                let n: usize = self.each().map(|(core, _)| core.hangup_all(now)).sum();
+                let mut n = 0;
+                if let Some(iax) = &self.iax {
+                    n += iax.ask(|c, now| c.hangup_all(now)).await.unwrap_or(0);
+                }
+                if let Some(sip) = &self.sip {
+                    n += sip.ask(|c, now| c.hangup_all(now)).await.unwrap_or(0);
+                }
                 let _ = tx.send(format!("{n} call(s) hung up"));
             }
             Command::Originate { request, count, reply } => {
-                let _ = reply.send(self.originate(now, &request, count));
+                let answer = if self.iax.is_some() && dial_has_tech(&request.dial, "IAX2") {
+                    iax_or_off(&self.iax, move |c, now| originate(c, now, &request, count)).await
+                } else if self.sip.is_some() && dial_has_tech(&request.dial, "SIP") {
+                    sip_or_off(&self.sip, move |c, now| originate(c, now, &request, count)).await
+                } else {
+                    format!("0 of {count} call(s) placed to {}; refused: {}", request.dial, no_core_for(&request.dial))
+                };
+                let _ = reply.send(answer);
             }
         }
     }
 
-    /// Places `count` calls through the core whose protocol the dial string names.
-    fn originate(&mut self, now: std::time::Instant, request: &Originate, count: u32) -> String {
-        let (mut placed, mut queued) = (0, 0);
-        let mut first_error = None;
-        let mut core = self.each().find(|(core, _)| core.accepts_dial(&request.dial)).map(|(core, _)| core);
-        for _ in 0..count {
-            let placement = match &mut core {
-                Some(core) => core.originate(now, request),
-                None => Err(no_core_for(&request.dial)),
-            };
-            match placement {
-                Ok(placement) => {
-                    placed += 1;
-                    queued += usize::from(placement == Placement::Queued);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+    /// Closes every loop's jobs and waits for it to end (IAX2 saves its registrations last).
+    async fn stop(self) {
+        for task in [self.iax.map(CoreLoop::close), self.sip.map(CoreLoop::close)].into_iter().flatten() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl<C> CoreLoop<C> {
+    fn close(self) -> tokio::task::JoinHandle<()> {
+        drop(self.jobs);
+        self.task
+    }
+}
+
+async fn iax_or_off(
+    iax: &Option<CoreLoop<Endpoint>>,
+    job: impl FnOnce(&mut Endpoint, std::time::Instant) -> String + Send + 'static,
+) -> String {
+    match iax {
+        Some(iax) => iax.ask(job).await.unwrap_or_default(),
+        None => IAX_OFF.to_string(),
+    }
+}
+
+async fn sip_or_off(
+    sip: &Option<CoreLoop<SipEndpoint>>,
+    job: impl FnOnce(&mut SipEndpoint, std::time::Instant) -> String + Send + 'static,
+) -> String {
+    match sip {
+        Some(sip) => sip.ask(job).await.unwrap_or_default(),
+        None => SIP_OFF.to_string(),
+    }
+}
+
+/// Places `count` calls through `core`; the operator's one-line answer.
+fn originate(core: &mut dyn ProtocolCore, now: std::time::Instant, request: &Originate, count: u32) -> String {
+    let (mut placed, mut queued) = (0, 0);
+    let mut first_error = None;
+    for _ in 0..count {
+        match core.originate(now, request) {
+            Ok(placement) => {
+                placed += 1;
+                queued += usize::from(placement == Placement::Queued);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
-        let paced = if queued > 0 {
-            format!(" ({queued} queued: the peer's maxauthreq caps the calls awaiting authentication)")
-        } else {
-            String::new()
-        };
-        match first_error {
-            None => format!("{placed} call(s) placed to {}{paced}", request.dial),
-            Some(e) => format!("{placed} of {count} call(s) placed to {}{paced}; refused: {e}", request.dial),
-        }
+    }
+    let paced = if queued > 0 {
+        format!(" ({queued} queued: the peer's maxauthreq caps the calls awaiting authentication)")
+    } else {
+        String::new()
+    };
+    match first_error {
+        None => format!("{placed} call(s) placed to {}{paced}", request.dial),
+        Some(e) => format!("{placed} of {count} call(s) placed to {}{paced}; refused: {e}", request.dial),
     }
 }
 
@@ -407,11 +524,10 @@ fn no_core_for(dial: &str) -> OriginateError {
     }
 }
 
-fn unbanned(source: IpAddr, outcome: Option<bool>, off: &str) -> String {
-    match outcome {
-        None => off.to_string(),
-        Some(true) => format!("{source} unbanned\n"),
-        Some(false) => format!("{source} was not banned\n"),
+fn unbanned(source: IpAddr, lifted: bool) -> String {
+    match lifted {
+        true => format!("{source} unbanned\n"),
+        false => format!("{source} was not banned\n"),
     }
 }
 
@@ -428,8 +544,6 @@ const MAX_MEDIA_DATAGRAM: usize = 2048;
 
 /// The sockets of one core: its listener and the media sockets it asked for.
 struct Sockets<S> {
-    /// Which core these are, in media datagrams ([`Cores::IAX`], [`Cores::SIP`]).
-    id: usize,
     listener: S,
     /// The listener's address as bound.
     bound: SocketAddr,
@@ -440,7 +554,6 @@ struct Sockets<S> {
 }
 
 struct MediaDatagram {
-    core: usize,
     port: u16,
     from: SocketAddr,
     payload: Vec<u8>,
@@ -465,7 +578,6 @@ impl<S> Drop for MediaPair<S> {
 
 fn read_media<S: DatagramSocket>(
     socket: Arc<S>,
-    core: usize,
     port: u16,
     tx: mpsc::Sender<MediaDatagram>,
 ) -> tokio::task::JoinHandle<()> {
@@ -475,7 +587,7 @@ fn read_media<S: DatagramSocket>(
             match socket.recv_from(&mut buf).await {
                 Ok((len, from)) => {
                     let payload = buf[..len.min(buf.len())].to_vec();
-                    if tx.send(MediaDatagram { core, port, from, payload }).await.is_err() {
+                    if tx.send(MediaDatagram { port, from, payload }).await.is_err() {
                         return;
                     }
                 }
@@ -492,16 +604,16 @@ fn read_media<S: DatagramSocket>(
 }
 
 impl<S: DatagramSocket> Sockets<S> {
-    fn new(id: usize, listener: S, bound: SocketAddr, media_ip: IpAddr) -> Self {
-        Sockets { id, listener, bound, media: BTreeMap::new(), media_ip }
+    fn new(listener: S, bound: SocketAddr, media_ip: IpAddr) -> Self {
+        Sockets { listener, bound, media: BTreeMap::new(), media_ip }
     }
 
     /// Reports what the core has to report, opens and closes media sockets
     /// as it asks (each before the datagrams that need them), sends what it
     /// has to send, and reports what that produced. The same for every core.
-    async fn flush<N: Net<Socket = S>>(
+    async fn flush<N: Net<Socket = S>, C: ProtocolCore + Send>(
         &mut self,
-        core: &mut dyn ProtocolCore,
+        core: &mut C,
         net: &N,
         media_tx: &mpsc::Sender<MediaDatagram>,
         events: &mut impl EventSink,
@@ -553,20 +665,10 @@ impl<S: DatagramSocket> Sockets<S> {
         let rtcp_port = port.checked_add(1).ok_or_else(|| std::io::Error::other("no RTCP port above 65535"))?;
         let rtp = Arc::new(net.bind_media(SocketAddr::new(self.media_ip, port)).await?);
         let rtcp = Arc::new(net.bind_media(SocketAddr::new(self.media_ip, rtcp_port)).await?);
-        let readers = vec![
-            read_media(rtp.clone(), self.id, port, media_tx.clone()),
-            read_media(rtcp, self.id, rtcp_port, media_tx.clone()),
-        ];
+        let readers =
+            vec![read_media(rtp.clone(), port, media_tx.clone()), read_media(rtcp, rtcp_port, media_tx.clone())];
         self.media.insert(port, MediaPair { rtp, readers });
         Ok(())
-    }
-}
-
-/// `recv_from` on a socket that may not exist (its protocol off): then it never completes.
-async fn recv_from<S: DatagramSocket>(socket: Option<&S>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
     }
 }
 
