@@ -212,6 +212,12 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         tracing::warn!("[state] dir changed in switch.toml: restart the switch to use it");
                     }
                     let resolved = Arc::new(resolve_hosts(&*net, &loaded).await);
+                    // As at start: what is not honoured (extensions.conf's notes among them) is logged.
+                    for note in &loaded.notes {
+                        tracing::warn!("{note}");
+                    }
+                    // Reported before the cores act on it (a registration sent at once follows).
+                    events.emit(&config_loaded(&loaded));
                     let loaded = Arc::new(loaded);
                     if loops.iax.is_some() != loaded.switch.iax2 {
                         tracing::warn!("[iax2] enabled changed in switch.toml: restart the switch to apply it");
@@ -230,11 +236,6 @@ pub async fn run<N: Net, L: SourceLoader, S: EventSink>(net: N, mut setup: Switc
                         }
                         None => {}
                     }
-                    // As at start: what is not honoured (extensions.conf's notes among them) is logged.
-                    for note in &loaded.notes {
-                        tracing::warn!("{note}");
-                    }
-                    events.emit(&config_loaded(&loaded));
                 }
                 Err(diags) => events.emit(&Event::ConfigRejected { error: render(&diags) }),
             },
