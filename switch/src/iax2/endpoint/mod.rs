@@ -6,7 +6,7 @@
 //! source may hold any state, and runs registration (both roles) and qualify.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -102,8 +102,10 @@ pub struct Endpoint {
     tokens: CallTokens,
     callnos: CallNumbers,
     dialogs: table::DialogTable,
-    /// New-dialog requests by (source, its call number), to recognise their retransmissions.
-    by_remote: BTreeMap<(SocketAddr, u16), u16>,
+    /// New-dialog requests by (source, its call number), to recognise their
+    /// retransmissions. Hashed: every mini frame and trunk entry is looked up
+    /// here, and the map is never iterated, so its order cannot show.
+    by_remote: HashMap<(SocketAddr, u16), u16>,
     registrar: Registrar,
     registrations: Vec<Registration>,
     qualify: BTreeMap<String, PeerQualify>,
@@ -144,7 +146,7 @@ impl Endpoint {
             tokens: CallTokens::new(key),
             callnos: CallNumbers::default(),
             dialogs: table::DialogTable::default(),
-            by_remote: BTreeMap::new(),
+            by_remote: HashMap::new(),
             registrar: Registrar::default(),
             registrations: Vec::new(),
             qualify: BTreeMap::new(),
