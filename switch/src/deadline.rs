@@ -252,6 +252,24 @@ impl<V: Timed> DenseTimedMap<V> {
         Some(&mut slot.value)
     }
 
+    /// A mutable entry the caller promises not to change the deadline of
+    /// (or to [`touch`](Self::touch) afterwards): per-frame media work skips
+    /// recomputing a deadline it cannot move.
+    pub fn peek_mut(&mut self, key: &u16) -> Option<&mut V> {
+        let i = self.slot(*key)?;
+        Some(&mut self.slots[i].value)
+    }
+
+    /// Has the entry's deadline refreshed at the next reschedule.
+    pub fn touch(&mut self, key: &u16) {
+        let Some(i) = self.slot(*key) else { return };
+        let slot = &mut self.slots[i];
+        if !slot.touched {
+            slot.touched = true;
+            self.touched.push(*key);
+        }
+    }
+
     pub fn contains_key(&self, key: &u16) -> bool {
         self.slot(*key).is_some()
     }
@@ -392,6 +410,13 @@ mod tests {
         map.get_mut(&2).unwrap().0 = Some(t0 + s(2));
         map.reschedule();
         assert_eq!(map.due(t0 + s(9)), vec![2, 1, 300]);
+
+        map.peek_mut(&2).unwrap().0 = Some(t0 + s(8));
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![2, 1, 300], "a peek does not reschedule");
+        map.touch(&2);
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![1, 300, 2]);
 
         map.get_mut(&1).unwrap().0 = None;
         assert!(map.remove(&1).is_some(), "the last slot moves into the removed one");

@@ -245,10 +245,19 @@ impl Endpoint {
             Ok(data) => data,
             Err(reason) => return self.drop_datagram(now, from, reason),
         };
+        if let Some(trunk) = frame::decode_trunk_entries(&data) {
+            return match trunk {
+                Ok(entries) => self.trunk_frame(now, from, entries),
+                Err(e) => self.drop_datagram(now, from, &format!("malformed: {e}")),
+            };
+        }
         match frame::decode(&data) {
             Ok(Frame::Full(f)) => self.handle_full(now, from, f),
             Ok(Frame::Mini(m)) => self.mini_frame(now, from, m),
-            Ok(Frame::Trunk(t)) => self.trunk_frame(now, from, t),
+            Ok(Frame::Trunk(t)) => {
+                let entries = t.entries.iter().map(|e| (e.call, e.timestamp, &e.payload[..])).collect();
+                self.trunk_frame(now, from, entries)
+            }
             Ok(Frame::MiniVideo(_)) => self.drop_datagram(now, from, "video is not supported"),
             Err(e) => self.drop_datagram(now, from, &format!("malformed: {e}")),
         }
