@@ -274,6 +274,11 @@ impl Played {
         self.ts[..self.len].contains(ts)
     }
 
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
     fn clear(&mut self) {
         self.len = 0;
         self.next = 0;

@@ -166,7 +166,7 @@ impl Endpoint {
         c.encryption_offered = ies.encryption().unwrap_or(0);
         let mut dialog = Dialog::new(local, f.src_call, from, now);
         dialog.receive(now, &f, &mut self.out);
-        self.by_remote.insert((from, f.src_call), local);
+        self.by_remote.insert(RemoteCall(from, f.src_call), local);
 
         let user = self.find_user(username.as_deref(), from).cloned();
         c.peer = user.as_ref().map(|u| u.name.clone()).or(username.clone());
@@ -444,7 +444,7 @@ impl Endpoint {
         let Role::Call(c) = &mut entry.role else { return };
         c.autokill_at = None;
         if entry.dialog.remote_call != 0 {
-            self.by_remote.insert((entry.dialog.remote_addr, entry.dialog.remote_call), local);
+            self.by_remote.insert(RemoteCall(entry.dialog.remote_addr, entry.dialog.remote_call), local);
         }
         let ies = || f.ies().unwrap_or_default();
         match f.frame_type {
@@ -615,7 +615,7 @@ impl Endpoint {
     }
 
     pub(super) fn mini_frame(&mut self, now: Instant, from: SocketAddr, m: MiniFrame) {
-        let Some(&local) = self.by_remote.get(&(from, m.src_call)) else {
+        let Some(&local) = self.by_remote.get(&RemoteCall(from, m.src_call)) else {
             return self.drop_datagram(now, from, "media for no call");
         };
         let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
@@ -625,7 +625,7 @@ impl Endpoint {
 
     pub(super) fn trunk_frame(&mut self, now: Instant, from: SocketAddr, entries: TrunkEntries<'_>) {
         for (call, timestamp, payload) in entries {
-            let Some(&local) = self.by_remote.get(&(from, call)) else {
+            let Some(&local) = self.by_remote.get(&RemoteCall(from, call)) else {
                 self.count_drop("trunk entry for no call");
                 continue;
             };
