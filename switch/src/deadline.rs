@@ -422,7 +422,7 @@ mod tests {
         assert!(map.remove(&1).is_some(), "the last slot moves into the removed one");
         assert!(map.remove(&1).is_none());
         map.reschedule();
-        assert_eq!(map.due(t0 + s(9)), vec![2, 300]);
+        assert_eq!(map.due(t0 + s(9)), vec![300, 2]);
         assert_eq!(map.get(&300).and_then(|a| a.0), Some(t0 + s(5)));
         assert_eq!(map.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![2, 300]);
 
