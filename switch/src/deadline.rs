@@ -192,6 +192,165 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
     }
 }
 
+/// A [`TimedMap`] for small integer keys (IAX2 call numbers), stored in a
+/// vector indexed by key.
+///
+/// The media path looks its call up several times per frame (receive, echo
+/// or bridge, send), tens of thousands of times per second of a busy trunk:
+/// an indexed load instead of a B-tree descent, and a touched flag instead
+/// of a sorted, deduplicated list of keys, keep that cost flat. Iteration is
+/// in key order, as [`TimedMap`]'s, through a set of the keys in use.
+pub struct DenseTimedMap<V> {
+    /// Position in `slots` plus one for each key; 0 for no entry.
+    pos: Vec<u32>,
+    slots: Vec<DenseSlot<V>>,
+    keys: BTreeSet<u16>,
+    touched: Vec<u16>,
+    index: DeadlineIndex<u16>,
+}
+
+struct DenseSlot<V> {
+    key: u16,
+    value: V,
+    scheduled: Option<Instant>,
+    /// Already in `touched`.
+    touched: bool,
+}
+
+impl<V> Default for DenseTimedMap<V> {
+    fn default() -> Self {
+        DenseTimedMap {
+            pos: Vec::new(),
+            slots: Vec::new(),
+            keys: BTreeSet::new(),
+            touched: Vec::new(),
+            index: DeadlineIndex::default(),
+        }
+    }
+}
+
+impl<V: Timed> DenseTimedMap<V> {
+    fn slot(&self, key: u16) -> Option<usize> {
+        match self.pos.get(usize::from(key)) {
+            Some(&p) if p > 0 => Some(p as usize - 1),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &u16) -> Option<&V> {
+        self.slot(*key).map(|i| &self.slots[i].value)
+    }
+
+    /// A mutable entry; its deadline is refreshed at the next reschedule.
+    pub fn get_mut(&mut self, key: &u16) -> Option<&mut V> {
+        let i = self.slot(*key)?;
+        let slot = &mut self.slots[i];
+        if !slot.touched {
+            slot.touched = true;
+            self.touched.push(*key);
+        }
+        Some(&mut slot.value)
+    }
+
+    /// A mutable entry the caller promises not to change the deadline of
+    /// (or to [`touch`](Self::touch) afterwards): per-frame media work skips
+    /// recomputing a deadline it cannot move.
+    pub fn peek_mut(&mut self, key: &u16) -> Option<&mut V> {
+        let i = self.slot(*key)?;
+        Some(&mut self.slots[i].value)
+    }
+
+    /// Has the entry's deadline refreshed at the next reschedule.
+    pub fn touch(&mut self, key: &u16) {
+        let Some(i) = self.slot(*key) else { return };
+        let slot = &mut self.slots[i];
+        if !slot.touched {
+            slot.touched = true;
+            self.touched.push(*key);
+        }
+    }
+
+    pub fn contains_key(&self, key: &u16) -> bool {
+        self.slot(*key).is_some()
+    }
+
+    /// Inserts (or replaces) an entry; it is indexed at the next reschedule.
+    pub fn insert(&mut self, key: u16, value: V) {
+        self.touched.push(key);
+        let fresh = DenseSlot { key, value, scheduled: None, touched: true };
+        if let Some(i) = self.slot(key) {
+            let old = std::mem::replace(&mut self.slots[i], fresh);
+            self.index.set(&key, old.scheduled, None);
+            return;
+        }
+        let k = usize::from(key);
+        if self.pos.len() <= k {
+            self.pos.resize(k + 1, 0);
+        }
+        self.slots.push(fresh);
+        self.pos[k] = self.slots.len() as u32;
+        self.keys.insert(key);
+    }
+
+    pub fn remove(&mut self, key: &u16) -> Option<V> {
+        let i = self.slot(*key)?;
+        let slot = self.slots.swap_remove(i);
+        self.pos[usize::from(*key)] = 0;
+        if let Some(moved) = self.slots.get(i) {
+            self.pos[usize::from(moved.key)] = i as u32 + 1;
+        }
+        self.keys.remove(key);
+        self.index.set(key, slot.scheduled, None);
+        Some(slot.value)
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u16, &V)> {
+        self.keys.iter().filter_map(|k| self.slot(*k).map(|i| (k, &self.slots[i].value)))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Brings the index up to date for every entry touched since the last call.
+    pub fn reschedule(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for key in touched.drain(..) {
+            let Some(i) = self.slot(key) else { continue };
+            let slot = &mut self.slots[i];
+            slot.touched = false;
+            let new = slot.value.deadline();
+            self.index.set(&key, slot.scheduled, new);
+            slot.scheduled = new;
+        }
+        self.touched = touched;
+    }
+
+    /// Whether entries were touched since the last reschedule.
+    pub fn is_dirty(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// The earliest deadline of any entry (after a reschedule).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.index.next()
+    }
+
+    /// Entries whose deadline has come, in deadline order (after a reschedule).
+    pub fn due(&self, now: Instant) -> Vec<u16> {
+        self.index.due(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +392,47 @@ mod tests {
         map.reschedule();
         assert_eq!(map.due(t0 + s(9)), vec![2], "a replaced entry leaves its old deadline");
         assert_eq!(map.next_deadline(), Some(t0 + s(7)));
+    }
+
+    #[test]
+    fn the_dense_map_keeps_the_timed_maps_order_and_deadlines() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut map: DenseTimedMap<At> = DenseTimedMap::default();
+        map.insert(300, At(Some(t0 + s(5))));
+        map.insert(1, At(Some(t0 + s(5))));
+        map.insert(2, At(None));
+        assert_eq!(map.next_deadline(), None, "nothing is indexed before a reschedule");
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(5)), vec![1, 300], "ties in key order");
+
+        map.get_mut(&2).unwrap().0 = Some(t0 + s(1));
+        map.get_mut(&2).unwrap().0 = Some(t0 + s(2));
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![2, 1, 300]);
+
+        map.peek_mut(&2).unwrap().0 = Some(t0 + s(8));
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![2, 1, 300], "a peek does not reschedule");
+        map.touch(&2);
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![1, 300, 2]);
+
+        map.get_mut(&1).unwrap().0 = None;
+        assert!(map.remove(&1).is_some(), "the last slot moves into the removed one");
+        assert!(map.remove(&1).is_none());
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![300, 2]);
+        assert_eq!(map.get(&300).and_then(|a| a.0), Some(t0 + s(5)));
+        assert_eq!(map.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![2, 300]);
+
+        map.insert(2, At(Some(t0 + s(7))));
+        map.insert(9, At(None));
+        map.reschedule();
+        assert_eq!(map.due(t0 + s(9)), vec![300, 2], "a replaced entry leaves its old deadline");
+        assert_eq!(map.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![2, 9, 300]);
+        assert_eq!(map.len(), 3);
+        assert!(map.contains_key(&9) && !map.contains_key(&10) && !map.contains_key(&60000));
     }
 
     #[test]

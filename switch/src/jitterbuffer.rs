@@ -174,8 +174,12 @@ struct DelayHistory {
     /// (min, jitter) of `order`, refreshed every [`REFRESH_EVERY`] pushes.
     summary: (Option<i64>, i64),
     pushes_since_refresh: usize,
-    /// Reused buffer for the percentile selection.
-    scratch: Vec<i64>,
+}
+
+thread_local! {
+    /// The percentile selection's working copy, shared by every call's
+    /// history: one per call was 2 KB each of mostly cold memory.
+    static SCRATCH: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How often the summary of the history is recomputed. Keeping the window
@@ -204,9 +208,12 @@ impl DelayHistory {
             self.summary = (min, 0);
             return;
         }
-        self.scratch.clear();
-        self.scratch.extend(self.order.iter().copied());
-        let high = *self.scratch.select_nth_unstable(n - 1 - n * HISTORY_DROP_PERCENT / 100).1;
+        let high = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            scratch.extend(self.order.iter().copied());
+            *scratch.select_nth_unstable(n - 1 - n * HISTORY_DROP_PERCENT / 100).1
+        });
         self.summary = (min, min.map_or(0, |m| high.saturating_sub(m).max(0)));
     }
 
@@ -246,6 +253,38 @@ enum Sample {
     Outlier,
 }
 
+/// The last [`PLAYED_MEMORY`] timestamps played, held inline: looked up for
+/// every frame that arrives, and a separate allocation per call was a cache
+/// miss each time.
+#[derive(Debug, Default)]
+struct Played {
+    ts: [u32; PLAYED_MEMORY],
+    len: usize,
+    next: usize,
+}
+
+impl Played {
+    fn push(&mut self, ts: u32) {
+        self.ts[self.next] = ts;
+        self.next = (self.next + 1) % PLAYED_MEMORY;
+        self.len = (self.len + 1).min(PLAYED_MEMORY);
+    }
+
+    fn contains(&self, ts: &u32) -> bool {
+        self.ts[..self.len].contains(ts)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.next = 0;
+    }
+}
+
 /// An adaptive jitter buffer; see the module documentation.
 #[derive(Debug)]
 pub struct JitterBuffer {
@@ -269,7 +308,7 @@ pub struct JitterBuffer {
     gap_run: u64,
     in_silence: bool,
     last_voice: Option<i64>,
-    played: VecDeque<u32>,
+    played: Played,
     next_shrink_at: i64,
     stats: JitterStats,
 }
@@ -292,7 +331,7 @@ impl JitterBuffer {
             gap_run: 0,
             in_silence: false,
             last_voice: None,
-            played: VecDeque::with_capacity(PLAYED_MEMORY),
+            played: Played::default(),
             next_shrink_at: i64::MIN,
             stats: JitterStats::default(),
         }
@@ -609,10 +648,7 @@ impl JitterBuffer {
         self.interp_run = 0;
         self.in_silence = false;
         self.last_voice = Some(i64::from(ts));
-        if self.played.len() >= PLAYED_MEMORY {
-            self.played.pop_front();
-        }
-        self.played.push_back(ts);
+        self.played.push(ts);
         Playout::Voice { ts, payload }
     }
 

@@ -219,7 +219,9 @@ pub fn padding_for(n: usize) -> usize {
 #[derive(Clone)]
 pub struct IaxCipher {
     key: [u8; KEY_LEN],
-    aes: Aes128,
+    /// Boxed: the key schedule is most of a kilobyte, and every dialog holds
+    /// two optional ciphers whether or not its call is encrypted.
+    aes: Box<Aes128>,
 }
 
 impl std::fmt::Debug for IaxCipher {
@@ -246,7 +248,7 @@ impl IaxCipher {
     }
 
     pub fn from_key(key: [u8; KEY_LEN]) -> IaxCipher {
-        IaxCipher { key, aes: Aes128::new(&GenericArray::from(key)) }
+        IaxCipher { key, aes: Box::new(Aes128::new(&GenericArray::from(key))) }
     }
 
     /// The raw AES-128 key.

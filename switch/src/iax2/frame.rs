@@ -295,26 +295,58 @@ fn decode_full(src_call: u16, r: &mut Reader<'_>) -> Result<FullFrame, FrameErro
 }
 
 fn decode_trunk(with_timestamps: bool, r: &mut Reader<'_>) -> Result<TrunkFrame, FrameError> {
+    let mut entries = Vec::new();
+    let timestamp = parse_trunk(with_timestamps, r, |call, timestamp, payload| {
+        entries.push(TrunkEntry { call, timestamp, payload: payload.to_vec() })
+    })?;
+    Ok(TrunkFrame { timestamp, entries, with_timestamps })
+}
+
+/// The trunk header and every entry, handed to `entry` as they are read;
+/// the trunk timestamp.
+fn parse_trunk<'a>(
+    with_timestamps: bool,
+    r: &mut Reader<'a>,
+    mut entry: impl FnMut(u16, Option<u16>, &'a [u8]),
+) -> Result<u32, FrameError> {
     r.need(TRUNK_HEADER_LEN, "trunk frame header")?;
     let timestamp = r.u32("trunk frame header")?;
-    let mut entries = Vec::new();
     while !r.is_empty() {
         const WHAT: &str = "trunk entry header";
-        let entry = if with_timestamps {
+        if with_timestamps {
             let len = r.u16(WHAT)?;
             let call = r.u16(WHAT)? & MAX_CALL_NUMBER;
             let ts = r.u16(WHAT)?;
-            let payload = r.take(usize::from(len), "trunk entry data")?.to_vec();
-            TrunkEntry { call, timestamp: Some(ts), payload }
+            entry(call, Some(ts), r.take(usize::from(len), "trunk entry data")?);
         } else {
             let call = r.u16(WHAT)? & MAX_CALL_NUMBER;
             let len = r.u16(WHAT)?;
-            let payload = r.take(usize::from(len), "trunk entry data")?.to_vec();
-            TrunkEntry { call, timestamp: None, payload }
-        };
-        entries.push(entry);
+            entry(call, None, r.take(usize::from(len), "trunk entry data")?);
+        }
     }
-    Ok(TrunkFrame { timestamp, entries, with_timestamps })
+    Ok(timestamp)
+}
+
+/// A meta trunk frame's entries (call number, timestamp, payload), borrowed
+/// from the datagram.
+pub type TrunkEntries<'a> = Vec<(u16, Option<u16>, &'a [u8])>;
+
+/// [`decode`] for a meta trunk frame without copying its entries: `None`
+/// when `datagram` is not one (decode it then), else what [`decode`] would
+/// make of it. The receive path reads tens of thousands of entries a second
+/// and only looks at each once.
+pub fn decode_trunk_entries(datagram: &[u8]) -> Option<Result<TrunkEntries<'_>, FrameError>> {
+    let mut r = Reader::new(datagram);
+    let (Ok(0), Ok(w1)) = (r.u16(""), r.u16("")) else { return None };
+    let [metacmd, cmddata] = w1.to_be_bytes();
+    if w1 & FLAG_VIDEO != 0 || metacmd != META_TRUNK {
+        return None;
+    }
+    let mut entries = Vec::new();
+    Some(
+        parse_trunk(cmddata & TRUNK_TIMESTAMPS != 0, &mut r, |call, ts, payload| entries.push((call, ts, payload)))
+            .map(|_| entries),
+    )
 }
 
 impl FullFrame {
@@ -454,35 +486,55 @@ impl TrunkFrame {
     /// Appends the wire form to `out` after checking every entry.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
         for e in &self.entries {
-            check_call(e.call)?;
-            if e.timestamp.is_some() != self.with_timestamps {
-                return Err(FrameError::TrunkTimestampMismatch { call: e.call, with_timestamps: self.with_timestamps });
-            }
-            if u16::try_from(e.payload.len()).is_err() {
-                return Err(FrameError::TrunkPayloadTooLong { call: e.call, len: e.payload.len() });
-            }
+            check_trunk_entry(e.call, e.timestamp, e.payload.len(), self.with_timestamps)?;
         }
-        let cmddata = if self.with_timestamps { TRUNK_TIMESTAMPS } else { 0 };
-        out.extend_from_slice(&[0, 0, META_TRUNK, cmddata]);
-        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        encode_trunk_header(out, self.timestamp, self.with_timestamps);
         for e in &self.entries {
-            // Checked above: the length fits in 16 bits.
-            let len = (e.payload.len() as u16).to_be_bytes();
-            match e.timestamp {
-                Some(ts) => {
-                    out.extend_from_slice(&len);
-                    out.extend_from_slice(&e.call.to_be_bytes());
-                    out.extend_from_slice(&ts.to_be_bytes());
-                }
-                None => {
-                    out.extend_from_slice(&e.call.to_be_bytes());
-                    out.extend_from_slice(&len);
-                }
-            }
-            out.extend_from_slice(&e.payload);
+            encode_trunk_entry(out, e.call, e.timestamp, &e.payload);
         }
         Ok(())
     }
+}
+
+/// What [`TrunkFrame::encode`] refuses in an entry.
+pub(crate) fn check_trunk_entry(
+    call: u16,
+    timestamp: Option<u16>,
+    len: usize,
+    with_timestamps: bool,
+) -> Result<(), FrameError> {
+    check_call(call)?;
+    if timestamp.is_some() != with_timestamps {
+        return Err(FrameError::TrunkTimestampMismatch { call, with_timestamps });
+    }
+    if u16::try_from(len).is_err() {
+        return Err(FrameError::TrunkPayloadTooLong { call, len });
+    }
+    Ok(())
+}
+
+/// The meta trunk header ([`TRUNK_HEADER_LEN`] bytes).
+pub(crate) fn encode_trunk_header(out: &mut Vec<u8>, timestamp: u32, with_timestamps: bool) {
+    let cmddata = if with_timestamps { TRUNK_TIMESTAMPS } else { 0 };
+    out.extend_from_slice(&[0, 0, META_TRUNK, cmddata]);
+    out.extend_from_slice(&timestamp.to_be_bytes());
+}
+
+/// One entry, already checked by [`check_trunk_entry`] (the length fits in 16 bits).
+pub(crate) fn encode_trunk_entry(out: &mut Vec<u8>, call: u16, timestamp: Option<u16>, payload: &[u8]) {
+    let len = (payload.len() as u16).to_be_bytes();
+    match timestamp {
+        Some(ts) => {
+            out.extend_from_slice(&len);
+            out.extend_from_slice(&call.to_be_bytes());
+            out.extend_from_slice(&ts.to_be_bytes());
+        }
+        None => {
+            out.extend_from_slice(&call.to_be_bytes());
+            out.extend_from_slice(&len);
+        }
+    }
+    out.extend_from_slice(payload);
 }
 
 impl Frame {

@@ -2,7 +2,9 @@
 //! every call to one trunk peer, gathered for `trunkfreq` and sent as as few
 //! datagrams as `trunkmtu` allows, instead of one mini frame per call.
 
-use super::frame::{TrunkEntry, TrunkFrame, TRUNK_HEADER_LEN};
+use std::ops::Range;
+
+use super::frame::{check_trunk_entry, encode_trunk_entry, encode_trunk_header, TRUNK_HEADER_LEN};
 
 /// Bytes an entry adds besides its payload: call number and length, plus the
 /// per-call timestamp when `trunktimestamps=yes`.
@@ -17,7 +19,12 @@ pub fn entry_overhead(with_timestamps: bool) -> usize {
 /// Voice waiting for the next trunk tick, for one trunk peer.
 #[derive(Debug, Default)]
 pub struct TrunkQueue {
-    entries: Vec<TrunkEntry>,
+    /// Queued entries: call number, timestamp and payload (a range of
+    /// `payloads`). One buffer for every payload, reused from tick to tick,
+    /// instead of an allocation per entry: a trunk of 800 calls queues 40 000
+    /// entries a second.
+    entries: Vec<(u16, u16, Range<usize>)>,
+    payloads: Vec<u8>,
     /// Calls currently carried on this trunk (for `trunkmaxsize`).
     pub calls: usize,
     pub frames_sent: u64,
@@ -33,8 +40,10 @@ pub struct TrunkQueue {
 const MAX_SKEW_MS: i64 = 160;
 
 impl TrunkQueue {
-    pub fn push(&mut self, call: u16, timestamp: u16, payload: Vec<u8>) {
-        self.entries.push(TrunkEntry { call, timestamp: Some(timestamp), payload });
+    pub fn push(&mut self, call: u16, timestamp: u16, payload: impl AsRef<[u8]>) {
+        let start = self.payloads.len();
+        self.payloads.extend_from_slice(payload.as_ref());
+        self.entries.push((call, timestamp, start..self.payloads.len()));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,34 +81,42 @@ impl TrunkQueue {
         let timestamp = self.stamp(now_ms, interval_ms);
         let overhead = entry_overhead(with_timestamps);
         let limit = if mtu == 0 { usize::MAX } else { usize::from(mtu) };
-        let mut datagrams = Vec::new();
-        let mut current: Vec<TrunkEntry> = Vec::new();
+        // Entries per datagram, in order.
+        let mut chunks = Vec::new();
+        let mut current = 0;
         let mut size = TRUNK_HEADER_LEN;
-        for mut entry in self.entries.drain(..) {
-            if !with_timestamps {
-                entry.timestamp = None;
-            }
-            let cost = overhead + entry.payload.len();
-            if !current.is_empty() && size + cost > limit {
-                datagrams.push(std::mem::take(&mut current));
+        for (_, _, payload) in &self.entries {
+            let cost = overhead + payload.len();
+            if current > 0 && size + cost > limit {
+                chunks.push(std::mem::take(&mut current));
                 size = TRUNK_HEADER_LEN;
             }
             size += cost;
-            current.push(entry);
+            current += 1;
         }
-        if !current.is_empty() {
-            datagrams.push(current);
+        if current > 0 {
+            chunks.push(current);
         }
-        let mut out = Vec::with_capacity(datagrams.len());
-        for entries in datagrams {
-            self.frames_sent += entries.len() as u64;
-            let frame = TrunkFrame { timestamp, entries, with_timestamps };
-            let mut bytes = Vec::with_capacity(limit.min(65_535));
-            if frame.encode(&mut bytes).is_ok() {
-                self.datagrams_sent += 1;
-                out.push(bytes);
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut rest = &self.entries[..];
+        for n in chunks {
+            let (entries, after) = rest.split_at(n);
+            rest = after;
+            self.frames_sent += n as u64;
+            let ts = |t: u16| with_timestamps.then_some(t);
+            if entries.iter().any(|(call, t, p)| check_trunk_entry(*call, ts(*t), p.len(), with_timestamps).is_err()) {
+                continue;
             }
+            let mut bytes = Vec::with_capacity(limit.min(65_535));
+            encode_trunk_header(&mut bytes, timestamp, with_timestamps);
+            for (call, t, p) in entries {
+                encode_trunk_entry(&mut bytes, *call, ts(*t), &self.payloads[p.clone()]);
+            }
+            self.datagrams_sent += 1;
+            out.push(bytes);
         }
+        self.entries.clear();
+        self.payloads.clear();
         out
     }
 }

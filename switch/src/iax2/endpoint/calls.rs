@@ -7,7 +7,7 @@ use super::*;
 use crate::dialplan::App;
 use crate::iax2::call::{self, cause, Call, CallState, DialString, Direction};
 use crate::iax2::crypto::{self, IaxCipher};
-use crate::iax2::frame::{MiniFrame, TrunkFrame};
+use crate::iax2::frame::{MiniFrame, TrunkEntries};
 use crate::iax2::ie::IeLookup;
 use crate::iax2::subclass::{format, ControlSubclass};
 use crate::iax2::trunk::TrunkQueue;
@@ -155,7 +155,7 @@ impl Endpoint {
         c.encryption_offered = ies.encryption().unwrap_or(0);
         let mut dialog = Dialog::new(local, f.src_call, from, now);
         dialog.receive(now, &f, &mut self.out);
-        self.by_remote.insert((from, f.src_call), local);
+        self.by_remote.insert(RemoteCall(from, f.src_call), local);
 
         let user = self.find_user(username.as_deref(), from).cloned();
         c.peer = user.as_ref().map(|u| u.name.clone()).or(username.clone());
@@ -433,7 +433,7 @@ impl Endpoint {
         let Role::Call(c) = &mut entry.role else { return };
         c.autokill_at = None;
         if entry.dialog.remote_call != 0 {
-            self.by_remote.insert((entry.dialog.remote_addr, entry.dialog.remote_call), local);
+            self.by_remote.insert(RemoteCall(entry.dialog.remote_addr, entry.dialog.remote_call), local);
         }
         let ies = || f.ies().unwrap_or_default();
         match f.frame_type {
@@ -604,7 +604,7 @@ impl Endpoint {
     }
 
     pub(super) fn mini_frame(&mut self, now: Instant, from: SocketAddr, m: MiniFrame) {
-        let Some(&local) = self.by_remote.get(&(from, m.src_call)) else {
+        let Some(&local) = self.by_remote.get(&RemoteCall(from, m.src_call)) else {
             return self.drop_datagram(now, from, "media for no call");
         };
         let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
@@ -612,26 +612,27 @@ impl Endpoint {
         self.media_in(now, local, ts, &m.payload, false);
     }
 
-    pub(super) fn trunk_frame(&mut self, now: Instant, from: SocketAddr, t: TrunkFrame) {
-        for entry in t.entries {
-            let Some(&local) = self.by_remote.get(&(from, entry.call)) else {
+    pub(super) fn trunk_frame(&mut self, now: Instant, from: SocketAddr, entries: TrunkEntries<'_>) {
+        for (call, timestamp, payload) in entries {
+            let Some(&local) = self.by_remote.get(&RemoteCall(from, call)) else {
                 self.count_drop("trunk entry for no call");
                 continue;
             };
             let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { continue };
             // Without per-call timestamps the frames are assumed to follow each other.
-            let ts = match entry.timestamp {
+            let ts = match timestamp {
                 Some(ts) => c.extend_mini_ts(ts),
                 None => c.rx_last_ts.map_or(20, |t| t + 20),
             };
-            self.media_in(now, local, ts, &entry.payload, false);
+            self.media_in(now, local, ts, payload, false);
         }
     }
 
     /// Voice arrived on a call: count it, and echo or bridge it.
     fn media_in(&mut self, now: Instant, local: u16, ts: u32, payload: &[u8], full: bool) {
         let arrival_us = now.saturating_duration_since(self.epoch).as_micros() as i64;
-        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
+        // Receive accounting and the jitter buffer move none of the call's timers.
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
         if dialog.is_finished() {
             return;
         }
@@ -644,11 +645,11 @@ impl Endpoint {
             jb.put(ts, payload.to_vec(), arrival_us / 1000);
             return;
         }
-        self.deliver(now, local, payload.to_vec());
+        self.deliver(now, local, payload);
     }
 
     /// Audio ready to play on `local`: echo it back or pass it across the bridge.
-    fn deliver(&mut self, now: Instant, local: u16, payload: Vec<u8>) {
+    fn deliver(&mut self, now: Instant, local: u16, payload: &[u8]) {
         let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
         let target = match (&c.app, c.bridge) {
             (App::Echo, _) => Some(local),
@@ -662,32 +663,40 @@ impl Endpoint {
 
     /// Sends one voice frame on a call: full frame first and on timestamp
     /// wrap, then mini frames, or trunk entries for a trunk peer.
-    fn send_voice(&mut self, now: Instant, local: u16, payload: Vec<u8>) {
-        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.get_mut(&local) else { return };
+    fn send_voice(&mut self, now: Instant, local: u16, payload: &[u8]) {
+        // Mini frames and trunk entries move none of the call's timers; a key
+        // rotation and a full frame (retransmitted until ACKed) do, and touch.
+        let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
         if c.quelched || c.state != CallState::Up || dialog.is_finished() {
             return;
         }
+        let mut timers_moved = false;
         if c.rotate_keys && c.rotate_at.is_none() {
             // chan_iax2 rotates its key first with its first voice frame, then every 2 to 5 minutes.
             let key = crypto::new_rotation_key(&mut self.rng);
             dialog.rotate_tx_key(now, key, &mut self.out);
             c.rotate_at = Some(now + next_rotation(&mut self.rng));
+            timers_moved = true;
         }
         let previous = c.tx_last_ts;
         let ts = c.next_voice_ts(now);
         c.stats.frames_sent += 1;
         if Call::needs_full_voice(previous, ts) {
-            dialog.send_full(now, FrameType::Voice, c.format, payload, Some(ts), &mut self.out);
+            dialog.send_full(now, FrameType::Voice, c.format, payload.to_vec(), Some(ts), &mut self.out);
+            timers_moved = true;
         } else if c.trunk {
             self.trunks.entry(dialog.remote_addr).or_default().push(local, ts as u16, payload);
             self.trunk_tick.get_or_insert(now + self.config.general.trunkfreq);
         } else {
-            let mini = MiniFrame { src_call: local, timestamp: ts as u16, payload };
+            let mini = MiniFrame { src_call: local, timestamp: ts as u16, payload: payload.to_vec() };
             let mut bytes = Vec::with_capacity(4 + mini.payload.len());
             if mini.encode(&mut bytes).is_ok() {
                 let payload = dialog.seal(bytes);
                 self.out.push_back(Transmit { destination: dialog.remote_addr, payload });
             }
+        }
+        if timers_moved {
+            self.dialogs.touch(&local);
         }
     }
 
@@ -701,7 +710,9 @@ impl Endpoint {
         let mut any = false;
         let locals = self.call_numbers();
         for local in locals {
-            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get_mut(&local) else { continue };
+            // The hangup goes through end_call, which touches; playout and
+            // the source move none of the call's timers.
+            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.peek_mut(&local) else { continue };
             if c.state != CallState::Up {
                 continue;
             }
@@ -719,10 +730,10 @@ impl Endpoint {
             let Some(codec) = call::g711(c.format) else { continue };
             let generated = c.source.next_frame(codec);
             if let Some(payload) = played {
-                self.deliver(now, local, payload);
+                self.deliver(now, local, &payload);
             }
             if let Some(payload) = generated {
-                self.send_voice(now, local, payload);
+                self.send_voice(now, local, &payload);
             }
         }
         self.media_tick = any.then(|| at + MEDIA_TICK);

@@ -1,6 +1,6 @@
 //! The endpoint's dialogs, indexed by local call number and by deadline.
 //!
-//! The table is a [`TimedMap`]: every mutable access records the call number
+//! The table is a [`DenseTimedMap`]: every mutable access records the call number
 //! as touched and `reschedule` refreshes only those deadlines. With hundreds
 //! of calls this keeps "when is the next timer?" a lookup instead of a scan of
 //! every dialog on every datagram.
@@ -8,10 +8,10 @@
 use std::time::Instant;
 
 use super::{Entry, Role};
-use crate::deadline::{Timed, TimedMap};
+use crate::deadline::{DenseTimedMap, Timed};
 use crate::iax2::call::CallState;
 
-pub(super) type DialogTable = TimedMap<u16, Entry>;
+pub(super) type DialogTable = DenseTimedMap<Entry>;
 
 /// When a dialog next needs attention: retransmission or linger end, a held
 /// REGREJ, or a call's autokill, scheduled hangup, PING, LAGRQ or key rotation.
