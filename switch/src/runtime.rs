@@ -391,10 +391,10 @@ impl Loops {
         match command {
             Command::Reload | Command::Shutdown => {}
             Command::ShowPeers(tx) => {
-                let _ = tx.send(iax_or_off(&self.iax, |c, _| text::iax_peers(&c.peers())).await);
+                let _ = tx.send(answer_or(&self.iax, IAX_OFF, |c, _| text::iax_peers(&c.peers())).await);
             }
             Command::ShowRegistry(tx) => {
-                let _ = tx.send(iax_or_off(&self.iax, |c, now| text::iax_registry(&c.registry(now))).await);
+                let _ = tx.send(answer_or(&self.iax, IAX_OFF, |c, now| text::iax_registry(&c.registry(now))).await);
             }
             Command::ShowStats(tx) => {
                 let mut answer = match &self.iax {
@@ -407,28 +407,29 @@ impl Loops {
                 let _ = tx.send(answer);
             }
             Command::ShowChannels(tx) => {
-                let _ = tx.send(iax_or_off(&self.iax, |c, _| text::iax_channels(&c.channels())).await);
+                let _ = tx.send(answer_or(&self.iax, IAX_OFF, |c, _| text::iax_channels(&c.channels())).await);
             }
             Command::ShowSipRegistrations(tx) => {
-                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::sip_registrations(&c.registrations(now))).await);
+                let _ = tx
+                    .send(answer_or(&self.sip, SIP_OFF, |c, now| text::sip_registrations(&c.registrations(now))).await);
             }
             Command::ShowSipGateways(tx) => {
-                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::sip_gateways(&c.gateways(now))).await);
+                let _ = tx.send(answer_or(&self.sip, SIP_OFF, |c, now| text::sip_gateways(&c.gateways(now))).await);
             }
             Command::ShowSipBans(tx) => {
-                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::bans(&c.bans(now))).await);
+                let _ = tx.send(answer_or(&self.sip, SIP_OFF, |c, now| text::bans(&c.bans(now))).await);
             }
             Command::ShowSipChannels(tx) => {
-                let _ = tx.send(sip_or_off(&self.sip, |c, now| text::sip_channels(&c.channels(now))).await);
+                let _ = tx.send(answer_or(&self.sip, SIP_OFF, |c, now| text::sip_channels(&c.channels(now))).await);
             }
             Command::SipUnban { source, reply } => {
-                let _ = reply.send(sip_or_off(&self.sip, move |c, _| unbanned(source, c.unban(source))).await);
+                let _ = reply.send(answer_or(&self.sip, SIP_OFF, move |c, _| unbanned(source, c.unban(source))).await);
             }
             Command::ShowIaxBans(tx) => {
-                let _ = tx.send(iax_or_off(&self.iax, |c, now| text::bans(&c.bans(now))).await);
+                let _ = tx.send(answer_or(&self.iax, IAX_OFF, |c, now| text::bans(&c.bans(now))).await);
             }
             Command::IaxUnban { source, reply } => {
-                let _ = reply.send(iax_or_off(&self.iax, move |c, _| unbanned(source, c.unban(source))).await);
+                let _ = reply.send(answer_or(&self.iax, IAX_OFF, move |c, _| unbanned(source, c.unban(source))).await);
             }
             Command::HangupAll(tx) => {
                 let mut n = 0;
@@ -442,9 +443,9 @@ impl Loops {
             }
             Command::Originate { request, count, reply } => {
                 let answer = if self.iax.is_some() && dial_has_tech(&request.dial, "IAX2") {
-                    iax_or_off(&self.iax, move |c, now| originate(c, now, &request, count)).await
+                    answer_or(&self.iax, IAX_OFF, move |c, now| originate(c, now, &request, count)).await
                 } else if self.sip.is_some() && dial_has_tech(&request.dial, "SIP") {
-                    sip_or_off(&self.sip, move |c, now| originate(c, now, &request, count)).await
+                    answer_or(&self.sip, SIP_OFF, move |c, now| originate(c, now, &request, count)).await
                 } else {
                     format!("0 of {count} call(s) placed to {}; refused: {}", request.dial, no_core_for(&request.dial))
                 };
@@ -468,23 +469,15 @@ impl<C> CoreLoop<C> {
     }
 }
 
-async fn iax_or_off(
-    iax: &Option<CoreLoop<Endpoint>>,
-    job: impl FnOnce(&mut Endpoint, std::time::Instant) -> String + Send + 'static,
+/// The core's answer to `job`, or what a protocol that is off says.
+async fn answer_or<C: ProtocolCore + Send + 'static>(
+    core: &Option<CoreLoop<C>>,
+    off: &str,
+    job: impl FnOnce(&mut C, std::time::Instant) -> String + Send + 'static,
 ) -> String {
-    match iax {
-        Some(iax) => iax.ask(job).await.unwrap_or_default(),
-        None => IAX_OFF.to_string(),
-    }
-}
-
-async fn sip_or_off(
-    sip: &Option<CoreLoop<SipEndpoint>>,
-    job: impl FnOnce(&mut SipEndpoint, std::time::Instant) -> String + Send + 'static,
-) -> String {
-    match sip {
-        Some(sip) => sip.ask(job).await.unwrap_or_default(),
-        None => SIP_OFF.to_string(),
+    match core {
+        Some(core) => core.ask(job).await.unwrap_or_default(),
+        None => off.to_string(),
     }
 }
 
