@@ -241,15 +241,27 @@ impl Ctx<'_> {
     }
 
     fn ramp_switch(&self, measure: &'static str, scenario: &str) -> Result<Ramp, TaskError> {
+        self.on_switch(measure, |switch| {
+            self.ramp(&format!("{measure} switch"), scenario, self.ports.switch_sip, switch)
+        })
+    }
+
+    /// Runs `work` on a fresh switch, then stops it and prints what it noted
+    /// (bans, drops); an error carries the tail of its log.
+    fn on_switch<T>(
+        &self,
+        measure: &'static str,
+        work: impl FnOnce(&mut Switch) -> Result<T, TaskError>,
+    ) -> Result<T, TaskError> {
         let mut switch = self.start_switch(measure)?;
-        let ramp = self.ramp(&format!("{measure} switch"), scenario, self.ports.switch_sip, &mut switch);
+        let result = work(&mut switch);
         let notes = switch_notes(&switch);
         let tail = switch.log_tail();
         switch.stop();
         for note in notes {
             eprintln!("load sip note: {measure} switch: {note}");
         }
-        ramp.map_err(|e| with_log(e, "switch", &tail))
+        result.map_err(|e| with_log(e, "switch", &tail))
     }
 
     fn ramp_kamailio(&self, measure: &str, scenario: &str, with_uas: bool) -> Result<Ramp, TaskError> {
@@ -405,16 +417,7 @@ impl Ctx<'_> {
 
     /// The switch's RSS per held registration, and its idle CPU with them.
     fn memory(&self) -> Result<Memory, TaskError> {
-        let n = self.args.users;
-        let mut switch = self.start_switch("memory")?;
-        let result = self.memory_on(&mut switch, n);
-        let notes = switch_notes(&switch);
-        let tail = switch.log_tail();
-        switch.stop();
-        for note in notes {
-            eprintln!("load sip note: memory switch: {note}");
-        }
-        result.map_err(|e| with_log(e, "switch", &tail))
+        self.on_switch("memory", |switch| self.memory_on(switch, self.args.users))
     }
 
     fn memory_on(&self, switch: &mut Switch, n: u32) -> Result<Memory, TaskError> {

@@ -220,8 +220,13 @@ impl SipEndpoint {
     /// Forgets the keepalives of `user`'s bindings that are gone, so the
     /// schedule stays bounded by the registrar.
     pub(super) fn prune_nat_pings(&mut self, now: Instant, user: &str) {
+        // Every REGISTER comes here; most users have no keepalives to prune.
+        let keys = self.nat_pings.of_user(user);
+        if keys.is_empty() {
+            return;
+        }
         let bindings = self.registrar.bindings(now, user);
-        for key in self.nat_pings.of_user(user) {
+        for key in keys {
             if !bindings.iter().any(|b| b.contact == key.1) {
                 self.nat_pings.remove(&key);
             }
