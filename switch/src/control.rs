@@ -348,6 +348,12 @@ pub mod text {
             view.transactions,
             view.calls
         );
+        let ports = &view.rtp_ports;
+        let _ = writeln!(
+            out,
+            "sip rtp_ports pairs={} in_use={} resting={} reused_early={}",
+            ports.pairs, ports.in_use, ports.resting, ports.reused_early
+        );
         for (reason, n) in &s.dropped {
             let _ = writeln!(out, "sip dropped {n:>8} {reason}");
         }

@@ -178,6 +178,9 @@ impl Source {
 
     /// The next 20 ms frame, or `None` when this source generates nothing.
     pub fn next_frame(&mut self, codec: G711) -> Option<Vec<u8>> {
+        if let Source::None = self {
+            return None;
+        }
         let mut out = Vec::with_capacity(FRAME_SAMPLES);
         match self {
             Source::None => return None,

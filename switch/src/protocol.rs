@@ -52,8 +52,9 @@ pub struct Transmit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SocketRequest {
     /// Bind this RTP port and the RTCP port above it, and feed both to
-    /// [`ProtocolCore::handle_input`] as [`SocketId::Media`]. When the host
-    /// will not bind them, tell the core with [`ProtocolCore::socket_failed`].
+    /// [`ProtocolCore::handle_input`] as [`SocketId::Media`]; then tell the
+    /// core with [`ProtocolCore::socket_opened`], or with
+    /// [`ProtocolCore::socket_failed`] when the host will not bind them.
     Open(u16),
     /// The call on this pair is over: close both.
     Close(u16),
@@ -171,6 +172,12 @@ pub trait ProtocolCore {
     /// [`poll_transmit`](Self::poll_transmit): a transmit may need the socket.
     fn poll_socket_request(&mut self) -> Option<SocketRequest> {
         None
+    }
+
+    /// The host bound the media pair at `port` ([`SocketRequest::Open`]): a
+    /// core holds back what names the port (an SDP) until it hears this.
+    fn socket_opened(&mut self, now: Instant, port: u16) {
+        let _ = (now, port);
     }
 
     /// The host would not bind the media pair at `port` ([`SocketRequest::Open`]).

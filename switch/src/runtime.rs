@@ -618,8 +618,9 @@ impl<S: DatagramSocket> Sockets<S> {
         loop {
             while let Some(request) = core.poll_socket_request() {
                 match request {
-                    SocketRequest::Open(port) => {
-                        if let Err(e) = self.open_media(net, port, media_tx).await {
+                    SocketRequest::Open(port) => match self.open_media(net, port, media_tx).await {
+                        Ok(()) => core.socket_opened(Instant::now().into_std(), port),
+                        Err(e) => {
                             tracing::warn!(
                                 "cannot bind media ports {port}/{} on {}: {e}",
                                 port.wrapping_add(1),
@@ -627,7 +628,7 @@ impl<S: DatagramSocket> Sockets<S> {
                             );
                             core.socket_failed(Instant::now().into_std(), port, &e.to_string());
                         }
-                    }
+                    },
                     SocketRequest::Close(port) => {
                         self.media.remove(&port);
                     }

@@ -118,7 +118,7 @@ impl Rig {
         std::fs::create_dir_all(&config).unwrap();
         let control = free_tcp_port();
         let sip_port = free_udp_port();
-        // Enough pairs for the load test's 100 calls within the ports' quarantine.
+        // Enough pairs for the load test's 100 calls within the ports' rest.
         let first = free_udp_ports(RTP_PORTS);
         let rtp_ports = (first, first + RTP_PORTS - 1);
         SipConfig {

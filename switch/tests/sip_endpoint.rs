@@ -40,6 +40,10 @@ struct Bench {
     sip: SipEndpoint,
     now: Instant,
     phone: SocketAddr,
+    /// Media socket requests as the runtime saw them, until read.
+    sockets: Vec<SocketRequest>,
+    /// The host refuses to bind media ports (another process holds them).
+    binds_fail: bool,
 }
 
 impl Bench {
@@ -54,7 +58,7 @@ impl Bench {
         plan.add("default", "bob", App::Dial { target: "SIP/bob".into() });
         plan.add("default", "carol", App::Dial { target: "SIP/carol".into() });
         sip.set_dialplan(plan);
-        Bench { sip, now, phone: PHONE.parse().unwrap() }
+        Bench { sip, now, phone: PHONE.parse().unwrap(), sockets: Vec::new(), binds_fail: false }
     }
 
     fn send(&mut self, text: &str) -> Vec<Transmit> {
@@ -69,8 +73,24 @@ impl Bench {
         self.drain()
     }
 
+    /// What the endpoint sends, with its media sockets opened (or refused)
+    /// before each datagram as the runtime does.
     fn drain(&mut self) -> Vec<Transmit> {
-        std::iter::from_fn(|| self.sip.poll_transmit()).collect()
+        let mut out = Vec::new();
+        loop {
+            while let Some(request) = self.sip.poll_media_socket() {
+                self.sockets.push(request);
+                if let SocketRequest::Open(port) = request {
+                    if self.binds_fail {
+                        self.sip.media_socket_failed(self.now, port, "address in use");
+                    } else {
+                        self.sip.media_socket_opened(self.now, port);
+                    }
+                }
+            }
+            let Some(t) = self.sip.poll_transmit() else { return out };
+            out.push(t);
+        }
     }
 
     fn events(&mut self) -> Vec<Event> {
@@ -218,7 +238,7 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
     let port = sdp_port(&ok.body);
     assert!(port.is_multiple_of(2) && (16384..=32766).contains(&port), "{sdp}");
     assert!(sdp.contains(&format!("m=audio {port} RTP/AVP 8 101\r\n")), "{sdp}");
-    assert_eq!(b.sip.poll_media_socket(), Some(SocketRequest::Open(port)), "the runtime binds the call's pair");
+    assert_eq!(b.media_sockets(), [SocketRequest::Open(port)], "the runtime binds the call's pair");
     assert!(sdp.contains("c=IN IP4 192.0.2.1\r\n"), "{sdp}");
     let events = b.events();
     assert!(
@@ -266,7 +286,7 @@ fn a_phone_registers_calls_echo_and_hangs_up() {
         _ => None,
     });
     assert_eq!(ended, Some((1, "remote BYE".to_string(), 5, 5, 0)));
-    assert_eq!(b.sip.poll_media_socket(), Some(SocketRequest::Close(port)));
+    assert_eq!(b.media_sockets(), [SocketRequest::Close(port)]);
     // A BYE for a dialog that is gone: 481.
     assert_eq!(responses(&b.send(&bye.replace("bye1", "bye2").replace("3 BYE", "4 BYE")))[0].status, 481);
 }
@@ -752,7 +772,7 @@ impl Bench {
     }
 
     fn media_sockets(&mut self) -> Vec<SocketRequest> {
-        std::iter::from_fn(|| self.sip.poll_media_socket()).collect()
+        std::mem::take(&mut self.sockets)
     }
 }
 
@@ -795,34 +815,40 @@ fn an_exhausted_port_range_refuses_calls_with_503_and_ports_rest_after_a_call() 
     let _bye = b.drain();
     assert_eq!(b.media_sockets(), [SocketRequest::Close(30000)]);
     let out = b.call_from(phone, "alice", "192.0.2.10", 40004, "9664", "p3");
-    assert_eq!(responses(&out).last().map(|r| r.status), Some(503), "still in quarantine");
+    assert_eq!(responses(&out).last().map(|r| r.status), Some(503), "still resting");
     b.sip.handle_media(b.now, 30000, PHONE_RTP.parse().unwrap(), &rtp(1, 1));
     assert!(b.drain().iter().all(|t| !is_media(t)), "late RTP of the old call goes nowhere");
-    let _ = b.advance(Duration::from_secs(10));
+    // With no other pair, it is reused after the least rest, and that is counted.
+    let _ = b.advance(Duration::from_millis(500));
     let out = b.call_from(phone, "alice", "192.0.2.10", 40006, "9664", "p4");
-    assert_eq!(Bench::answered_port(&out), 30000, "after the quarantine");
+    assert_eq!(Bench::answered_port(&out), 30000, "after the least rest");
+    let ports = b.sip.stats_view().rtp_ports;
+    assert_eq!((ports.pairs, ports.in_use, ports.resting, ports.reused_early), (1, 1, 0, 1));
 }
 
 #[test]
-fn a_port_the_host_will_not_bind_fails_its_call_and_is_not_offered_again() {
+fn a_port_the_host_will_not_bind_fails_its_call_before_the_answer_and_is_not_offered_again() {
     let mut b = bench_with(|s| {
         s.rtp_ports = 30000..=30003;
         s.max_calls = 10;
     });
     let phone = b.phone;
+    b.binds_fail = true;
     let out = b.call_from(phone, "alice", "192.0.2.10", 40000, "9196", "f1");
-    let port = Bench::answered_port(&out);
-    assert_eq!(b.media_sockets(), [SocketRequest::Open(port)]);
-    b.sip.media_socket_failed(b.now, port, "address in use");
-    let out = b.drain();
-    assert!(
-        out.iter().any(|t| matches!(Message::parse(&t.payload), Ok(Message::Request(r)) if r.method.as_str() == "BYE")),
-        "the answered call is hung up"
-    );
+    assert_eq!(responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(), [100, 503], "no 200 names a port we lack");
+    assert!(out.iter().all(|t| !matches!(Message::parse(&t.payload), Ok(Message::Request(_)))), "and so no BYE");
+    let [SocketRequest::Open(port)] = b.media_sockets()[..] else { panic!("one pair asked for") };
     let events = b.events();
     assert!(events.contains(&Event::RtpPortUnavailable { port, reason: "address in use".into() }), "{events:?}");
-    assert!(b.media_sockets().is_empty(), "nothing to close: it never opened");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::SipCallRejected { status: 503, reason, .. } if reason == "RTP port unavailable")
+        ),
+        "{events:?}"
+    );
+    b.binds_fail = false;
     let _ = b.advance(Duration::from_secs(60));
+    assert!(b.media_sockets().is_empty(), "nothing to close: it never opened");
     for n in 0..3 {
         let out = b.call_from(phone, "alice", "192.0.2.10", 40010 + n * 2, "9664", &format!("g{n}"));
         let statuses: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();

@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use switch::config::{SipSettings, SipUser};
 use switch::iax2::endpoint::ResolvedHosts;
+use switch::protocol::SocketRequest;
 use switch::sip::digest::{Authorization, Challenge};
 use switch::sip::endpoint::SipEndpoint;
 use switch::sip::message::Message;
@@ -226,6 +227,12 @@ fn an_answered_call_holds_a_few_kib() {
                 .unwrap()
                 .to_string();
         sip.handle_signalling(now, phone, invite(i, 2, Some(&auth)).as_bytes());
+        // As the runtime does: the call's pair is bound, then the 200 goes.
+        while let Some(request) = sip.poll_media_socket() {
+            if let SocketRequest::Open(port) = request {
+                sip.media_socket_opened(now, port);
+            }
+        }
         let mut ok = None;
         while let Some(t) = sip.poll_transmit() {
             if let Ok(Message::Response(r)) = Message::parse(&t.payload) {

@@ -130,7 +130,7 @@ of the burst still open)\n\n\
 One line per measure, e.g.\n  \
 load sip register: switch=N/s kamailio=M/s ratio=R cpu_us_per_req switch=A kamailio=B rss_switch_kib=K\n\
 CPU is utime+stime (/proc) of the switch and of every Kamailio process.\n\
-Ports: PORT_BASE (default 15060) to +11; the switch's RTP range 16384-32767.\n\
+Ports: PORT_BASE (default 9060) to +11; the switch's RTP range 10000-32767.\n\
 Exit status 0 when it ran (slowness never fails it), 2 when it could not.")]
     Load(LoadArgs),
     /// Replay a capture (pcap/pcapng) against the switch in the simulator; compare its answers
@@ -201,7 +201,7 @@ pub struct LoadArgs {
     /// First of the loopback ports used (A and B IAX2, A and B control). In `asterisk` mode:
     /// the IAX2 port of every instance (on 127.0.2.1-3), the switch's control socket at +2.
     /// In `sip` mode: the switch's SIP port, the rest of the run's ports up to +11
-    /// [default: 14569; 15060 in `sip` mode]
+    /// [default: 14569; 9060 in `sip` mode]
     #[arg(long, value_name = "PORT")]
     pub port_base: Option<u16>,
 
@@ -250,7 +250,7 @@ impl LoadArgs {
     }
 
     pub fn port_base(&self) -> u16 {
-        self.port_base.unwrap_or(if self.mode == LoadMode::Sip { 15060 } else { 14569 })
+        self.port_base.unwrap_or(if self.mode == LoadMode::Sip { 9060 } else { 14569 })
     }
 }
 
@@ -388,7 +388,7 @@ mod tests {
             Ok(Command::Load(args)) => {
                 assert_eq!(args.calls_arg, Some(None));
                 assert!(args.register && !args.memory);
-                assert_eq!((args.step_seconds, args.port_base()), (5, 15060));
+                assert_eq!((args.step_seconds, args.port_base()), (5, 9060));
             }
             other => panic!("load sip --calls --register: {other:?}"),
         }

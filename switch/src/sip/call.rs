@@ -152,6 +152,11 @@ impl CallMedia {
         result
     }
 
+    /// Whether the application plays audio of its own (a tone, music, a pattern).
+    pub fn generates(&self) -> bool {
+        !matches!(self.source, Source::None)
+    }
+
     /// The next 20 ms of our own audio, as an RTP packet, if the application makes any.
     pub fn tick(&mut self) -> Option<Vec<u8>> {
         let frame = self.source.next_frame(self.codec)?;
@@ -210,4 +215,7 @@ pub struct SipCall {
     pub hangup_at: Option<Instant>,
     /// The dialplan's Q.850 cause for that hangup, sent in the BYE's `Reason` (RFC 3326).
     pub hangup_cause: Option<u8>,
+    /// Our SDP (the 200 inbound, the INVITE outbound) waits until the host
+    /// has bound the port it names.
+    pub awaiting_port: bool,
 }

@@ -278,6 +278,8 @@ impl SipEndpoint {
             local_sdp: sdp,
             hangup_at: None,
             hangup_cause: None,
+            // The INVITE goes once the port is bound.
+            awaiting_port: true,
         };
         self.by_dialog.insert((call_id, tag), b);
         self.calls.insert(b, callee);
@@ -289,13 +291,12 @@ impl SipEndpoint {
             context: String::new(),
             caller: caller_user,
         });
-        self.send_invite(now, b, None);
         Ok(b)
     }
 
     /// (Re)sends leg `b`'s INVITE: a new CSeq and branch, with credentials
     /// when answering a challenge (RFC 3261 22.2).
-    fn send_invite(&mut self, now: Instant, b: u32, authorization: Option<(&'static str, String)>) {
+    pub(super) fn send_invite(&mut self, now: Instant, b: u32, authorization: Option<(&'static str, String)>) {
         let port = self.settings.listen.port();
         let branch = transaction::new_branch(&mut self.rng);
         let Some(call) = self.calls.get_mut(&b) else { return };
@@ -370,6 +371,7 @@ impl SipEndpoint {
                     callee.media.dtmf_payload_type = answer.dtmf;
                 }
                 let codec = codec_name(callee.media.codec);
+                self.watch_media(b);
                 let (ack, destination) = self.in_dialog_request(b, Method::Ack, false);
                 if let Some(ack) = ack {
                     let bytes = ack.encode();

@@ -112,11 +112,12 @@ impl SipEndpoint {
             local_sdp,
             hangup_at,
             hangup_cause,
+            // Answered once the port is bound; a bridge answers when its callee does.
+            awaiting_port: !matches!(app, App::Dial { .. }),
         };
         self.calls.insert(id, call);
-        match &app {
-            App::Dial { target } => self.dial(now, id, target, &chosen),
-            _ => self.answer_inbound(now, id),
+        if let App::Dial { target } = &app {
+            self.dial(now, id, target, &chosen);
         }
     }
 
@@ -128,6 +129,8 @@ impl SipEndpoint {
         call.answered = true;
         call.media.last_received = now;
         call.media.strict.open_window(now);
+        self.watch_media(id);
+        let Some(call) = self.calls.get(&id) else { return };
         let (from, key) = (call.dialog.signalling, call.invite.clone().unwrap_or_default());
         let contact = format!("<sip:{}@{}>", exten_for_uri(&call.exten), host_port(call.dialog.local_ip, port));
         let (tag, sdp, codec) = (call.dialog.local_tag.clone(), call.local_sdp.clone(), codec_name(call.media.codec));

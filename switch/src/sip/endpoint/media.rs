@@ -26,7 +26,7 @@ impl SipEndpoint {
             Err(e) => return self.drop_datagram(now, from, format!("malformed RTP: {e}")),
         };
         let Some(id) = self.by_media_port.get(&local_port).copied() else {
-            // A port in quarantine: late packets of an ended call.
+            // A resting port: late packets of an ended call.
             return self.drop_datagram(now, from, "RTP on no call's port".into());
         };
         let since = now.saturating_duration_since(self.epoch);
@@ -81,15 +81,33 @@ impl SipEndpoint {
         }
     }
 
+    /// The host bound `port` and the RTCP port above it: the call leg that
+    /// waited for them sends its SDP now (the 200 inbound, the INVITE
+    /// outbound), so no SDP names a port we may not get.
+    pub fn media_socket_opened(&mut self, now: Instant, port: u16) {
+        let Some(id) = self.by_media_port.get(&port).copied() else { return };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if !std::mem::take(&mut call.awaiting_port) {
+            return;
+        }
+        if call.outbound.is_some() {
+            self.send_invite(now, id, None);
+        } else {
+            self.answer_inbound(now, id);
+        }
+        self.txns.settle(now, &mut self.events);
+    }
+
     /// The host would not bind `port` (or the RTCP port above it): another
     /// process holds it. The pair is never offered again, and the call that
-    /// got it fails: its SDP already named the port.
+    /// got it fails before its SDP goes out: an inbound call with 503, an
+    /// outbound leg without an INVITE.
     pub fn media_socket_failed(&mut self, now: Instant, port: u16, error: &str) {
         self.ports.mark_unusable(port);
         self.events.push_back(Event::RtpPortUnavailable { port, reason: error.to_string() });
         let Some(id) = self.by_media_port.remove(&port) else { return };
         if let Some(call) = self.calls.get_mut(&id) {
-            // Nothing to close, and the pair must not go to quarantine.
+            // Nothing to close, and the pair must not go to rest.
             call.media.local_port = 0;
         }
         let pending = self.calls.get(&id).is_some_and(|c| c.pending.is_some());
@@ -125,22 +143,28 @@ impl SipEndpoint {
     }
 
     pub(super) fn on_media_tick(&mut self, now: Instant) {
-        let timeout = Duration::from_secs(u64::from(self.settings.rtp_timeout));
+        let timeout = self.rtp_timeout();
         let mut silent = Vec::new();
-        let mut packets = Vec::new();
         let mut held = Vec::new();
-        // Legs still ringing have no media yet, and no RTP to miss.
-        for call in self.calls.values_mut().filter(|c| c.answered) {
+        for id in self.media_clock.due(now) {
+            let Some(call) = self.calls.get(&id) else { continue };
             if call.hangup_at.is_some_and(|t| t <= now) {
                 // Our own originate's hold time, or the dialplan's Wait before Hangup.
                 let why = if call.outbound.is_some() { "hold time over" } else { "dialplan hangup" };
-                held.push((call.id, why, call.hangup_cause));
-                continue;
+                held.push((id, why, call.hangup_cause));
+            } else if !timeout.is_zero() && now.saturating_duration_since(call.media.last_received) >= timeout {
+                silent.push(id);
+            } else {
+                // RTP came since the deadline was set: the real one is later.
+                let deadline = self.media_deadline(call);
+                self.media_clock.reschedule(id, deadline);
             }
-            if !timeout.is_zero() && now.saturating_duration_since(call.media.last_received) >= timeout {
-                silent.push(call.id);
-                continue;
-            }
+        }
+        // A call that ends on this tick sends no more audio.
+        let ending = |id: &u32| held.iter().any(|(h, _, _)| h == id) || silent.contains(id);
+        let mut packets = Vec::new();
+        for id in self.media_clock.generating().filter(|id| !ending(id)) {
+            let Some(call) = self.calls.get_mut(&id) else { continue };
             if let Some(packet) = call.media.tick() {
                 packets.push((call.media.local_port, call.media.destination(), packet));
             }
@@ -167,6 +191,33 @@ impl SipEndpoint {
     }
 
     /// Starts the 20 ms media clock if it is not running.
+    fn rtp_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.settings.rtp_timeout))
+    }
+
+    /// When the tick must look at an answered call: its hangup time, or its
+    /// RTP timeout counted from the last packet so far.
+    fn media_deadline(&self, call: &SipCall) -> Option<Instant> {
+        let timeout = self.rtp_timeout();
+        let silent = (!timeout.is_zero()).then(|| call.media.last_received + timeout);
+        call.hangup_at.into_iter().chain(silent).min()
+    }
+
+    /// Call `id` was just answered: the media tick plays its audio and watches its deadline.
+    pub(super) fn watch_media(&mut self, id: u32) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let (deadline, generates) = (self.media_deadline(call), call.media.generates());
+        self.media_clock.watch(id, deadline, generates);
+    }
+
+    /// A reload changed `rtp_timeout`: every deadline moves with it.
+    pub(super) fn rewatch_media(&mut self) {
+        for id in self.media_clock.watched() {
+            let deadline = self.calls.get(&id).and_then(|call| self.media_deadline(call));
+            self.media_clock.reschedule(id, deadline);
+        }
+    }
+
     pub(super) fn media_tick_from(&mut self, now: Instant) {
         self.media_tick.get_or_insert(now + FRAME);
     }

@@ -37,6 +37,7 @@ mod dial;
 mod gateways;
 mod invite;
 mod media;
+mod media_clock;
 mod protocol;
 mod register;
 mod show;
@@ -135,6 +136,7 @@ pub struct SipEndpoint {
     nat_pings: register::NatPings,
     next_call: u32,
     media_tick: Option<Instant>,
+    media_clock: media_clock::MediaClock,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: SipStats,
@@ -172,6 +174,7 @@ impl SipEndpoint {
             nat_pings: register::NatPings::default(),
             next_call: 1,
             media_tick: None,
+            media_clock: media_clock::MediaClock::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: SipStats::default(),
@@ -203,7 +206,11 @@ impl SipEndpoint {
         }
         self.txns.set_budget(settings.transaction_memory);
         self.guard.set_settings(settings.guard);
+        let timeout_changed = settings.rtp_timeout != self.settings.rtp_timeout;
         self.settings = settings;
+        if timeout_changed {
+            self.rewatch_media();
+        }
         self.txns.settle(now, &mut self.events);
     }
 
@@ -532,6 +539,7 @@ impl SipEndpoint {
     /// Removes a call from every index and gives its ports back, reporting nothing.
     fn forget(&mut self, now: Instant, id: u32) -> Option<SipCall> {
         let call = self.calls.remove(&id)?;
+        self.media_clock.forget(id);
         self.by_dialog.remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
         self.release_port(now, id, call.media.local_port);
         if self.calls.is_empty() {

@@ -37,6 +37,10 @@ impl ProtocolCore for SipEndpoint {
         self.poll_media_socket()
     }
 
+    fn socket_opened(&mut self, now: Instant, port: u16) {
+        self.media_socket_opened(now, port);
+    }
+
     fn socket_failed(&mut self, now: Instant, port: u16, error: &str) {
         self.media_socket_failed(now, port, error);
     }

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::protocol::BanView;
+pub use crate::sip::ports::PortUsage;
 
 /// One registered contact, for `sip show registrations`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +53,7 @@ pub struct SipStatsView {
     pub counters: SipStats,
     pub transactions: usize,
     pub calls: usize,
+    pub rtp_ports: PortUsage,
 }
 
 impl SipEndpoint {
@@ -107,7 +109,12 @@ impl SipEndpoint {
 
     /// The counters of `show stats`.
     pub fn stats_view(&self) -> SipStatsView {
-        SipStatsView { counters: self.stats.clone(), transactions: self.txns.len(), calls: self.calls.len() }
+        SipStatsView {
+            counters: self.stats.clone(),
+            transactions: self.txns.len(),
+            calls: self.calls.len(),
+            rtp_ports: self.ports.usage(),
+        }
     }
 
     /// Sources banned after failed authentication (`sip show bans`).

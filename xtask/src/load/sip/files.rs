@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn users_and_configurations_agree() {
-        let ports = Ports::new(15060).unwrap();
+        let ports = Ports::new(9060).unwrap();
         for i in [1, 2, 19_999] {
             assert!(password(i).len() >= 12 && password(i) != user(i));
             assert_ne!(password(i), password(i + 1));
@@ -314,5 +314,12 @@ mod tests {
         assert!(register_xml(3600).contains("Expires: 3600") && register_xml(0).contains("Expires: 0"));
         assert!(call_xml().contains("<pause milliseconds=\"3000\"/>"));
         assert!(uas_xml().contains("[last_Record-Route:]"));
+        assert!(switch_toml(&ports, 2).contains("rtp_ports = \"10000-32767\""));
+    }
+
+    #[test]
+    fn the_bench_ports_stay_out_of_the_rtp_range() {
+        assert!(Ports::new(9989).is_err() && Ports::new(20000).is_err() && Ports::new(32767).is_err());
+        assert!(Ports::new(9988).is_ok() && Ports::new(32768).is_ok());
     }
 }
