@@ -14,6 +14,11 @@
 //! matches messages to transactions (branch, method, sent-by: see
 //! [`is_rfc3261_branch`]).
 //!
+//! The four kinds are one type, [`Transaction`]: what RFC 3261 gives them all
+//! (a message one timer resends, a timer that ends each state, the events,
+//! the termination) is written once, and each [`Kind`] adds its states and
+//! its transition rules.
+//!
 //! Every transaction reports its end exactly once with
 //! [`TransactionEvent::Terminated`], preceded by [`TransactionEvent::TimedOut`],
 //! [`TransactionEvent::NoAckFor2xx`] or [`TransactionEvent::TransportError`]
