@@ -14,6 +14,11 @@
 //! matches messages to transactions (branch, method, sent-by: see
 //! [`is_rfc3261_branch`]).
 //!
+//! The four kinds are one type, [`Transaction`]: what RFC 3261 gives them all
+//! (a message one timer resends, a timer that ends each state, the events,
+//! the termination) is written once, and each [`Kind`] adds its states and
+//! its transition rules.
+//!
 //! Every transaction reports its end exactly once with
 //! [`TransactionEvent::Terminated`], preceded by [`TransactionEvent::TimedOut`],
 //! [`TransactionEvent::NoAckFor2xx`] or [`TransactionEvent::TransportError`]
@@ -21,6 +26,7 @@
 //! termination a transaction never produces output again.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
@@ -156,9 +162,12 @@ impl Backoff {
         self.at = deadline(now, self.interval);
     }
 
-    fn fixed(&mut self, now: Instant, interval: Duration) {
-        self.interval = interval;
-        self.at = deadline(now, interval);
+    /// Leaves the pending firing where it is and makes every later interval
+    /// the cap (a doubled cap, capped, is the cap).
+    fn hold_at_cap(&mut self) {
+        if let Some(cap) = self.cap {
+            self.interval = cap;
+        }
     }
 }
 
@@ -181,137 +190,77 @@ fn is_failure(status: u16) -> bool {
     (300..=699).contains(&status)
 }
 
-/// State of an [`InviteServerTransaction`] (RFC 6026 figure 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InviteServerState {
-    Proceeding,
-    /// A 2xx was sent; waiting for its ACK, absorbing INVITE and ACK retransmissions.
-    Accepted,
-    /// A final non-2xx was sent; retransmitting it until the ACK arrives.
-    Completed,
-    /// The ACK for the non-2xx arrived; absorbing its retransmissions.
-    Confirmed,
-    Terminated,
+/// One of the four kinds of transaction of RFC 3261 17: its state diagram,
+/// and what it holds besides the message [`Transaction`] retransmits.
+pub trait Kind {
+    type State: Copy + Eq + fmt::Debug;
+    /// The state every transaction ends in, and never leaves.
+    const TERMINATED: Self::State;
+
+    /// Bytes held besides the retransmitted message, for memory accounting.
+    fn held_bytes(&self) -> usize {
+        0
+    }
+
+    /// Lets go of what it holds at termination, so that nothing is sent again.
+    fn clear(&mut self) {}
 }
 
-/// The server side of an INVITE: answers INVITE retransmissions with the
-/// latest response, retransmits final responses over UDP until they are
-/// acknowledged, and absorbs the ACKs.
-///
-/// Created on receipt of an INVITE, in Proceeding. The TU should send a
-/// provisional response within [`TRYING_DELAY`] (RFC 3261 17.2.1) if it
-/// cannot answer at once; this transaction does not do it for it.
-///
-/// Unlike RFC 3261, where the transaction ends on sending a 2xx and the UAS
-/// core retransmits it (13.3.1.4), this follows RFC 6026: the transaction
-/// moves to Accepted and retransmits the 2xx itself (T1 doubling to T2, over
-/// unreliable transports) until the ACK arrives, then lingers until Timer L
-/// (64*T1) to absorb retransmitted INVITEs and ACKs.
+/// A transaction of kind `K`: what the four kinds share, after quinn-proto's
+/// timer table. RFC 3261 17 gives every transaction the same two timers, one
+/// that resends a message (A, E, G, or RFC 6026's 2xx retransmission) and one
+/// that ends the current state (B, D, F, H, I, J, K, L), so they live here,
+/// with the message, the termination and the events for the TU; the
+/// `impl Transaction<...>` of each kind holds only its transition rules.
+/// Time is what the caller passes in: there is no clock.
 #[derive(Debug)]
-pub struct InviteServerTransaction {
+pub struct Transaction<K: Kind> {
     timers: Timers,
     transport: Transport,
-    state: InviteServerState,
-    /// The latest response sent, the answer to a retransmitted INVITE and
-    /// what Timer G and the 2xx retransmission resend.
-    last_response: Option<Vec<u8>>,
+    state: K::State,
+    /// What the retransmission timer resends: our request on a client; on a
+    /// server the latest response, which also answers a retransmitted request.
+    message: Option<Vec<u8>>,
     retransmit: Option<Backoff>,
-    /// Timer H (Completed), I (Confirmed) or L (Accepted).
     end: Option<Instant>,
-    acked: bool,
+    /// What the end timer firing tells the TU before [`TransactionEvent::Terminated`]:
+    /// an end is abnormal for Timers B, F, H, and for L until the ACK.
+    end_report: Option<TransactionEvent>,
     events: VecDeque<TransactionEvent>,
+    kind: K,
 }
 
-impl InviteServerTransaction {
-    /// A transaction for an INVITE just received at `now`.
-    pub fn new(_now: Instant, timers: Timers, transport: Transport) -> Self {
-        InviteServerTransaction {
+impl<K: Kind> Transaction<K> {
+    fn with(timers: Timers, transport: Transport, state: K::State, message: Option<Vec<u8>>, kind: K) -> Self {
+        Transaction {
             timers,
             transport,
-            state: InviteServerState::Proceeding,
-            last_response: None,
+            state,
+            message,
             retransmit: None,
             end: None,
-            acked: false,
+            end_report: None,
             events: VecDeque::new(),
+            kind,
         }
     }
 
-    pub fn state(&self) -> InviteServerState {
+    pub fn state(&self) -> K::State {
         self.state
     }
 
     pub fn is_terminated(&self) -> bool {
-        self.state == InviteServerState::Terminated
+        self.state == K::TERMINATED
     }
 
-    /// Message bytes held (the latest response), for memory accounting.
+    /// Message bytes held, for memory accounting: the latest response; the
+    /// request, its unsent first copy and an INVITE's ACK.
     pub fn held_bytes(&self) -> usize {
-        self.last_response.as_ref().map_or(0, Vec::capacity)
+        self.message.as_ref().map_or(0, Vec::capacity) + self.kind.held_bytes()
     }
 
-    /// Sends the TU's response with `status`, encoded as `encoded`. Returns the
-    /// bytes to send, or `None` when the state does not allow this response
-    /// (a second final response, anything after the end, a status outside
-    /// 100-699): the TU's response is then discarded.
-    pub fn respond(&mut self, now: Instant, status: u16, encoded: Vec<u8>) -> Option<Vec<u8>> {
-        let unreliable = self.transport == Transport::Unreliable;
-        match self.state {
-            InviteServerState::Proceeding if is_provisional(status) => {}
-            InviteServerState::Proceeding if is_success(status) => {
-                self.state = InviteServerState::Accepted;
-                self.retransmit = unreliable.then(|| Backoff::start(now, self.timers.t1, Some(self.timers.t2)));
-                self.end = Some(deadline(now, self.timers.timeout()));
-            }
-            // RFC 6026 7.1: further 2xx from the TU in Accepted go out; they
-            // replace what is retransmitted but keep its schedule.
-            InviteServerState::Accepted if is_success(status) => {}
-            InviteServerState::Proceeding if is_failure(status) => {
-                self.state = InviteServerState::Completed;
-                self.retransmit = unreliable.then(|| Backoff::start(now, self.timers.t1, Some(self.timers.t2)));
-                self.end = Some(deadline(now, self.timers.timeout()));
-            }
-            _ => return None,
-        }
-        self.last_response = Some(encoded.clone());
-        Some(encoded)
-    }
-
-    /// The INVITE arrived again. Returns the latest response to resend in
-    /// Proceeding (if one was sent) and Completed; retransmissions are absorbed
-    /// in the other states (RFC 6026 7.1 for Accepted).
-    pub fn on_request_retransmission(&mut self, _now: Instant) -> Option<Vec<u8>> {
-        match self.state {
-            InviteServerState::Proceeding | InviteServerState::Completed => self.last_response.clone(),
-            _ => None,
-        }
-    }
-
-    /// An ACK matching this transaction arrived (for a 2xx the caller matches
-    /// it by dialog and CSeq, since its branch differs from the INVITE's).
-    pub fn on_ack(&mut self, now: Instant) -> AckOutcome {
-        match self.state {
-            InviteServerState::Completed => {
-                self.state = InviteServerState::Confirmed;
-                self.retransmit = None;
-                match self.transport {
-                    // Timer I = 0: nothing can be retransmitted, so nothing to absorb.
-                    Transport::Reliable => self.terminate(),
-                    Transport::Unreliable => self.end = Some(deadline(now, self.timers.t4)),
-                }
-                AckOutcome::Confirmed
-            }
-            InviteServerState::Accepted if !self.acked => {
-                self.acked = true;
-                self.retransmit = None;
-                AckOutcome::Acknowledged2xx
-            }
-            InviteServerState::Accepted | InviteServerState::Confirmed => AckOutcome::Absorbed,
-            InviteServerState::Proceeding | InviteServerState::Terminated => AckOutcome::Unexpected,
-        }
-    }
-
-    /// The transport failed to send a response: the transaction ends (RFC 3261 17.2.4).
+    /// The transport failed to send: the transaction ends (RFC 3261 17.1.4,
+    /// 17.2.4); a client's TU treats it as a 503.
     pub fn on_transport_error(&mut self) {
         if !self.is_terminated() {
             self.events.push_back(TransactionEvent::TransportError);
@@ -327,23 +276,22 @@ impl InviteServerTransaction {
         earliest(self.retransmit.map(|b| b.at), self.end)
     }
 
-    /// Runs the timers due at `now`; returns a response retransmission to send.
+    /// Runs the timers due at `now`; returns a retransmission to send. When
+    /// both are due the end wins: nothing is resent by a transaction that is over.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
         if self.is_terminated() {
             return None;
         }
         if self.end.is_some_and(|end| now >= end) {
-            match self.state {
-                InviteServerState::Completed => self.events.push_back(TransactionEvent::TimedOut),
-                InviteServerState::Accepted if !self.acked => self.events.push_back(TransactionEvent::NoAckFor2xx),
-                _ => {}
+            if let Some(event) = self.end_report.take() {
+                self.events.push_back(event);
             }
             self.terminate();
             return None;
         }
         let backoff = self.retransmit.as_mut().filter(|b| now >= b.at)?;
         backoff.advance(now);
-        self.last_response.clone()
+        self.message.clone()
     }
 
     /// The next thing the TU should learn about how the transaction ended.
@@ -351,12 +299,133 @@ impl InviteServerTransaction {
         self.events.pop_front()
     }
 
+    /// Starts retransmitting at T1, doubling up to `cap`. Only over an
+    /// unreliable transport: a reliable one retransmits by itself.
+    fn retransmit_from(&mut self, now: Instant, cap: Option<Duration>) {
+        self.retransmit = (self.transport == Transport::Unreliable).then(|| Backoff::start(now, self.timers.t1, cap));
+    }
+
+    fn end_after(&mut self, now: Instant, after: Duration, report: Option<TransactionEvent>) {
+        self.end = Some(deadline(now, after));
+        self.end_report = report;
+    }
+
     fn terminate(&mut self) {
-        self.state = InviteServerState::Terminated;
+        self.state = K::TERMINATED;
         self.retransmit = None;
         self.end = None;
-        self.last_response = None;
+        self.end_report = None;
+        self.message = None;
+        self.kind.clear();
         self.events.push_back(TransactionEvent::Terminated);
+    }
+}
+
+/// State of an [`InviteServerTransaction`] (RFC 6026 figure 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteServerState {
+    Proceeding,
+    /// A 2xx was sent; waiting for its ACK, absorbing INVITE and ACK retransmissions.
+    Accepted,
+    /// A final non-2xx was sent; retransmitting it until the ACK arrives.
+    Completed,
+    /// The ACK for the non-2xx arrived; absorbing its retransmissions.
+    Confirmed,
+    Terminated,
+}
+
+/// The INVITE server kind holds nothing of its own: whether its 2xx was
+/// acknowledged is whether Timer L would still report that it was not.
+#[derive(Debug)]
+pub struct InviteServer;
+
+impl Kind for InviteServer {
+    type State = InviteServerState;
+    const TERMINATED: InviteServerState = InviteServerState::Terminated;
+}
+
+/// The server side of an INVITE: answers INVITE retransmissions with the
+/// latest response, retransmits final responses over UDP until they are
+/// acknowledged, and absorbs the ACKs.
+///
+/// Created on receipt of an INVITE, in Proceeding. The TU should send a
+/// provisional response within [`TRYING_DELAY`] (RFC 3261 17.2.1) if it
+/// cannot answer at once; this transaction does not do it for it.
+///
+/// Unlike RFC 3261, where the transaction ends on sending a 2xx and the UAS
+/// core retransmits it (13.3.1.4), this follows RFC 6026: the transaction
+/// moves to Accepted and retransmits the 2xx itself (T1 doubling to T2, over
+/// unreliable transports) until the ACK arrives, then lingers until Timer L
+/// (64*T1) to absorb retransmitted INVITEs and ACKs.
+pub type InviteServerTransaction = Transaction<InviteServer>;
+
+impl Transaction<InviteServer> {
+    /// A transaction for an INVITE just received at `now`.
+    pub fn new(_now: Instant, timers: Timers, transport: Transport) -> Self {
+        Transaction::with(timers, transport, InviteServerState::Proceeding, None, InviteServer)
+    }
+
+    /// Sends the TU's response with `status`, encoded as `encoded`. Returns the
+    /// bytes to send, or `None` when the state does not allow this response
+    /// (a second final response, anything after the end, a status outside
+    /// 100-699): the TU's response is then discarded.
+    pub fn respond(&mut self, now: Instant, status: u16, encoded: Vec<u8>) -> Option<Vec<u8>> {
+        let timeout = self.timers.timeout();
+        match self.state {
+            InviteServerState::Proceeding if is_provisional(status) => {}
+            InviteServerState::Proceeding if is_success(status) => {
+                self.state = InviteServerState::Accepted;
+                self.retransmit_from(now, Some(self.timers.t2));
+                // Timer L.
+                self.end_after(now, timeout, Some(TransactionEvent::NoAckFor2xx));
+            }
+            // RFC 6026 7.1: further 2xx from the TU in Accepted go out; they
+            // replace what is retransmitted but keep its schedule.
+            InviteServerState::Accepted if is_success(status) => {}
+            InviteServerState::Proceeding if is_failure(status) => {
+                self.state = InviteServerState::Completed;
+                // Timers G and H.
+                self.retransmit_from(now, Some(self.timers.t2));
+                self.end_after(now, timeout, Some(TransactionEvent::TimedOut));
+            }
+            _ => return None,
+        }
+        self.message = Some(encoded.clone());
+        Some(encoded)
+    }
+
+    /// The INVITE arrived again. Returns the latest response to resend in
+    /// Proceeding (if one was sent) and Completed; retransmissions are absorbed
+    /// in the other states (RFC 6026 7.1 for Accepted).
+    pub fn on_request_retransmission(&mut self, _now: Instant) -> Option<Vec<u8>> {
+        match self.state {
+            InviteServerState::Proceeding | InviteServerState::Completed => self.message.clone(),
+            _ => None,
+        }
+    }
+
+    /// An ACK matching this transaction arrived (for a 2xx the caller matches
+    /// it by dialog and CSeq, since its branch differs from the INVITE's).
+    pub fn on_ack(&mut self, now: Instant) -> AckOutcome {
+        match self.state {
+            InviteServerState::Completed => {
+                self.state = InviteServerState::Confirmed;
+                self.retransmit = None;
+                match self.transport {
+                    // Timer I = 0: nothing can be retransmitted, so nothing to absorb.
+                    Transport::Reliable => self.terminate(),
+                    Transport::Unreliable => self.end_after(now, self.timers.t4, None),
+                }
+                AckOutcome::Confirmed
+            }
+            InviteServerState::Accepted if self.end_report == Some(TransactionEvent::NoAckFor2xx) => {
+                self.end_report = None;
+                self.retransmit = None;
+                AckOutcome::Acknowledged2xx
+            }
+            InviteServerState::Accepted | InviteServerState::Confirmed => AckOutcome::Absorbed,
+            InviteServerState::Proceeding | InviteServerState::Terminated => AckOutcome::Unexpected,
+        }
     }
 }
 
@@ -369,40 +438,26 @@ pub enum NonInviteServerState {
     Terminated,
 }
 
+/// The non-INVITE server kind holds nothing of its own and never
+/// retransmits: the client does, and gets the latest response again.
+#[derive(Debug)]
+pub struct NonInviteServer;
+
+impl Kind for NonInviteServer {
+    type State = NonInviteServerState;
+    const TERMINATED: NonInviteServerState = NonInviteServerState::Terminated;
+}
+
 /// The server side of any request but INVITE and ACK (REGISTER, BYE, OPTIONS,
 /// CANCEL...): answers retransmissions of the request with the latest
 /// response. Final responses are not retransmitted on their own: the client
 /// retransmits its request and gets the response again.
-#[derive(Debug)]
-pub struct NonInviteServerTransaction {
-    timers: Timers,
-    transport: Transport,
-    state: NonInviteServerState,
-    last_response: Option<Vec<u8>>,
-    /// Timer J.
-    end: Option<Instant>,
-    events: VecDeque<TransactionEvent>,
-}
+pub type NonInviteServerTransaction = Transaction<NonInviteServer>;
 
-impl NonInviteServerTransaction {
+impl Transaction<NonInviteServer> {
     /// A transaction for a request just received at `now`, in Trying.
     pub fn new(_now: Instant, timers: Timers, transport: Transport) -> Self {
-        NonInviteServerTransaction {
-            timers,
-            transport,
-            state: NonInviteServerState::Trying,
-            last_response: None,
-            end: None,
-            events: VecDeque::new(),
-        }
-    }
-
-    pub fn state(&self) -> NonInviteServerState {
-        self.state
-    }
-
-    pub fn is_terminated(&self) -> bool {
-        self.state == NonInviteServerState::Terminated
+        Transaction::with(timers, transport, NonInviteServerState::Trying, None, NonInviteServer)
     }
 
     /// What is left of a Completed transaction: the final response that
@@ -410,7 +465,7 @@ impl NonInviteServerTransaction {
     /// `None` in any other state. Callers that answer at once can store just
     /// this, which is all RFC 3261 17.2.2's Completed state does.
     pub fn into_completed(self) -> Option<(Vec<u8>, Instant)> {
-        match (self.state, self.last_response, self.end) {
+        match (self.state, self.message, self.end) {
             (NonInviteServerState::Completed, Some(response), Some(end)) => Some((response, end)),
             _ => None,
         }
@@ -424,15 +479,15 @@ impl NonInviteServerTransaction {
         }
         if is_provisional(status) {
             self.state = NonInviteServerState::Proceeding;
-            self.last_response = Some(encoded.clone());
+            self.message = Some(encoded.clone());
         } else if is_success(status) || is_failure(status) {
             match self.transport {
                 // Timer J = 0: the request is never retransmitted, so nothing to answer again.
                 Transport::Reliable => self.terminate(),
                 Transport::Unreliable => {
                     self.state = NonInviteServerState::Completed;
-                    self.end = Some(deadline(now, self.timers.timeout()));
-                    self.last_response = Some(encoded.clone());
+                    self.end_after(now, self.timers.timeout(), None);
+                    self.message = Some(encoded.clone());
                 }
             }
         } else {
@@ -445,44 +500,9 @@ impl NonInviteServerTransaction {
     /// Trying, where the TU has not answered yet).
     pub fn on_request_retransmission(&mut self, _now: Instant) -> Option<Vec<u8>> {
         match self.state {
-            NonInviteServerState::Proceeding | NonInviteServerState::Completed => self.last_response.clone(),
+            NonInviteServerState::Proceeding | NonInviteServerState::Completed => self.message.clone(),
             _ => None,
         }
-    }
-
-    /// The transport failed to send a response: the transaction ends (RFC 3261 17.2.4).
-    pub fn on_transport_error(&mut self) {
-        if !self.is_terminated() {
-            self.events.push_back(TransactionEvent::TransportError);
-            self.terminate();
-        }
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_terminated() {
-            return None;
-        }
-        self.end
-    }
-
-    /// Runs Timer J. Never sends anything; returns `Option` to look like the
-    /// other transactions.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if !self.is_terminated() && self.end.is_some_and(|end| now >= end) {
-            self.terminate();
-        }
-        None
-    }
-
-    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
-        self.events.pop_front()
-    }
-
-    fn terminate(&mut self) {
-        self.state = NonInviteServerState::Terminated;
-        self.end = None;
-        self.last_response = None;
-        self.events.push_back(TransactionEvent::Terminated);
     }
 }
 
@@ -495,6 +515,29 @@ pub enum InviteClientState {
     Terminated,
 }
 
+/// What the INVITE client kind holds besides the INVITE.
+#[derive(Debug)]
+pub struct InviteClient {
+    /// The ACK for the non-2xx final response, resent on its retransmissions.
+    ack: Option<Vec<u8>>,
+    /// The initial INVITE, until taken with `poll_transmit`.
+    pending: Option<Vec<u8>>,
+}
+
+impl Kind for InviteClient {
+    type State = InviteClientState;
+    const TERMINATED: InviteClientState = InviteClientState::Terminated;
+
+    fn held_bytes(&self) -> usize {
+        [&self.ack, &self.pending].into_iter().flatten().map(Vec::capacity).sum()
+    }
+
+    fn clear(&mut self) {
+        self.ack = None;
+        self.pending = None;
+    }
+}
+
 /// The client side of an INVITE: retransmits it over UDP until a response
 /// arrives (Timer A), gives up after 64*T1 without one (Timer B), and ACKs
 /// final non-2xx responses, re-ACKing their retransmissions.
@@ -503,60 +546,23 @@ pub enum InviteClientState {
 /// the ringing itself (a CANCEL, or Timer C in a proxy). A 2xx ends the
 /// transaction at once (RFC 3261; not RFC 6026's client Accepted state):
 /// its ACK and the re-ACK of 2xx retransmissions are the UA core's job.
-#[derive(Debug)]
-pub struct InviteClientTransaction {
-    timers: Timers,
-    transport: Transport,
-    state: InviteClientState,
-    request: Vec<u8>,
-    /// The ACK for the non-2xx final response, resent on its retransmissions.
-    ack: Option<Vec<u8>>,
-    /// The initial INVITE, until taken with `poll_transmit`.
-    pending: Option<Vec<u8>>,
-    /// Timer A.
-    retransmit: Option<Backoff>,
-    /// Timer B (Calling) or D (Completed).
-    end: Option<Instant>,
-    events: VecDeque<TransactionEvent>,
-}
+pub type InviteClientTransaction = Transaction<InviteClient>;
 
-impl InviteClientTransaction {
+impl Transaction<InviteClient> {
     /// Starts sending `encoded_invite` at `now`; take the first transmission
     /// with [`poll_transmit`](Self::poll_transmit).
     pub fn new(now: Instant, timers: Timers, transport: Transport, encoded_invite: Vec<u8>) -> Self {
-        let retransmit = match transport {
-            Transport::Unreliable => Some(Backoff::start(now, timers.t1, None)),
-            Transport::Reliable => None,
-        };
-        InviteClientTransaction {
-            timers,
-            transport,
-            state: InviteClientState::Calling,
-            pending: Some(encoded_invite.clone()),
-            request: encoded_invite,
-            ack: None,
-            retransmit,
-            end: Some(deadline(now, timers.timeout())),
-            events: VecDeque::new(),
-        }
-    }
-
-    pub fn state(&self) -> InviteClientState {
-        self.state
-    }
-
-    pub fn is_terminated(&self) -> bool {
-        self.state == InviteClientState::Terminated
-    }
-
-    /// Message bytes held (the INVITE, its ACK, the unsent first copy), for memory accounting.
-    pub fn held_bytes(&self) -> usize {
-        [Some(&self.request), self.ack.as_ref(), self.pending.as_ref()].into_iter().flatten().map(Vec::capacity).sum()
+        let kind = InviteClient { ack: None, pending: Some(encoded_invite.clone()) };
+        let mut txn = Transaction::with(timers, transport, InviteClientState::Calling, Some(encoded_invite), kind);
+        // Timer A doubles without bound; Timer B.
+        txn.retransmit_from(now, None);
+        txn.end_after(now, timers.timeout(), Some(TransactionEvent::TimedOut));
+        txn
     }
 
     /// The initial INVITE, once.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.pending.take()
+        self.kind.pending.take()
     }
 
     /// A response matching this transaction arrived. `ack_for_non_2xx` builds
@@ -574,6 +580,7 @@ impl InviteClientTransaction {
                     self.state = InviteClientState::Proceeding;
                     self.retransmit = None;
                     self.end = None;
+                    self.end_report = None;
                     ClientOutcome { pass_up: true, send: None }
                 } else if is_success(status) {
                     self.terminate();
@@ -586,8 +593,8 @@ impl InviteClientTransaction {
                         Transport::Reliable => self.terminate(),
                         Transport::Unreliable => {
                             self.state = InviteClientState::Completed;
-                            self.end = Some(deadline(now, TIMER_D.max(self.timers.timeout())));
-                            self.ack = Some(ack.clone());
+                            self.end_after(now, TIMER_D.max(self.timers.timeout()), None);
+                            self.kind.ack = Some(ack.clone());
                         }
                     }
                     ClientOutcome { pass_up: true, send: Some(ack) }
@@ -596,57 +603,10 @@ impl InviteClientTransaction {
                 }
             }
             InviteClientState::Completed if is_failure(status) => {
-                ClientOutcome { pass_up: false, send: self.ack.clone() }
+                ClientOutcome { pass_up: false, send: self.kind.ack.clone() }
             }
             _ => ClientOutcome::ignored(),
         }
-    }
-
-    /// The transport failed to send the INVITE or ACK: the transaction ends
-    /// (RFC 3261 17.1.4); the TU treats it as a 503.
-    pub fn on_transport_error(&mut self) {
-        if !self.is_terminated() {
-            self.events.push_back(TransactionEvent::TransportError);
-            self.terminate();
-        }
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_terminated() {
-            return None;
-        }
-        earliest(self.retransmit.map(|b| b.at), self.end)
-    }
-
-    /// Runs Timers A, B and D; returns an INVITE retransmission to send.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.is_terminated() {
-            return None;
-        }
-        if self.end.is_some_and(|end| now >= end) {
-            if self.state == InviteClientState::Calling {
-                self.events.push_back(TransactionEvent::TimedOut);
-            }
-            self.terminate();
-            return None;
-        }
-        let backoff = self.retransmit.as_mut().filter(|b| now >= b.at)?;
-        backoff.advance(now);
-        Some(self.request.clone())
-    }
-
-    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
-        self.events.pop_front()
-    }
-
-    fn terminate(&mut self) {
-        self.state = InviteClientState::Terminated;
-        self.retransmit = None;
-        self.end = None;
-        self.pending = None;
-        self.ack = None;
-        self.request = Vec::new();
-        self.events.push_back(TransactionEvent::Terminated);
     }
 }
 
@@ -659,60 +619,47 @@ pub enum NonInviteClientState {
     Terminated,
 }
 
+/// What the non-INVITE client kind holds besides the request.
+#[derive(Debug)]
+pub struct NonInviteClient {
+    /// The initial request, until taken with `poll_transmit`.
+    pending: Option<Vec<u8>>,
+}
+
+impl Kind for NonInviteClient {
+    type State = NonInviteClientState;
+    const TERMINATED: NonInviteClientState = NonInviteClientState::Terminated;
+
+    fn held_bytes(&self) -> usize {
+        self.pending.as_ref().map_or(0, Vec::capacity)
+    }
+
+    fn clear(&mut self) {
+        self.pending = None;
+    }
+}
+
 /// The client side of any request but INVITE and ACK: retransmits it over UDP
 /// (Timer E: T1 doubling to T2, every T2 once a provisional response arrived)
 /// until a final response, gives up after 64*T1 (Timer F), then lingers T4
 /// (Timer K) to absorb retransmitted responses.
-#[derive(Debug)]
-pub struct NonInviteClientTransaction {
-    timers: Timers,
-    transport: Transport,
-    state: NonInviteClientState,
-    request: Vec<u8>,
-    pending: Option<Vec<u8>>,
-    /// Timer E.
-    retransmit: Option<Backoff>,
-    /// Timer F (Trying, Proceeding) or K (Completed).
-    end: Option<Instant>,
-    events: VecDeque<TransactionEvent>,
-}
+pub type NonInviteClientTransaction = Transaction<NonInviteClient>;
 
-impl NonInviteClientTransaction {
+impl Transaction<NonInviteClient> {
     /// Starts sending `encoded_request` at `now`; take the first transmission
     /// with [`poll_transmit`](Self::poll_transmit).
     pub fn new(now: Instant, timers: Timers, transport: Transport, encoded_request: Vec<u8>) -> Self {
-        let retransmit = match transport {
-            Transport::Unreliable => Some(Backoff::start(now, timers.t1, Some(timers.t2))),
-            Transport::Reliable => None,
-        };
-        NonInviteClientTransaction {
-            timers,
-            transport,
-            state: NonInviteClientState::Trying,
-            pending: Some(encoded_request.clone()),
-            request: encoded_request,
-            retransmit,
-            end: Some(deadline(now, timers.timeout())),
-            events: VecDeque::new(),
-        }
-    }
-
-    pub fn state(&self) -> NonInviteClientState {
-        self.state
-    }
-
-    pub fn is_terminated(&self) -> bool {
-        self.state == NonInviteClientState::Terminated
-    }
-
-    /// Message bytes held (the request and its unsent first copy), for memory accounting.
-    pub fn held_bytes(&self) -> usize {
-        [Some(&self.request), self.pending.as_ref()].into_iter().flatten().map(Vec::capacity).sum()
+        let kind = NonInviteClient { pending: Some(encoded_request.clone()) };
+        let mut txn = Transaction::with(timers, transport, NonInviteClientState::Trying, Some(encoded_request), kind);
+        // Timers E and F.
+        txn.retransmit_from(now, Some(timers.t2));
+        txn.end_after(now, timers.timeout(), Some(TransactionEvent::TimedOut));
+        txn
     }
 
     /// The initial request, once.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.pending.take()
+        self.kind.pending.take()
     }
 
     /// A response matching this transaction arrived. Returns whether it is
@@ -725,72 +672,24 @@ impl NonInviteClientTransaction {
         if is_provisional(status) {
             // Timer E keeps its deadline; it switches to T2 when it next fires.
             self.state = NonInviteClientState::Proceeding;
+            if let Some(backoff) = &mut self.retransmit {
+                backoff.hold_at_cap();
+            }
             true
         } else if is_success(status) || is_failure(status) {
             self.retransmit = None;
             match self.transport {
                 Transport::Reliable => self.terminate(),
+                // Timer K.
                 Transport::Unreliable => {
                     self.state = NonInviteClientState::Completed;
-                    self.end = Some(deadline(now, self.timers.t4));
+                    self.end_after(now, self.timers.t4, None);
                 }
             }
             true
         } else {
             false
         }
-    }
-
-    /// The transport failed to send the request: the transaction ends
-    /// (RFC 3261 17.1.4); the TU treats it as a 503.
-    pub fn on_transport_error(&mut self) {
-        if !self.is_terminated() {
-            self.events.push_back(TransactionEvent::TransportError);
-            self.terminate();
-        }
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_terminated() {
-            return None;
-        }
-        earliest(self.retransmit.map(|b| b.at), self.end)
-    }
-
-    /// Runs Timers E, F and K; returns a request retransmission to send.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.is_terminated() {
-            return None;
-        }
-        if self.end.is_some_and(|end| now >= end) {
-            if self.state != NonInviteClientState::Completed {
-                self.events.push_back(TransactionEvent::TimedOut);
-            }
-            self.terminate();
-            return None;
-        }
-        let proceeding = self.state == NonInviteClientState::Proceeding;
-        let t2 = self.timers.t2;
-        let backoff = self.retransmit.as_mut().filter(|b| now >= b.at)?;
-        if proceeding {
-            backoff.fixed(now, t2);
-        } else {
-            backoff.advance(now);
-        }
-        Some(self.request.clone())
-    }
-
-    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
-        self.events.pop_front()
-    }
-
-    fn terminate(&mut self) {
-        self.state = NonInviteClientState::Terminated;
-        self.retransmit = None;
-        self.end = None;
-        self.pending = None;
-        self.request = Vec::new();
-        self.events.push_back(TransactionEvent::Terminated);
     }
 }
 
@@ -863,35 +762,16 @@ mod tests {
         std::iter::from_fn(&mut next).collect()
     }
 
-    trait Timed {
-        fn next(&self) -> Option<Instant>;
-        fn fire(&mut self, now: Instant) -> Option<Vec<u8>>;
-    }
-
-    macro_rules! timed {
-        ($($t:ty),*) => {$(
-            impl Timed for $t {
-                fn next(&self) -> Option<Instant> {
-                    self.poll_timeout()
-                }
-                fn fire(&mut self, now: Instant) -> Option<Vec<u8>> {
-                    self.handle_timeout(now)
-                }
-            }
-        )*};
-    }
-    timed!(InviteServerTransaction, NonInviteServerTransaction, InviteClientTransaction, NonInviteClientTransaction);
-
     /// Drives a transaction by its own deadlines up to and including
     /// `until_ms`, recording (ms since t0, what was sent).
-    fn run(t0: Instant, until_ms: u64, tx: &mut impl Timed) -> Vec<(u64, Option<Vec<u8>>)> {
+    fn run<K: Kind>(t0: Instant, until_ms: u64, tx: &mut Transaction<K>) -> Vec<(u64, Option<Vec<u8>>)> {
         let mut log = Vec::new();
-        while let Some(t) = tx.next() {
+        while let Some(t) = tx.poll_timeout() {
             let ms = (t - t0).as_millis() as u64;
             if ms > until_ms {
                 break;
             }
-            log.push((ms, tx.fire(t)));
+            log.push((ms, tx.handle_timeout(t)));
             assert!(log.len() < 1000, "timer loop");
         }
         log
@@ -1237,6 +1117,66 @@ mod tests {
         let mut tx = InviteClientTransaction::new(t0, timers, UDP, b"I".to_vec());
         assert!(tx.poll_timeout().is_some_and(|t| t > at(t0, 1_000_000)));
         assert_eq!(tx.handle_timeout(at(t0, 1_000_000)), None);
+    }
+
+    #[test]
+    fn an_end_due_with_a_retransmission_ends_without_resending() {
+        let t0 = Instant::now();
+        let mut tx = InviteClientTransaction::new(t0, Timers::default(), UDP, b"INVITE".to_vec());
+        // Woken late: Timer A (500 ms) and Timer B (32 s) are both due.
+        assert_eq!(tx.handle_timeout(at(t0, 40_000)), None);
+        assert_eq!(events(|| tx.poll_event()), vec![TransactionEvent::TimedOut, TransactionEvent::Terminated]);
+
+        let mut tx = InviteServerTransaction::new(t0, Timers::default(), UDP);
+        tx.respond(t0, 200, b"200".to_vec());
+        assert_eq!(tx.handle_timeout(at(t0, 40_000)), None);
+        assert_eq!(events(|| tx.poll_event()), vec![TransactionEvent::NoAckFor2xx, TransactionEvent::Terminated]);
+    }
+
+    #[test]
+    fn the_end_report_follows_the_state_that_armed_it() {
+        let t0 = Instant::now();
+        // Timer H reports a timeout; Timer I, armed by the ACK, does not.
+        let mut tx = InviteServerTransaction::new(t0, Timers::default(), UDP);
+        tx.respond(t0, 486, b"486".to_vec());
+        tx.on_ack(at(t0, 100));
+        assert_eq!(run(t0, 40_000, &mut tx), vec![(5100, None)]);
+        assert_eq!(events(|| tx.poll_event()), vec![TransactionEvent::Terminated]);
+
+        // Timer L stops reporting at the first ACK, and only then are ACKs absorbed.
+        let mut tx = InviteServerTransaction::new(t0, Timers::default(), TCP);
+        tx.respond(t0, 200, b"200".to_vec());
+        assert_eq!(tx.on_ack(at(t0, 100)), AckOutcome::Acknowledged2xx);
+        assert_eq!(tx.on_ack(at(t0, 200)), AckOutcome::Absorbed);
+        assert_eq!(run(t0, 40_000, &mut tx), vec![(32_000, None)]);
+        assert_eq!(events(|| tx.poll_event()), vec![TransactionEvent::Terminated]);
+    }
+
+    #[test]
+    fn termination_lets_go_of_every_message() {
+        let t0 = Instant::now();
+        let mut tx = InviteClientTransaction::new(t0, Timers::default(), UDP, b"INVITE".to_vec());
+        assert_eq!(tx.held_bytes(), 12);
+        tx.poll_transmit();
+        assert_eq!(tx.held_bytes(), 6);
+        tx.on_response(at(t0, 100), 486, || b"ACK".to_vec());
+        assert_eq!(tx.held_bytes(), 9);
+        tx.on_transport_error();
+        assert_eq!(tx.held_bytes(), 0);
+        assert_eq!(tx.on_response(at(t0, 200), 486, Vec::new), ClientOutcome { pass_up: false, send: None });
+
+        // Even the first copy, never taken, is dropped.
+        let mut tx = NonInviteClientTransaction::new(t0, Timers::default(), UDP, b"BYE".to_vec());
+        tx.on_transport_error();
+        assert_eq!((tx.held_bytes(), tx.poll_transmit()), (0, None));
+        assert_eq!(events(|| tx.poll_event()), vec![TransactionEvent::TransportError, TransactionEvent::Terminated]);
+
+        let mut tx = InviteServerTransaction::new(t0, Timers::default(), UDP);
+        tx.respond(t0, 180, b"180".to_vec());
+        assert_eq!(tx.held_bytes(), 3);
+        tx.on_transport_error();
+        assert_eq!(tx.held_bytes(), 0);
+        assert_eq!(tx.on_request_retransmission(at(t0, 100)), None);
     }
 
     #[test]

@@ -441,7 +441,7 @@ impl SipEndpoint {
     pub(super) fn cancel(&mut self, now: Instant, b: u32) {
         let Some(callee) = self.calls.get(&b) else { return };
         let Some(out) = &callee.outbound else { return };
-        let Some(Client { txn: ClientTxn::Invite { invite, .. }, .. }) = self.txns.client(&out.branch) else {
+        let Some(Client { txn: ClientTxn::Invite { invite, .. }, .. }) = self.txns.clients.get(&out.branch) else {
             return;
         };
         let mut headers = Headers::default();

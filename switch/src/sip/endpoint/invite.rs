@@ -93,7 +93,7 @@ impl SipEndpoint {
         let media = CallMedia::new(now, &chosen, &app, id as u16, port, strict, &mut self.rng);
         let local_sdp = self.sdp(local_ip, &chosen, port);
         self.route_port(id, port);
-        if let Some(server) = self.txns.server_mut(&key) {
+        if let Some(server) = self.txns.servers.get_mut(&key) {
             server.call = Some(id);
         }
         self.by_dialog.insert((dialog.call_id.clone(), local_tag), id);
@@ -182,7 +182,7 @@ impl SipEndpoint {
     pub(super) fn on_ack(&mut self, now: Instant, key: &str, request: &Request) {
         // The ACK of a non-2xx shares the INVITE's branch; the ACK of our 2xx
         // is a new transaction inside the dialog (RFC 3261 17.1.1.3, 13.2.2.4).
-        if let Some(server) = self.txns.server_mut(key) {
+        if let Some(server) = self.txns.servers.get_mut(key) {
             if server.txn.on_ack(now) != AckOutcome::Unexpected {
                 return;
             }
@@ -191,15 +191,15 @@ impl SipEndpoint {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.confirmed = true;
         if let Some(invite) = call.invite.clone() {
-            if let Some(server) = self.txns.server_mut(&invite) {
+            if let Some(server) = self.txns.servers.get_mut(&invite) {
                 server.txn.on_ack(now);
             }
         }
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, from: SocketAddr, invite_key: &str, request: &Request) {
-        let call = self.txns.server(invite_key).and_then(|s| s.call);
-        let status = if self.txns.has_server(invite_key) { 200 } else { 481 };
+        let call = self.txns.servers.get(invite_key).and_then(|s| s.call);
+        let status = if self.txns.servers.contains(invite_key) { 200 } else { 481 };
         let response = self.response(request, from, status);
         self.reply_stateless(from, &response);
         // Only a call still ringing its callee can be cancelled; an answered

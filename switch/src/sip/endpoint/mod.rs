@@ -68,7 +68,7 @@ use crate::guard::{Guard, Verdict};
 use crate::media::G711;
 use crate::protocol::{ResolvedHosts, SocketId, SocketRequest, Transmit};
 use crate::rtp::{self, RtpPacket};
-use transactions::{Client, ClientTxn, Priority, Server, Transactions};
+use transactions::{drain_events, Client, ClientTxn, Priority, Server, Transactions};
 
 /// How long a nonce stays fresh; older ones get `stale=true`.
 const NONCE_LIFETIME: Duration = Duration::from_secs(300);
@@ -279,23 +279,16 @@ impl SipEndpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.guard.handle_timeout(now, &mut self.events);
         self.drops.handle_timeout(now, &mut self.events);
-        for key in self.txns.due_servers(now) {
+        for key in self.txns.servers.due(now) {
             self.server_timeout(now, &key);
         }
         self.txns.expire_completed(now);
-        for key in self.txns.due_clients(now) {
-            let Some(client) = self.txns.client_mut(&key) else { continue };
-            let destination = client.destination;
-            let (resend, events, call) = match &mut client.txn {
-                ClientTxn::Invite { txn, call, .. } => {
-                    (txn.handle_timeout(now), std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), Some(*call))
-                }
-                ClientTxn::NonInvite(txn) => {
-                    (txn.handle_timeout(now), std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), None)
-                }
-            };
+        for key in self.txns.clients.due(now) {
+            let Some(client) = self.txns.clients.get_mut(&key) else { continue };
+            let (destination, call) = (client.destination, client.txn.call());
+            let (resend, events) = client.txn.handle_timeout(now);
             if events.contains(&TransactionEvent::Terminated) {
-                self.txns.remove_client(&key);
+                self.txns.clients.remove(&key);
             }
             if let Some(bytes) = resend {
                 self.send(SocketId::Listener, destination, bytes);
@@ -370,7 +363,7 @@ impl SipEndpoint {
             Method::Cancel => return self.on_cancel(now, from, &key, &request),
             _ => {}
         }
-        if let Some(server) = self.txns.server_mut(&key) {
+        if let Some(server) = self.txns.servers.get_mut(&key) {
             let destination = server.destination;
             if let Some(bytes) = server.txn.on_request_retransmission(now) {
                 self.send(SocketId::Listener, destination, bytes);
@@ -424,7 +417,7 @@ impl SipEndpoint {
         let Some(branch) = via.branch() else { return };
         let Ok(cseq) = response.cseq() else { return };
         let key = format!("{branch}|{}", cseq.method.as_str());
-        let Some(client) = self.txns.client_mut(&key) else {
+        let Some(client) = self.txns.clients.get_mut(&key) else {
             // A 2xx to our INVITE after its transaction ended: our ACK was lost.
             if cseq.method == Method::Invite && (200..300).contains(&response.status) {
                 self.resend_ack(&response);
@@ -436,20 +429,15 @@ impl SipEndpoint {
             ClientTxn::Invite { txn, call, invite } => {
                 let ack = || dial::ack_for_failure(invite, &response);
                 let outcome = txn.on_response(now, response.status, ack);
-                (
-                    outcome.pass_up,
-                    outcome.send,
-                    std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(),
-                    Some(*call),
-                )
+                (outcome.pass_up, outcome.send, drain_events(txn), Some(*call))
             }
             ClientTxn::NonInvite(txn) => {
                 let new = txn.on_response(now, response.status);
-                (new, None, std::iter::from_fn(|| txn.poll_event()).collect::<Vec<_>>(), None)
+                (new, None, drain_events(txn), None)
             }
         };
         if events.contains(&TransactionEvent::Terminated) {
-            self.txns.remove_client(&key);
+            self.txns.clients.remove(&key);
         }
         if let Some(bytes) = send {
             self.send(SocketId::Listener, destination, bytes);
@@ -572,10 +560,10 @@ impl SipEndpoint {
     // ---- transactions and sending ----
 
     fn server_timeout(&mut self, now: Instant, key: &str) {
-        let Some(server) = self.txns.server_mut(key) else { return };
+        let Some(server) = self.txns.servers.get_mut(key) else { return };
         let (destination, call) = (server.destination, server.call);
         let resend = server.txn.handle_timeout(now);
-        let events = std::iter::from_fn(|| server.txn.poll_event()).collect::<Vec<_>>();
+        let events = drain_events(&mut server.txn);
         if let Some(bytes) = resend {
             self.send(SocketId::Listener, destination, bytes);
         }
@@ -587,7 +575,7 @@ impl SipEndpoint {
                     }
                 }
                 TransactionEvent::Terminated => {
-                    self.txns.remove_server(key);
+                    self.txns.servers.remove(key);
                     if let Some(c) = call.and_then(|id| self.calls.get_mut(&id)) {
                         c.invite = None;
                     }
@@ -599,7 +587,7 @@ impl SipEndpoint {
 
     /// Sends a response through the INVITE server transaction `key`.
     fn respond(&mut self, now: Instant, key: &str, response: &Response) {
-        let Some(server) = self.txns.server_mut(key) else { return };
+        let Some(server) = self.txns.servers.get_mut(key) else { return };
         let destination = server.destination;
         if let Some(bytes) = server.txn.respond(now, response.status, response.encode()) {
             self.send(SocketId::Listener, destination, bytes);

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use super::super::message::Request;
 use super::super::transaction::{
-    InviteClientTransaction, InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction,
+    InviteClientTransaction, InviteServerTransaction, Kind, NonInviteClientTransaction, NonInviteServerTransaction,
+    Transaction, TransactionEvent,
 };
 use crate::deadline::{DeadlineIndex, Timed, TimedMap};
 use crate::event::Event;
@@ -46,23 +47,23 @@ pub(super) struct Server {
     /// The call it created, once routed.
     pub call: Option<u32>,
     pub destination: SocketAddr,
-    /// What it counted for at the last reschedule.
-    cost: usize,
 }
 
 impl Server {
     pub fn new(txn: InviteServerTransaction, destination: SocketAddr) -> Self {
-        Server { txn, call: None, destination, cost: 0 }
-    }
-
-    fn held(&self) -> usize {
-        self.txn.held_bytes()
+        Server { txn, call: None, destination }
     }
 }
 
 impl Timed for Server {
     fn deadline(&self) -> Option<Instant> {
         self.txn.poll_timeout()
+    }
+}
+
+impl Held for Server {
+    fn held(&self) -> usize {
+        self.txn.held_bytes()
     }
 }
 
@@ -76,23 +77,32 @@ pub(super) enum ClientTxn {
     NonInvite(NonInviteClientTransaction),
 }
 
+impl ClientTxn {
+    /// The callee leg our INVITE is for.
+    pub fn call(&self) -> Option<u32> {
+        match self {
+            ClientTxn::Invite { call, .. } => Some(*call),
+            ClientTxn::NonInvite(_) => None,
+        }
+    }
+
+    /// Runs the transaction's timers: a retransmission to send, and what the TU learns.
+    pub fn handle_timeout(&mut self, now: Instant) -> (Option<Vec<u8>>, Vec<TransactionEvent>) {
+        match self {
+            ClientTxn::Invite { txn, .. } => (txn.handle_timeout(now), drain_events(txn)),
+            ClientTxn::NonInvite(txn) => (txn.handle_timeout(now), drain_events(txn)),
+        }
+    }
+}
+
 pub(super) struct Client {
     pub txn: ClientTxn,
     pub destination: SocketAddr,
-    cost: usize,
 }
 
 impl Client {
     pub fn new(txn: ClientTxn, destination: SocketAddr) -> Self {
-        Client { txn, destination, cost: 0 }
-    }
-
-    fn held(&self) -> usize {
-        match &self.txn {
-            // The parsed INVITE kept for CANCEL and ACK is about as large as its encoding.
-            ClientTxn::Invite { txn, .. } => txn.held_bytes() * 2,
-            ClientTxn::NonInvite(txn) => txn.held_bytes(),
-        }
+        Client { txn, destination }
     }
 }
 
@@ -102,6 +112,106 @@ impl Timed for Client {
             ClientTxn::Invite { txn, .. } => txn.poll_timeout(),
             ClientTxn::NonInvite(txn) => txn.poll_timeout(),
         }
+    }
+}
+
+impl Held for Client {
+    fn held(&self) -> usize {
+        match &self.txn {
+            // The parsed INVITE kept for CANCEL and ACK is about as large as its encoding.
+            ClientTxn::Invite { txn, .. } => txn.held_bytes() * 2,
+            ClientTxn::NonInvite(txn) => txn.held_bytes(),
+        }
+    }
+}
+
+/// Every event a transaction has for its TU, in order.
+pub(super) fn drain_events<K: Kind>(txn: &mut Transaction<K>) -> Vec<TransactionEvent> {
+    std::iter::from_fn(|| txn.poll_event()).collect()
+}
+
+/// A whole transaction kept in a [`Table`]: the message bytes it holds.
+pub(super) trait Held: Timed {
+    fn held(&self) -> usize;
+}
+
+/// An entry and the memory it was counted for at the last reschedule.
+struct Counted<V> {
+    value: V,
+    cost: usize,
+}
+
+impl<V: Timed> Timed for Counted<V> {
+    fn deadline(&self) -> Option<Instant> {
+        self.value.deadline()
+    }
+}
+
+/// Whole transactions of one kind (INVITE server, or ours) by key, their
+/// timers indexed and their memory counted, both kept current lazily after
+/// mutable access (see [`TimedMap`]).
+pub(super) struct Table<V> {
+    map: TimedMap<String, Counted<V>>,
+    bytes: usize,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table { map: TimedMap::default(), bytes: 0 }
+    }
+}
+
+impl<V: Held> Table<V> {
+    fn cost(key: &str, value: &V) -> usize {
+        2 * key.len() + value.held() + overhead::<Counted<V>>()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key).map(|c| &c.value)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.map.get_mut(key).map(|c| &mut c.value)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let entry = self.map.remove(key)?;
+        self.bytes -= entry.cost;
+        Some(entry.value)
+    }
+
+    pub fn due(&self, now: Instant) -> Vec<String> {
+        self.map.due(now)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        let cost = Self::cost(&key, &value);
+        self.bytes += cost;
+        if let Some(old) = self.map.get(&key) {
+            self.bytes -= old.cost;
+        }
+        self.map.insert(key, Counted { value, cost });
+    }
+
+    fn reindex(&mut self) {
+        let bytes = &mut self.bytes;
+        self.map.reschedule_with(|key, entry| {
+            let cost = Self::cost(key, &entry.value);
+            *bytes = *bytes - entry.cost + cost;
+            entry.cost = cost;
+        });
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.map.next_deadline()
     }
 }
 
@@ -157,14 +267,6 @@ const fn overhead<V>() -> usize {
     (size_of::<String>() + size_of::<V>()) * 3 / 2 + size_of::<(Instant, String)>() * 3 / 2 + 3 * 16
 }
 
-fn server_cost(key: &str, s: &Server) -> usize {
-    2 * key.len() + s.held() + overhead::<Server>()
-}
-
-fn client_cost(key: &str, c: &Client) -> usize {
-    2 * key.len() + c.held() + overhead::<Client>()
-}
-
 fn completed_cost(key: &str, response_len: usize) -> usize {
     2 * key.len() + response_len + overhead::<Completed>()
 }
@@ -183,14 +285,15 @@ pub struct TransactionUsage {
 }
 
 pub(super) struct Transactions {
-    servers: TimedMap<String, Server>,
-    clients: TimedMap<String, Client>,
+    pub servers: Table<Server>,
+    pub clients: Table<Client>,
     completed: BTreeMap<Box<str>, Completed>,
     /// Completed transactions by expiry, which (all living Timer J) is also
     /// by age: shedding takes from the front.
     expiry: DeadlineIndex<Box<str>>,
+    /// What the completed transactions are counted for.
+    completed_bytes: usize,
     budget: usize,
-    bytes: usize,
     /// How long a completed transaction is safe from a REGISTER's shedding.
     protect: Duration,
     /// Timer J, to tell a completed transaction's age from its expiry.
@@ -202,12 +305,12 @@ pub(super) struct Transactions {
 impl Transactions {
     pub fn new(budget: usize, protect: Duration, linger: Duration) -> Self {
         Transactions {
-            servers: TimedMap::default(),
-            clients: TimedMap::default(),
+            servers: Table::default(),
+            clients: Table::default(),
             completed: BTreeMap::new(),
             expiry: DeadlineIndex::default(),
+            completed_bytes: 0,
             budget,
-            bytes: 0,
             protect,
             linger,
             period: None,
@@ -225,73 +328,27 @@ impl Transactions {
         self.servers.len() + self.clients.len() + self.completed.len()
     }
 
+    /// Memory the transactions are counted for.
+    fn bytes(&self) -> usize {
+        self.servers.bytes + self.clients.bytes + self.completed_bytes
+    }
+
     pub fn usage(&self) -> TransactionUsage {
-        TransactionUsage { transactions: self.len(), bytes: self.bytes, budget: self.budget, shed: self.shed_total }
+        TransactionUsage { transactions: self.len(), bytes: self.bytes(), budget: self.budget, shed: self.shed_total }
     }
 
-    // ---- INVITE server transactions ----
+    // ---- whole transactions ----
 
-    pub fn server(&self, key: &str) -> Option<&Server> {
-        self.servers.get(key)
-    }
-
-    pub fn server_mut(&mut self, key: &str) -> Option<&mut Server> {
-        self.servers.get_mut(key)
-    }
-
-    pub fn has_server(&self, key: &str) -> bool {
-        self.servers.contains_key(key)
-    }
-
-    pub fn insert_server(&mut self, key: String, mut server: Server) {
-        server.cost = server_cost(&key, &server);
-        self.bytes += server.cost;
-        if let Some(old) = self.servers.get(&key) {
-            self.bytes -= old.cost;
-        }
+    pub fn insert_server(&mut self, key: String, server: Server) {
         self.servers.insert(key, server);
         self.reindex();
     }
 
-    pub fn remove_server(&mut self, key: &str) -> Option<Server> {
-        let server = self.servers.remove(key)?;
-        self.bytes -= server.cost;
-        Some(server)
-    }
-
-    pub fn due_servers(&self, now: Instant) -> Vec<String> {
-        self.servers.due(now)
-    }
-
-    // ---- our client transactions ----
-
-    pub fn client(&self, key: &str) -> Option<&Client> {
-        self.clients.get(key)
-    }
-
-    pub fn client_mut(&mut self, key: &str) -> Option<&mut Client> {
-        self.clients.get_mut(key)
-    }
-
-    pub fn insert_client(&mut self, now: Instant, key: String, mut client: Client, events: &mut VecDeque<Event>) {
-        client.cost = client_cost(&key, &client);
-        self.make_room(now, client.cost, Priority::Own, events);
-        self.bytes += client.cost;
-        if let Some(old) = self.clients.get(&key) {
-            self.bytes -= old.cost;
-        }
+    /// Our own requests always get state, shedding what it takes.
+    pub fn insert_client(&mut self, now: Instant, key: String, client: Client, events: &mut VecDeque<Event>) {
+        self.make_room(now, Table::cost(&key, &client), Priority::Own, events);
         self.clients.insert(key, client);
         self.reindex();
-    }
-
-    pub fn remove_client(&mut self, key: &str) -> Option<Client> {
-        let client = self.clients.remove(key)?;
-        self.bytes -= client.cost;
-        Some(client)
-    }
-
-    pub fn due_clients(&self, now: Instant) -> Vec<String> {
-        self.clients.due(now)
     }
 
     // ---- completed non-INVITE server transactions ----
@@ -324,18 +381,18 @@ impl Transactions {
         let key = key.into_boxed_str();
         if let Some(old) = self.completed.remove(&key) {
             self.expiry.set(&key, Some(old.expires), None);
-            self.bytes -= completed_cost(&key, old.response.len());
+            self.completed_bytes -= completed_cost(&key, old.response.len());
         }
         self.expiry.set(&key, None, Some(expires));
         self.completed.insert(key, Completed { response: response.into_boxed_slice(), destination, expires });
-        self.bytes += cost;
+        self.completed_bytes += cost;
         true
     }
 
     fn remove_completed(&mut self, key: &str) {
         if let Some((key, c)) = self.completed.remove_entry(key) {
             self.expiry.set(&key, Some(c.expires), None);
-            self.bytes -= completed_cost(&key, c.response.len());
+            self.completed_bytes -= completed_cost(&key, c.response.len());
         }
     }
 
@@ -365,7 +422,7 @@ impl Transactions {
         // The youngest completion time a REGISTER may still shed.
         let oldest_protected = now.checked_sub(self.protect);
         let mut shed = 0;
-        while self.bytes + need > ceiling {
+        while self.bytes() + need > ceiling {
             let Some((expires, key)) = self.expiry.first() else { break };
             if priority == Priority::Register {
                 let completed_at = expires.checked_sub(self.linger);
@@ -381,7 +438,7 @@ impl Transactions {
             self.shed_total += shed;
             self.pressure(now, Pressure::Shed, events).shed += shed;
         }
-        self.bytes + need <= ceiling
+        self.bytes() + need <= ceiling
     }
 
     /// Whether a new transaction of about `need` bytes may be created for
@@ -408,17 +465,8 @@ impl Transactions {
 
     /// Brings deadlines and memory counts up to date after mutable accesses.
     fn reindex(&mut self) {
-        let bytes = &mut self.bytes;
-        self.servers.reschedule_with(|key, s| {
-            let cost = server_cost(key, s);
-            *bytes = *bytes - s.cost + cost;
-            s.cost = cost;
-        });
-        self.clients.reschedule_with(|key, c| {
-            let cost = client_cost(key, c);
-            *bytes = *bytes - c.cost + cost;
-            c.cost = cost;
-        });
+        self.servers.reindex();
+        self.clients.reindex();
     }
 
     /// At the end of every public entry point: deadlines and counts up to
@@ -426,7 +474,7 @@ impl Transactions {
     /// it (a 200 with SDP is larger than the estimate its INVITE was admitted with).
     pub fn settle(&mut self, now: Instant, events: &mut VecDeque<Event>) {
         self.reindex();
-        if self.bytes > self.budget {
+        if self.bytes() > self.budget {
             self.make_room(now, 0, Priority::Own, events);
         }
     }
@@ -448,7 +496,7 @@ impl Transactions {
     /// (one start event) if none is open.
     fn pressure(&mut self, now: Instant, why: Pressure, events: &mut VecDeque<Event>) -> &mut Period {
         self.end_overload(now, events);
-        let (transactions, bytes) = (self.len() as u64, self.bytes as u64);
+        let (transactions, bytes) = (self.len() as u64, self.bytes() as u64);
         let period = self.period.get_or_insert_with(|| {
             events.push_back(Event::SipOverloadStarted { reason: why.reason().into(), transactions, bytes });
             Period { started: now, last: now, refused_register: 0, refused_invite: 0, shed: 0 }
