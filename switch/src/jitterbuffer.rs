@@ -55,7 +55,7 @@
 //!   flood or absurd timestamps cost bounded memory (`Overflow`). The history,
 //!   the held frames and the duplicate memory are fixed-size too.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::media::FRAME_MS as FRAME_MS_U32;
 
@@ -174,25 +174,93 @@ struct DelayHistory {
     /// (min, jitter) of `order`, refreshed every [`REFRESH_EVERY`] pushes.
     summary: (Option<i64>, i64),
     pushes_since_refresh: usize,
+    /// The window's extremes, kept up to date as delays come and go while
+    /// `exact`; when a delay that may have been one of them leaves the window
+    /// they are rescanned at the next refresh.
+    extremes: Extremes,
+    exact: bool,
 }
 
-thread_local! {
-    /// The percentile selection's working copy, shared by every call's
-    /// history: one per call was 2 KB each of mostly cold memory.
-    static SCRATCH: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The most delays the percentile ever leaves out above its answer.
+const MAX_DROPPED: usize = HISTORY_LEN * HISTORY_DROP_PERCENT / 100;
+/// Largest delays kept by [`Extremes`].
+const TOP: usize = MAX_DROPPED + 1;
+
+/// The smallest delay of a window and its [`TOP`] largest (all of them when
+/// fewer), as multisets: `top[..len]`, largest first.
+#[derive(Debug, Clone, Copy)]
+struct Extremes {
+    min: Option<i64>,
+    top: [i64; TOP],
+    len: usize,
+}
+
+impl Default for Extremes {
+    fn default() -> Self {
+        Extremes { min: None, top: [i64::MIN; TOP], len: 0 }
+    }
+}
+
+impl Extremes {
+    fn of(order: &VecDeque<i64>) -> Self {
+        let mut e = Extremes::default();
+        let (a, b) = order.as_slices();
+        for &d in a.iter().chain(b) {
+            e.add(d);
+        }
+        e
+    }
+
+    fn add(&mut self, d: i64) {
+        self.min = Some(self.min.map_or(d, |m| m.min(d)));
+        if self.len < TOP {
+            self.len += 1;
+        } else if d <= self.top[TOP - 1] {
+            return;
+        }
+        let mut i = self.len - 1;
+        while i > 0 && self.top[i - 1] < d {
+            self.top[i] = self.top[i - 1];
+            i -= 1;
+        }
+        self.top[i] = d;
+    }
+
+    /// Whether taking `d` out of the window may change these.
+    fn holds(&self, d: i64) -> bool {
+        self.min.is_some_and(|m| d <= m) || (self.len > 0 && d >= self.top[self.len - 1])
+    }
+
+    /// The `dropped + 1`-th largest delay: what sorting the window and taking
+    /// the element at `len - 1 - dropped` gives.
+    fn high(&self, dropped: usize) -> Option<i64> {
+        (dropped < self.len).then(|| self.top[dropped])
+    }
 }
 
 /// How often the summary of the history is recomputed. Keeping the window
-/// sorted on every frame cost two memmoves per frame per call; a selection
-/// every few frames costs a fraction and the estimate moves just as slowly.
+/// sorted on every frame cost two memmoves per frame per call, and copying
+/// the 2 KB window to select in it every few frames a tenth of the lossy
+/// trunk run in cache misses; the extremes are now kept as delays come and
+/// go, and the window is only read again when one of them leaves it.
 const REFRESH_EVERY: usize = 8;
 
 impl DelayHistory {
     fn push(&mut self, delay: i64) {
         if self.order.len() >= HISTORY_LEN {
-            self.order.pop_front();
+            if let Some(gone) = self.order.pop_front() {
+                if self.exact && self.extremes.holds(gone) {
+                    self.exact = false;
+                }
+            }
+        } else if self.order.is_empty() {
+            self.extremes = Extremes::default();
+            self.exact = true;
         }
         self.order.push_back(delay);
+        if self.exact {
+            self.extremes.add(delay);
+        }
         self.pushes_since_refresh += 1;
         // While the window is short every frame counts; then refresh periodically.
         if self.order.len() <= 2 * REFRESH_EVERY || self.pushes_since_refresh >= REFRESH_EVERY {
@@ -203,17 +271,24 @@ impl DelayHistory {
     fn refresh(&mut self) {
         self.pushes_since_refresh = 0;
         let n = self.order.len();
-        let min = self.order.iter().copied().min();
+        if !self.exact {
+            self.extremes = Extremes::of(&self.order);
+            self.exact = true;
+        }
+        let min = self.extremes.min;
         if n < 2 {
             self.summary = (min, 0);
             return;
         }
-        let high = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            scratch.clear();
-            scratch.extend(self.order.iter().copied());
-            *scratch.select_nth_unstable(n - 1 - n * HISTORY_DROP_PERCENT / 100).1
-        });
+        let dropped = n * HISTORY_DROP_PERCENT / 100;
+        let high = match self.extremes.high(dropped) {
+            Some(high) => high,
+            None => {
+                // Not with HISTORY_LEN delays at most; kept for any other length.
+                let mut all: Vec<i64> = self.order.iter().copied().collect();
+                *all.select_nth_unstable(n - 1 - dropped).1
+            }
+        };
         self.summary = (min, min.map_or(0, |m| high.saturating_sub(m).max(0)));
     }
 
@@ -221,6 +296,8 @@ impl DelayHistory {
         self.order.clear();
         self.summary = (None, 0);
         self.pushes_since_refresh = 0;
+        self.extremes = Extremes::default();
+        self.exact = true;
     }
 
     fn min(&self) -> Option<i64> {
@@ -285,6 +362,61 @@ impl Played {
     }
 }
 
+/// The frames waiting for playout, ordered by timestamp, each timestamp once.
+/// Frames mostly arrive in order and leave from the front, so a sorted ring
+/// costs a comparison or two where a `BTreeMap` cost a node walk and, when
+/// it emptied and filled again, an allocation.
+#[derive(Debug, Default)]
+struct Queue(VecDeque<(u32, Vec<u8>)>);
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn first_ts(&self) -> Option<u32> {
+        self.0.front().map(|&(ts, _)| ts)
+    }
+
+    fn position(&self, ts: u32) -> Result<usize, usize> {
+        // In-order arrival appends: check the back first.
+        match self.0.back() {
+            None => Err(0),
+            Some(&(last, _)) if last < ts => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&ts, |&(t, _)| t),
+        }
+    }
+
+    fn contains_key(&self, ts: &u32) -> bool {
+        self.position(*ts).is_ok()
+    }
+
+    /// Queues `payload` at `ts`, replacing a frame already there.
+    fn insert(&mut self, ts: u32, payload: Vec<u8>) {
+        match self.position(ts) {
+            Ok(i) => self.0[i].1 = payload,
+            Err(i) => self.0.insert(i, (ts, payload)),
+        }
+    }
+
+    /// Takes the earliest frame if its timestamp passes `due`.
+    fn pop_first_if(&mut self, due: impl FnOnce(u32) -> bool) -> Option<(u32, Vec<u8>)> {
+        if due(self.first_ts()?) {
+            self.0.pop_front()
+        } else {
+            None
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.0.retain(|&(ts, _)| keep(ts));
+    }
+}
+
 /// An adaptive jitter buffer; see the module documentation.
 #[derive(Debug)]
 pub struct JitterBuffer {
@@ -294,7 +426,7 @@ pub struct JitterBuffer {
     capacity: usize,
     /// Frames are accepted up to this far ahead of the playout point.
     horizon: i64,
-    queue: BTreeMap<u32, Vec<u8>>,
+    queue: Queue,
     history: DelayHistory,
     /// The delay of the last frame recorded, discontinuities are measured from it.
     reference: Option<i64>,
@@ -322,7 +454,7 @@ impl JitterBuffer {
             max_delay,
             capacity,
             horizon: capacity as i64 * FRAME,
-            queue: BTreeMap::new(),
+            queue: Queue::default(),
             history: DelayHistory::default(),
             reference: None,
             held: Vec::with_capacity(RESYNC_FRAMES),
@@ -401,7 +533,7 @@ impl JitterBuffer {
             Some(slot) => slot,
             None => {
                 // Start once the first frame has waited for the target delay.
-                let Some(&first) = self.queue.keys().next() else {
+                let Some(first) = self.queue.first_ts() else {
                     return Playout::Empty;
                 };
                 if now_ms.saturating_sub(i64::from(first)) < target.saturating_sub(HALF) {
@@ -590,7 +722,7 @@ impl JitterBuffer {
                 self.next_slot = Some(slot);
                 self.next_shrink_at = now.saturating_add(SHRINK_INTERVAL_MS);
                 let (low, high) = (slot - HALF, slot.saturating_add(self.horizon));
-                self.queue.retain(|&ts, _| {
+                self.queue.retain(|ts| {
                     let keep = (low..high).contains(&i64::from(ts));
                     dropped += u64::from(!keep);
                     keep
@@ -599,8 +731,8 @@ impl JitterBuffer {
             }
             None => {
                 // Not playing yet: whatever is queued belongs to the old timeline.
-                self.queue.retain(|ts, _| {
-                    let keep = held.iter().any(|h| h.ts == *ts);
+                self.queue.retain(|ts| {
+                    let keep = held.iter().any(|h| h.ts == ts);
                     dropped += u64::from(!keep);
                     keep
                 });
@@ -622,23 +754,19 @@ impl JitterBuffer {
     }
 
     fn has_frame_for(&self, slot: i64) -> bool {
-        self.queue.keys().next().is_some_and(|&ts| i64::from(ts) < slot + HALF)
+        self.queue.first_ts().is_some_and(|ts| i64::from(ts) < slot + HALF)
     }
 
     /// Discards queued frames stamped before `limit`: playout has passed them.
     fn drop_before(&mut self, limit: i64) {
-        while let Some(entry) = self.queue.first_entry() {
-            if i64::from(*entry.key()) >= limit {
-                break;
-            }
-            entry.remove();
+        while self.queue.pop_first_if(|ts| i64::from(ts) < limit).is_some() {
             self.stats.dropped += 1;
         }
     }
 
     fn play(&mut self, slot: i64) -> Playout {
         self.drop_before(slot - HALF);
-        let due = self.queue.first_entry().filter(|e| i64::from(*e.key()) < slot + HALF).map(|e| e.remove_entry());
+        let due = self.queue.pop_first_if(|ts| i64::from(ts) < slot + HALF);
         let Some((ts, payload)) = due else {
             return self.fill(slot, true);
         };
@@ -840,6 +968,46 @@ mod tests {
         assert_eq!(s.frames_out + dropped, u64::from(n));
         let v = run.voices();
         assert!(v.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// The summary as the window sorted would give it: (min, jitter).
+    fn sorted_summary(order: &VecDeque<i64>) -> (Option<i64>, i64) {
+        let mut sorted: Vec<i64> = order.iter().copied().collect();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        let min = sorted.first().copied();
+        if n < 2 {
+            return (min, 0);
+        }
+        let high = sorted[n - 1 - n * HISTORY_DROP_PERCENT / 100];
+        (min, min.map_or(0, |m| high.saturating_sub(m).max(0)))
+    }
+
+    #[test]
+    fn history_summary_is_the_sorted_windows() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for round in 0..12 {
+            let spread = [3, 50, i64::MAX][round % 3];
+            let trend = [0, 1, -1, 0][round % 4];
+            let mut h = DelayHistory::default();
+            let mut checked = 0;
+            for i in 0..3 * HISTORY_LEN as i64 {
+                if i == 2 * HISTORY_LEN as i64 && round % 2 == 1 {
+                    h.clear();
+                }
+                let d = match rng.gen_range(0..30) {
+                    0 => i64::MIN,
+                    1 => i64::MAX,
+                    _ => rng.gen_range(-spread..=spread).saturating_add(trend * i),
+                };
+                h.push(d);
+                if h.pushes_since_refresh == 0 {
+                    assert_eq!(h.summary, sorted_summary(&h.order), "round {round} push {i}");
+                    checked += 1;
+                }
+            }
+            assert!(checked > 3 * HISTORY_LEN / REFRESH_EVERY, "{checked}");
+        }
     }
 
     #[test]

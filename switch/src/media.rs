@@ -182,16 +182,22 @@ impl Source {
             return None;
         }
         let mut out = Vec::with_capacity(FRAME_SAMPLES);
+        self.next_frame_into(codec, &mut out).then_some(out)
+    }
+
+    /// [`Source::next_frame`] appended to `out` (a buffer reused from frame
+    /// to frame): `false` when this source generates nothing.
+    pub fn next_frame_into(&mut self, codec: G711, out: &mut Vec<u8>) -> bool {
         match self {
-            Source::None => return None,
-            Source::Tone(t) => t.next_frame(codec, &mut out),
-            Source::Music(m) => m.next_frame(codec, &mut out),
+            Source::None => return false,
+            Source::Tone(t) => t.next_frame(codec, out),
+            Source::Music(m) => m.next_frame(codec, out),
             Source::Pattern { tag, seq } => {
-                pattern_frame(*tag, *seq, codec, &mut out);
+                pattern_frame(*tag, *seq, codec, out);
                 *seq += 1;
             }
         }
-        Some(out)
+        true
     }
 }
 

@@ -26,6 +26,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The simulator allocates a few short-lived buffers per datagram (turmoil's
+/// copy of each one, the jitter buffer's frames); glibc's malloc was 8-13 %
+/// of `sim-speed` (docs/performance.md). Allocation never shows in a trace.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AFTER_HELP: &str = "\
 Exit status: 0 when everything passed, 1 when an expectation, a pinned trace or a
 test failed, 2 when the task could not run at all (bad arguments, unreadable or

@@ -118,6 +118,13 @@ pub struct Endpoint {
     /// retransmissions. Hashed: every mini frame and trunk entry is looked up
     /// here, and the map is never iterated, so its order cannot show.
     by_remote: HashMap<RemoteCall, u16>,
+    /// Scratch for [`Endpoint::trunk_frame`]: each entry's call, found before any is handled.
+    trunk_locals: Vec<Option<u16>>,
+    /// Buffers reused for voice: the frame a call's source generates, and
+    /// frames on their way through a jitter buffer (one allocation per
+    /// frame otherwise).
+    voice_scratch: Vec<u8>,
+    voice_pool: Vec<Vec<u8>>,
     registrar: Registrar,
     registrations: Vec<Registration>,
     qualify: BTreeMap<String, PeerQualify>,
@@ -159,6 +166,9 @@ impl Endpoint {
             callnos: CallNumbers::default(),
             dialogs: table::DialogTable::default(),
             by_remote: HashMap::new(),
+            trunk_locals: Vec::new(),
+            voice_scratch: Vec::new(),
+            voice_pool: Vec::new(),
             registrar: Registrar::default(),
             registrations: Vec::new(),
             qualify: BTreeMap::new(),
