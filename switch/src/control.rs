@@ -101,7 +101,7 @@ pub fn parse_originate(line: &str) -> Result<(Originate, u32), String> {
     for word in words {
         let (key, value) = word.split_once('=').ok_or_else(|| format!("`{word}`: expected key=value"))?;
         match key.to_ascii_lowercase().as_str() {
-            "app" => app = App::parse(value)?,
+            "app" => app = App::parse(value).map_err(|e| e.to_string())?,
             "count" => match value.parse::<u32>() {
                 Ok(n) if (1..=MAX_ORIGINATE).contains(&n) => count = n,
                 _ => return Err(format!("`{word}`: count must be 1-{MAX_ORIGINATE}")),
@@ -114,9 +114,9 @@ pub fn parse_originate(line: &str) -> Result<(Originate, u32), String> {
         }
     }
     if dial.get(..4).is_some_and(|t| t.eq_ignore_ascii_case("SIP/")) {
-        crate::sip::endpoint::SipTarget::parse(&dial)?;
+        crate::sip::endpoint::SipTarget::parse(&dial).map_err(|e| e.to_string())?;
     } else {
-        crate::iax2::call::DialString::parse(&dial)?;
+        crate::iax2::call::DialString::parse(&dial).map_err(|e| e.to_string())?;
     }
     Ok((Originate { dial, app, hold, calling: (None, None) }, count))
 }

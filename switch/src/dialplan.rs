@@ -17,6 +17,26 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Why an application or a step of the dialplan does not parse. The text
+/// is what the configuration error or the operator's command answer says.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum AppError {
+    #[error("`{0}`: missing `)`")]
+    MissingParen(String),
+    #[error("`{0}`: tone frequency must be 20-3900 Hz, e.g. tone(1000)")]
+    ToneFrequency(String),
+    #[error("`{0}`: dial needs an IAX2 or SIP target, e.g. dial(IAX2/b/${{EXTEN}}) or dial(SIP/${{EXTEN}})")]
+    DialTarget(String),
+    #[error("`{0}`: hangup needs a Q.850 cause 1-127, e.g. hangup(17)")]
+    HangupCause(String),
+    #[error("`{0}`: wait needs seconds 0-{MAX_WAIT_SECS}, e.g. wait(10)")]
+    WaitSeconds(String),
+    #[error(
+        "`{0}`: unknown application; use echo, music, pattern, silence, tone(HZ), dial(IAX2/peer/exten) or hangup(CAUSE)"
+    )]
+    Unknown(String),
+}
+
 /// What the switch does with a call routed to an extension.
 #[derive(Clone, Debug, PartialEq)]
 pub enum App {
@@ -39,12 +59,12 @@ pub enum App {
 
 impl App {
     /// Parses `echo`, `music`, `pattern`, `tone(HZ)`, `dial(TARGET)`, `hangup(CAUSE)`.
-    pub fn parse(text: &str) -> Result<App, String> {
+    pub fn parse(text: &str) -> Result<App, AppError> {
         let text = text.trim();
         let (name, arg) = match text.split_once('(') {
             Some((name, rest)) => {
                 let Some(arg) = rest.strip_suffix(')') else {
-                    return Err(format!("`{text}`: missing `)`"));
+                    return Err(AppError::MissingParen(text.to_string()));
                 };
                 (name.trim(), Some(arg.trim()))
             }
@@ -57,23 +77,20 @@ impl App {
             ("silence", None) => Ok(App::Silence),
             ("tone", Some(hz)) => match hz.parse::<f64>() {
                 Ok(f) if (20.0..=3900.0).contains(&f) => Ok(App::Tone { freq_hz: f }),
-                _ => Err(format!("`{text}`: tone frequency must be 20-3900 Hz, e.g. tone(1000)")),
+                _ => Err(AppError::ToneFrequency(text.to_string())),
             },
             ("dial", Some(target))
-                if target.to_ascii_uppercase().starts_with("IAX2/") || target.to_ascii_uppercase().starts_with("SIP/") =>
+                if target.to_ascii_uppercase().starts_with("IAX2/")
+                    || target.to_ascii_uppercase().starts_with("SIP/") =>
             {
                 Ok(App::Dial { target: target.to_string() })
             }
-            ("dial", _) => Err(format!(
-                "`{text}`: dial needs an IAX2 or SIP target, e.g. dial(IAX2/b/${{EXTEN}}) or dial(SIP/${{EXTEN}})"
-            )),
+            ("dial", _) => Err(AppError::DialTarget(text.to_string())),
             ("hangup", Some(code)) => match code.parse::<u8>() {
                 Ok(cause) if cause > 0 && cause < 128 => Ok(App::Hangup { cause }),
-                _ => Err(format!("`{text}`: hangup needs a Q.850 cause 1-127, e.g. hangup(17)")),
+                _ => Err(AppError::HangupCause(text.to_string())),
             },
-            _ => Err(format!(
-                "`{text}`: unknown application; use echo, music, pattern, silence, tone(HZ), dial(IAX2/peer/exten) or hangup(CAUSE)"
-            )),
+            _ => Err(AppError::Unknown(text.to_string())),
         }
     }
 }
@@ -81,7 +98,7 @@ impl App {
 impl Step {
     /// One step of a `switch.toml` list: `answer`, `noop`, `wait(SECS)`,
     /// `hangup` or `hangup(CAUSE)`, or an application as [`App::parse`] reads it.
-    pub fn parse(text: &str) -> Result<Step, String> {
+    pub fn parse(text: &str) -> Result<Step, AppError> {
         let t = text.trim();
         let lower = t.to_ascii_lowercase();
         match lower.as_str() {
@@ -93,7 +110,7 @@ impl Step {
         if let Some(arg) = lower.strip_prefix("wait(").and_then(|a| a.strip_suffix(')')) {
             return match arg.trim().parse::<f64>() {
                 Ok(secs) if (0.0..=MAX_WAIT_SECS).contains(&secs) => Ok(Step::Wait { secs }),
-                _ => Err(format!("`{t}`: wait needs seconds 0-{MAX_WAIT_SECS}, e.g. wait(10)")),
+                _ => Err(AppError::WaitSeconds(t.to_string())),
             };
         }
         Ok(match App::parse(t)? {
@@ -500,10 +517,10 @@ mod tests {
 
     #[test]
     fn app_errors_say_what_to_write() {
-        assert!(App::parse("tone(99999)").unwrap_err().contains("20-3900"));
+        assert!(App::parse("tone(99999)").unwrap_err().to_string().contains("20-3900"));
         assert_eq!(App::parse("dial(SIP/x)"), Ok(App::Dial { target: "SIP/x".into() }));
-        assert!(App::parse("dial(H323/x)").unwrap_err().contains("IAX2 or SIP"));
-        assert!(App::parse("playback").unwrap_err().contains("unknown application"));
+        assert!(App::parse("dial(H323/x)").unwrap_err().to_string().contains("IAX2 or SIP"));
+        assert!(App::parse("playback").unwrap_err().to_string().contains("unknown application"));
         assert_eq!(App::parse(" Echo ").unwrap(), App::Echo);
         assert_eq!(App::parse("hangup(17)").unwrap(), App::Hangup { cause: 17 });
     }
@@ -570,7 +587,7 @@ mod tests {
         assert_eq!(Step::parse("hangup(34)"), Ok(Step::Hangup { cause: 34 }));
         assert_eq!(Step::parse("tone(440)"), Ok(Step::Play(App::Tone { freq_hz: 440.0 })));
         assert_eq!(Step::parse("echo"), Ok(Step::Run(App::Echo)));
-        assert!(Step::parse("wait(-1)").unwrap_err().contains("wait needs seconds"));
+        assert!(Step::parse("wait(-1)").unwrap_err().to_string().contains("wait needs seconds"));
         assert!(Step::parse("voicemail").is_err());
     }
 }

@@ -117,12 +117,28 @@ pub enum Placement {
     Queued,
 }
 
+/// Why a dial string does not parse. The text is what the operator reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// Neither `IAX2/...` nor `SIP/...`.
+    #[error("`{0}`: expected IAX2/... or SIP/...")]
+    UnknownTech(String),
+    #[error("`{0}`: a dial string starts with IAX2/")]
+    NotIax2(String),
+    #[error("`{dial}`: bad port `{port}`")]
+    BadPort { dial: String, port: String },
+    #[error("`{0}`: no peer, e.g. IAX2/b/600")]
+    NoPeer(String),
+    #[error("`{0}`: expected SIP/user or SIP/gateway/exten")]
+    NotSipTarget(String),
+}
+
 /// Why a call could not be placed. The text is what the operator reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OriginateError {
-    /// The dial string does not parse; the parser's explanation.
-    #[error("{0}")]
-    InvalidDial(String),
+    /// The dial string does not parse.
+    #[error(transparent)]
+    InvalidDial(#[from] DialError),
     /// No core takes this dial string because its protocol is not configured.
     #[error("{protocol} is off: {hint}")]
     ProtocolOff { protocol: &'static str, hint: &'static str },

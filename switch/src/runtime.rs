@@ -21,7 +21,8 @@ use crate::event::{Event, EventSink};
 use crate::iax2::endpoint::Endpoint;
 use crate::net::{DatagramSocket, Net};
 use crate::protocol::{
-    dial_has_tech, Originate, OriginateError, Placement, ProtocolCore, ResolvedHosts, SocketId, SocketRequest,
+    dial_has_tech, DialError, Originate, OriginateError, Placement, ProtocolCore, ResolvedHosts, SocketId,
+    SocketRequest,
 };
 use crate::sip::endpoint::SipEndpoint;
 use crate::state::{Persister, StateStore};
@@ -514,7 +515,7 @@ fn no_core_for(dial: &str) -> OriginateError {
     } else if dial_has_tech(dial, "IAX2") {
         OriginateError::ProtocolOff { protocol: "IAX2", hint: "[iax2] enabled = false in switch.toml" }
     } else {
-        OriginateError::InvalidDial(format!("`{dial}`: expected IAX2/... or SIP/..."))
+        OriginateError::InvalidDial(DialError::UnknownTech(dial.to_string()))
     }
 }
 

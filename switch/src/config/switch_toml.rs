@@ -252,15 +252,15 @@ pub fn parse(file: &str, text: &str) -> Result<SwitchSettings, Vec<Diagnostic>> 
             match app.into_inner() {
                 Program::One(one) => match App::parse(&one) {
                     Ok(parsed) => settings.dialplan.add(context.get_ref(), pattern.get_ref(), parsed),
-                    Err(message) => errors.push(diag(file, text, at, pattern.get_ref(), message, String::new())),
+                    Err(e) => errors.push(diag(file, text, at, pattern.get_ref(), e.to_string(), String::new())),
                 },
                 Program::Steps(list) => {
                     let mut steps = Vec::new();
                     for step in &list {
                         match Step::parse(step) {
                             Ok(s) => steps.push(s),
-                            Err(message) => {
-                                errors.push(diag(file, text, at, pattern.get_ref(), message, String::new()))
+                            Err(e) => {
+                                errors.push(diag(file, text, at, pattern.get_ref(), e.to_string(), String::new()))
                             }
                         }
                     }

@@ -8,6 +8,7 @@ use super::subclass::format;
 use crate::config::{CodecPrefs, CodecPriority};
 use crate::dialplan::App;
 use crate::media::{MediaStats, G711};
+use crate::protocol::DialError;
 
 /// Q.850 cause codes the switch sends.
 pub mod cause {
@@ -65,12 +66,12 @@ pub struct DialString {
 }
 
 impl DialString {
-    pub fn parse(text: &str) -> Result<DialString, String> {
+    pub fn parse(text: &str) -> Result<DialString, DialError> {
         let rest = text
             .get(..5)
             .filter(|p| p.eq_ignore_ascii_case("IAX2/"))
             .map(|_| &text[5..])
-            .ok_or_else(|| format!("`{text}`: a dial string starts with IAX2/"))?;
+            .ok_or_else(|| DialError::NotIax2(text.to_string()))?;
         let mut parts = rest.splitn(3, '/');
         let host_part = parts.next().unwrap_or("");
         let exten_part = parts.next();
@@ -86,13 +87,14 @@ impl DialString {
         let (peer, port) = match hostport.rsplit_once(':') {
             // An IPv6 literal is written in brackets: [2001:db8::1]:4569.
             Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
-                let port = p.parse::<u16>().map_err(|_| format!("`{text}`: bad port `{p}`"))?;
+                let port =
+                    p.parse::<u16>().map_err(|_| DialError::BadPort { dial: text.to_string(), port: p.to_string() })?;
                 (h.trim_matches(|c| c == '[' || c == ']').to_string(), Some(port))
             }
             _ => (hostport.trim_matches(|c| c == '[' || c == ']').to_string(), None),
         };
         if peer.is_empty() {
-            return Err(format!("`{text}`: no peer, e.g. IAX2/b/600"));
+            return Err(DialError::NoPeer(text.to_string()));
         }
         let (exten, context) = match exten_part.map(|e| e.split_once('@').map_or((e, None), |(x, c)| (x, Some(c)))) {
             Some((x, c)) => (Some(x.to_string()).filter(|x| !x.is_empty()), c.map(str::to_string)),

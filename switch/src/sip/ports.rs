@@ -13,7 +13,8 @@
 //! than refusing the call. Strict RTP still refuses a stale stream from
 //! anywhere but the new call's addresses.
 //!
-//! Memory is bounded by the range: a byte and at most two queue entries per pair.
+//! Memory is bounded by the range: a state byte per pair, and each pair in
+//! at most one of the free list and the resting queue.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
@@ -182,10 +183,6 @@ impl PortPool {
         self.free = (0..self.pairs.len() as u32).filter(|i| self.pairs[*i as usize] == Pair::Free).collect();
     }
 
-    pub fn in_use(&self) -> usize {
-        self.in_use
-    }
-
     pub fn usage(&self) -> PortUsage {
         PortUsage {
             pairs: self.pairs.len(),
@@ -245,7 +242,7 @@ mod tests {
         assert_eq!(pool.allocate(t0 + REST, &mut rng), Some(40000));
         pool.mark_unusable(40000);
         assert_eq!(pool.allocate(t0 + REST * 10, &mut rng), None, "taken by another process");
-        assert_eq!(pool.in_use(), 0);
+        assert_eq!(pool.usage().in_use, 0);
     }
 
     #[test]
@@ -292,7 +289,7 @@ mod tests {
         let again = pool.allocate(now, &mut rng);
         assert_ne!(again, Some(a));
         pool.release(now, a);
-        assert_eq!(pool.in_use(), usize::from(again.is_some()));
+        assert_eq!(pool.usage().in_use, usize::from(again.is_some()));
         // What rests keeps resting across a reload.
         if a == 40000 {
             pool.resize(40000..=40003, &[]);

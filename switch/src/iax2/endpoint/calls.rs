@@ -22,7 +22,7 @@ pub(super) const MEDIA_TICK: Duration = Duration::from_millis(20);
 impl Endpoint {
     /// Places a call. Returns the local call number.
     pub fn originate(&mut self, now: Instant, req: &Originate) -> Result<u16, OriginateError> {
-        let dial = DialString::parse(&req.dial).map_err(OriginateError::InvalidDial)?;
+        let dial = DialString::parse(&req.dial)?;
         let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
         let addr = self.dial_addr(&dial)?;
         // Who we are to that peer: the dial string; else the peer's `username=`

@@ -34,7 +34,7 @@ impl Endpoint {
     /// peer's `maxauthreq` calls to it are waiting for authentication.
     /// Queued calls start, in order, as earlier ones get through.
     pub fn originate_paced(&mut self, now: Instant, req: &Originate) -> Result<Placement, OriginateError> {
-        let dial = DialString::parse(&req.dial).map_err(OriginateError::InvalidDial)?;
+        let dial = DialString::parse(&req.dial)?;
         let addr = self.dial_addr(&dial)?;
         let peer = self.config.peers.iter().find(|p| p.kind.is_peer() && p.name.eq_ignore_ascii_case(&dial.peer));
         let limit = peer.map_or(usize::from(self.config.general.defaults.maxauthreq), |p| usize::from(p.maxauthreq));

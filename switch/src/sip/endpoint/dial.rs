@@ -14,7 +14,7 @@ use super::{codec_name, host_port, negotiate, SipEndpoint, USER_AGENT};
 use crate::dialplan::App;
 use crate::event::Event;
 use crate::media::G711;
-use crate::protocol::{Originate, OriginateError, SocketId};
+use crate::protocol::{DialError, Originate, OriginateError, SocketId};
 use crate::sip::call::{CallMedia, Dialog, Negotiated, Outbound, SipCall};
 use crate::sip::digest::{Authorization, Challenge};
 use crate::sip::header::{Contact, Method};
@@ -52,8 +52,8 @@ pub enum SipTarget {
 }
 
 impl SipTarget {
-    pub fn parse(dial: &str) -> Result<SipTarget, String> {
-        let usage = || format!("`{dial}`: expected SIP/user or SIP/gateway/exten");
+    pub fn parse(dial: &str) -> Result<SipTarget, DialError> {
+        let usage = || DialError::NotSipTarget(dial.to_string());
         let (tech, rest) = dial.split_once('/').ok_or_else(usage)?;
         if !tech.eq_ignore_ascii_case("SIP") {
             return Err(usage());
@@ -139,7 +139,7 @@ impl SipEndpoint {
     /// a `[sip.gateways.NAME]`, answering its challenges with the gateway's
     /// credentials): our side plays `app`, and hangs up `hold` after the answer.
     pub fn originate(&mut self, now: Instant, request: &Originate) -> Result<u32, OriginateError> {
-        let target = SipTarget::parse(&request.dial).map_err(OriginateError::InvalidDial)?;
+        let target = SipTarget::parse(&request.dial)?;
         if self.calls.len() >= self.settings.max_calls {
             return Err(OriginateError::MaxCalls(self.settings.max_calls));
         }

@@ -190,7 +190,6 @@ impl SipEndpoint {
         };
     }
 
-    /// Starts the 20 ms media clock if it is not running.
     fn rtp_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.settings.rtp_timeout))
     }
@@ -218,6 +217,7 @@ impl SipEndpoint {
         }
     }
 
+    /// Starts the 20 ms media clock if it is not running.
     pub(super) fn media_tick_from(&mut self, now: Instant) {
         self.media_tick.get_or_insert(now + FRAME);
     }
