@@ -825,10 +825,10 @@ impl Endpoint {
     }
 }
 
-/// When the next key rotation is due: 120 to 300 s on, as `iax2_key_rotate` schedules.
 /// Played frames kept for reuse by the jitter buffers' next arrivals.
 const VOICE_POOL_MAX: usize = 4096;
 
+/// When the next key rotation is due: 120 to 300 s on, as `iax2_key_rotate` schedules.
 fn next_rotation(rng: &mut impl rand::Rng) -> Duration {
     Duration::from_millis(120_000 + rng.gen_range(0..=180_000))
 }
