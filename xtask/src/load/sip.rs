@@ -284,20 +284,31 @@ impl Ctx<'_> {
         ramp.map_err(|e| with_log(e, "kamailio", &tail))
     }
 
+    /// Starts SIPp as `command` says, in the run's directory, its stderr into `log`.
+    fn spawn_sipp(&self, command: &mut Command, log: std::fs::File) -> Result<Reaped, TaskError> {
+        let child = command
+            .current_dir(self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| TaskError::new(format!("cannot start {}: {e}", shown(&self.tools.sipp))))?;
+        Ok(Reaped(Some(child)))
+    }
+
     /// SIPp's UAS behind Kamailio (uas.xml): 180, 200, then 200 to the BYE.
     fn start_uas(&self, measure: &str) -> Result<Reaped, TaskError> {
         let log = self.dir.join(format!("uas-{measure}.log"));
         let out = std::fs::File::create(&log).map_err(|e| TaskError::io("cannot create", &log, e))?;
-        let child = Command::new(&self.tools.sipp)
-            .current_dir(self.dir)
-            .args(["-sf", "uas.xml", "-i", "127.0.0.1", "-nostdin"])
-            .args(["-p", &self.ports.uas.to_string(), "-mp", &self.ports.uas_media.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .map_err(|e| TaskError::new(format!("cannot start {}: {e}", shown(&self.tools.sipp))))?;
-        let mut uas = Reaped(Some(child));
+        let mut uas = self.spawn_sipp(
+            Command::new(&self.tools.sipp).args(["-sf", "uas.xml", "-i", "127.0.0.1", "-nostdin"]).args([
+                "-p",
+                &self.ports.uas.to_string(),
+                "-mp",
+                &self.ports.uas_media.to_string(),
+            ]),
+            out,
+        )?;
         wait_bound(self.ports.uas, Duration::from_secs(10), || uas.alive())
             .map_err(|e| TaskError::new(format!("SIPp UAS: {e}")))?;
         Ok(uas)
@@ -371,26 +382,22 @@ impl Ctx<'_> {
         // SIPp stops by itself well after the window; we kill it a little later still.
         let limit = window + Duration::from_millis(RECV_TIMEOUT_MS) * 2 + Duration::from_secs(5);
         let open_calls = (u64::from(rate) * (HOLD.as_secs() + RECV_TIMEOUT_MS / 1000 + 2)).max(100);
-        let child = Command::new(&self.tools.sipp)
-            .current_dir(self.dir)
-            .arg("-sf")
-            .arg(scenario)
-            .args(["-inf", "users.csv", "-s", ECHO, "-i", "127.0.0.1", "-nostdin"])
-            .args(["-p", &self.ports.uac.to_string(), "-mp", &self.ports.uac_media.to_string()])
-            .args(["-r", &rate.to_string(), "-m", &count.to_string(), "-l", &open_calls.to_string()])
-            .args(["-recv_timeout", &RECV_TIMEOUT_MS.to_string()])
-            .args(["-timeout", &format!("{}s", limit.as_secs()), "-timeout_error"])
-            .args(["-trace_stat", "-fd", "1", "-stf"])
-            .arg(&stats)
-            .args(["-trace_err", "-error_file"])
-            .arg(&errors)
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out_file)
-            .spawn()
-            .map_err(|e| TaskError::new(format!("cannot start {}: {e}", shown(&self.tools.sipp))))?;
-        let mut sipp = Reaped(Some(child));
+        let mut sipp = self.spawn_sipp(
+            Command::new(&self.tools.sipp)
+                .arg("-sf")
+                .arg(scenario)
+                .args(["-inf", "users.csv", "-s", ECHO, "-i", "127.0.0.1", "-nostdin"])
+                .args(["-p", &self.ports.uac.to_string(), "-mp", &self.ports.uac_media.to_string()])
+                .args(["-r", &rate.to_string(), "-m", &count.to_string(), "-l", &open_calls.to_string()])
+                .args(["-recv_timeout", &RECV_TIMEOUT_MS.to_string()])
+                .args(["-timeout", &format!("{}s", limit.as_secs()), "-timeout_error"])
+                .args(["-trace_stat", "-fd", "1", "-stf"])
+                .arg(&stats)
+                .args(["-trace_err", "-error_file"])
+                .arg(&errors)
+                .arg(format!("127.0.0.1:{port}")),
+            out_file,
+        )?;
         let started = Instant::now();
         let mut next_sample = started;
         let code = loop {

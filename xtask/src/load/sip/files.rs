@@ -310,7 +310,7 @@ mod tests {
         );
         assert!(switch_toml(&ports, 2).contains(&format!("[sip.users.u2]\npassword = \"{}\"", password(2))));
         assert!(kamailio_users(2).ends_with(&format!("\nu2:0:0:{}:0\n", password(2))));
-        assert!(kamailio_cfg(&ports, Path::new("/tmp/x/db")).contains("\"text:///tmp/x/db\""));
+        assert!(kamailio_cfg(&ports, Path::new("run/db")).contains("\"text://run/db\""));
         assert!(register_xml(3600).contains("Expires: 3600") && register_xml(0).contains("Expires: 0"));
         assert!(call_xml().contains("<pause milliseconds=\"3000\"/>"));
         assert!(uas_xml().contains("[last_Record-Route:]"));
