@@ -432,6 +432,110 @@ impl WorldState {
         Ok(route)
     }
 
+    /// The host at `ip`, learning it from turmoil the first time.
+    fn host_at(&mut self, ip: IpAddr) -> Option<usize> {
+        if let Some((_, i)) = self.by_ip.iter().find(|(a, _)| *a == ip) {
+            return Some(*i);
+        }
+        let name = turmoil::reverse_lookup(ip)?;
+        let i = self.add(&name);
+        self.by_ip.push((ip, i));
+        Some(i)
+    }
+
+    /// [`WorldState::route`], counting what a NAT or firewall dropped.
+    fn route_counted(
+        &mut self,
+        at: Duration,
+        from: usize,
+        to: Option<usize>,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<Route> {
+        if self.nats.is_empty() {
+            return Some(Route { to, deliver: dst, src, dst, rewritten: false });
+        }
+        let route = self.route(at, from, to, src, dst).ok();
+        if route.is_none() {
+            self.stats[from].sent += 1;
+            self.stats[from].filtered += 1;
+        }
+        route
+    }
+
+    /// Decides the fate of one datagram: the delays of the copies to send
+    /// (none when lost or blocked).
+    fn plan(&mut self, at: Duration, from: usize, to: Option<usize>, payload: &[u8]) -> Plan {
+        let cond = self.conditions(from, to);
+        // Fixed draw order per datagram: loss, duplicate, then one jitter per copy.
+        let lost = self.rng.gen::<f64>() < cond.loss;
+        let dup = self.rng.gen::<f64>() < cond.duplicate;
+        let blocked = self.is_blocked(from, to);
+        let stats = &mut self.stats[from];
+        stats.sent += 1;
+        let mut plan = Plan::default();
+        if blocked || lost {
+            let fate = if blocked {
+                stats.blocked += 1;
+                Fate::Blocked
+            } else {
+                stats.lost += 1;
+                Fate::Lost
+            };
+            self.full_frame(at, from, to, payload, fate);
+            return plan;
+        }
+        plan.copies = if dup { 2 } else { 1 };
+        stats.duplicated += plan.copies as u64 - 1;
+        let jitter_us = u64::try_from(cond.jitter.as_micros()).unwrap_or(u64::MAX);
+        for d in plan.delays.iter_mut().take(plan.copies) {
+            if jitter_us != 0 {
+                *d = Duration::from_micros(self.rng.gen_range(0..=jitter_us));
+            }
+        }
+        plan
+    }
+
+    /// Counts one datagram going onto the wire now: partition check, tap,
+    /// statistics. False when a partition that started meanwhile blocks it.
+    fn account(&mut self, at: Duration, from: usize, route: Route, payload: &[u8]) -> bool {
+        let Route { to, src, dst, .. } = route;
+        // A copy delayed by jitter may meet a partition that started meanwhile.
+        if self.is_blocked(from, to) {
+            self.stats[from].blocked += 1;
+            self.full_frame(at, from, to, payload, Fate::Blocked);
+            return false;
+        }
+        self.stats[from].on_wire += 1;
+        if let Some(capture) = &mut self.capture {
+            capture.record(at, src, dst, payload);
+        }
+        if let Some(to) = to {
+            let kind = classify(payload);
+            let bucket = self.traffic(from, to).bucket(at);
+            bucket.datagrams += 1;
+            bucket.ip_bytes += ip_udp_overhead(dst.ip()) + payload.len() as u64;
+            bucket.trunk += u32::from(kind.trunk);
+            bucket.cleartext_pattern += kind.cleartext_pattern;
+            if kind.full {
+                self.full_frame(at, from, Some(to), payload, Fate::Wire);
+            }
+            let backlog = &mut self.backlog[to];
+            if backlog.bound {
+                backlog.wire += 1;
+                let now = backlog.wire.saturating_sub(backlog.read);
+                backlog.high_water = backlog.high_water.max(now);
+                let i = bucket_index(at);
+                if i >= backlog.buckets.len() {
+                    backlog.buckets.resize(i + 1, 0);
+                }
+                let slot = &mut backlog.buckets[i];
+                *slot = (*slot).max(u32::try_from(now).unwrap_or(u32::MAX));
+            }
+        }
+        true
+    }
+
     fn idx(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
@@ -697,120 +801,47 @@ impl SimWorld {
         }
     }
 
-    /// The host at `ip`, learning it from turmoil the first time.
-    fn host_at(&self, ip: IpAddr) -> Option<usize> {
-        {
-            let w = self.lock();
-            if let Some((_, i)) = w.by_ip.iter().find(|(a, _)| *a == ip) {
-                return Some(*i);
-            }
-        }
-        let name = turmoil::reverse_lookup(ip)?;
+    /// Routes one datagram from host `from` through the NATs and firewalls
+    /// and the link model, and puts the copies due now on the wire; a copy
+    /// delayed by jitter goes out from a task of its own. One clock reading
+    /// and one lock per datagram: this is the simulator's busiest path.
+    fn send(
+        &self,
+        inner: &Arc<turmoil::net::UdpSocket>,
+        from: usize,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
         let mut w = self.lock();
-        let i = w.add(&name);
-        w.by_ip.push((ip, i));
-        Some(i)
-    }
-
-    /// Decides the fate of one datagram: the delays of the copies to send
-    /// (none when lost or blocked).
-    fn plan(&self, from: usize, to: Option<usize>, payload: &[u8]) -> Plan {
-        let mut w = self.lock();
-        let w = &mut *w;
-        let cond = w.conditions(from, to);
-        // Fixed draw order per datagram: loss, duplicate, then one jitter per copy.
-        let lost = w.rng.gen::<f64>() < cond.loss;
-        let dup = w.rng.gen::<f64>() < cond.duplicate;
-        let blocked = w.is_blocked(from, to);
-        let stats = &mut w.stats[from];
-        stats.sent += 1;
-        let mut plan = Plan::default();
-        if blocked || lost {
-            let fate = if blocked {
-                stats.blocked += 1;
-                Fate::Blocked
+        let to = w.host_at(dst.ip());
+        let Some(route) = w.route_counted(at, from, to, src, dst) else { return };
+        let plan = w.plan(at, from, route.to, payload);
+        let mut due_now = 0;
+        for delay in &plan.delays[..plan.copies] {
+            if delay.is_zero() {
+                due_now += usize::from(w.account(at, from, route, payload));
             } else {
-                stats.lost += 1;
-                Fate::Lost
-            };
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            w.full_frame(at, from, to, payload, fate);
-            return plan;
-        }
-        plan.copies = if dup { 2 } else { 1 };
-        stats.duplicated += plan.copies as u64 - 1;
-        let jitter_us = u64::try_from(cond.jitter.as_micros()).unwrap_or(u64::MAX);
-        for d in plan.delays.iter_mut().take(plan.copies) {
-            if jitter_us != 0 {
-                *d = Duration::from_micros(w.rng.gen_range(0..=jitter_us));
+                let (world, inner, payload, delay) = (self.clone(), Arc::clone(inner), payload.to_vec(), *delay);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    world.transmit(&inner, from, route, &payload);
+                });
             }
         }
-        plan
+        drop(w);
+        for _ in 0..due_now {
+            put_on_wire(inner, route, payload);
+        }
     }
 
-    /// Puts one datagram on the wire now: partition check, tap, statistics, turmoil send.
+    /// Puts one datagram delayed by jitter on the wire.
     fn transmit(&self, inner: &turmoil::net::UdpSocket, from: usize, route: Route, payload: &[u8]) {
-        let Route { to, deliver, src, dst, .. } = route;
         let at = turmoil::sim_elapsed().unwrap_or_default();
-        {
-            let mut w = self.lock();
-            let w = &mut *w;
-            // A copy delayed by jitter may meet a partition that started meanwhile.
-            if w.is_blocked(from, to) {
-                w.stats[from].blocked += 1;
-                w.full_frame(at, from, to, payload, Fate::Blocked);
-                return;
-            }
-            w.stats[from].on_wire += 1;
-            if let Some(capture) = &mut w.capture {
-                capture.record(at, src, dst, payload);
-            }
-            if let Some(to) = to {
-                let kind = classify(payload);
-                let bucket = w.traffic(from, to).bucket(at);
-                bucket.datagrams += 1;
-                bucket.ip_bytes += ip_udp_overhead(dst.ip()) + payload.len() as u64;
-                bucket.trunk += u32::from(kind.trunk);
-                bucket.cleartext_pattern += kind.cleartext_pattern;
-                if kind.full {
-                    w.full_frame(at, from, Some(to), payload, Fate::Wire);
-                }
-                let backlog = &mut w.backlog[to];
-                if backlog.bound {
-                    backlog.wire += 1;
-                    let now = backlog.wire.saturating_sub(backlog.read);
-                    backlog.high_water = backlog.high_water.max(now);
-                    let i = bucket_index(at);
-                    if i >= backlog.buckets.len() {
-                        backlog.buckets.resize(i + 1, 0);
-                    }
-                    let slot = &mut backlog.buckets[i];
-                    *slot = (*slot).max(u32::try_from(now).unwrap_or(u32::MAX));
-                }
-            }
+        if self.lock().account(at, from, route, payload) {
+            put_on_wire(inner, route, payload);
         }
-        // UDP: a datagram to nowhere just vanishes.
-        let apparent = route.rewritten.then_some(src);
-        if let Err(e) = send_sealed(inner, apparent, payload, deliver) {
-            tracing::debug!("simulated send {src} -> {dst}: {e}");
-        }
-    }
-
-    /// Routes a datagram from host `from` to `dst` (host `to`, when
-    /// simulated) through the NATs and firewalls on its way; `None` when one
-    /// of them dropped it (counted and reported).
-    fn route(&self, from: usize, to: Option<usize>, src: SocketAddr, dst: SocketAddr) -> Option<Route> {
-        let at = turmoil::sim_elapsed().unwrap_or_default();
-        let mut w = self.lock();
-        if w.nats.is_empty() {
-            return Some(Route { to, deliver: dst, src, dst, rewritten: false });
-        }
-        let route = w.route(at, from, to, src, dst).ok();
-        if route.is_none() {
-            w.stats[from].sent += 1;
-            w.stats[from].filtered += 1;
-        }
-        route
     }
 
     /// The software of host `i` read a datagram that came over the wire.
@@ -1041,23 +1072,7 @@ impl SimUdpSocket {
             send_sealed(&self.inner, None, buf, target)?;
             return Ok(buf.len());
         }
-        let to = self.world.host_at(target.ip());
-        let Some(route) = self.world.route(self.index, to, self.public_addr(), target) else {
-            return Ok(buf.len());
-        };
-        let plan = self.world.plan(self.index, route.to, buf);
-        for delay in &plan.delays[..plan.copies] {
-            if delay.is_zero() {
-                self.world.transmit(&self.inner, self.index, route, buf);
-            } else {
-                let (world, inner, from, payload, delay) =
-                    (self.world.clone(), self.inner.clone(), self.index, buf.to_vec(), *delay);
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    world.transmit(&inner, from, route, &payload);
-                });
-            }
-        }
+        self.world.send(&self.inner, self.index, self.public_addr(), target, buf);
         Ok(buf.len())
     }
 }
@@ -1073,6 +1088,18 @@ impl switch::net::DatagramSocket for SimUdpSocket {
     /// only moves when it completes.
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let (len, from) = self.inner.recv_from(buf).await?;
+        self.received(buf, len, from)
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (len, from) = self.inner.try_recv_from(buf)?;
+        self.received(buf, len, from)
+    }
+}
+
+impl SimUdpSocket {
+    /// Counts a datagram read off the wire and opens its envelope.
+    fn received(&self, buf: &mut [u8], len: usize, from: SocketAddr) -> io::Result<(usize, SocketAddr)> {
         if !from.ip().is_loopback() && from.ip() != self.host_ip {
             self.world.read_one(self.index);
         }
@@ -1087,6 +1114,14 @@ impl switch::net::DatagramSocket for SimUdpSocket {
 const SEAL_PLAIN: u8 = 0;
 const SEAL_V4: u8 = 4;
 const SEAL_V6: u8 = 6;
+
+/// Hands one routed datagram to turmoil. UDP: a datagram to nowhere just vanishes.
+fn put_on_wire(inner: &turmoil::net::UdpSocket, route: Route, payload: &[u8]) {
+    let apparent = route.rewritten.then_some(route.src);
+    if let Err(e) = send_sealed(inner, apparent, payload, route.deliver) {
+        tracing::debug!("simulated send {} -> {}: {e}", route.src, route.dst);
+    }
+}
 
 fn send_sealed(
     inner: &turmoil::net::UdpSocket,

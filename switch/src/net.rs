@@ -11,6 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 pub trait DatagramSocket: Send + Sync + 'static {
     fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// A datagram already waiting, or [`io::ErrorKind::WouldBlock`]: the
+    /// event loop takes a burst in one go after `recv_from` returned.
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
 }
 
 /// A network the switch can bind sockets on and resolve host names in.
@@ -37,6 +40,9 @@ impl DatagramSocket for tokio::net::UdpSocket {
     }
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
+    }
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::try_recv_from(self, buf)
     }
 }
 

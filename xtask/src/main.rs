@@ -32,6 +32,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc asks for transparent huge pages where the kernel leaves them to
+/// madvise, and the kernel then zeroes 2 MiB at each first touch of the
+/// simulator's growing heap: about twice the memory and 2-3 % of `sim-speed`
+/// (docs/performance.md). The simulated world gains nothing from them.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 const AFTER_HELP: &str = "\
 Exit status: 0 when everything passed, 1 when an expectation, a pinned trace or a
 test failed, 2 when the task could not run at all (bad arguments, unreadable or
@@ -342,6 +354,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scenario(args) => scenario::run(&args),

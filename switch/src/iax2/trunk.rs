@@ -2,6 +2,7 @@
 //! every call to one trunk peer, gathered for `trunkfreq` and sent as as few
 //! datagrams as `trunkmtu` allows, instead of one mini frame per call.
 
+use std::net::SocketAddr;
 use std::ops::Range;
 
 use super::frame::{check_trunk_entry, encode_trunk_entry, encode_trunk_header, TRUNK_HEADER_LEN};
@@ -33,6 +34,56 @@ pub struct TrunkQueue {
     /// the caller's millisecond clock, and the last stamp it gave.
     clock_start: Option<u32>,
     last_stamp: Option<u32>,
+}
+
+/// The trunk queues, one per trunk peer address, in address order (the order
+/// a trunk tick sends them in). Every trunked voice frame finds its queue
+/// here; a switch has few trunk peers and a run of frames goes to the same
+/// one, so the last queue used is tried first.
+#[derive(Debug, Default)]
+pub struct Trunks {
+    queues: Vec<(SocketAddr, TrunkQueue)>,
+    last: usize,
+}
+
+impl Trunks {
+    fn position(&self, addr: &SocketAddr) -> Result<usize, usize> {
+        match self.queues.get(self.last) {
+            Some((a, _)) if a == addr => Ok(self.last),
+            _ => self.queues.binary_search_by(|(a, _)| a.cmp(addr)),
+        }
+    }
+
+    /// The queue for `addr`, created empty if there is none.
+    pub fn queue(&mut self, addr: SocketAddr) -> &mut TrunkQueue {
+        let i = match self.position(&addr) {
+            Ok(i) => i,
+            Err(i) => {
+                self.queues.insert(i, (addr, TrunkQueue::default()));
+                i
+            }
+        };
+        self.last = i;
+        &mut self.queues[i].1
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<&TrunkQueue> {
+        self.position(addr).ok().map(|i| &self.queues[i].1)
+    }
+
+    pub fn get_mut(&mut self, addr: &SocketAddr) -> Option<&mut TrunkQueue> {
+        let i = self.position(addr).ok()?;
+        Some(&mut self.queues[i].1)
+    }
+
+    /// Every queue, in address order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&SocketAddr, &mut TrunkQueue)> {
+        self.queues.iter_mut().map(|(a, q)| (&*a, q))
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&TrunkQueue) -> bool) {
+        self.queues.retain(|(_, q)| keep(q));
+    }
 }
 
 /// How far the trunk clock may drift from the real one before it follows it

@@ -81,7 +81,7 @@ impl Endpoint {
         let mut dialog = Dialog::new(local, 0, addr, now);
         dialog.send(now, IaxSubclass::New, &ies, &mut self.out);
         if trunk {
-            self.trunks.entry(addr).or_default().calls += 1;
+            self.trunks.queue(addr).calls += 1;
         }
         self.events.push_back(Event::CallStarted {
             call: local,
@@ -155,7 +155,7 @@ impl Endpoint {
         c.encryption_offered = ies.encryption().unwrap_or(0);
         let mut dialog = Dialog::new(local, f.src_call, from, now);
         dialog.receive(now, &f, &mut self.out);
-        self.by_remote.insert(RemoteCall(from, f.src_call), local);
+        self.by_remote.insert(from, f.src_call, local);
 
         let user = self.find_user(username.as_deref(), from).cloned();
         c.peer = user.as_ref().map(|u| u.name.clone()).or(username.clone());
@@ -276,7 +276,7 @@ impl Endpoint {
             if let Err(why) = self.check_trunk_capacity(addr) {
                 return self.reject(now, local, "Trunk capacity exceeded", cause::NO_CIRCUIT, &why.to_string());
             }
-            self.trunks.entry(addr).or_default().calls += 1;
+            self.trunks.queue(addr).calls += 1;
         }
         let Some(entry) = self.dialogs.get_mut(&local) else { return };
         let Role::Call(c) = &mut entry.role else { return };
@@ -420,11 +420,19 @@ impl Endpoint {
     }
 
     fn call_numbers(&self) -> Vec<u16> {
-        self.dialogs
-            .iter()
-            .filter(|(_, e)| matches!(e.role, Role::Call(_)) && !e.dialog.is_finished())
-            .map(|(n, _)| *n)
-            .collect()
+        let mut calls = Vec::new();
+        self.call_numbers_into(&mut calls);
+        calls
+    }
+
+    fn call_numbers_into(&self, calls: &mut Vec<u16>) {
+        calls.clear();
+        calls.extend(
+            self.dialogs
+                .iter()
+                .filter(|(_, e)| matches!(e.role, Role::Call(_)) && !e.dialog.is_finished())
+                .map(|(n, _)| *n),
+        );
     }
 
     /// A full frame, in sequence, on a call's dialog.
@@ -433,7 +441,7 @@ impl Endpoint {
         let Role::Call(c) = &mut entry.role else { return };
         c.autokill_at = None;
         if entry.dialog.remote_call != 0 {
-            self.by_remote.insert(RemoteCall(entry.dialog.remote_addr, entry.dialog.remote_call), local);
+            self.by_remote.insert(entry.dialog.remote_addr, entry.dialog.remote_call, local);
         }
         let ies = || f.ies().unwrap_or_default();
         match f.frame_type {
@@ -604,7 +612,7 @@ impl Endpoint {
     }
 
     pub(super) fn mini_frame(&mut self, now: Instant, from: SocketAddr, m: MiniFrame) {
-        let Some(&local) = self.by_remote.get(&RemoteCall(from, m.src_call)) else {
+        let Some(local) = self.by_remote.get(from, m.src_call) else {
             return self.drop_datagram(now, from, "media for no call");
         };
         let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.get(&local) else { return };
@@ -622,14 +630,17 @@ impl Endpoint {
         let mut locals = std::mem::take(&mut self.trunk_locals);
         locals.clear();
         let mut warm = 0u32;
+        let calls = self.by_remote.from(from);
+        let mut cursor = 0;
         for &(call, _, _) in &entries {
-            let local = self.by_remote.get(&RemoteCall(from, call)).copied();
+            let local = calls.and_then(|c| c.get_after(call, &mut cursor));
             if let Some(Entry { role: Role::Call(c), .. }) = local.and_then(|l| self.dialogs.get(&l)) {
                 warm ^= c.rx_last_ts.unwrap_or(0);
             }
             locals.push(local);
         }
         std::hint::black_box(warm);
+        let arrival_us = self.micros_since_epoch(now);
         for (&(_, timestamp, payload), &local) in entries.iter().zip(&locals) {
             let Some(local) = local else {
                 self.count_drop("trunk entry for no call");
@@ -641,14 +652,20 @@ impl Endpoint {
                 Some(ts) => c.extend_mini_ts(ts),
                 None => c.rx_last_ts.map_or(20, |t| t + 20),
             };
-            self.media_in(now, local, ts, payload, false);
+            self.media_in_at(now, arrival_us, local, ts, payload, false);
         }
         self.trunk_locals = locals;
     }
 
     /// Voice arrived on a call: count it, and echo or bridge it.
     fn media_in(&mut self, now: Instant, local: u16, ts: u32, payload: &[u8], full: bool) {
-        let arrival_us = now.saturating_duration_since(self.epoch).as_micros() as i64;
+        let arrival_us = self.micros_since_epoch(now);
+        self.media_in_at(now, arrival_us, local, ts, payload, full);
+    }
+
+    /// [`Endpoint::media_in`] with the arrival time already read: a trunk
+    /// datagram's entries all arrived at once.
+    fn media_in_at(&mut self, now: Instant, arrival_us: i64, local: u16, ts: u32, payload: &[u8], full: bool) {
         // Receive accounting and the jitter buffer move none of the call's timers.
         let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
         if dialog.is_finished() {
@@ -666,7 +683,27 @@ impl Endpoint {
             jb.put(ts, frame, arrival_us / 1000);
             return;
         }
-        self.deliver(now, local, payload);
+        match (&c.app, c.bridge) {
+            // The echo goes back on the call at hand, without looking it up again.
+            (App::Echo, _) => {
+                let out = VoiceOut {
+                    trunks: &mut self.trunks,
+                    trunk_tick: &mut self.trunk_tick,
+                    trunkfreq: self.config.general.trunkfreq,
+                    out: &mut self.out,
+                    rng: &mut self.rng,
+                };
+                if out.send(now, local, c, dialog, payload) {
+                    self.dialogs.touch(&local);
+                }
+            }
+            (_, Some(other)) => self.send_voice(now, other, payload),
+            _ => {}
+        }
+    }
+
+    fn micros_since_epoch(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.epoch).as_micros() as i64
     }
 
     /// Audio ready to play on `local`: echo it back or pass it across the bridge.
@@ -682,41 +719,17 @@ impl Endpoint {
         }
     }
 
-    /// Sends one voice frame on a call: full frame first and on timestamp
-    /// wrap, then mini frames, or trunk entries for a trunk peer.
+    /// Sends one voice frame on a call (see [`VoiceOut::send`]).
     fn send_voice(&mut self, now: Instant, local: u16, payload: &[u8]) {
-        // Mini frames and trunk entries move none of the call's timers; a key
-        // rotation and a full frame (retransmitted until ACKed) do, and touch.
         let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
-        if c.quelched || c.state != CallState::Up || dialog.is_finished() {
-            return;
-        }
-        let mut timers_moved = false;
-        if c.rotate_keys && c.rotate_at.is_none() {
-            // chan_iax2 rotates its key first with its first voice frame, then every 2 to 5 minutes.
-            let key = crypto::new_rotation_key(&mut self.rng);
-            dialog.rotate_tx_key(now, key, &mut self.out);
-            c.rotate_at = Some(now + next_rotation(&mut self.rng));
-            timers_moved = true;
-        }
-        let previous = c.tx_last_ts;
-        let ts = c.next_voice_ts(now);
-        c.stats.frames_sent += 1;
-        if Call::needs_full_voice(previous, ts) {
-            dialog.send_full(now, FrameType::Voice, c.format, payload.to_vec(), Some(ts), &mut self.out);
-            timers_moved = true;
-        } else if c.trunk {
-            self.trunks.entry(dialog.remote_addr).or_default().push(local, ts as u16, payload);
-            self.trunk_tick.get_or_insert(now + self.config.general.trunkfreq);
-        } else {
-            let mini = MiniFrame { src_call: local, timestamp: ts as u16, payload: payload.to_vec() };
-            let mut bytes = Vec::with_capacity(4 + mini.payload.len());
-            if mini.encode(&mut bytes).is_ok() {
-                let payload = dialog.seal(bytes);
-                self.out.push_back(Transmit { destination: dialog.remote_addr, payload });
-            }
-        }
-        if timers_moved {
+        let out = VoiceOut {
+            trunks: &mut self.trunks,
+            trunk_tick: &mut self.trunk_tick,
+            trunkfreq: self.config.general.trunkfreq,
+            out: &mut self.out,
+            rng: &mut self.rng,
+        };
+        if out.send(now, local, c, dialog, payload) {
             self.dialogs.touch(&local);
         }
     }
@@ -729,11 +742,14 @@ impl Endpoint {
             return;
         }
         let mut any = false;
-        let locals = self.call_numbers();
-        for local in locals {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        let mut locals = std::mem::take(&mut self.tick_calls);
+        self.call_numbers_into(&mut locals);
+        let mut generated = std::mem::take(&mut self.voice_scratch);
+        for &local in &locals {
             // The hangup goes through end_call, which touches; playout and
             // the source move none of the call's timers.
-            let Some(Entry { role: Role::Call(c), .. }) = self.dialogs.peek_mut(&local) else { continue };
+            let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.peek_mut(&local) else { continue };
             if c.state != CallState::Up {
                 continue;
             }
@@ -743,26 +759,40 @@ impl Endpoint {
                 self.end_call(now, local, hangup_text(code), code, true);
                 continue;
             }
-            let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
             let played = match c.jitter.as_mut().map(|jb| jb.get(now_ms)) {
                 Some(Playout::Voice { payload, .. }) => Some(payload),
                 _ => None,
             };
             let Some(codec) = call::g711(c.format) else { continue };
-            let mut generated = std::mem::take(&mut self.voice_scratch);
             generated.clear();
             let any_generated = c.source.next_frame_into(codec, &mut generated);
-            if let Some(payload) = played {
-                self.deliver(now, local, &payload);
-                if self.voice_pool.len() < VOICE_POOL_MAX {
-                    self.voice_pool.push(payload);
+            match played {
+                None if any_generated => {
+                    let out = VoiceOut {
+                        trunks: &mut self.trunks,
+                        trunk_tick: &mut self.trunk_tick,
+                        trunkfreq: self.config.general.trunkfreq,
+                        out: &mut self.out,
+                        rng: &mut self.rng,
+                    };
+                    if out.send(now, local, c, dialog, &generated) {
+                        self.dialogs.touch(&local);
+                    }
+                }
+                None => {}
+                Some(payload) => {
+                    self.deliver(now, local, &payload);
+                    if self.voice_pool.len() < VOICE_POOL_MAX {
+                        self.voice_pool.push(payload);
+                    }
+                    if any_generated {
+                        self.send_voice(now, local, &generated);
+                    }
                 }
             }
-            if any_generated {
-                self.send_voice(now, local, &generated);
-            }
-            self.voice_scratch = generated;
         }
+        self.voice_scratch = generated;
+        self.tick_calls = locals;
         self.media_tick = any.then(|| at + MEDIA_TICK);
     }
 
@@ -775,14 +805,14 @@ impl Endpoint {
         let ts = now.saturating_duration_since(self.epoch).as_millis() as u32;
         let g = &self.config.general;
         let mut active = false;
-        for (addr, queue) in &mut self.trunks {
+        for (addr, queue) in self.trunks.iter_mut() {
             active |= queue.calls > 0;
             let interval = g.trunkfreq.as_millis() as u32;
             for payload in queue.flush(ts, interval, g.trunkmtu, g.trunktimestamps) {
                 self.out.push_back(Transmit { destination: *addr, payload });
             }
         }
-        self.trunks.retain(|_, q: &mut TrunkQueue| q.calls > 0 || !q.is_empty());
+        self.trunks.retain(|q: &TrunkQueue| q.calls > 0 || !q.is_empty());
         self.trunk_tick = active.then(|| at + g.trunkfreq);
     }
 
@@ -874,5 +904,55 @@ fn hangup_text(code: u8) -> &'static str {
         17 => "User busy",
         cause::NO_CIRCUIT => "No circuit/channel available",
         _ => "Hangup by dialplan",
+    }
+}
+
+/// What sending a voice frame needs of the endpoint besides the call itself,
+/// borrowed apart from the dialog table so that a call found once per frame
+/// is not looked up again to send.
+struct VoiceOut<'a> {
+    trunks: &'a mut Trunks,
+    trunk_tick: &'a mut Option<Instant>,
+    trunkfreq: Duration,
+    out: &'a mut VecDeque<Transmit>,
+    rng: &'a mut ChaCha20Rng,
+}
+
+impl VoiceOut<'_> {
+    /// Sends one voice frame on a call: full frame first and on timestamp
+    /// wrap, then mini frames, or trunk entries for a trunk peer. True when
+    /// the call's timers moved (the caller touches its entry): a key rotation
+    /// and a full frame (retransmitted until ACKed) do; mini frames and trunk
+    /// entries do not.
+    fn send(self, now: Instant, local: u16, c: &mut Call, dialog: &mut Dialog, payload: &[u8]) -> bool {
+        if c.quelched || c.state != CallState::Up || dialog.is_finished() {
+            return false;
+        }
+        let mut timers_moved = false;
+        if c.rotate_keys && c.rotate_at.is_none() {
+            // chan_iax2 rotates its key first with its first voice frame, then every 2 to 5 minutes.
+            let key = crypto::new_rotation_key(self.rng);
+            dialog.rotate_tx_key(now, key, self.out);
+            c.rotate_at = Some(now + next_rotation(self.rng));
+            timers_moved = true;
+        }
+        let previous = c.tx_last_ts;
+        let ts = c.next_voice_ts(now);
+        c.stats.frames_sent += 1;
+        if Call::needs_full_voice(previous, ts) {
+            dialog.send_full(now, FrameType::Voice, c.format, payload.to_vec(), Some(ts), self.out);
+            timers_moved = true;
+        } else if c.trunk {
+            self.trunks.queue(dialog.remote_addr).push(local, ts as u16, payload);
+            self.trunk_tick.get_or_insert(now + self.trunkfreq);
+        } else {
+            let mini = MiniFrame { src_call: local, timestamp: ts as u16, payload: payload.to_vec() };
+            let mut bytes = Vec::with_capacity(4 + mini.payload.len());
+            if mini.encode(&mut bytes).is_ok() {
+                let payload = dialog.seal(bytes);
+                self.out.push_back(Transmit { destination: dialog.remote_addr, payload });
+            }
+        }
+        timers_moved
     }
 }

@@ -6,7 +6,7 @@
 //! source may hold any state, and runs registration (both roles) and qualify.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use rand_chacha::ChaCha20Rng;
 mod calls;
 mod pacing;
 mod protocol;
+mod remote;
 mod saved;
 mod table;
 mod views;
@@ -35,12 +36,13 @@ use super::qualify::PeerQualify;
 use super::registrar::{self, Refusal, Registrar};
 use super::registration::{RegState, Registration};
 use super::subclass::{FrameType, IaxSubclass};
-use super::trunk::TrunkQueue;
+use super::trunk::Trunks;
 use super::Transmit;
 use crate::config::{CallTokenRequirement, Host, IaxConfig, PeerConfig};
 use crate::dialplan::Dialplan;
 use crate::event::{Event, PeerState};
 use crate::guard::{Guard, GuardSettings, Verdict};
+use remote::RemoteCalls;
 
 /// How long an ended dialog stays to re-ACK retransmissions of its last frames.
 const LINGER: Duration = Duration::from_secs(10);
@@ -70,27 +72,6 @@ struct Entry {
     role: Role,
 }
 
-/// A source and its call number, the key of `by_remote`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RemoteCall(SocketAddr, u16);
-
-/// Hashed as one or two words instead of field by field: the derived hash
-/// fed the hasher five small writes, a measurable share of the cost of every
-/// trunk entry. Flow label and scope are left out of the hash (not of the
-/// equality): equal keys still hash alike.
-impl std::hash::Hash for RemoteCall {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let port_call = u32::from(self.0.port()) << 16 | u32::from(self.1);
-        match self.0 {
-            SocketAddr::V4(a) => state.write_u64(u64::from(u32::from(*a.ip())) << 32 | u64::from(port_call)),
-            SocketAddr::V6(a) => {
-                state.write_u128(u128::from(*a.ip()));
-                state.write_u32(port_call);
-            }
-        }
-    }
-}
-
 /// Traffic counters, for `show stats` and load reports.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -114,10 +95,10 @@ pub struct Endpoint {
     tokens: CallTokens,
     callnos: CallNumbers,
     dialogs: table::DialogTable,
-    /// New-dialog requests by (source, its call number), to recognise their
-    /// retransmissions. Hashed: every mini frame and trunk entry is looked up
-    /// here, and the map is never iterated, so its order cannot show.
-    by_remote: HashMap<RemoteCall, u16>,
+    /// Dialogs by (source, its call number): new-dialog requests, to
+    /// recognise their retransmissions, and the calls of mini frames and
+    /// trunk entries.
+    by_remote: RemoteCalls,
     /// Scratch for [`Endpoint::trunk_frame`]: each entry's call, found before any is handled.
     trunk_locals: Vec<Option<u16>>,
     /// Buffers reused for voice: the frame a call's source generates, and
@@ -125,6 +106,8 @@ pub struct Endpoint {
     /// frame otherwise).
     voice_scratch: Vec<u8>,
     voice_pool: Vec<Vec<u8>>,
+    /// Scratch for [`Endpoint::media_tick`]: the calls it visits.
+    tick_calls: Vec<u16>,
     registrar: Registrar,
     registrations: Vec<Registration>,
     qualify: BTreeMap<String, PeerQualify>,
@@ -132,7 +115,7 @@ pub struct Endpoint {
     token_capable: BTreeSet<String>,
     dialplan: Dialplan,
     /// Voice waiting for the next trunk tick, per trunk peer.
-    trunks: BTreeMap<SocketAddr, TrunkQueue>,
+    trunks: Trunks,
     /// Next 20 ms media tick, while any call is up.
     media_tick: Option<Instant>,
     /// Next `trunkfreq` tick, while any trunk carries calls.
@@ -165,16 +148,17 @@ impl Endpoint {
             tokens: CallTokens::new(key),
             callnos: CallNumbers::default(),
             dialogs: table::DialogTable::default(),
-            by_remote: HashMap::new(),
+            by_remote: RemoteCalls::default(),
             trunk_locals: Vec::new(),
             voice_scratch: Vec::new(),
             voice_pool: Vec::new(),
+            tick_calls: Vec::new(),
             registrar: Registrar::default(),
             registrations: Vec::new(),
             qualify: BTreeMap::new(),
             token_capable: BTreeSet::new(),
             dialplan: Dialplan::default(),
-            trunks: BTreeMap::new(),
+            trunks: Trunks::default(),
             media_tick: None,
             trunk_tick: None,
             queued: VecDeque::new(),
@@ -291,9 +275,7 @@ impl Endpoint {
         let word = |i: usize| data.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) & 0x7fff);
         let local = match data.first() {
             Some(b) if b & 0x80 != 0 => word(2).filter(|dst| *dst != 0),
-            Some(_) => {
-                word(0).filter(|src| *src != 0).and_then(|src| self.by_remote.get(&RemoteCall(from, src)).copied())
-            }
+            Some(_) => word(0).filter(|src| *src != 0).and_then(|src| self.by_remote.get(from, src)),
             None => None,
         };
         let Some(entry) = local.and_then(|l| self.dialogs.get_mut(&l)) else { return Ok(Cow::Borrowed(data)) };
@@ -328,7 +310,7 @@ impl Endpoint {
             }
             return;
         }
-        if let Some(&local) = self.by_remote.get(&RemoteCall(from, f.src_call)) {
+        if let Some(local) = self.by_remote.get(from, f.src_call) {
             return self.handle_dialog_frame(now, local, f);
         }
         if f.frame_type != FrameType::Iax {
@@ -449,7 +431,7 @@ impl Endpoint {
         let dialog = Dialog::new(local, f.src_call, from, now);
         let role = Role::Registrar(RegistrarExchange { challenge: None, reject_at: None });
         self.dialogs.insert(local, Entry { dialog, role });
-        self.by_remote.insert(RemoteCall(from, f.src_call), local);
+        self.by_remote.insert(from, f.src_call, local);
         self.handle_dialog_frame(now, local, f);
     }
 
@@ -857,7 +839,7 @@ impl Endpoint {
 
     fn remove_dialog(&mut self, local: u16) {
         if let Some(entry) = self.dialogs.remove(&local) {
-            self.by_remote.remove(&RemoteCall(entry.dialog.remote_addr, entry.dialog.remote_call));
+            self.by_remote.remove(entry.dialog.remote_addr, entry.dialog.remote_call);
             self.callnos.release(local);
         }
     }
