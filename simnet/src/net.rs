@@ -250,6 +250,9 @@ struct WorldState {
     refusals_reported: BTreeMap<(usize, SocketAddr, SocketAddr), (Duration, u64)>,
     /// Hosts whose kernel has no IPv6: binding an IPv6 address fails.
     no_ipv6: BTreeSet<String>,
+    /// Per host, the simulated time last read and the host's clock then
+    /// (see [`WorldState::sim_time`]).
+    clocks: Vec<Option<(tokio::time::Instant, Duration)>>,
 }
 
 /// A NAT device or firewall in the world.
@@ -320,7 +323,23 @@ impl WorldState {
         self.stats.push(HostStats::default());
         self.backlog.push(Backlog::default());
         self.behind.push(None);
+        self.clocks.push(None);
         i
+    }
+
+    /// The simulated time on host `host`, whose clock reads `now`. Asking
+    /// turmoil costs a hashed look-up of the host; a burst of sends shares
+    /// one clock reading, and a reading maps to one simulated time as long as
+    /// the host runs (its sockets are bound).
+    fn sim_time(&mut self, host: usize, now: tokio::time::Instant) -> Duration {
+        match self.clocks[host] {
+            Some((read, at)) if read == now => at,
+            _ => {
+                let at = turmoil::sim_elapsed().unwrap_or_default();
+                self.clocks[host] = Some((now, at));
+                at
+            }
+        }
     }
 
     fn host_of_ip(&self, ip: IpAddr) -> Option<usize> {
@@ -619,6 +638,7 @@ impl SimWorld {
             nat_events: Vec::new(),
             refusals_reported: BTreeMap::new(),
             no_ipv6: BTreeSet::new(),
+            clocks: Vec::new(),
         })))
     }
 
@@ -813,8 +833,9 @@ impl SimWorld {
         dst: SocketAddr,
         payload: &[u8],
     ) {
-        let at = turmoil::sim_elapsed().unwrap_or_default();
+        let now = tokio::time::Instant::now();
         let mut w = self.lock();
+        let at = w.sim_time(from, now);
         let to = w.host_at(dst.ip());
         let Some(route) = w.route_counted(at, from, to, src, dst) else { return };
         let plan = w.plan(at, from, route.to, payload);
@@ -857,6 +878,8 @@ impl SimWorld {
         let b = &mut w.backlog[i];
         b.bound = bound;
         b.read = b.wire;
+        // A restarted host has a new runtime, whose clock starts anew.
+        w.clocks[i] = None;
     }
 }
 

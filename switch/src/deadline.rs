@@ -309,6 +309,12 @@ impl<V: Timed> DenseTimedMap<V> {
         self.keys.iter().filter_map(|k| self.slot(*k).map(|i| (k, &self.slots[i].value)))
     }
 
+    /// The keys in use, in order (a loop that changes the map walks these).
+    pub fn keys_into(&self, keys: &mut Vec<u16>) {
+        keys.clear();
+        keys.extend(self.keys.iter().copied());
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, v)| v)
     }

@@ -97,16 +97,16 @@ impl Endpoint {
     }
 
     /// A jitter buffer for a call with `peer`, when `jitterbuffer=yes` applies.
-    fn jitter_buffer(&self, peer: Option<&PeerConfig>) -> Option<JitterBuffer> {
+    fn jitter_buffer(&self, peer: Option<&PeerConfig>) -> Option<Box<JitterBuffer>> {
         let g = &self.config.general;
         let on = peer.and_then(|p| p.jitterbuffer).unwrap_or(g.jitterbuffer);
         on.then(|| {
-            JitterBuffer::new(JitterConfig {
+            Box::new(JitterBuffer::new(JitterConfig {
                 max_ms: g.maxjitterbuffer,
                 resync_threshold_ms: g.resyncthreshold,
                 max_interps: g.maxjitterinterps,
                 target_extra_ms: g.jittertargetextra,
-            })
+            }))
         })
     }
 
@@ -420,19 +420,11 @@ impl Endpoint {
     }
 
     fn call_numbers(&self) -> Vec<u16> {
-        let mut calls = Vec::new();
-        self.call_numbers_into(&mut calls);
-        calls
-    }
-
-    fn call_numbers_into(&self, calls: &mut Vec<u16>) {
-        calls.clear();
-        calls.extend(
-            self.dialogs
-                .iter()
-                .filter(|(_, e)| matches!(e.role, Role::Call(_)) && !e.dialog.is_finished())
-                .map(|(n, _)| *n),
-        );
+        self.dialogs
+            .iter()
+            .filter(|(_, e)| matches!(e.role, Role::Call(_)) && !e.dialog.is_finished())
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// A full frame, in sequence, on a call's dialog.
@@ -640,7 +632,7 @@ impl Endpoint {
             locals.push(local);
         }
         std::hint::black_box(warm);
-        let arrival_us = self.micros_since_epoch(now);
+        let now_ns = self.nanos_since_epoch(now);
         for (&(_, timestamp, payload), &local) in entries.iter().zip(&locals) {
             let Some(local) = local else {
                 self.count_drop("trunk entry for no call");
@@ -652,20 +644,21 @@ impl Endpoint {
                 Some(ts) => c.extend_mini_ts(ts),
                 None => c.rx_last_ts.map_or(20, |t| t + 20),
             };
-            self.media_in_at(now, arrival_us, local, ts, payload, false);
+            self.media_in_at(now, now_ns, local, ts, payload, false);
         }
         self.trunk_locals = locals;
     }
 
     /// Voice arrived on a call: count it, and echo or bridge it.
     fn media_in(&mut self, now: Instant, local: u16, ts: u32, payload: &[u8], full: bool) {
-        let arrival_us = self.micros_since_epoch(now);
-        self.media_in_at(now, arrival_us, local, ts, payload, full);
+        let now_ns = self.nanos_since_epoch(now);
+        self.media_in_at(now, now_ns, local, ts, payload, full);
     }
 
-    /// [`Endpoint::media_in`] with the arrival time already read: a trunk
+    /// [`Endpoint::media_in`] with the clock already read: a trunk
     /// datagram's entries all arrived at once.
-    fn media_in_at(&mut self, now: Instant, arrival_us: i64, local: u16, ts: u32, payload: &[u8], full: bool) {
+    fn media_in_at(&mut self, now: Instant, now_ns: u64, local: u16, ts: u32, payload: &[u8], full: bool) {
+        let arrival_us = (now_ns / 1000) as i64;
         // Receive accounting and the jitter buffer move none of the call's timers.
         let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
         if dialog.is_finished() {
@@ -692,6 +685,8 @@ impl Endpoint {
                     trunkfreq: self.config.general.trunkfreq,
                     out: &mut self.out,
                     rng: &mut self.rng,
+                    epoch: self.epoch,
+                    now_ns,
                 };
                 if out.send(now, local, c, dialog, payload) {
                     self.dialogs.touch(&local);
@@ -702,8 +697,8 @@ impl Endpoint {
         }
     }
 
-    fn micros_since_epoch(&self, now: Instant) -> i64 {
-        now.saturating_duration_since(self.epoch).as_micros() as i64
+    fn nanos_since_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     /// Audio ready to play on `local`: echo it back or pass it across the bridge.
@@ -721,6 +716,7 @@ impl Endpoint {
 
     /// Sends one voice frame on a call (see [`VoiceOut::send`]).
     fn send_voice(&mut self, now: Instant, local: u16, payload: &[u8]) {
+        let now_ns = self.nanos_since_epoch(now);
         let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
         let out = VoiceOut {
             trunks: &mut self.trunks,
@@ -728,6 +724,8 @@ impl Endpoint {
             trunkfreq: self.config.general.trunkfreq,
             out: &mut self.out,
             rng: &mut self.rng,
+            epoch: self.epoch,
+            now_ns,
         };
         if out.send(now, local, c, dialog, payload) {
             self.dialogs.touch(&local);
@@ -742,15 +740,16 @@ impl Endpoint {
             return;
         }
         let mut any = false;
-        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        let now_ns = self.nanos_since_epoch(now);
+        let now_ms = (now_ns / 1_000_000) as i64;
         let mut locals = std::mem::take(&mut self.tick_calls);
-        self.call_numbers_into(&mut locals);
+        self.dialogs.keys_into(&mut locals);
         let mut generated = std::mem::take(&mut self.voice_scratch);
         for &local in &locals {
             // The hangup goes through end_call, which touches; playout and
             // the source move none of the call's timers.
             let Some(Entry { role: Role::Call(c), dialog }) = self.dialogs.peek_mut(&local) else { continue };
-            if c.state != CallState::Up {
+            if dialog.is_finished() || c.state != CallState::Up {
                 continue;
             }
             any = true;
@@ -774,6 +773,8 @@ impl Endpoint {
                         trunkfreq: self.config.general.trunkfreq,
                         out: &mut self.out,
                         rng: &mut self.rng,
+                        epoch: self.epoch,
+                        now_ns,
                     };
                     if out.send(now, local, c, dialog, &generated) {
                         self.dialogs.touch(&local);
@@ -916,6 +917,10 @@ struct VoiceOut<'a> {
     trunkfreq: Duration,
     out: &'a mut VecDeque<Transmit>,
     rng: &'a mut ChaCha20Rng,
+    /// The endpoint's clock (its epoch, and now in ns on it), for the
+    /// calls' voice timestamps.
+    epoch: Instant,
+    now_ns: u64,
 }
 
 impl VoiceOut<'_> {
@@ -937,7 +942,11 @@ impl VoiceOut<'_> {
             timers_moved = true;
         }
         let previous = c.tx_last_ts;
-        let ts = c.next_voice_ts(now);
+        let epoch = self.epoch;
+        let created_ns =
+            *c.created_ns.get_or_insert_with(|| c.created.saturating_duration_since(epoch).as_nanos() as u64);
+        let elapsed_ms = (self.now_ns.saturating_sub(created_ns) / 1_000_000).min(u64::from(u32::MAX)) as u32;
+        let ts = c.next_voice_ts_at(elapsed_ms);
         c.stats.frames_sent += 1;
         if Call::needs_full_voice(previous, ts) {
             dialog.send_full(now, FrameType::Voice, c.format, payload.to_vec(), Some(ts), self.out);
