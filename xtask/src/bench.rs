@@ -40,6 +40,7 @@ pub fn run(args: &BenchArgs) -> Result<bool, TaskError> {
         summarise(&target_dir().join("criterion"), started)?;
     }
     if !args.no_sim {
+        crate::no_huge_pages();
         sim_speed(&args.scenario, args.seed)?;
     }
     Ok(true)

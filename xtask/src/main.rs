@@ -36,6 +36,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// madvise, and the kernel then zeroes 2 MiB at each first touch of the
 /// simulator's growing heap: about twice the memory and 2-3 % of `sim-speed`
 /// (docs/performance.md). The simulated world gains nothing from them.
+/// Only for the tasks that simulate in this process: children inherit the
+/// setting, and `load` measures the switch as an operator runs it.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
@@ -354,12 +356,17 @@ pub fn workspace_root() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    no_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Scenario(args) => scenario::run(&args),
+        Command::Scenario(args) => {
+            no_huge_pages();
+            scenario::run(&args)
+        }
         Command::Certify(args) => certify::run(&args),
-        Command::Replay(args) => replay::run(&args),
+        Command::Replay(args) => {
+            no_huge_pages();
+            replay::run(&args)
+        }
         Command::Bench(args) => bench::run(&args),
         Command::Load(args) => load::run(&args),
     };

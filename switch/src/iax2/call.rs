@@ -161,36 +161,57 @@ pub use crate::media::Source;
 pub const PING_INTERVAL: Duration = Duration::from_secs(21);
 pub const LAGRQ_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A call's `repr(C)` keeps the declared order: the fields the media path
+/// reads or writes for every frame and every media tick come first,
+/// largest first, and fill about four cache lines; the rest (setup,
+/// signalling, keepalive) follows. Each call is cold again 20 ms later, so
+/// the lines a frame touches are what a frame costs (docs/performance.md).
+#[repr(C)]
 pub struct Call {
-    pub direction: Direction,
-    pub state: CallState,
-    /// The configured user/peer this call belongs to, if known.
-    pub peer: Option<String>,
-    pub exten: String,
-    pub context: String,
+    pub stats: MediaStats,
+    /// Received frames whose timestamps were not 20 ms after the previous one.
+    pub ts_irregular: u64,
+    /// `created` in nanoseconds on the endpoint's clock, once the media path
+    /// has needed it (see [`Call::next_voice_ts_at`]).
+    pub created_ns: Option<u64>,
+    /// Hang up at this time: originate's hold time (outbound), or the
+    /// dialplan's `Wait` before `Hangup` (inbound).
+    pub hangup_at: Option<Instant>,
+    /// When this side next rotates its transmit key (see `rotate_keys`).
+    pub rotate_at: Option<Instant>,
+    /// Incoming audio is played out through this when `jitterbuffer=yes`.
+    /// Boxed: it is half the size of a call, and most calls have none; the
+    /// fields the media path reads for every frame then share fewer cache lines.
+    pub jitter: Option<Box<crate::jitterbuffer::JitterBuffer>>,
     pub app: App,
     pub source: Source,
     /// The negotiated format bit (0 until ACCEPT).
     pub format: u32,
+    /// Timestamp of the last voice frame we sent, and whether the peer has had a full one.
+    pub tx_last_ts: Option<u32>,
+    /// Full 32-bit timestamp of the last voice frame received, to extend mini frames' 16 bits.
+    pub rx_last_ts: Option<u32>,
+    /// The other leg when this call is bridged (`dial`).
+    pub bridge: Option<u16>,
+    pub state: CallState,
+    /// Peer asked us to stop sending audio.
+    pub quelched: bool,
     /// Media goes in meta trunk frames to this peer.
     pub trunk: bool,
+    /// This side rotates its transmit key (KEYROTATE negotiated), and when next.
+    pub rotate_keys: bool,
+    /// The configured user/peer this call belongs to, if known.
+    pub peer: Option<String>,
+    pub exten: String,
+    pub context: String,
     pub created: Instant,
-    /// `created` in nanoseconds on the endpoint's clock, once the media path
-    /// has needed it (see [`Call::next_voice_ts_at`]).
-    pub created_ns: Option<u64>,
     pub answered: Option<Instant>,
-    /// Hang up at this time: originate's hold time (outbound), or the
-    /// dialplan's `Wait` before `Hangup` (inbound).
-    pub hangup_at: Option<Instant>,
-    /// The Q.850 cause sent when `hangup_at` comes (16 unless the dialplan says).
-    pub hangup_cause: u8,
     /// Outbound: give up if the NEW draws no answer by then (`autokill`).
     pub autokill_at: Option<Instant>,
     /// Credentials for AUTHREQ (outbound) or the challenge sent (inbound).
     pub username: Option<String>,
     pub secret: Option<String>,
     pub challenge: Option<String>,
-    pub token_sent: bool,
     /// Next PING and LAGRQ of our own, once the call is accepted (chan_iax2's
     /// `ping_time` and `lagrq_time`): they keep NAT bindings open and measure the path.
     pub ping_at: Option<Instant>,
@@ -198,22 +219,8 @@ pub struct Call {
     /// Round trip of the last PING answered, and of the last LAGRQ, in ms.
     pub rtt_ms: Option<u32>,
     pub lag_ms: Option<u32>,
-    /// This side rotates its transmit key (KEYROTATE negotiated), and when next.
-    pub rotate_keys: bool,
-    pub rotate_at: Option<Instant>,
     /// The DATETIME our NEW carries (kept so its resend with a call token is the same NEW).
     pub datetime: Option<u32>,
-    /// Peer asked us to stop sending audio.
-    pub quelched: bool,
-    /// Timestamp of the last voice frame we sent, and whether the peer has had a full one.
-    pub tx_last_ts: Option<u32>,
-    /// Full 32-bit timestamp of the last voice frame received, to extend mini frames' 16 bits.
-    pub rx_last_ts: Option<u32>,
-    pub stats: MediaStats,
-    /// Received frames whose timestamps were not 20 ms after the previous one.
-    pub ts_irregular: u64,
-    /// The other leg when this call is bridged (`dial`).
-    pub bridge: Option<u16>,
     /// The NEW's FORMAT and CAPABILITY (inbound), for negotiation.
     pub offered: (u32, u32),
     /// Caller ID (number, name): what the NEW carried (inbound) or what we present (outbound).
@@ -224,10 +231,10 @@ pub struct Call {
     pub encrypted: bool,
     /// Refuse or hang up when encryption is not agreed (`forceencryption`).
     pub force_encryption: bool,
-    /// Incoming audio is played out through this when `jitterbuffer=yes`.
-    /// Boxed: it is half the size of a call, and most calls have none; the
-    /// fields the media path reads for every frame then share fewer cache lines.
-    pub jitter: Option<Box<crate::jitterbuffer::JitterBuffer>>,
+    pub token_sent: bool,
+    /// The Q.850 cause sent when `hangup_at` comes (16 unless the dialplan says).
+    pub hangup_cause: u8,
+    pub direction: Direction,
 }
 
 impl Call {
