@@ -393,6 +393,9 @@ impl WorldState {
         dst: SocketAddr,
     ) -> Result<Route, ()> {
         let mut route = Route { to, deliver: dst, src, dst, rewritten: false };
+        if self.nats.is_empty() {
+            return Ok(route);
+        }
         if let Some(n) = self.behind.get(from).copied().flatten() {
             let lan = route.to.is_some_and(|to| self.behind[to] == Some(n));
             if lan {
@@ -460,26 +463,6 @@ impl WorldState {
         let i = self.add(&name);
         self.by_ip.push((ip, i));
         Some(i)
-    }
-
-    /// [`WorldState::route`], counting what a NAT or firewall dropped.
-    fn route_counted(
-        &mut self,
-        at: Duration,
-        from: usize,
-        to: Option<usize>,
-        src: SocketAddr,
-        dst: SocketAddr,
-    ) -> Option<Route> {
-        if self.nats.is_empty() {
-            return Some(Route { to, deliver: dst, src, dst, rewritten: false });
-        }
-        let route = self.route(at, from, to, src, dst).ok();
-        if route.is_none() {
-            self.stats[from].sent += 1;
-            self.stats[from].filtered += 1;
-        }
-        route
     }
 
     /// Decides the fate of one datagram: the delays of the copies to send
@@ -837,7 +820,12 @@ impl SimWorld {
         let mut w = self.lock();
         let at = w.sim_time(from, now);
         let to = w.host_at(dst.ip());
-        let Some(route) = w.route_counted(at, from, to, src, dst) else { return };
+        let Ok(route) = w.route(at, from, to, src, dst) else {
+            // A NAT or firewall dropped it (and reported why).
+            w.stats[from].sent += 1;
+            w.stats[from].filtered += 1;
+            return;
+        };
         let plan = w.plan(at, from, route.to, payload);
         let mut due_now = 0;
         for delay in &plan.delays[..plan.copies] {

@@ -679,15 +679,7 @@ impl Endpoint {
         match (&c.app, c.bridge) {
             // The echo goes back on the call at hand, without looking it up again.
             (App::Echo, _) => {
-                let out = VoiceOut {
-                    trunks: &mut self.trunks,
-                    trunk_tick: &mut self.trunk_tick,
-                    trunkfreq: self.config.general.trunkfreq,
-                    out: &mut self.out,
-                    rng: &mut self.rng,
-                    epoch: self.epoch,
-                    now_ns,
-                };
+                let out = voice_out!(self, now_ns);
                 if out.send(now, local, c, dialog, payload) {
                     self.dialogs.touch(&local);
                 }
@@ -718,15 +710,7 @@ impl Endpoint {
     fn send_voice(&mut self, now: Instant, local: u16, payload: &[u8]) {
         let now_ns = self.nanos_since_epoch(now);
         let Some(Entry { role: Role::Call(c), dialog, .. }) = self.dialogs.peek_mut(&local) else { return };
-        let out = VoiceOut {
-            trunks: &mut self.trunks,
-            trunk_tick: &mut self.trunk_tick,
-            trunkfreq: self.config.general.trunkfreq,
-            out: &mut self.out,
-            rng: &mut self.rng,
-            epoch: self.epoch,
-            now_ns,
-        };
+        let out = voice_out!(self, now_ns);
         if out.send(now, local, c, dialog, payload) {
             self.dialogs.touch(&local);
         }
@@ -767,15 +751,7 @@ impl Endpoint {
             let any_generated = c.source.next_frame_into(codec, &mut generated);
             match played {
                 None if any_generated => {
-                    let out = VoiceOut {
-                        trunks: &mut self.trunks,
-                        trunk_tick: &mut self.trunk_tick,
-                        trunkfreq: self.config.general.trunkfreq,
-                        out: &mut self.out,
-                        rng: &mut self.rng,
-                        epoch: self.epoch,
-                        now_ns,
-                    };
+                    let out = voice_out!(self, now_ns);
                     if out.send(now, local, c, dialog, &generated) {
                         self.dialogs.touch(&local);
                     }
@@ -907,6 +883,23 @@ fn hangup_text(code: u8) -> &'static str {
         _ => "Hangup by dialplan",
     }
 }
+
+/// The endpoint's [`VoiceOut`], borrowed field by field so that the dialog
+/// table stays free for the call being sent on.
+macro_rules! voice_out {
+    ($endpoint:expr, $now_ns:expr) => {
+        VoiceOut {
+            trunks: &mut $endpoint.trunks,
+            trunk_tick: &mut $endpoint.trunk_tick,
+            trunkfreq: $endpoint.config.general.trunkfreq,
+            out: &mut $endpoint.out,
+            rng: &mut $endpoint.rng,
+            epoch: $endpoint.epoch,
+            now_ns: $now_ns,
+        }
+    };
+}
+use voice_out;
 
 /// What sending a voice frame needs of the endpoint besides the call itself,
 /// borrowed apart from the dialog table so that a call found once per frame
