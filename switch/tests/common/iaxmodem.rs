@@ -66,9 +66,31 @@ pub fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
+/// Port ranges handed out in this process for something that binds them
+/// later, a few at a time (a switch's `rtp_ports`, a pair per call): a port
+/// picked afterwards must not fall inside one, or the switch finds it taken
+/// in the middle of a test.
+static RESERVED: std::sync::Mutex<Vec<std::ops::RangeInclusive<u16>>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps `first ..= last` out of what [`free_udp_port`] and later
+/// reservations hand out; false when part of it already is.
+pub fn reserve_ports(first: u16, last: u16) -> bool {
+    let mut reserved = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    if reserved.iter().any(|r| first <= *r.end() && *r.start() <= last) {
+        return false;
+    }
+    reserved.push(first..=last);
+    true
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago, outside the reserved ranges.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind an ephemeral port").port()
+    loop {
+        let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind an ephemeral port").port();
+        if reserve_ports(port, port) {
+            return port;
+        }
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -14,7 +14,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::common::{find_in_path, pump, start_dumpcap, Proc};
+use super::common::{find_in_path, pump, reserve_ports, start_dumpcap, Proc};
 
 /// The first of `names` found in PATH, or `None` after saying the test is skipped.
 pub fn program(names: &[&str], package: &str) -> Option<PathBuf> {
@@ -26,7 +26,8 @@ pub fn program(names: &[&str], package: &str) -> Option<PathBuf> {
 }
 
 /// An even UDP port `p` on 127.0.0.1 such that `p .. p + count` were all free a
-/// moment ago: RTP on the even port, RTCP on the next (RFC 3550 11).
+/// moment ago and are now reserved in this process (see `reserve_ports`): RTP
+/// on the even port, RTCP on the next (RFC 3550 11).
 pub fn free_udp_ports(count: u16) -> u16 {
     for _ in 0..200 {
         let Ok(probe) = UdpSocket::bind("127.0.0.1:0") else { continue };
@@ -37,7 +38,7 @@ pub fn free_udp_ports(count: u16) -> u16 {
             continue;
         }
         let held: Vec<_> = (base..base + count).map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok()).collect();
-        if held.len() == usize::from(count) {
+        if held.len() == usize::from(count) && reserve_ports(base, base + count - 1) {
             return base;
         }
     }
